@@ -1,0 +1,34 @@
+# kiln — make targets. Every target creates .venv and installs the pinned
+# requirements when they are missing or have changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help test demo bench policy-check clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+test: $(STAMP)  ## run the whole test suite
+	$(PY) -m pytest -q -n 2 tests
+
+demo: $(STAMP)  ## rotate a simulated fleet on a local moto server; chart in out/
+	$(PY) -m automation demo
+
+bench: $(STAMP)  ## rollout benchmark: default strategy vs double-and-drain, 50/200/1000 nodes
+	$(PY) -m automation.bench
+
+policy-check: $(STAMP)  ## run the CrossGuard pack offline on Pulumi.example.yaml
+	$(PY) -m policies check --config Pulumi.example.yaml
+
+clean:  ## remove the virtualenv and generated output
+	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,0 +1,131 @@
+"""What the rollout engine sees of the world: plain, frozen values.
+
+A :class:`Snapshot` is read fresh on every reconcile (level-triggered): nothing
+in it is remembered between cycles. The only state kiln persists is the
+rollout's *intent* (:class:`RolloutIntent`, :class:`GroupIntent`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+# Labels, taints and annotations kiln owns. infra/ uses the same strings.
+LABEL_MODEL_VERSION = "kiln.dev/model-version"
+LABEL_NODE_GROUP = "kiln.dev/node-group"
+TAINT_WARMING = "kiln.dev/model-warming"        # new node, model not yet read once
+TAINT_ROLLOUT = "kiln.dev/rollout"              # old node: no new work
+ANNOTATION_DEADLINE_EXTENSION = "kiln.dev/rollout-deadline-extension-seconds"  # on a Job or pod
+CA_SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+TAG_CLUSTER = "kiln.dev/cluster"                # ownership tag on ASGs (value: cluster name)
+TAG_NODE_GROUP = "kiln.dev/node-group"          # ASG tag: logical node group
+TAG_INTENT_PREFIX = "kiln.dev/rollout-"         # ASG tags holding per-group rollout intent
+
+
+@dataclass(frozen=True)
+class Instance:
+    id: str
+    zone: str
+    launch_template_version: Optional[str]  # as the ASG reports it for this instance
+    lifecycle_state: str = "InService"      # Pending, InService, Terminating, ...
+    healthy: bool = True
+    protected_from_scale_in: bool = False
+    image_id: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class AutoScalingGroup:
+    name: str
+    node_group: str
+    zone: str
+    min_size: int
+    max_size: int
+    desired_capacity: int
+    launch_template_id: str
+    launch_template_version: str            # the group's *current* version (the target)
+    instances: tuple[Instance, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    instance_id: Optional[str]              # from spec.providerID aws:///<zone>/<instance-id>
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    unschedulable: bool = False
+    ready: bool = False
+    created_at: float = 0.0                 # seconds on the injected clock
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    node_name: Optional[str]                # None while Pending and unscheduled
+    phase: str                              # Pending, Running, Succeeded, Failed, Unknown
+    owner_kind: Optional[str] = None        # Job, ReplicaSet, StatefulSet, DaemonSet, Node (mirror), ...
+    owner_name: Optional[str] = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    created_at: float = 0.0
+    deleting: bool = False                  # deletionTimestamp set
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class PodDisruptionBudget:
+    namespace: str
+    name: str
+    match_labels: Mapping[str, str]
+    disruptions_allowed: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The world as read at ``now`` with a constant number of list calls."""
+
+    now: float
+    groups: tuple[AutoScalingGroup, ...]
+    nodes: tuple[Node, ...]
+    pods: tuple[Pod, ...]
+    pdbs: tuple[PodDisruptionBudget, ...] = ()
+    autoscaler_replicas: Optional[int] = None   # None: no cluster-autoscaler Deployment found
+
+
+@dataclass(frozen=True)
+class GroupIntent:
+    """What must be restored on one ASG, stored as tags on that ASG."""
+
+    asg: str
+    original_desired: int
+    original_max: int
+    target_version: str
+    previous_version: str
+
+
+@dataclass(frozen=True)
+class RolloutIntent:
+    """The rollout's intent: all kiln persists (in the cluster), besides GroupIntent tags."""
+
+    rollout_id: str
+    started_at: float
+    deadline_at: float
+    strategy: str
+    surge: Optional[str]                    # "3" or "25%"; None = on demand
+    pause_autoscaler: bool
+    autoscaler_replicas: Optional[int]      # replicas to restore when paused
+    ready_timeout_seconds: float
+    phase: str = "rolling"                  # rolling | rolling_back
+    groups: tuple[GroupIntent, ...] = ()

@@ -1,0 +1,513 @@
+"""Typed stack configuration for kiln.
+
+The whole ``kiln:`` namespace is read once, validated, and turned into frozen
+dataclasses *before* any resource is declared. Validation collects every
+problem and raises one :class:`ConfigError` whose lines each name the key and
+the rule, e.g. ``kiln:nodeGroups[1].maxSize (2) must be >= minSize (5)``.
+
+This module deliberately does not import ``pulumi`` at module level: the
+automation and policy tooling parse the same stack files without a Pulumi
+engine, so the parser works on a plain mapping (:func:`parse`), and
+:func:`load` is the thin adapter over ``pulumi.Config``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+NAMESPACE = "kiln"
+
+# Keys of the kiln: namespace, with a one-line description. Pulumi.yaml declares
+# the same keys; a test keeps the two in step.
+KEYS: dict[str, str] = {
+    "clusterName": "Name of the EKS cluster; also the ownership tag on everything kiln creates.",
+    "kubernetesVersion": "EKS Kubernetes version, e.g. \"1.33\".",
+    "availabilityZones": "AZs to run in; every node group gets one ASG per AZ.",
+    "vpcCidr": "CIDR of the VPC kiln creates when no vpcId is given (default 10.0.0.0/16).",
+    "vpcId": "Existing VPC to use instead of creating one (requires privateSubnetIds).",
+    "privateSubnetIds": "With vpcId: one private subnet per availability zone, in the same order.",
+    "nodeAmi": "Baked node AMI id, or a map of AMI family (standard, nvidia) to id. Set by `automation rotate`.",
+    "modelVersion": "Version of the model baked into nodeAmi, e.g. \"v5\". Nodes are labelled with it.",
+    "modelPath": "Where the baked model lives on the node (default /opt/models).",
+    "modelVolumeDevice": "Device name of the EBS volume that holds the model (default /dev/xvdb).",
+    "modelVolumeSizeGiB": "Size of the model volume in GiB (default 100).",
+    "modelVolumeInitRateMiBps": "EBS volume initialization rate for the model volume, 100-300 MiB/s (default 300).",
+    "nodeGroups": "Node groups: list of {name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, volumeSizeGiB}.",
+    "endpointPublicAccessCidrs": "CIDRs allowed to reach the public API endpoint; empty means a private endpoint only.",
+    "jobsNamespace": "Namespace for ML Jobs that mount the model (default ml-jobs).",
+    "ecrRepositories": "ECR repositories to create, by name.",
+    "ecrKeepImages": "Tagged images each ECR repository keeps (default 10).",
+    "prefetchImages": "Images every node pulls as it joins (and the bake pre-pulls).",
+    "autoscalerChartVersion": "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py).",
+    "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject}.",
+}
+
+AMI_FAMILIES = ("standard", "nvidia")
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+_AMI_RE = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
+_CLUSTER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
+_K8S_VERSION_RE = re.compile(r"^1\.(\d+)$")
+# The model version becomes a label value and part of a PVC name (DNS-1123).
+_MODEL_VERSION_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,40}[a-z0-9])?$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_GROUP_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+_AZ_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+_SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_VPC_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_TAINT_RE = re.compile(r"^(?P<key>[^=:\s]+)(=(?P<value>[^:\s]*))?:(?P<effect>\w+)$")
+_REPO_RE = re.compile(r"^[a-z0-9]+([._/-][a-z0-9]+)*$")
+
+
+class ConfigError(ValueError):
+    """Invalid stack configuration. ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid kiln configuration:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
+
+
+@dataclass(frozen=True)
+class NodeGroupConfig:
+    name: str
+    instance_types: tuple[str, ...]
+    min_size: int
+    max_size: int
+    desired_size: int
+    spot: bool = False
+    gpu: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+    taints: tuple[Taint, ...] = ()
+    volume_size_gib: int = 100
+
+    @property
+    def ami_family(self) -> str:
+        return "nvidia" if self.gpu else "standard"
+
+    @property
+    def labels_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class CiOidcConfig:
+    provider_url: str
+    audience: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class KilnConfig:
+    cluster_name: str
+    kubernetes_version: str
+    availability_zones: tuple[str, ...]
+    node_amis: tuple[tuple[str, str], ...]  # (family, ami id)
+    model_version: str
+    node_groups: tuple[NodeGroupConfig, ...]
+    vpc_cidr: str = "10.0.0.0/16"
+    vpc_id: Optional[str] = None
+    private_subnet_ids: tuple[str, ...] = ()
+    model_path: str = "/opt/models"
+    model_volume_device: str = "/dev/xvdb"
+    model_volume_size_gib: int = 100
+    model_volume_init_rate_mibps: int = 300
+    endpoint_public_access_cidrs: tuple[str, ...] = ()
+    jobs_namespace: str = "ml-jobs"
+    ecr_repositories: tuple[str, ...] = ()
+    ecr_keep_images: int = 10
+    prefetch_images: tuple[str, ...] = ()
+    autoscaler_chart_version: Optional[str] = None
+    ci_oidc: Optional[CiOidcConfig] = None
+
+    @property
+    def uses_existing_vpc(self) -> bool:
+        return self.vpc_id is not None
+
+    @property
+    def model_claim_name(self) -> str:
+        return f"model-{self.model_version}"
+
+    def ami_for(self, group: NodeGroupConfig) -> str:
+        """The AMI a group boots: its family's entry, or the single AMI for all."""
+        amis = dict(self.node_amis)
+        return amis.get(group.ami_family) or amis["standard"]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, key: str, rule: str) -> None:
+        self.lines.append(f"{NAMESPACE}:{key} {rule}")
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands structured config to programs as JSON strings."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in ("[", "{"):
+            try:
+                return json.loads(stripped)
+            except json.JSONDecodeError:
+                return value
+    return value
+
+
+def _as_int(p: _Problems, key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> Optional[int]:
+    if isinstance(value, bool):
+        p.add(key, f"({value!r}) must be an integer")
+        return None
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        value = int(value)
+    if not isinstance(value, int):
+        p.add(key, f"({value!r}) must be an integer")
+        return None
+    if minimum is not None and value < minimum:
+        p.add(key, f"({value}) must be >= {minimum}")
+        return None
+    if maximum is not None and value > maximum:
+        p.add(key, f"({value}) must be <= {maximum}")
+        return None
+    return value
+
+
+def _as_bool(p: _Problems, key: str, value: Any) -> Optional[bool]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    p.add(key, f"({value!r}) must be true or false")
+    return None
+
+
+def _as_str(p: _Problems, key: str, value: Any, pattern: re.Pattern[str] | None = None, rule: str = "") -> Optional[str]:
+    if not isinstance(value, str) or not value:
+        p.add(key, f"({value!r}) must be a non-empty string")
+        return None
+    if pattern is not None and not pattern.fullmatch(value):
+        p.add(key, f"({value!r}) {rule}")
+        return None
+    return value
+
+
+def _as_list(p: _Problems, key: str, value: Any) -> Optional[list[Any]]:
+    value = _decode(value)
+    if not isinstance(value, list):
+        p.add(key, f"({value!r}) must be a list")
+        return None
+    return value
+
+
+def _as_cidr(p: _Problems, key: str, value: Any) -> Optional[str]:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=True))
+    except ValueError:
+        p.add(key, f"({value!r}) must be a CIDR block such as 10.0.0.0/16")
+        return None
+
+
+def _parse_taint(p: _Problems, key: str, value: Any) -> Optional[Taint]:
+    m = _TAINT_RE.fullmatch(value) if isinstance(value, str) else None
+    if not m:
+        p.add(key, f"({value!r}) must look like key=value:Effect")
+        return None
+    if m["effect"] not in TAINT_EFFECTS:
+        p.add(key, f"({value!r}) effect must be one of {', '.join(TAINT_EFFECTS)}")
+        return None
+    if not _LABEL_KEY_RE.fullmatch(m["key"]):
+        p.add(key, f"({value!r}) key is not a valid Kubernetes key")
+        return None
+    return Taint(m["key"], m["value"] or "", m["effect"])
+
+
+_GROUP_FIELDS = {
+    "name", "instanceTypes", "minSize", "maxSize", "desiredSize", "spot", "gpu", "labels", "taints", "volumeSizeGiB",
+}
+
+
+def _parse_group(p: _Problems, i: int, raw: Any) -> Optional[NodeGroupConfig]:
+    base = f"nodeGroups[{i}]"
+    if not isinstance(raw, Mapping):
+        p.add(base, f"({raw!r}) must be a mapping")
+        return None
+    before = len(p.lines)
+    for unknown in sorted(set(raw) - _GROUP_FIELDS):
+        p.add(f"{base}.{unknown}", f"is not a node group field (known: {', '.join(sorted(_GROUP_FIELDS))})")
+    for required in ("name", "instanceTypes", "minSize", "maxSize", "desiredSize"):
+        if required not in raw:
+            p.add(f"{base}.{required}", "is required")
+    if len(p.lines) > before:
+        return None
+
+    name = _as_str(p, f"{base}.name", raw["name"], _GROUP_NAME_RE,
+                   "must be lower-case letters, digits and '-', at most 32 characters")
+    types = _as_list(p, f"{base}.instanceTypes", raw["instanceTypes"])
+    if types is not None:
+        if not types:
+            p.add(f"{base}.instanceTypes", "must list at least one instance type")
+        for j, t in enumerate(types):
+            _as_str(p, f"{base}.instanceTypes[{j}]", t, re.compile(r"^[a-z0-9-]+\.[a-z0-9]+$"),
+                    "must be an EC2 instance type such as g5.2xlarge")
+    min_size = _as_int(p, f"{base}.minSize", raw["minSize"], minimum=0)
+    max_size = _as_int(p, f"{base}.maxSize", raw["maxSize"], minimum=0)
+    desired = _as_int(p, f"{base}.desiredSize", raw["desiredSize"], minimum=0)
+    if min_size is not None and max_size is not None and max_size < min_size:
+        p.add(f"{base}.maxSize", f"({max_size}) must be >= minSize ({min_size})")
+    if desired is not None and min_size is not None and desired < min_size:
+        p.add(f"{base}.desiredSize", f"({desired}) must be >= minSize ({min_size})")
+    if desired is not None and max_size is not None and desired > max_size:
+        p.add(f"{base}.desiredSize", f"({desired}) must be <= maxSize ({max_size})")
+    if max_size is not None and max_size == 0:
+        p.add(f"{base}.maxSize", "(0) must be >= 1")
+    spot = _as_bool(p, f"{base}.spot", raw.get("spot", False))
+    gpu = _as_bool(p, f"{base}.gpu", raw.get("gpu", False))
+    volume = _as_int(p, f"{base}.volumeSizeGiB", raw.get("volumeSizeGiB", 100), minimum=20, maximum=16384)
+
+    labels: list[tuple[str, str]] = []
+    raw_labels = _decode(raw.get("labels", {}))
+    if not isinstance(raw_labels, Mapping):
+        p.add(f"{base}.labels", f"({raw_labels!r}) must be a map of label to value")
+    else:
+        for k, v in raw_labels.items():
+            key = f"{base}.labels.{k}"
+            if not isinstance(k, str) or not _LABEL_KEY_RE.fullmatch(k):
+                p.add(key, "is not a valid Kubernetes label key")
+            elif k.startswith("kiln.dev/"):
+                p.add(key, "uses the kiln.dev/ prefix, which kiln reserves for its own labels")
+            elif not isinstance(v, str) or not _LABEL_VALUE_RE.fullmatch(v):
+                p.add(key, f"({v!r}) is not a valid Kubernetes label value")
+            else:
+                labels.append((k, v))
+
+    taints: list[Taint] = []
+    raw_taints = _as_list(p, f"{base}.taints", raw.get("taints", []))
+    for j, t in enumerate(raw_taints or []):
+        parsed = _parse_taint(p, f"{base}.taints[{j}]", t)
+        if parsed is not None:
+            taints.append(parsed)
+    if gpu and not any(t.key == "nvidia.com/gpu" for t in taints):
+        # GPU nodes repel everything that does not ask for a GPU.
+        taints.append(Taint("nvidia.com/gpu", "true", "NoSchedule"))
+
+    if len(p.lines) > before:
+        return None
+    return NodeGroupConfig(
+        name=name, instance_types=tuple(types), min_size=min_size, max_size=max_size,
+        desired_size=desired, spot=spot, gpu=gpu, labels=tuple(sorted(labels)),
+        taints=tuple(taints), volume_size_gib=volume,
+    )
+
+
+def parse(raw: Mapping[str, Any]) -> KilnConfig:
+    """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
+
+    Values may be native (YAML) or JSON strings (how Pulumi passes objects).
+    Raises :class:`ConfigError` naming every offending key.
+    """
+    p = _Problems()
+    raw = {k.split(":", 1)[1] if k.startswith(NAMESPACE + ":") else k: v for k, v in raw.items()}
+    for unknown in sorted(set(raw) - set(KEYS)):
+        p.add(unknown, "is not a kiln configuration key")
+
+    def required(key: str) -> Any:
+        if raw.get(key) in (None, ""):
+            p.add(key, "is required")
+            return None
+        return raw[key]
+
+    cluster_name = required("clusterName")
+    if cluster_name is not None:
+        cluster_name = _as_str(p, "clusterName", cluster_name, _CLUSTER_RE,
+                               "must start with a letter and contain only letters, digits and '-'")
+    k8s = required("kubernetesVersion")
+    if k8s is not None:
+        k8s = _as_str(p, "kubernetesVersion", str(k8s), _K8S_VERSION_RE, "must look like 1.33")
+        if k8s is not None and int(_K8S_VERSION_RE.fullmatch(k8s).group(1)) < 29:
+            p.add("kubernetesVersion", f"({k8s!r}) must be >= 1.29 (AL2023 nodeadm and access entries)")
+            k8s = None
+
+    zones: list[str] = []
+    raw_zones = required("availabilityZones")
+    if raw_zones is not None:
+        lst = _as_list(p, "availabilityZones", raw_zones)
+        if lst is not None:
+            if not lst:
+                p.add("availabilityZones", "must list at least one zone")
+            for i, z in enumerate(lst):
+                if _as_str(p, f"availabilityZones[{i}]", z, _AZ_RE, "must be an availability zone such as us-east-2a"):
+                    zones.append(z)
+            if len(set(zones)) != len(zones):
+                p.add("availabilityZones", "must not repeat a zone")
+            regions = {z[:-1] for z in zones}
+            if len(regions) > 1:
+                p.add("availabilityZones", f"must all be in one region (got {', '.join(sorted(regions))})")
+
+    vpc_cidr = _as_cidr(p, "vpcCidr", raw.get("vpcCidr", "10.0.0.0/16"))
+    if vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).prefixlen > 20:
+        p.add("vpcCidr", f"({vpc_cidr}) must be /20 or larger to hold a public and a private subnet per zone")
+    vpc_id = raw.get("vpcId")
+    subnet_ids: list[str] = []
+    if vpc_id is not None:
+        vpc_id = _as_str(p, "vpcId", vpc_id, _VPC_RE, "must be a VPC id such as vpc-0abc12345")
+        raw_subnets = raw.get("privateSubnetIds")
+        if raw_subnets is None:
+            p.add("privateSubnetIds", "is required when vpcId is set")
+        else:
+            lst = _as_list(p, "privateSubnetIds", raw_subnets) or []
+            for i, s in enumerate(lst):
+                if _as_str(p, f"privateSubnetIds[{i}]", s, _SUBNET_RE, "must be a subnet id such as subnet-0abc12345"):
+                    subnet_ids.append(s)
+            if zones and len(lst) != len(zones):
+                p.add("privateSubnetIds", f"({len(lst)} given) must list one subnet per availability zone ({len(zones)})")
+    elif raw.get("privateSubnetIds") is not None:
+        p.add("privateSubnetIds", "is only used with vpcId")
+
+    amis: dict[str, str] = {}
+    raw_ami = required("nodeAmi")
+    if raw_ami is not None:
+        raw_ami = _decode(raw_ami)
+        if isinstance(raw_ami, str):
+            if _as_str(p, "nodeAmi", raw_ami, _AMI_RE, "must be an AMI id such as ami-0123456789abcdef0"):
+                amis["standard"] = raw_ami
+        elif isinstance(raw_ami, Mapping):
+            for fam, ami in raw_ami.items():
+                if fam not in AMI_FAMILIES:
+                    p.add(f"nodeAmi.{fam}", f"is not an AMI family (known: {', '.join(AMI_FAMILIES)})")
+                elif _as_str(p, f"nodeAmi.{fam}", ami, _AMI_RE, "must be an AMI id such as ami-0123456789abcdef0"):
+                    amis[fam] = ami
+            if "standard" not in raw_ami:
+                p.add("nodeAmi.standard", "is required when nodeAmi is a map")
+        else:
+            p.add("nodeAmi", f"({raw_ami!r}) must be an AMI id or a map of family to AMI id")
+
+    model_version = required("modelVersion")
+    if model_version is not None:
+        model_version = _as_str(p, "modelVersion", str(model_version), _MODEL_VERSION_RE,
+                                "must be lower-case letters, digits, '.' and '-' (it becomes a label value)")
+    model_path = _as_str(p, "modelPath", raw.get("modelPath", "/opt/models"), re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"),
+                         "must be an absolute path, not /")
+    if model_path is not None and ".." in model_path.split("/"):
+        p.add("modelPath", f"({model_path!r}) must not contain '..'")
+    device = _as_str(p, "modelVolumeDevice", raw.get("modelVolumeDevice", "/dev/xvdb"),
+                     re.compile(r"^/dev/(sd|xvd)[b-z]$"), "must be a secondary EBS device name such as /dev/xvdb")
+    model_size = _as_int(p, "modelVolumeSizeGiB", raw.get("modelVolumeSizeGiB", 100), minimum=1, maximum=16384)
+    init_rate = _as_int(p, "modelVolumeInitRateMiBps", raw.get("modelVolumeInitRateMiBps", 300), minimum=100, maximum=300)
+
+    groups: list[NodeGroupConfig] = []
+    raw_groups = required("nodeGroups")
+    if raw_groups is not None:
+        lst = _as_list(p, "nodeGroups", raw_groups)
+        if lst is not None:
+            if not lst:
+                p.add("nodeGroups", "must define at least one node group")
+            for i, g in enumerate(lst):
+                parsed = _parse_group(p, i, g)
+                if parsed is not None:
+                    groups.append(parsed)
+            seen: set[str] = set()
+            for i, g in enumerate(groups):
+                if g.name in seen:
+                    p.add(f"nodeGroups[{i}].name", f"({g.name!r}) is used by another node group")
+                seen.add(g.name)
+    if amis and isinstance(_decode(raw.get("nodeAmi")), Mapping):
+        for i, g in enumerate(groups):
+            if g.gpu and "nvidia" not in amis:
+                p.add("nodeAmi.nvidia", f"is required because nodeGroups ({g.name!r}) has gpu: true")
+                break
+
+    cidrs: list[str] = []
+    for i, c in enumerate(_as_list(p, "endpointPublicAccessCidrs", raw.get("endpointPublicAccessCidrs", [])) or []):
+        parsed = _as_cidr(p, f"endpointPublicAccessCidrs[{i}]", c)
+        if parsed is not None:
+            if ipaddress.ip_network(parsed).prefixlen == 0:
+                p.add(f"endpointPublicAccessCidrs[{i}]", f"({c}) must not open the API endpoint to the whole internet")
+            else:
+                cidrs.append(parsed)
+
+    namespace = _as_str(p, "jobsNamespace", raw.get("jobsNamespace", "ml-jobs"), _DNS_LABEL_RE,
+                        "must be a DNS-1123 label")
+
+    repos: list[str] = []
+    for i, r in enumerate(_as_list(p, "ecrRepositories", raw.get("ecrRepositories", [])) or []):
+        if _as_str(p, f"ecrRepositories[{i}]", r, _REPO_RE, "must be a valid ECR repository name"):
+            repos.append(r)
+    if len(set(repos)) != len(repos):
+        p.add("ecrRepositories", "must not repeat a repository")
+    keep = _as_int(p, "ecrKeepImages", raw.get("ecrKeepImages", 10), minimum=1, maximum=1000)
+    images: list[str] = []
+    for i, img in enumerate(_as_list(p, "prefetchImages", raw.get("prefetchImages", [])) or []):
+        if _as_str(p, f"prefetchImages[{i}]", img, re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$"),
+                   "must be a full image reference such as 123456789012.dkr.ecr.us-east-2.amazonaws.com/trainer:1.4"):
+            images.append(img)
+    chart = raw.get("autoscalerChartVersion")
+    if chart is not None:
+        chart = _as_str(p, "autoscalerChartVersion", str(chart), re.compile(r"^\d+\.\d+\.\d+$"), "must be a chart version such as 9.46.6")
+
+    ci = None
+    raw_ci = _decode(raw.get("ciOidc"))
+    if raw_ci is not None:
+        if not isinstance(raw_ci, Mapping):
+            p.add("ciOidc", f"({raw_ci!r}) must be a map with providerUrl, audience and subject")
+        else:
+            url = _as_str(p, "ciOidc.providerUrl", raw_ci.get("providerUrl"), re.compile(r"^https://[^\s/]+(/\S*)?$"),
+                          "must be an https:// URL")
+            aud = _as_str(p, "ciOidc.audience", raw_ci.get("audience"))
+            sub = _as_str(p, "ciOidc.subject", raw_ci.get("subject"))
+            if sub is not None and sub.strip() in ("*", "repo:*"):
+                p.add("ciOidc.subject", f"({sub!r}) must name one repository (and branch), not any")
+                sub = None
+            if url and aud and sub:
+                ci = CiOidcConfig(url, aud, sub)
+
+    if p.lines:
+        raise ConfigError(p.lines)
+    return KilnConfig(
+        cluster_name=cluster_name, kubernetes_version=k8s, availability_zones=tuple(zones),
+        node_amis=tuple(sorted(amis.items())), model_version=model_version, node_groups=tuple(groups),
+        vpc_cidr=vpc_cidr, vpc_id=vpc_id, private_subnet_ids=tuple(subnet_ids), model_path=model_path,
+        model_volume_device=device, model_volume_size_gib=model_size, model_volume_init_rate_mibps=init_rate,
+        endpoint_public_access_cidrs=tuple(cidrs), jobs_namespace=namespace, ecr_repositories=tuple(repos),
+        ecr_keep_images=keep, prefetch_images=tuple(images), autoscaler_chart_version=chart, ci_oidc=ci,
+    )
+
+
+def load(get: Optional[Callable[[str], Any]] = None) -> KilnConfig:
+    """Read the ``kiln:`` namespace from the running Pulumi program and validate it."""
+    if get is None:
+        import pulumi
+
+        cfg = pulumi.Config(NAMESPACE)
+        get = cfg.get
+    raw = {key: get(key) for key in KEYS}
+    return parse({k: v for k, v in raw.items() if v is not None})
+
+
+def load_stack_file(path: str) -> KilnConfig:
+    """Parse a ``Pulumi.<stack>.yaml`` file (secure values are not needed by kiln keys)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    config = doc.get("config") or {}
+    if not isinstance(config, Mapping):
+        raise ConfigError([f"{path}: 'config' must be a mapping"])
+    return parse({k: v for k, v in config.items() if str(k).startswith(NAMESPACE + ":")})
