@@ -36,7 +36,7 @@ KEYS: dict[str, str] = {
     "modelVolumeDevice": "Device name of the EBS volume that holds the model (default /dev/xvdb).",
     "modelVolumeSizeGiB": "Size of the model volume in GiB (default 100).",
     "modelVolumeInitRateMiBps": "EBS volume initialization rate for the model volume, 100-300 MiB/s (default 300).",
-    "nodeGroups": "Node groups: list of {name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, volumeSizeGiB}.",
+    "nodeGroups": "Node groups: list of {name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, volumeSizeGiB}; sizes are per availability zone (each zone has its own ASG).",
     "endpointPublicAccessCidrs": "CIDRs allowed to reach the public API endpoint; empty means a private endpoint only.",
     "jobsNamespace": "Namespace for ML Jobs that mount the model (default ml-jobs).",
     "ecrRepositories": "ECR repositories to create, by name.",
@@ -45,6 +45,11 @@ KEYS: dict[str, str] = {
     "autoscalerChartVersion": "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py).",
     "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject}.",
 }
+
+# Keys a stack must set. Every other key has a default; Pulumi.yaml declares those
+# defaults too, using "", [] or {} for "not set" (Pulumi requires a default for a
+# declared key that a stack may omit), and parse() reads an empty value as "not set".
+REQUIRED_KEYS = ("clusterName", "kubernetesVersion", "availabilityZones", "nodeAmi", "modelVersion", "nodeGroups")
 
 AMI_FAMILIES = ("standard", "nvidia")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -170,6 +175,11 @@ def _decode(value: Any) -> Any:
             except json.JSONDecodeError:
                 return value
     return value
+
+
+def _is_empty(value: Any) -> bool:
+    decoded = _decode(value)
+    return isinstance(decoded, (str, list, dict)) and len(decoded) == 0
 
 
 def _as_int(p: _Problems, key: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> Optional[int]:
@@ -325,6 +335,7 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
     """
     p = _Problems()
     raw = {k.split(":", 1)[1] if k.startswith(NAMESPACE + ":") else k: v for k, v in raw.items()}
+    raw = {k: v for k, v in raw.items() if k in REQUIRED_KEYS or not _is_empty(v)}
     for unknown in sorted(set(raw) - set(KEYS)):
         p.add(unknown, "is not a kiln configuration key")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import mocks as _mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_in_stack
@@ -49,6 +50,10 @@ class Registration:
     delete_before_replace: bool = False
     retain_on_delete: bool = False
     additional_secret_outputs: tuple[str, ...] = ()
+    # The request's inputs as they travel on the wire (JSON of the protobuf Struct): unknowns as the
+    # UNKNOWN sentinel string, secrets and resource references in their signature form. The offline
+    # policy runner hands these to the analyzer exactly as the engine would.
+    wire_inputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,17 +120,16 @@ class KilnMocks(pulumi.runtime.Mocks):
             state.setdefault("name", name)
         elif typ.startswith("eks:index:Cluster"):
             cluster = state.get("name", name)
+            # eksCluster and core are resource references in the real engine; a dict there
+            # fails the SDK's typed deserialisation, so they are left out (use getCluster).
             state.update(
                 kubeconfig={"apiVersion": "v1", "clusters": [{"name": cluster}]},
                 kubeconfigJson=json.dumps({"apiVersion": "v1", "clusters": [{"name": cluster}]}),
-                eksCluster={"name": cluster, "arn": f"arn:aws:eks:{self.region}:{self.account}:cluster/{cluster}",
-                            "endpoint": "https://example.eks.amazonaws.com", "version": state.get("version", "1.33")},
                 clusterSecurityGroupId=self._id("sg"),
                 nodeSecurityGroupId=self._id("sg"),
                 oidcProviderArn=f"arn:aws:iam::{self.account}:oidc-provider/oidc.eks.{self.region}.amazonaws.com/id/EXAMPLE",
                 oidcProviderUrl=f"oidc.eks.{self.region}.amazonaws.com/id/EXAMPLE",
                 oidcIssuer=f"oidc.eks.{self.region}.amazonaws.com/id/EXAMPLE",
-                core={"cluster": {"name": cluster}},
             )
         elif typ == "aws:ec2/vpc:Vpc":
             rid = self._id("vpc")
@@ -144,6 +148,13 @@ class KilnMocks(pulumi.runtime.Mocks):
             return {"name": self.region, "region": self.region, "id": self.region}
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:eks/getCluster:getCluster":
+            cluster = a.get("name", "cluster")
+            return {"name": cluster, "id": cluster, "endpoint": f"https://{cluster}.gr7.{self.region}.eks.amazonaws.com",
+                    "arn": f"arn:aws:eks:{self.region}:{self.account}:cluster/{cluster}",
+                    "certificateAuthorities": [{"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUV4YW1wbGUKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="}],
+                    "kubernetesNetworkConfigs": [{"ipFamily": "ipv4", "serviceIpv4Cidr": "172.20.0.0/16"}],
+                    "version": "1.33", "status": "ACTIVE"}
         if token == "aws:iam/getPolicyDocument:getPolicyDocument":
             return {"json": json.dumps({"Version": "2012-10-17", "Statement": a.get("statements", [])})}
         return a
@@ -180,6 +191,7 @@ class RecordingMonitor(_mocks.MockMonitor):
             delete_before_replace=bool(request.deleteBeforeReplace),
             retain_on_delete=bool(request.retainOnDelete),
             additional_secret_outputs=tuple(request.additionalSecretOutputs),
+            wire_inputs=json_format.MessageToDict(request.object),
         ))
         return response
 

@@ -17,6 +17,8 @@ TAINT_WARMING = "kiln.dev/model-warming"        # new node, model not yet read o
 TAINT_ROLLOUT = "kiln.dev/rollout"              # old node: no new work
 ANNOTATION_DEADLINE_EXTENSION = "kiln.dev/rollout-deadline-extension-seconds"  # on a Job or pod
 CA_SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+ANNOTATION_ROLLOUT_PROTECTED = "kiln.dev/rollout-protected"  # kiln set CA_SCALE_DOWN_DISABLED on this new node
+RESOURCE_GPU = "nvidia.com/gpu"                 # the scarce resource surge is sized by
 TAG_CLUSTER = "kiln.dev/cluster"                # ownership tag on ASGs (value: cluster name)
 TAG_NODE_GROUP = "kiln.dev/node-group"          # ASG tag: logical node group
 TAG_INTENT_PREFIX = "kiln.dev/rollout-"         # ASG tags holding per-group rollout intent
@@ -31,6 +33,7 @@ class Instance:
     healthy: bool = True
     protected_from_scale_in: bool = False
     image_id: Optional[str] = None
+    launched_at: Optional[float] = None     # seconds on the injected clock, when the adapter knows it
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Node:
     unschedulable: bool = False
     ready: bool = False
     created_at: float = 0.0                 # seconds on the injected clock
+    allocatable: Mapping[str, float] = field(default_factory=dict)  # e.g. {"nvidia.com/gpu": 4}
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class Pod:
     annotations: Mapping[str, str] = field(default_factory=dict)
     created_at: float = 0.0
     deleting: bool = False                  # deletionTimestamp set
+    requests: Mapping[str, float] = field(default_factory=dict)      # summed over containers
+    node_selector: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -14,6 +14,11 @@ from typing import Mapping, Optional, Protocol, Sequence
 from .model import AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
 
 
+class Throttled(Exception):
+    """A call the API kept throttling after the adapter's own retries (botocore
+    adaptive mode, client backoff). Transient: the rollout retries it next cycle."""
+
+
 class EvictionResult(Enum):
     EVICTED = "evicted"
     BLOCKED = "blocked"      # 429: a PodDisruptionBudget says not now; back off and retry
@@ -59,6 +64,13 @@ class ClusterPort(Protocol):
         """Mark unschedulable, add ``taint`` and ``annotations`` (one patch)."""
 
     def uncordon(self, node: str, taint_key: str, annotation_keys: Sequence[str]) -> None: ...
+
+    def annotate_node(self, node: str, annotations: Mapping[str, Optional[str]]) -> None:
+        """Set annotations on a node (one merge patch); a None value removes that key.
+
+        Used to keep cluster-autoscaler from scaling down new replacement
+        nodes while the rollout still counts on them.
+        """
 
     def evict(self, namespace: str, name: str) -> EvictionResult:
         """Evict through the Eviction API, which honours PodDisruptionBudgets."""

@@ -1,0 +1,103 @@
+"""kiln: the EKS cluster, its per-AZ model node groups and the read-only model volume.
+
+Configuration is read and validated once, before any resource is declared; an
+invalid stack registers nothing.
+"""
+
+import pulumi
+
+from infra import config
+from infra.cluster import Cluster, ClusterArgs, service_cidr_for
+from infra.labels import TAG_CLUSTER
+from infra.network import Network, NetworkArgs
+from infra.nodes import ModelDisk, NodeGroup, NodeGroupArgs
+from infra.warmup import ModelWarmup, ModelWarmupArgs
+from infra.workloads import ModelVolume, ModelVolumeArgs
+from infra.autoscaler import AutoscalerArgs, ClusterAutoscaler
+from infra.prefetch import ImagePrefetch, PrefetchArgs
+from infra.registry import Registry, RegistryArgs
+from infra.roles import CiDeployRole, CiDeployRoleArgs, RolloutRole, RolloutRoleArgs
+from infra.rollout_access import RolloutAccessArgs, RolloutClusterAccess
+
+cfg = config.load()
+tags = {TAG_CLUSTER: cfg.cluster_name}
+
+network = Network("network", NetworkArgs(
+    cluster_name=cfg.cluster_name,
+    availability_zones=cfg.availability_zones,
+    vpc_cidr=cfg.vpc_cidr,
+    vpc_id=cfg.vpc_id,
+    private_subnet_ids=cfg.private_subnet_ids,
+    tags=tags,
+))
+
+cluster = Cluster("cluster", ClusterArgs(
+    name=cfg.cluster_name,
+    kubernetes_version=cfg.kubernetes_version,
+    vpc_id=network.vpc_id,
+    private_subnet_ids=network.private_subnet_ids,
+    public_subnet_ids=network.public_subnet_ids,
+    endpoint_public_access_cidrs=cfg.endpoint_public_access_cidrs,
+    service_cidr=service_cidr_for(None if cfg.uses_existing_vpc else cfg.vpc_cidr),
+    tags=tags,
+))
+on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.k8s_provider})
+
+# Before any node joins: the taint-removing DaemonSet (else new nodes stay tainted).
+warmup = ModelWarmup("model-warmup", ModelWarmupArgs(
+    model_path=cfg.model_path,
+    kubernetes_version=cfg.kubernetes_version,
+    group_taints=tuple((t.key, t.effect) for g in cfg.node_groups for t in g.taints),
+), opts=on_cluster)
+
+node_groups = {
+    group.name: NodeGroup(f"nodes-{group.name}", NodeGroupArgs(
+        cluster_name=cluster.cluster_name,
+        group=group,
+        ami_id=cfg.ami_for(group),
+        zones=cfg.availability_zones,
+        subnet_ids=network.private_subnet_ids,
+        bootstrap=cluster.bootstrap,
+        instance_profile_arn=cluster.node_instance_profile.arn,
+        security_group_ids=[cluster.node_security_group_id],
+        model_version=cfg.model_version,
+        model_path=cfg.model_path,
+        model_volume=ModelDisk(cfg.model_volume_device, cfg.model_volume_size_gib, cfg.model_volume_init_rate_mibps),
+        tags=tags,
+        depends_on=(cluster.vpc_cni, warmup),
+    ))
+    for group in cfg.node_groups
+}
+
+model_volume = ModelVolume("model-volume", ModelVolumeArgs(
+    namespace=cfg.jobs_namespace,
+    model_version=cfg.model_version,
+    model_path=cfg.model_path,
+    size_gib=cfg.model_volume_size_gib,
+), opts=on_cluster)
+
+# Registry, image prefetch, cluster-autoscaler and the automation's roles (infra/registry.py ... roles.py).
+registry = Registry("registry", RegistryArgs(cfg.ecr_repositories, cfg.ecr_keep_images, tags=tags))
+ImagePrefetch("prefetch", PrefetchArgs(
+    cluster.cluster_name, [r.name for r in registry.repositories.values()], cfg.prefetch_images, tags=tags))
+ClusterAutoscaler("autoscaler", AutoscalerArgs(
+    cluster.cluster_name, cfg.kubernetes_version, cluster.oidc_provider_arn, cluster.oidc_provider_url,
+    cluster.k8s_provider, cfg.autoscaler_chart_version, tags))
+ci = cfg.ci_oidc and CiDeployRole("ci-deploy", CiDeployRoleArgs(
+    cfg.ci_oidc.provider_url, cfg.ci_oidc.audience, cfg.ci_oidc.subject, tags))
+rollout = RolloutRole("rollout", RolloutRoleArgs(cluster.cluster_name, [cluster.node_role.arn], ci and ci.role, tags))
+RolloutClusterAccess("rollout-access", RolloutAccessArgs(
+    cluster.cluster_name, rollout.role.arn, cluster.k8s_provider, tags))
+
+pulumi.export("clusterName", cluster.cluster_name)
+pulumi.export("kubeconfig", cluster.kubeconfig)
+pulumi.export("nodeGroups", {name: group.entries for name, group in node_groups.items()})
+pulumi.export("modelVersion", cfg.model_version)
+pulumi.export("nodeAmi", cfg.node_amis[0][1] if len(cfg.node_amis) == 1 else dict(cfg.node_amis))
+pulumi.export("ecrRepositories", registry.urls)
+pulumi.export("rolloutRoleArn", rollout.role.arn)
+# For `automation bake --stack`: where the builder runs and the profile it runs with (SSM core attached).
+pulumi.export("privateSubnetIds", network.private_subnet_ids)
+pulumi.export("nodeInstanceProfile", cluster.node_instance_profile.name)
+if ci:
+    pulumi.export("ciDeployRoleArn", ci.role.arn)

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# kiln bake: what the builder instance runs, one step per SSM Run Command.
+#
+#   builder.sh mount-volume   format (if blank) and mount the model volume
+#   builder.sh copy-model     copy the model from S3 onto the model volume
+#   builder.sh verify-model   check every file against the checksum manifest
+#   builder.sh prefetch       pull the prefetch images into containerd (k8s.io namespace)
+#   builder.sh record         record the model version on the node
+#
+# Inputs come from the environment (set by automation/bake/steps.py):
+#   KILN_MODEL_URI      s3://bucket/prefix/ holding the model and MANIFEST.sha256
+#   KILN_MODEL_VERSION  e.g. v6
+#   KILN_MODEL_PATH     mount point, e.g. /opt/models
+#   KILN_MODEL_DEVICE   e.g. /dev/xvdb
+#   KILN_IMAGES         space-separated image references
+#   KILN_REGION         region for ECR logins
+set -euo pipefail
+
+step="${1:?usage: builder.sh STEP}"
+manifest="MANIFEST.sha256"
+
+log() { echo "kiln-bake[$step]: $*"; }
+
+mount_volume() {
+  # Nitro instances expose EBS volumes as NVMe devices; the requested name is a symlink.
+  local dev="$KILN_MODEL_DEVICE"
+  if [ ! -e "$dev" ]; then
+    dev="$(readlink -f "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol"* 2>/dev/null | tail -n1 || true)"
+  fi
+  [ -n "$dev" ] && [ -e "$dev" ] || { log "model device $KILN_MODEL_DEVICE not found"; exit 1; }
+  if ! blkid "$dev" >/dev/null 2>&1; then
+    log "formatting $dev as xfs"
+    mkfs.xfs -L kiln-model "$dev"
+  fi
+  mkdir -p "$KILN_MODEL_PATH"
+  mountpoint -q "$KILN_MODEL_PATH" || mount "$dev" "$KILN_MODEL_PATH"
+  # Nodes mount the volume by label at boot; the Job's hostPath volume is read-only.
+  grep -q "LABEL=kiln-model" /etc/fstab || echo "LABEL=kiln-model $KILN_MODEL_PATH xfs defaults,nofail 0 2" >> /etc/fstab
+  log "mounted $dev on $KILN_MODEL_PATH"
+}
+
+copy_model() {
+  local dest="$KILN_MODEL_PATH/$KILN_MODEL_VERSION"
+  mkdir -p "$dest"
+  log "copying ${KILN_MODEL_URI%/}/ to $dest"
+  aws s3 sync --only-show-errors --region "$KILN_REGION" "${KILN_MODEL_URI%/}/" "$dest/"
+  [ -f "$dest/$manifest" ] || { log "$manifest missing under $KILN_MODEL_URI"; exit 1; }
+}
+
+verify_model() {
+  local dest="$KILN_MODEL_PATH/$KILN_MODEL_VERSION"
+  cd "$dest"
+  log "verifying $(wc -l < "$manifest") files against $manifest"
+  # --strict: a malformed manifest line fails too; any mismatch fails the bake.
+  sha256sum --check --strict --quiet "$manifest"
+  log "model verified"
+}
+
+prefetch() {
+  [ -n "${KILN_IMAGES:-}" ] || { log "no images to prefetch"; return 0; }
+  systemctl start containerd
+  for image in $KILN_IMAGES; do
+    registry="${image%%/*}"
+    auth=()
+    if [[ "$registry" == *.dkr.ecr.*.amazonaws.com ]]; then
+      auth=(--user "AWS:$(aws ecr get-login-password --region "$KILN_REGION")")
+    fi
+    log "pulling $image"
+    ctr --namespace k8s.io images pull "${auth[@]}" "$image" >/dev/null
+  done
+  log "prefetched $(echo "$KILN_IMAGES" | wc -w) image(s)"
+}
+
+record() {
+  mkdir -p /etc/kiln
+  echo "$KILN_MODEL_VERSION" > /etc/kiln/model-version
+  ln -sfn "$KILN_MODEL_PATH/$KILN_MODEL_VERSION" "$KILN_MODEL_PATH/current"
+  sync
+  log "model version $KILN_MODEL_VERSION recorded"
+}
+
+case "$step" in
+  mount-volume) mount_volume ;;
+  copy-model)   copy_model ;;
+  verify-model) verify_model ;;
+  prefetch)     prefetch ;;
+  record)       record ;;
+  *) echo "unknown step: $step" >&2; exit 2 ;;
+esac

@@ -1,0 +1,281 @@
+"""CloudPort over boto3: EC2 Auto Scaling as the rollout needs it.
+
+Reads are paginated lists whose count does not grow with the fleet: one
+``DescribeAutoScalingGroups`` walk filtered by the ``kiln.dev/cluster`` tag,
+one ``DescribeInstances`` walk filtered by the groups' names (for each
+instance's AMI) and, only when a group names ``$Latest``/``$Default``, one
+``DescribeLaunchTemplates`` call to turn those into numbers.
+
+Throttling and transient errors are retried by botocore's *adaptive* retry
+mode (client-side rate limiting plus exponential backoff); there is no retry
+loop here. Region, profile, credentials and endpoint come from the standard
+AWS configuration chain (``AWS_PROFILE``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``, ``~/.aws/config``), so the same code talks to AWS or to
+a moto server.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .model import TAG_CLUSTER, TAG_NODE_GROUP, AutoScalingGroup, Instance
+from .ports import Throttled
+
+ASG_NAME_TAG = "aws:autoscaling:groupName"   # set by Auto Scaling on every instance it launches
+SYMBOLIC_VERSIONS = ("$Latest", "$Default")
+PROTECTION_BATCH = 50       # SetInstanceProtection accepts at most 50 instance ids per call
+FILTER_VALUES_BATCH = 200   # EC2 filters accept at most 200 values
+DEFAULT_MAX_ATTEMPTS = 10
+# Error codes AWS uses for "slow down" (botocore retries these itself first).
+THROTTLING_CODES = frozenset({
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "RequestLimitExceeded", "RequestThrottled", "SlowDown",
+    "EC2ThrottledException", "PriorRequestNotComplete", "BandwidthLimitExceeded",
+})
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CloudError(RuntimeError):
+    """A group kiln cannot roll (e.g. no launch template)."""
+
+
+def client_config(max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Config:
+    """botocore config shared by both clients: adaptive retries, a kiln user agent."""
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        user_agent_extra="kiln-rollout",
+    )
+
+
+def _port_call(method: F) -> F:
+    """Throttling that outlasted botocore's adaptive retries becomes the port's ``Throttled``."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in THROTTLING_CODES:
+                raise Throttled(f"{method.__name__}: {error}") from error
+            raise
+    return wrapper  # type: ignore[return-value]
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def _group_launch_template(group: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The launch template spec of a group, plain or inside a mixed-instances policy."""
+    if group.get("LaunchTemplate"):
+        return group["LaunchTemplate"]
+    policy = group.get("MixedInstancesPolicy") or {}
+    return (policy.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
+
+
+class AwsCloud:
+    """:class:`~automation.rollout.ports.CloudPort` over boto3 ``autoscaling`` and ``ec2``."""
+
+    def __init__(
+        self,
+        *,
+        session: Optional[boto3.session.Session] = None,
+        profile: Optional[str] = None,
+        region: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        page_size: int = 100,
+    ) -> None:
+        # AWS_REGION is the SDK-wide variable; botocore itself reads only AWS_DEFAULT_REGION.
+        region = region or os.environ.get("AWS_REGION") or None
+        session = session or boto3.session.Session(profile_name=profile, region_name=region)
+        config = client_config(max_attempts)
+        # endpoint_url=None lets botocore apply AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE>.
+        self.autoscaling = session.client("autoscaling", config=config, endpoint_url=endpoint_url)
+        self.ec2 = session.client("ec2", config=config, endpoint_url=endpoint_url)
+        self.page_size = page_size
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    @_port_call
+    def list_groups(self, cluster: str) -> list[AutoScalingGroup]:
+        raw_groups = list(self._describe_groups(cluster))
+        if not raw_groups:
+            return []
+        details = self._instance_details([g["AutoScalingGroupName"] for g in raw_groups])
+        resolved = self._resolve_symbolic_versions(raw_groups)
+        return [self._to_group(raw, details, resolved) for raw in raw_groups]
+
+    def _describe_groups(self, cluster: str) -> Iterator[Mapping[str, Any]]:
+        paginator = self.autoscaling.get_paginator("describe_auto_scaling_groups")
+        pages = paginator.paginate(
+            Filters=[{"Name": f"tag:{TAG_CLUSTER}", "Values": [cluster]}],
+            PaginationConfig={"PageSize": self.page_size},
+        )
+        for page in pages:
+            yield from page["AutoScalingGroups"]
+
+    def _instance_details(self, group_names: Sequence[str]) -> dict[str, tuple[Optional[str], Optional[float]]]:
+        """instance id -> (AMI, launch time) for every instance of these groups (AMI drift marks a node old)."""
+        details: dict[str, tuple[Optional[str], Optional[float]]] = {}
+        paginator = self.ec2.get_paginator("describe_instances")
+        for names in _chunks(sorted(group_names), FILTER_VALUES_BATCH):
+            pages = paginator.paginate(
+                Filters=[{"Name": f"tag:{ASG_NAME_TAG}", "Values": names}],
+                PaginationConfig={"PageSize": 1000},
+            )
+            for page in pages:
+                for reservation in page["Reservations"]:
+                    for instance in reservation["Instances"]:
+                        launched = instance.get("LaunchTime")
+                        details[instance["InstanceId"]] = (
+                            instance.get("ImageId"), launched.timestamp() if launched is not None else None)
+        return details
+
+    def _resolve_symbolic_versions(self, raw_groups: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+        """(template id, "$Latest"|"$Default") -> version number, read only when a group needs it."""
+        wanted: set[str] = set()
+        for group in raw_groups:
+            specs = [_group_launch_template(group)] + [i.get("LaunchTemplate") for i in group.get("Instances", [])]
+            for spec in specs:
+                if spec and spec.get("Version") in SYMBOLIC_VERSIONS and spec.get("LaunchTemplateId"):
+                    wanted.add(spec["LaunchTemplateId"])
+        resolved: dict[tuple[str, str], str] = {}
+        if not wanted:
+            return resolved
+        paginator = self.ec2.get_paginator("describe_launch_templates")
+        for ids in _chunks(sorted(wanted), FILTER_VALUES_BATCH):
+            for page in paginator.paginate(LaunchTemplateIds=ids):
+                for template in page["LaunchTemplates"]:
+                    tid = template["LaunchTemplateId"]
+                    resolved[(tid, "$Latest")] = str(template["LatestVersionNumber"])
+                    resolved[(tid, "$Default")] = str(template["DefaultVersionNumber"])
+        return resolved
+
+    def _to_group(
+        self,
+        raw: Mapping[str, Any],
+        details: Mapping[str, tuple[Optional[str], Optional[float]]],
+        resolved: Mapping[tuple[str, str], str],
+    ) -> AutoScalingGroup:
+        name = raw["AutoScalingGroupName"]
+        spec = _group_launch_template(raw)
+        if not spec or not spec.get("LaunchTemplateId"):
+            raise CloudError(f"Auto Scaling group {name!r} has no launch template; kiln rolls launch-template groups only")
+        template_id = spec["LaunchTemplateId"]
+
+        def version(v: Optional[str]) -> Optional[str]:
+            if v is None:
+                return None
+            return resolved.get((template_id, v), v)
+
+        tags = {t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])}
+        instances = tuple(
+            Instance(
+                id=i["InstanceId"],
+                zone=i.get("AvailabilityZone", ""),
+                launch_template_version=version((i.get("LaunchTemplate") or {}).get("Version")),
+                lifecycle_state=i.get("LifecycleState", "InService"),
+                healthy=i.get("HealthStatus", "Healthy") == "Healthy",
+                protected_from_scale_in=bool(i.get("ProtectedFromScaleIn", False)),
+                image_id=details.get(i["InstanceId"], (None, None))[0],
+                launched_at=details.get(i["InstanceId"], (None, None))[1],
+            )
+            for i in raw.get("Instances", [])
+        )
+        zones = raw.get("AvailabilityZones") or [""]
+        return AutoScalingGroup(
+            name=name,
+            node_group=tags.get(TAG_NODE_GROUP, name),
+            zone=sorted(zones)[0],
+            min_size=int(raw["MinSize"]),
+            max_size=int(raw["MaxSize"]),
+            desired_capacity=int(raw["DesiredCapacity"]),
+            launch_template_id=template_id,
+            launch_template_version=version(spec.get("Version", "$Default")) or "",
+            instances=instances,
+            tags=tags,
+        )
+
+    # ---- writes --------------------------------------------------------------------------
+
+    @_port_call
+    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None) -> None:
+        params: dict[str, Any] = {"AutoScalingGroupName": asg}
+        if desired is not None:
+            params["DesiredCapacity"] = int(desired)
+        if max_size is not None:
+            params["MaxSize"] = int(max_size)
+        if len(params) > 1:
+            self.autoscaling.update_auto_scaling_group(**params)
+
+    @_port_call
+    def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> None:
+        """Terminate exactly this instance; desired capacity drops in the same call when asked.
+
+        Terminating an instance Auto Scaling no longer manages is a no-op, so a
+        rollout that crashed right after this call can repeat it safely.
+        """
+        try:
+            self.autoscaling.terminate_instance_in_auto_scaling_group(
+                InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement_desired
+            )
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            message = error.response.get("Error", {}).get("Message", "")
+            if code == "ValidationError" and "not found" in message.lower():
+                return
+            raise
+
+    @_port_call
+    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str) -> None:
+        spec = {"LaunchTemplateId": launch_template_id, "Version": str(version)}
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
+        policy = groups[0].get("MixedInstancesPolicy") if groups else None
+        if policy:
+            # Spot / mixed-instances groups keep their template inside the policy; only the
+            # specification changes, overrides and the instances distribution stay as they are.
+            self.autoscaling.update_auto_scaling_group(
+                AutoScalingGroupName=asg,
+                MixedInstancesPolicy={"LaunchTemplate": {"LaunchTemplateSpecification": spec}},
+            )
+        else:
+            self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, LaunchTemplate=spec)
+
+    @_port_call
+    def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
+        for ids in _chunks(list(instance_ids), PROTECTION_BATCH):
+            self.autoscaling.set_instance_protection(
+                AutoScalingGroupName=asg, InstanceIds=ids, ProtectedFromScaleIn=protected
+            )
+
+    @_port_call
+    def put_tags(self, asg: str, tags: Mapping[str, str]) -> None:
+        if not tags:
+            return
+        self.autoscaling.create_or_update_tags(
+            Tags=[
+                {
+                    "ResourceId": asg,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": key,
+                    "Value": str(value),
+                    "PropagateAtLaunch": False,   # intent belongs to the group, not its instances
+                }
+                for key, value in tags.items()
+            ]
+        )
+
+    @_port_call
+    def delete_tags(self, asg: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        self.autoscaling.delete_tags(
+            Tags=[{"ResourceId": asg, "ResourceType": "auto-scaling-group", "Key": key} for key in keys]
+        )

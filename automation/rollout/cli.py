@@ -1,0 +1,168 @@
+"""``python -m automation replace``: the drain-aware rollout against real AWS and Kubernetes.
+
+Builds the real adapters (boto3 Auto Scaling/EC2, the official kubernetes
+client, the system clock), hands them to the runner and turns its report into
+an exit code: 0 completed (or a dry run), 1 failed or rolled back, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import sys
+from typing import Optional
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
+
+
+def parse_duration(text: str) -> float:
+    """``7200``, ``7200s``, ``90m``, ``2h``, ``1h30m`` -> seconds (positive)."""
+    match = _DURATION.match(text.strip().lower())
+    if not text.strip() or not match or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration like 7200, 90m, 2h or 1h30m, got {text!r}")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than zero, got {text!r}")
+    return float(total)
+
+
+def parse_surge_flag(text: str) -> str:
+    from .strategies import parse_surge
+    try:
+        parse_surge(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--surge: ")) from None
+    return text.strip()
+
+
+def _strategy_names() -> list[str]:
+    from .strategies import STRATEGIES
+    return list(STRATEGIES)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Replace every node whose instance runs a launch-template version other than its Auto Scaling "
+        "group's current one, without interrupting a running Job before the deadline. Groups are the ASGs "
+        "tagged kiln.dev/cluster=<cluster>. Safe to rerun: the rollout resumes from its intent, stored in "
+        "the Lease kube-system/kiln-rollout and as tags on the groups. Exit 0 completed (or dry run), "
+        "1 failed or rolled back, 2 bad input.")
+    target = parser.add_argument_group("target")
+    target.add_argument("--cluster", required=True, help="cluster name: the value of the kiln.dev/cluster tag on its ASGs")
+    target.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's)")
+    target.add_argument("--profile", help="AWS profile (default: AWS_PROFILE or the default chain)")
+    target.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+    target.add_argument("--context", help="kubeconfig context (default: the current context)")
+
+    knobs = parser.add_argument_group("rollout")
+    knobs.add_argument("--strategy", default="default", choices=_strategy_names(),
+                       help="default: surge on demand, drain as Jobs finish; double-and-drain: the widely copied script, "
+                            "as a baseline (default: default)")
+    knobs.add_argument("--surge", type=parse_surge_flag, default=None,
+                       help="extra nodes per group at once: a count (3) or a share of its old nodes (25%%); "
+                            "default: as replacement capacity is needed")
+    knobs.add_argument("--deadline", type=parse_duration, default=7200.0, metavar="DURATION",
+                       help="after this, remaining Job pods on old nodes are evicted; per run (default 2h; 7200, 90m, 2h)")
+    knobs.add_argument("--ready-timeout", type=parse_duration, default=1800.0, metavar="DURATION",
+                       help="new nodes not Ready and warm within this roll the rollout back, a bad AMI (default 30m)")
+    knobs.add_argument("--poll", type=parse_duration, default=30.0, metavar="DURATION",
+                       help="longest wait between looks at the world; pod changes wake it sooner (default 30s)")
+    knobs.add_argument("--pause-autoscaler", action="store_true",
+                       help="scale cluster-autoscaler to 0 for the rollout (restored on every exit path)")
+
+    cluster = parser.add_argument_group("cluster objects")
+    cluster.add_argument("--lease-namespace", default="kube-system", help="namespace of the rollout Lease (default kube-system)")
+    cluster.add_argument("--lease-name", default="kiln-rollout", help="name of the rollout Lease, lock and intent (default kiln-rollout)")
+    cluster.add_argument("--autoscaler-namespace", default="kube-system", help="namespace of cluster-autoscaler (default kube-system)")
+    cluster.add_argument("--autoscaler-name", default="cluster-autoscaler", help="its Deployment (default cluster-autoscaler)")
+    cluster.add_argument("--holder", default=None,
+                         help="lock holder identity (default: kiln-rollout/<host>/<pid>, unique per process)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--dry-run", action="store_true", help="read the world, print the plan, change nothing")
+    output.add_argument("--json", action="store_true",
+                        help="JSON lines events on stdout; the last line is the report")
+
+
+def _bad_input(flag: str, message: str) -> int:
+    print(f"python -m automation replace: error: {flag}: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def build_cloud(args: argparse.Namespace):
+    """The AWS adapter; errors name the flag to fix."""
+    import botocore.exceptions
+    from .aws import AwsCloud
+    try:
+        return AwsCloud(profile=args.profile, region=args.region)
+    except botocore.exceptions.ProfileNotFound as error:
+        raise BadInput("--profile", str(error)) from None
+    except botocore.exceptions.NoRegionError:
+        raise BadInput("--region", "no AWS region configured (set --region or AWS_REGION)") from None
+
+
+def build_cluster(args: argparse.Namespace):
+    """The Kubernetes adapter; errors name the flag to fix."""
+    from kubernetes.config import ConfigException
+    from .kube import KubeCluster
+    if args.kubeconfig and not os.path.exists(args.kubeconfig):
+        raise BadInput("--kubeconfig", f"no such file: {args.kubeconfig}")
+    try:
+        return KubeCluster.from_kubeconfig(
+            args.kubeconfig, args.context,
+            lease_namespace=args.lease_namespace, lease_name=args.lease_name,
+            autoscaler_namespace=args.autoscaler_namespace, autoscaler_name=args.autoscaler_name)
+    except ConfigException as error:
+        flag = "--context" if args.context else "--kubeconfig"
+        raise BadInput(flag, f"cannot load Kubernetes configuration: {error}") from None
+
+
+class BadInput(Exception):
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"{flag}: {message}")
+        self.flag, self.message = flag, message
+
+
+def options_from_args(args: argparse.Namespace):
+    from .runner import RolloutOptions
+    holder = args.holder or f"kiln-rollout/{socket.gethostname()}/{os.getpid()}"
+    return RolloutOptions(
+        cluster_name=args.cluster, strategy=args.strategy, surge=args.surge,
+        deadline_seconds=args.deadline, ready_timeout_seconds=args.ready_timeout,
+        pause_autoscaler=args.pause_autoscaler, dry_run=args.dry_run, poll_seconds=args.poll, holder=holder)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .clock import SystemClock
+    from .progress import LiveProgress, json_lines
+    from .runner import run_rollout
+
+    if not args.cluster.strip():
+        return _bad_input("--cluster", "must not be empty")
+    options = options_from_args(args)
+    try:
+        options.validate()
+    except ValueError as error:
+        flag, _, message = str(error).partition(": ")
+        return _bad_input(flag if flag.startswith("--") else "input", message or str(error))
+    try:
+        cloud = build_cloud(args)
+        cluster = build_cluster(args)
+    except BadInput as error:
+        return _bad_input(error.flag, error.message)
+
+    clock = SystemClock()
+    if args.json:
+        report = run_rollout(cloud, cluster, clock, options, on_event=json_lines(sys.stdout))
+        print(json.dumps(report.to_dict(), sort_keys=True, default=str))
+    else:
+        with LiveProgress(label=f"replace {args.cluster}") as progress:
+            report = run_rollout(cloud, cluster, clock, options, on_event=progress)
+        print(report.to_text())
+    return EXIT_OK if report.outcome in ("completed", "dry_run") else EXIT_FAILED

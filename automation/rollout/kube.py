@@ -1,0 +1,556 @@
+"""ClusterPort over the official ``kubernetes`` client.
+
+Reads are paginated lists (``limit`` + ``_continue``) across all namespaces:
+three calls' worth of pages per reconcile (nodes, pods, PDBs) at any fleet
+size, never a call per node. Responses are read as plain JSON
+(``_preload_content=False``) rather than turned into generated model objects:
+at tens of thousands of pods the model deserialisation costs more than the
+HTTP.
+
+Writes that edit a list (a node's taints) or take the lock are
+read-modify-write patches carrying ``metadata.resourceVersion``: the API server
+answers 409 if someone else changed the object in between, and the change is
+recomputed from the fresh object (optimistic concurrency, not a retry of a
+failed request).
+
+The rollout's lock is a ``coordination.k8s.io/v1`` Lease; its intent is JSON
+in an annotation of the same Lease, so the lock and the intent live, move and
+are permitted together (one object, one RBAC rule) and an intent write is a
+compare-and-swap on the same resourceVersion as the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import json
+import math
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from .model import GroupIntent, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
+from .ports import EvictionResult, Throttled
+
+MERGE_PATCH = "application/merge-patch+json"
+ANNOTATION_INTENT = "kiln.dev/rollout-intent"
+ANNOTATION_MIRROR = "kubernetes.io/config.mirror"
+DEFAULT_LEASE_NAMESPACE = "kube-system"
+DEFAULT_LEASE_NAME = "kiln-rollout"
+DEFAULT_AUTOSCALER_NAMESPACE = "kube-system"
+DEFAULT_AUTOSCALER_NAME = "cluster-autoscaler"
+CONFLICT_ATTEMPTS = 5
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ClusterError(RuntimeError):
+    """The cluster refused a change after repeated conflicting writes."""
+
+
+def _port_call(method: F) -> F:
+    """429 from API priority and fairness (anywhere but an eviction) becomes the port's ``Throttled``."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except ApiException as error:
+            if error.status == 429:
+                raise Throttled(f"{method.__name__}: {error.reason}") from error
+            raise
+    return wrapper  # type: ignore[return-value]
+
+
+# ---- conversions (pure) -------------------------------------------------------------------
+
+def quantities(raw: Optional[Mapping[str, Any]]) -> dict[str, float]:
+    """``{"cpu": "3920m", "nvidia.com/gpu": "4"}`` -> ``{"cpu": 3.92, "nvidia.com/gpu": 4.0}``."""
+    return {name: float(parse_quantity(value)) for name, value in (raw or {}).items()}
+
+
+def pod_requests(spec: Mapping[str, Any]) -> dict[str, float]:
+    """What the scheduler reserves for a pod: the sum over its containers, or the largest
+    init container's request when that is bigger."""
+    total: dict[str, float] = {}
+    for container in spec.get("containers") or []:
+        for name, value in quantities((container.get("resources") or {}).get("requests")).items():
+            total[name] = total.get(name, 0.0) + value
+    for container in spec.get("initContainers") or []:
+        for name, value in quantities((container.get("resources") or {}).get("requests")).items():
+            total[name] = max(total.get(name, 0.0), value)
+    return total
+
+
+def parse_time(value: Optional[str]) -> float:
+    """RFC 3339 (``2026-01-02T03:04:05Z``, with or without fraction) -> epoch seconds; 0.0 if absent."""
+    if not value:
+        return 0.0
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def format_micro_time(epoch: float) -> str:
+    """Epoch seconds -> the MicroTime a Lease stores (``2026-01-02T03:04:05.123456Z``)."""
+    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def instance_id_from_provider_id(provider_id: Optional[str]) -> Optional[str]:
+    """``aws:///us-east-2a/i-0abc`` -> ``i-0abc``; None for anything else."""
+    if not provider_id or not provider_id.startswith("aws://"):
+        return None
+    last = provider_id.rstrip("/").rsplit("/", 1)[-1]
+    return last if last.startswith("i-") else None
+
+
+def node_from_json(raw: Mapping[str, Any]) -> Node:
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    conditions = (raw.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return Node(
+        name=meta["name"],
+        instance_id=instance_id_from_provider_id(spec.get("providerID")),
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        taints=tuple(
+            Taint(key=t["key"], value=t.get("value") or "", effect=t.get("effect") or "NoSchedule")
+            for t in spec.get("taints") or []
+        ),
+        unschedulable=bool(spec.get("unschedulable", False)),
+        ready=ready,
+        created_at=parse_time(meta.get("creationTimestamp")),
+        allocatable=quantities((raw.get("status") or {}).get("allocatable")),
+    )
+
+
+def pod_from_json(raw: Mapping[str, Any]) -> Pod:
+    meta = raw.get("metadata") or {}
+    owners = meta.get("ownerReferences") or []
+    owner = next((o for o in owners if o.get("controller")), owners[0] if owners else None)
+    annotations = dict(meta.get("annotations") or {})
+    owner_kind = owner.get("kind") if owner else None
+    owner_name = owner.get("name") if owner else None
+    if owner_kind is None and ANNOTATION_MIRROR in annotations:
+        owner_kind = "Node"   # a static pod's mirror: the kubelet owns it, eviction cannot move it
+    spec = raw.get("spec") or {}
+    return Pod(
+        namespace=meta.get("namespace", "default"),
+        name=meta["name"],
+        node_name=spec.get("nodeName"),
+        phase=(raw.get("status") or {}).get("phase") or "Pending",
+        owner_kind=owner_kind,
+        owner_name=owner_name,
+        labels=dict(meta.get("labels") or {}),
+        annotations=annotations,
+        created_at=parse_time(meta.get("creationTimestamp")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        requests=pod_requests(spec),
+        node_selector=dict(spec.get("nodeSelector") or {}),
+    )
+
+
+def pdb_from_json(raw: Mapping[str, Any]) -> PodDisruptionBudget:
+    meta = raw.get("metadata") or {}
+    selector = (raw.get("spec") or {}).get("selector") or {}
+    return PodDisruptionBudget(
+        namespace=meta.get("namespace", "default"),
+        name=meta["name"],
+        match_labels=dict(selector.get("matchLabels") or {}),
+        disruptions_allowed=int((raw.get("status") or {}).get("disruptionsAllowed") or 0),
+    )
+
+
+def intent_to_json(intent: RolloutIntent) -> str:
+    return json.dumps(dataclasses.asdict(intent), sort_keys=True, separators=(",", ":"))
+
+
+def intent_from_json(text: str) -> RolloutIntent:
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(RolloutIntent)}
+    group_known = {f.name for f in dataclasses.fields(GroupIntent)}
+    groups = tuple(GroupIntent(**{k: v for k, v in g.items() if k in group_known}) for g in data.get("groups", []))
+    fields = {k: v for k, v in data.items() if k in known and k != "groups"}
+    return RolloutIntent(**fields, groups=groups)
+
+
+def _body(response: Any) -> dict[str, Any]:
+    data = response.data
+    return json.loads(data) if data else {}
+
+
+# ---- the adapter --------------------------------------------------------------------------
+
+class KubeCluster:
+    """:class:`~automation.rollout.ports.ClusterPort` over ``kubernetes.client``."""
+
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        *,
+        lease_namespace: str = DEFAULT_LEASE_NAMESPACE,
+        lease_name: str = DEFAULT_LEASE_NAME,
+        autoscaler_namespace: str = DEFAULT_AUTOSCALER_NAMESPACE,
+        autoscaler_name: str = DEFAULT_AUTOSCALER_NAME,
+        page_size: int = 500,
+        wall_clock: Callable[[], float] = time.time,
+        request_timeout: float = 60.0,
+    ) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.lease_namespace = lease_namespace
+        self.lease_name = lease_name
+        self.autoscaler_namespace = autoscaler_namespace
+        self.autoscaler_name = autoscaler_name
+        self.page_size = page_size
+        self.wall_clock = wall_clock
+        self.request_timeout = request_timeout
+        # What the last pod list saw: the watch starts there and ignores replays of it.
+        self._pods_resource_version: Optional[str] = None
+        self._pods_seen: dict[str, Optional[str]] = {}
+
+    @classmethod
+    def from_kubeconfig(cls, kubeconfig: Optional[str] = None, context: Optional[str] = None, **kwargs: Any) -> "KubeCluster":
+        """Client from a kubeconfig (``--kubeconfig``/``--context``, else ``$KUBECONFIG``), else in-cluster."""
+        try:
+            api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
+        except config.ConfigException:
+            if kubeconfig or context:
+                raise
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+        return cls(api_client, **kwargs)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def _paginate(self, list_call: Callable[..., Any], **params: Any) -> Iterator[dict[str, Any]]:
+        """Yield list responses page by page; restart once if the continue token expires (410)."""
+        restarted = False
+        token: Optional[str] = None
+        while True:
+            try:
+                kwargs = dict(params, limit=self.page_size, _preload_content=False,
+                              _request_timeout=self.request_timeout)
+                if token:
+                    kwargs["_continue"] = token
+                page = _body(list_call(**kwargs))
+            except ApiException as error:
+                if error.status == 410 and token and not restarted:
+                    restarted, token = True, None
+                    continue
+                raise
+            yield page
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    @_port_call
+    def list_nodes(self, label_selector: str = "") -> list[Node]:
+        params = {"label_selector": label_selector} if label_selector else {}
+        return [node_from_json(item) for page in self._paginate(self.core.list_node, **params)
+                for item in page.get("items") or []]
+
+    @_port_call
+    def list_pods(self) -> list[Pod]:
+        pods: list[Pod] = []
+        seen: dict[str, Optional[str]] = {}
+        version: Optional[str] = None
+        for page in self._paginate(self.core.list_pod_for_all_namespaces):
+            if version is None:
+                # A paginated list is one consistent snapshot at the first page's version.
+                version = (page.get("metadata") or {}).get("resourceVersion")
+            for item in page.get("items") or []:
+                pod = pod_from_json(item)
+                pods.append(pod)
+                seen[pod.key] = (item.get("metadata") or {}).get("resourceVersion")
+        self._pods_resource_version, self._pods_seen = version, seen
+        return pods
+
+    @_port_call
+    def list_pdbs(self) -> list[PodDisruptionBudget]:
+        return [pdb_from_json(item)
+                for page in self._paginate(self.policy.list_pod_disruption_budget_for_all_namespaces)
+                for item in page.get("items") or []]
+
+    @_port_call
+    def wait_for_pod_change(self, timeout_seconds: float) -> None:
+        """Watch pods from the last list's resourceVersion; return on the first real change.
+
+        The server ends the watch after ``timeout_seconds``; the client-side read
+        timeout is a second guard for servers that do not. Events that merely
+        replay what the last list already showed (same pod, same resourceVersion)
+        are not changes. 410 Gone means the version is too old: return, the
+        caller relists anyway.
+        """
+        if timeout_seconds <= 0:
+            return
+        if self._pods_resource_version is None:
+            self.list_pods()
+        deadline = time.monotonic() + timeout_seconds
+        # return_type "object" keeps events as plain dicts (no model objects) while the client
+        # still turns ERROR events into ApiException (its deserialize=False path cannot).
+        watcher = watch.Watch(return_type="object")
+        kwargs: dict[str, Any] = {
+            "timeout_seconds": max(1, int(math.ceil(timeout_seconds))),
+            "allow_watch_bookmarks": True,
+            "_request_timeout": (10, timeout_seconds + 1),
+        }
+        if self._pods_resource_version and self._pods_resource_version != "...":
+            kwargs["resource_version"] = self._pods_resource_version
+        try:
+            for event in watcher.stream(self.core.list_pod_for_all_namespaces, **kwargs):
+                if event.get("type") == "BOOKMARK":
+                    pass
+                elif self._is_change(event):
+                    return
+                if time.monotonic() >= deadline:
+                    return
+        except ApiException as error:
+            if error.status != 410:
+                raise
+            self._pods_resource_version = None   # too old to watch from: the next wait lists afresh
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
+            return
+        finally:
+            watcher.stop()
+
+    def _is_change(self, event: Mapping[str, Any]) -> bool:
+        meta = (event.get("object") or {}).get("metadata") or {}
+        key = f"{meta.get('namespace', 'default')}/{meta.get('name')}"
+        if event.get("type") == "ADDED" and key in self._pods_seen:
+            return self._pods_seen[key] != meta.get("resourceVersion")
+        return True
+
+    # ---- node marks ------------------------------------------------------------------------
+
+    def _read_node(self, node: str) -> Optional[dict[str, Any]]:
+        try:
+            return _body(self.core.read_node(node, _preload_content=False, _request_timeout=self.request_timeout))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _patch_node_cas(self, node: str, make_patch: Callable[[dict[str, Any]], Optional[dict[str, Any]]]) -> None:
+        """Read the node, build a patch from it, write it guarded by its resourceVersion; redo on 409."""
+        for _ in range(CONFLICT_ATTEMPTS):
+            current = self._read_node(node)
+            if current is None:
+                return   # the node is gone: nothing to mark
+            patch = make_patch(current)
+            if patch is None:
+                return   # already as wanted
+            version = (current.get("metadata") or {}).get("resourceVersion")
+            if version:
+                patch.setdefault("metadata", {})["resourceVersion"] = version
+            try:
+                self.core.patch_node(node, patch, _content_type=MERGE_PATCH, _preload_content=False,
+                                     _request_timeout=self.request_timeout)
+                return
+            except ApiException as error:
+                if error.status == 404:
+                    return
+                if error.status != 409:
+                    raise
+        raise ClusterError(f"node {node}: {CONFLICT_ATTEMPTS} conflicting writes in a row")
+
+    @_port_call
+    def cordon(self, node: str, taint: Taint, annotations: Mapping[str, str]) -> None:
+        wanted = {"key": taint.key, "effect": taint.effect}
+        if taint.value:
+            wanted["value"] = taint.value
+
+        def patch(current: dict[str, Any]) -> Optional[dict[str, Any]]:
+            spec = current.get("spec") or {}
+            taints = list(spec.get("taints") or [])
+            others = [t for t in taints if t.get("key") != taint.key]
+            have = (current.get("metadata") or {}).get("annotations") or {}
+            if (spec.get("unschedulable") and wanted in taints and len(others) == len(taints) - 1
+                    and all(have.get(k) == v for k, v in annotations.items())):
+                return None
+            return {
+                "metadata": {"annotations": dict(annotations)},
+                "spec": {"unschedulable": True, "taints": others + [wanted]},
+            }
+
+        self._patch_node_cas(node, patch)
+
+    @_port_call
+    def uncordon(self, node: str, taint_key: str, annotation_keys: Sequence[str]) -> None:
+        def patch(current: dict[str, Any]) -> Optional[dict[str, Any]]:
+            spec = current.get("spec") or {}
+            taints = list(spec.get("taints") or [])
+            kept = [t for t in taints if t.get("key") != taint_key]
+            have = (current.get("metadata") or {}).get("annotations") or {}
+            if not spec.get("unschedulable") and len(kept) == len(taints) and not any(k in have for k in annotation_keys):
+                return None
+            return {
+                "metadata": {"annotations": {k: None for k in annotation_keys}},
+                # null removes the field: schedulable again, no taints list left empty.
+                "spec": {"unschedulable": None, "taints": kept or None},
+            }
+
+        self._patch_node_cas(node, patch)
+
+    @_port_call
+    def annotate_node(self, node: str, annotations: Mapping[str, Optional[str]]) -> None:
+        # Annotations merge key by key, so a plain merge patch cannot lose anyone else's write.
+        if not annotations:
+            return
+        try:
+            self.core.patch_node(node, {"metadata": {"annotations": dict(annotations)}}, _content_type=MERGE_PATCH,
+                                 _preload_content=False, _request_timeout=self.request_timeout)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    @_port_call
+    def evict(self, namespace: str, name: str) -> EvictionResult:
+        body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
+                                 metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False,
+                                                     _request_timeout=self.request_timeout)
+        except ApiException as error:
+            if error.status == 429:
+                return EvictionResult.BLOCKED
+            if error.status == 404:
+                return EvictionResult.GONE
+            raise
+        return EvictionResult.EVICTED
+
+    @_port_call
+    def delete_node(self, node: str) -> None:
+        try:
+            self.core.delete_node(node, _preload_content=False, _request_timeout=self.request_timeout)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    # ---- cluster-autoscaler ----------------------------------------------------------------
+
+    @_port_call
+    def get_autoscaler_replicas(self) -> Optional[int]:
+        try:
+            scale = _body(self.apps.read_namespaced_deployment_scale(
+                self.autoscaler_name, self.autoscaler_namespace, _preload_content=False,
+                _request_timeout=self.request_timeout))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return int((scale.get("spec") or {}).get("replicas") or 0)
+
+    @_port_call
+    def scale_autoscaler(self, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(
+            self.autoscaler_name, self.autoscaler_namespace, {"spec": {"replicas": int(replicas)}},
+            _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=self.request_timeout)
+
+    # ---- the Lease: lock and intent --------------------------------------------------------
+
+    def _read_lease(self) -> Optional[dict[str, Any]]:
+        try:
+            return _body(self.coordination.read_namespaced_lease(
+                self.lease_name, self.lease_namespace, _preload_content=False,
+                _request_timeout=self.request_timeout))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _create_lease(self, spec: Mapping[str, Any], annotations: Optional[Mapping[str, str]] = None) -> bool:
+        """Create the Lease; False when someone else created it first (409)."""
+        meta: dict[str, Any] = {"name": self.lease_name, "namespace": self.lease_namespace}
+        if annotations:
+            meta["annotations"] = dict(annotations)
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": dict(spec)}
+        try:
+            self.coordination.create_namespaced_lease(self.lease_namespace, body, _preload_content=False,
+                                                      _request_timeout=self.request_timeout)
+            return True
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+
+    def _patch_lease(self, current: Mapping[str, Any], patch: dict[str, Any]) -> bool:
+        """Patch guarded by the Lease's resourceVersion; False when it changed meanwhile (409)."""
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        if version:
+            patch.setdefault("metadata", {})["resourceVersion"] = version
+        try:
+            self.coordination.patch_namespaced_lease(
+                self.lease_name, self.lease_namespace, patch, _content_type=MERGE_PATCH,
+                _preload_content=False, _request_timeout=self.request_timeout)
+            return True
+        except ApiException as error:
+            if error.status in (404, 409):
+                return False
+            raise
+
+    @_port_call
+    def acquire_lock(self, holder: str, ttl_seconds: float) -> bool:
+        now = self.wall_clock()
+        duration = max(1, int(math.ceil(ttl_seconds)))
+        lease = self._read_lease()
+        if lease is None:
+            return self._create_lease({
+                "holderIdentity": holder, "leaseDurationSeconds": duration,
+                "acquireTime": format_micro_time(now), "renewTime": format_micro_time(now),
+                "leaseTransitions": 0,
+            })
+        spec = lease.get("spec") or {}
+        current = spec.get("holderIdentity")
+        renewed = parse_time(spec.get("renewTime") or spec.get("acquireTime"))
+        live = renewed + float(spec.get("leaseDurationSeconds") or 0) > now
+        if current and current != holder and live:
+            return False
+        patch: dict[str, Any] = {"spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": duration, "renewTime": format_micro_time(now),
+        }}
+        if current != holder:
+            patch["spec"]["acquireTime"] = format_micro_time(now)
+            patch["spec"]["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        # A 409 here means another process wrote the Lease between our read and write: it won.
+        return self._patch_lease(lease, patch)
+
+    @_port_call
+    def release_lock(self, holder: str) -> None:
+        for _ in range(CONFLICT_ATTEMPTS):
+            lease = self._read_lease()
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != holder:
+                return
+            if self._patch_lease(lease, {"spec": {"holderIdentity": None, "renewTime": None}}):
+                return
+        # Still ours after repeated conflicts: the lease lapses by itself after its duration.
+
+    @_port_call
+    def read_intent(self) -> Optional[RolloutIntent]:
+        lease = self._read_lease()
+        text = ((lease or {}).get("metadata") or {}).get("annotations", {}).get(ANNOTATION_INTENT)
+        return intent_from_json(text) if text else None
+
+    def _write_intent_annotation(self, value: Optional[str]) -> None:
+        for _ in range(CONFLICT_ATTEMPTS):
+            lease = self._read_lease()
+            if lease is None:
+                if value is None or self._create_lease({}, {ANNOTATION_INTENT: value}):
+                    return
+                continue
+            if self._patch_lease(lease, {"metadata": {"annotations": {ANNOTATION_INTENT: value}}}):
+                return
+        raise ClusterError(f"lease {self.lease_namespace}/{self.lease_name}: {CONFLICT_ATTEMPTS} conflicting writes in a row")
+
+    @_port_call
+    def write_intent(self, intent: RolloutIntent) -> None:
+        self._write_intent_annotation(intent_to_json(intent))
+
+    @_port_call
+    def clear_intent(self) -> None:
+        self._write_intent_annotation(None)

@@ -1,0 +1,369 @@
+"""The rollout loop: observe -> decide -> execute, until done.
+
+Everything stateful lives in the world. The runner holds the rollout Lease,
+persists only *intent* (``RolloutIntent`` in the cluster, ``GroupIntent`` as
+tags on each ASG) before it changes anything, and rebuilds the rest from a
+fresh snapshot every cycle, so running the same command again after a crash
+resumes where the world is. The autoscaler is restored on every exit path it
+can reach (and by the next run after a hard crash, from the intent).
+"""
+
+from __future__ import annotations
+
+import time as _time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, TypeVar
+
+from . import engine
+from .engine import (AnnotateNode, Command, Cordon, DeleteGroupIntent, Evict, Protect, ScaleAutoscaler, SetCapacity,
+                     SetVersion, Terminate, Uncordon)
+from .model import CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Snapshot
+from .ports import CloudPort, Clock, ClusterPort, EvictionResult, Throttled
+from .report import RolloutReport
+from .strategies import Strategy, get_strategy, parse_surge
+
+T = TypeVar("T")
+PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
+RETRIES = 8                 # attempts of one call that keeps being throttled, across backoffs
+SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
+GRACE_AFTER_DEADLINE = 1800.0  # give up (outcome failed) this long after the deadline
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    cluster_name: str
+    strategy: str = "default"            # or "double-and-drain"
+    surge: str | None = None             # "3" or "25%" of old nodes per group; None = on demand
+    deadline_seconds: float = 7200
+    ready_timeout_seconds: float = 1800
+    pause_autoscaler: bool = False
+    dry_run: bool = False
+    poll_seconds: float = 30
+    holder: str = "kiln-rollout"
+
+    def validate(self) -> None:
+        get_strategy(self.strategy)
+        parse_surge(self.surge)
+        for name in ("deadline_seconds", "ready_timeout_seconds", "poll_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-').removesuffix('-seconds')}: must be positive")
+
+
+class _Session:
+    """One run of the loop against one set of ports."""
+
+    def __init__(self, cloud: CloudPort, cluster: ClusterPort, clock: Clock, options: RolloutOptions,
+                 on_event: Optional[Callable[[dict], None]]):
+        self.cloud, self.cluster, self.clock, self.options = cloud, cluster, clock, options
+        self.on_event = on_event or (lambda event: None)
+        self.report = RolloutReport(cluster=options.cluster_name, strategy=options.strategy)
+        self.first_seen: dict[str, float] = {}
+        self.lease_ttl = max(120.0, 4 * options.poll_seconds)
+        self.lease_renewed_at = float("-inf")
+        self.intent: Optional[RolloutIntent] = None
+        self.autoscaler_restored = False
+
+    # ------------------------------------------------------------------ plumbing
+    def emit(self, event: str, **fields) -> None:
+        self.on_event({"event": event, "t": round(self.clock.now(), 3), **fields})
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Call a port, backing off on throttling (the adapters already retried)."""
+        delay = 1.0
+        for attempt in range(RETRIES):
+            try:
+                return fn()
+            except Throttled:
+                self.report.throttled_calls += 1
+                if attempt == RETRIES - 1:
+                    raise
+                self.clock.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    def observe(self) -> Snapshot:
+        groups = self.call(lambda: self.cloud.list_groups(self.options.cluster_name))
+        nodes = self.call(lambda: self.cluster.list_nodes())
+        pods = self.call(lambda: self.cluster.list_pods())
+        pdbs = self.call(lambda: self.cluster.list_pdbs())
+        replicas = self.call(lambda: self.cluster.get_autoscaler_replicas())
+        now = self.clock.now()
+        for g in groups:
+            for inst in g.instances:
+                self.first_seen.setdefault(inst.id, now)
+        return Snapshot(now=now, groups=tuple(groups), nodes=tuple(nodes), pods=tuple(pods), pdbs=tuple(pdbs),
+                        autoscaler_replicas=replicas)
+
+    def renew_lock(self) -> bool:
+        now = self.clock.now()
+        if now - self.lease_renewed_at < self.lease_ttl / 3:
+            return True
+        ok = self.call(lambda: self.cluster.acquire_lock(self.options.holder, self.lease_ttl))
+        if ok:
+            self.lease_renewed_at = now
+        return ok
+
+    # ------------------------------------------------------------------ intent
+    def group_intents(self, snapshot: Snapshot) -> dict[str, GroupIntent]:
+        """Group intents from ASG tags (authoritative), else from the rollout intent."""
+        stored = {g.asg: g for g in (self.intent.groups if self.intent else ())}
+        out: dict[str, GroupIntent] = {}
+        for asg in snapshot.groups:
+            gi = engine.group_intent_from_tags(asg) or stored.get(asg.name)
+            if gi is not None:
+                out[asg.name] = gi
+        return out
+
+    def remember_groups(self, snapshot: Snapshot) -> dict[str, GroupIntent]:
+        """Tag every group that has old instances and no intent yet, before touching it."""
+        intents = self.group_intents(snapshot)
+        for asg in snapshot.groups:
+            if asg.name in intents:
+                continue
+            gi = engine.initial_group_intent(asg)
+            if gi is not None:
+                self.call(lambda: self.cloud.put_tags(asg.name, engine.group_intent_tags(gi)))
+                intents[asg.name] = gi
+        return intents
+
+    def ensure_intent(self, snapshot: Snapshot, strategy: Strategy) -> Optional[RolloutIntent]:
+        existing = self.call(lambda: self.cluster.read_intent())
+        if existing is not None:
+            self.intent = existing
+            self.report.resumed = True
+            self.emit("resumed", rollout_id=existing.rollout_id, phase=existing.phase,
+                      reason=f"continuing rollout {existing.rollout_id} ({existing.phase})")
+            return existing
+        intents = self.remember_groups(snapshot)
+        if not intents:
+            return None
+        now = self.clock.now()
+        pause = self.options.pause_autoscaler or strategy.pause_autoscaler
+        self.intent = RolloutIntent(
+            rollout_id=uuid.uuid4().hex[:12], started_at=now, deadline_at=now + self.options.deadline_seconds,
+            strategy=strategy.name, surge=self.options.surge, pause_autoscaler=pause,
+            autoscaler_replicas=snapshot.autoscaler_replicas, ready_timeout_seconds=self.options.ready_timeout_seconds,
+            phase="rolling", groups=tuple(intents[k] for k in sorted(intents)))
+        self.call(lambda: self.cluster.write_intent(self.intent))
+        return self.intent
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, commands: tuple[Command, ...]) -> None:
+        """Run commands in order; a group whose command fails is skipped for the
+        rest of this cycle (e.g. no capacity change after a failed terminate)."""
+        failed_groups: set[str] = set()
+        for cmd in commands:
+            group = getattr(cmd, "asg", None)
+            if group and group in failed_groups:
+                continue
+            try:
+                self.apply(cmd)
+            except Throttled:
+                self.report.throttled_calls += 1
+                if group:
+                    failed_groups.add(group)
+
+    def apply(self, cmd: Command) -> None:
+        if isinstance(cmd, Cordon):
+            self.cluster.cordon(cmd.node, engine.ROLLOUT_TAINT, {CA_SCALE_DOWN_DISABLED: "true"})
+        elif isinstance(cmd, Uncordon):
+            self.cluster.uncordon(cmd.node, TAINT_ROLLOUT, [CA_SCALE_DOWN_DISABLED])
+        elif isinstance(cmd, AnnotateNode):
+            self.cluster.annotate_node(cmd.node, dict(cmd.annotations))
+        elif isinstance(cmd, Evict):
+            result = self.cluster.evict(cmd.namespace, cmd.name)
+            if result is EvictionResult.EVICTED:
+                self.report.pods_evicted += 1
+                if cmd.forced:
+                    self.report.jobs_force_evicted += 1
+                self.emit("evicted", pod=f"{cmd.namespace}/{cmd.name}", node=cmd.node, forced=cmd.forced)
+            elif result is EvictionResult.BLOCKED:
+                self.report.evictions_blocked += 1
+        elif isinstance(cmd, Terminate):
+            self.cloud.terminate_instance(cmd.instance_id, decrement_desired=True)
+            self.report.nodes_terminated += 1
+            self.emit("terminated", instance=cmd.instance_id, node=cmd.node, group=cmd.asg)
+        elif isinstance(cmd, SetCapacity):
+            self.cloud.set_capacity(cmd.asg, desired=cmd.desired, max_size=cmd.max_size)
+        elif isinstance(cmd, SetVersion):
+            self.cloud.set_launch_template_version(cmd.asg, cmd.launch_template_id, cmd.version)
+        elif isinstance(cmd, Protect):
+            ids = list(cmd.instance_ids)
+            for i in range(0, len(ids), PROTECT_BATCH):
+                self.cloud.set_instance_protection(cmd.asg, ids[i:i + PROTECT_BATCH], cmd.protected)
+        elif isinstance(cmd, ScaleAutoscaler):
+            self.cluster.scale_autoscaler(cmd.replicas)
+        elif isinstance(cmd, DeleteGroupIntent):
+            self.cloud.delete_tags(cmd.asg, engine.group_intent_tag_keys())
+        else:  # pragma: no cover - a new command type without an executor is a bug
+            raise TypeError(f"no executor for {cmd!r}")
+
+    def wait(self, strategy: Strategy, acted: bool) -> None:
+        if acted:
+            self.clock.sleep(SETTLE_SECONDS)
+        elif strategy.react_to_pod_changes:
+            self.call(lambda: self.cluster.wait_for_pod_change(self.options.poll_seconds))
+        else:
+            self.clock.sleep(strategy.poll_seconds or self.options.poll_seconds)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> RolloutReport:
+        options = self.options
+        options.validate()
+        strategy = get_strategy(options.strategy)
+        self.report.started_at = self.clock.now()
+        self.emit("start", cluster=options.cluster_name, strategy=strategy.name, dry_run=options.dry_run)
+        if options.dry_run:
+            return self.dry_run(strategy)
+        if not self.renew_lock():
+            self.report.reason = "another rollout holds the lock"
+            self.emit("locked", reason=self.report.reason)
+            return self.finish_report("failed")
+        finished = False
+        outcome = "failed"
+        snapshot: Optional[Snapshot] = None
+        try:
+            snapshot = self.observe()
+            intent = self.ensure_intent(snapshot, strategy)
+            if intent is None:
+                self.report.reason = "no old nodes"
+                outcome = "completed"
+            else:
+                strategy = get_strategy(intent.strategy)    # a resumed rollout keeps its strategy
+                self.report.strategy = strategy.name
+                self.report.rollout_id = intent.rollout_id
+                self.report.started_at = intent.started_at
+                self.report.deadline_at = intent.deadline_at
+                self.report.old_nodes_at_start = engine.old_node_count(snapshot)
+                outcome = self.loop(strategy, snapshot)
+                snapshot = None
+            finished = outcome != "failed"
+        except Exception as exc:  # noqa: BLE001 - any failure must still restore the autoscaler
+            self.report.reason = f"{type(exc).__name__}: {exc}"
+            self.emit("error", reason=self.report.reason)
+        finally:
+            # Runs on every exit, a crash included (where the dead process's calls fail again).
+            self.restore_autoscaler_if_paused()
+            if finished:
+                try:
+                    self.call(lambda: self.cluster.release_lock(options.holder))
+                except Throttled:
+                    pass  # the lease expires by itself
+        return self.finish_report(outcome, snapshot)
+
+    def loop(self, strategy: Strategy, first: Optional[Snapshot] = None) -> str:
+        assert self.intent is not None
+        snapshot: Optional[Snapshot] = first
+        while True:
+            if not self.renew_lock():
+                self.report.reason = "lost the lock to another rollout"
+                return "failed"
+            if snapshot is None:
+                try:
+                    snapshot = self.observe()
+                except Throttled:
+                    self.clock.sleep(SETTLE_SECONDS)
+                    continue
+            intents = self.group_intents(snapshot)
+            if self.intent.phase == "rolling":
+                intents = self.remember_groups(snapshot)
+            decision = engine.decide(snapshot, self.intent, intents, strategy, self.first_seen)
+            self.report.cycles += 1
+            self.emit("cycle", phase=self.intent.phase, **decision.summary())
+            if decision.rollback_reason and self.intent.phase == "rolling":
+                self.intent = replace(self.intent, phase="rolling_back")
+                self.call(lambda: self.cluster.write_intent(self.intent))
+                self.report.reason = decision.rollback_reason
+                self.emit("rollback", reason=decision.rollback_reason)
+                snapshot = None
+                continue
+            if decision.done:
+                self.finalize(snapshot, intents, strategy)
+                return "completed" if self.intent.phase == "rolling" else "rolled_back"
+            if snapshot.now > self.intent.deadline_at + GRACE_AFTER_DEADLINE:
+                self.report.reason = f"not done {GRACE_AFTER_DEADLINE:.0f}s after the deadline: {decision.waiting_for}"
+                return "failed"
+            self.execute(decision.commands)
+            self.wait(strategy, acted=bool(decision.commands))
+            snapshot = None
+
+    def finalize(self, snapshot: Snapshot, intents: dict[str, GroupIntent], strategy: Strategy) -> None:
+        assert self.intent is not None
+        for cmd in engine.finish_commands(snapshot, self.intent, intents, strategy):
+            self.call(lambda: self.apply(cmd))
+        self.autoscaler_restored = True     # finish_commands restored it if this rollout paused it
+        self.call(lambda: self.cluster.clear_intent())
+
+    def restore_autoscaler_if_paused(self) -> None:
+        """Every exit path: put cluster-autoscaler back if this rollout paused it.
+
+        The intent stays when the rollout did not finish, so a rerun pauses it
+        again and resumes; a hard crash never gets here, and the rerun restores
+        it at the end from the intent."""
+        intent = self.intent
+        if intent is None or not intent.pause_autoscaler or intent.autoscaler_replicas is None \
+                or self.autoscaler_restored:
+            return
+        try:
+            self.call(lambda: self.cluster.scale_autoscaler(intent.autoscaler_replicas))
+            self.autoscaler_restored = True
+        except Throttled:
+            pass
+
+    def finish_report(self, outcome: str, snapshot: Optional[Snapshot] = None) -> RolloutReport:
+        self.report.outcome = outcome
+        self.report.finished_at = self.clock.now()
+        try:
+            snapshot = snapshot or self.observe()
+            self.report.old_nodes_remaining = engine.old_node_count(snapshot)
+            if self.intent is not None:
+                by_name = {g.name: g for g in snapshot.groups}
+                self.report.max_size_restored = all(
+                    by_name[g.asg].max_size == g.original_max for g in self.intent.groups if g.asg in by_name)
+                if self.intent.autoscaler_replicas is not None:
+                    self.report.autoscaler_restored = (
+                        snapshot.autoscaler_replicas == self.intent.autoscaler_replicas
+                        or (self.intent.pause_autoscaler and self.autoscaler_restored))
+        except Throttled:
+            pass
+        self.emit("finish", outcome=outcome, reason=self.report.reason)
+        return self.report
+
+    def dry_run(self, strategy: Strategy) -> RolloutReport:
+        snapshot = self.observe()
+        intents = {}
+        for asg in snapshot.groups:
+            gi = engine.group_intent_from_tags(asg) or engine.initial_group_intent(asg)
+            if gi is not None:
+                intents[asg.name] = gi
+        intent = self.call(lambda: self.cluster.read_intent()) or RolloutIntent(
+            rollout_id="dry-run", started_at=snapshot.now, deadline_at=snapshot.now + self.options.deadline_seconds,
+            strategy=strategy.name, surge=self.options.surge,
+            pause_autoscaler=self.options.pause_autoscaler or strategy.pause_autoscaler,
+            autoscaler_replicas=snapshot.autoscaler_replicas, ready_timeout_seconds=self.options.ready_timeout_seconds,
+            groups=tuple(intents.values()))
+        decision = engine.decide(snapshot, intent, intents, strategy, {})
+        self.report.old_nodes_at_start = engine.old_node_count(snapshot)
+        self.report.plan = [repr(c) for c in decision.commands]
+        self.report.reason = f"{len(intents)} group(s) with old nodes; nothing changed"
+        self.emit("plan", plan=self.report.plan, **decision.summary())
+        return self.finish_report("dry_run", snapshot)
+
+
+def run_rollout(cloud: CloudPort, cluster: ClusterPort, clock: Clock, options: RolloutOptions,
+                on_event: Callable[[dict], None] | None = None) -> RolloutReport:
+    """Replace every node whose launch template is out of date, without
+    interrupting a running Job before the deadline. Returns the report;
+    ``outcome`` is completed, rolled_back or failed (dry_run for ``--dry-run``)."""
+    return _Session(cloud, cluster, clock, options, on_event).run()
+
+
+class WallClock:
+    """The real clock, for the real adapters."""
+
+    def now(self) -> float:
+        return _time.time()
+
+    def sleep(self, seconds: float) -> None:
+        _time.sleep(max(0.0, seconds))

@@ -1,0 +1,665 @@
+"""A simulated EKS fleet on a virtual clock: ASGs, nodes, pods, a scheduler,
+cluster-autoscaler, PodDisruptionBudgets and faults.
+
+Time only moves when the rollout sleeps or waits for a pod change; the world
+then runs its event queue (a heap) up to that moment. Pods are indexed by node
+and the read-only views handed to the rollout are cached frozen objects, so a
+reconcile costs O(fleet) and a 1000-node rollout runs in seconds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+from ..engine import is_schedulable
+from ..model import (
+    CA_SCALE_DOWN_DISABLED,
+    LABEL_MODEL_VERSION,
+    LABEL_NODE_GROUP,
+    RESOURCE_GPU,
+    TAG_CLUSTER,
+    TAG_NODE_GROUP,
+    TAINT_WARMING,
+    ANNOTATION_DEADLINE_EXTENSION,
+    AutoScalingGroup,
+    Instance,
+    Node,
+    Pod,
+    PodDisruptionBudget,
+    RolloutIntent,
+    Taint,
+)
+from .scenario import Scenario
+
+OLD_VERSION, NEW_VERSION = "1", "2"
+CLUSTER = "sim"
+CA_TICK_SECONDS = 10.0
+CA_SCALE_DOWN_UNNEEDED_SECONDS = 600.0
+FINISHED_POD_TTL_SECONDS = 300.0
+MAX_CYCLES = 400_000
+
+
+class SimulatedCrash(BaseException):
+    """The rollout process died (a BaseException: no ``except Exception`` in
+    the runner can swallow it, and every later call of the dead process fails
+    the same way, as a killed process makes no calls)."""
+
+
+class SimulationStuck(RuntimeError):
+    pass
+
+
+@dataclass
+class _Inst:
+    id: str
+    group: str
+    version: str
+    launched_at: float
+    protected: bool = False
+    node: Optional[str] = None
+    alive: bool = True
+    bad: bool = False
+    frozen: Optional[Instance] = None
+
+
+@dataclass
+class _Group:
+    name: str
+    node_group: str
+    zone: str
+    min_size: int
+    max_size: int
+    desired: int
+    version: str
+    slots: int
+    capacity_type: str
+    tags: dict
+    insts: dict = field(default_factory=dict)     # id -> _Inst (live only)
+    frozen: Optional[AutoScalingGroup] = None
+
+
+@dataclass
+class _PodInfo:
+    kind: str                 # job | service | ds
+    run_seconds: float = 0.0  # job: how long it runs once started
+    arrival: bool = False     # a Job submitted during the rollout
+    service: str = ""
+    ready: bool = False       # service pods: counted by their PDB
+
+
+class World:
+    def __init__(self, scenario: Scenario, *, start_at: float = 0.0):
+        self.s = scenario
+        self.rng = random.Random(scenario.seed)
+        self.fault_rng = random.Random(scenario.seed + 1)
+        self.now = start_at
+        self.start_at = start_at
+        self._heap: list = []
+        self._seq = 0
+        self._ids = 0
+        self.groups: dict[str, _Group] = {}
+        self.insts: dict[str, _Inst] = {}
+        self.nodes: dict[str, Node] = {}
+        self.node_inst: dict[str, str] = {}
+        self.node_used: dict[str, int] = {}
+        self.free_by_group: dict[str, dict[str, None]] = {}
+        self.schedulable: dict[str, None] = {}
+        self.pods: dict[str, Pod] = {}
+        self.pinfo: dict[str, _PodInfo] = {}
+        self.pods_by_node: dict[str, dict[str, None]] = {}
+        self.pending: dict[str, None] = {}
+        self.service_ready: dict[str, int] = {}
+        self.service_pods_on: dict[str, int] = {}
+        self.intent: Optional[RolloutIntent] = None
+        self.lease: Optional[tuple[str, float]] = None
+        self.autoscaler_replicas: Optional[int] = 1 if scenario.autoscaler else None
+        self.ca_empty_since: dict[str, float] = {}
+        self.pod_changed = False
+        self._sched_dirty = False
+        self.bad_ami = any(f.kind == "bad_ami" for f in scenario.faults)
+        self.throttle_rate = max([f.rate or 0.0 for f in scenario.faults if f.kind == "throttle"] or [0.0])
+        self.crash_points = sorted(f.after_actions for f in scenario.faults if f.kind == "crash")
+        self.deadline_at = start_at + scenario.deadline_seconds
+        # metrics
+        self.reads = self.writes = self.mutations = 0
+        self.throttled = 0
+        self.reads_this_cycle = 0
+        self.max_reads_per_cycle = 0
+        self.cycles = 0
+        self.generation = 0
+        self.jobs_interrupted = 0
+        self.jobs_force_evicted = 0
+        self.jobs_lost = 0
+        self.jobs_completed = 0
+        self.pdb_violations = 0
+        self.waits: list[float] = []
+        self.live_count = 0
+        self.surge_node_seconds = 0.0
+        self.timeline: list[dict] = []
+        self._next_sample = start_at
+        self._build()
+        self.start_count = self.live_count
+        self.lower_bound = self._lower_bound()
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        s = self.s
+        for spec in s.node_groups:
+            g = _Group(name=spec.name, node_group=spec.name, zone=spec.zone, min_size=spec.min_size,
+                       max_size=spec.max, desired=spec.nodes, version=OLD_VERSION, slots=spec.pods_per_node,
+                       capacity_type=spec.capacity_type,
+                       tags={TAG_CLUSTER: CLUSTER, TAG_NODE_GROUP: spec.name})
+            self.groups[g.name] = g
+            self.free_by_group[g.name] = {}
+            for _ in range(spec.nodes):
+                inst = self._launch(g, boot=False)
+                self._register_node(inst, warm=False)
+        # Jobs running at start, on random slots of the old nodes.
+        slots = [name for name in self.nodes for _ in range(self.groups[self._group_of(name)].slots)]
+        remaining = list(s.jobs.remaining_list) if s.jobs.remaining_list is not None else [
+            self.rng.uniform(*s.jobs.remaining_seconds) for _ in range(s.jobs.running)]
+        chosen = self.rng.sample(slots, len(remaining)) if remaining else []
+        annotations = ({ANNOTATION_DEADLINE_EXTENSION: str(s.jobs.deadline_extension_seconds)}
+                       if s.jobs.deadline_extension_seconds else {})
+        for node, rem in zip(chosen, remaining):
+            key = self._new_job_pod(rem, arrival=False, annotations=annotations)
+            self._bind(key, node)
+        for svc in s.services:
+            self.service_ready[svc.name] = 0
+            names = list(self.nodes)
+            for i in range(svc.replicas):
+                key = self._new_service_pod(svc.name)
+                if names:
+                    self._bind(key, names[(i * 7919) % len(names)])
+                    self.pinfo[key].ready = True
+                    self.service_ready[svc.name] += 1
+        # The new launch template version became current (the stack update).
+        for g in self.groups.values():
+            g.version = NEW_VERSION
+            g.frozen = None
+        if s.jobs.arrivals_per_hour > 0:
+            self._push(self.now + self.rng.expovariate(s.jobs.arrivals_per_hour / 3600.0), "arrival", None)
+        if self.autoscaler_replicas is not None:
+            self._push(self.now + CA_TICK_SECONDS, "ca", None)
+        for f in s.faults:
+            if f.kind == "node_loss":
+                self._push(self.start_at + (f.at_seconds or 0.0), "node_loss", None)
+        self.pod_changed = False
+
+    def _lower_bound(self) -> float:
+        old = [n for n, iid in self.node_inst.items() if self.insts[iid].version != self.groups[self.insts[iid].group].version]
+        if not old:
+            return 0.0
+        longest = max((self.pinfo[k].run_seconds for n in old for k in self.pods_by_node.get(n, ())
+                       if self.pinfo[k].kind == "job"), default=0.0)
+        return max(longest, self.s.boot_seconds + self.s.warm_seconds)
+
+    # ------------------------------------------------------------------ events and time
+    def _push(self, t: float, kind: str, arg) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, arg))
+
+    def _set_time(self, t: float) -> None:
+        if t < self.now:
+            return
+        while self._next_sample <= t:
+            self._sample(self._next_sample)
+            self._next_sample += self.s.sample_seconds
+        self.surge_node_seconds += max(0, self.live_count - self.start_count) * (t - self.now)
+        self.now = t
+
+    def advance_to(self, t: float, stop_on_pod_change: bool = False) -> None:
+        self.pod_changed = False
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            when, _, kind, arg = heapq.heappop(heap)
+            self._set_time(when)
+            getattr(self, "_on_" + kind)(arg)
+            if self._sched_dirty:
+                self._schedule()
+            if stop_on_pod_change and self.pod_changed:
+                return
+        self._set_time(t)
+
+    def cycle_boundary(self) -> None:
+        self.max_reads_per_cycle = max(self.max_reads_per_cycle, self.reads_this_cycle)
+        self.reads_this_cycle = 0
+        self.cycles += 1
+        if self.cycles > MAX_CYCLES:
+            raise SimulationStuck(f"more than {MAX_CYCLES} reconcile cycles at t={self.now:.0f}s")
+
+    # ------------------------------------------------------------------ handlers
+    def _on_boot(self, iid: str) -> None:
+        inst = self.insts.get(iid)
+        if inst is not None and inst.alive:
+            self._register_node(inst, warm=True)
+
+    def _on_warm(self, node: str) -> None:
+        n = self.nodes.get(node)
+        if n is not None:
+            self.nodes[node] = replace(n, taints=tuple(t for t in n.taints if t.key != TAINT_WARMING))
+            self._refresh_node(node)
+
+    def _on_finish(self, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is None or pod.phase != "Running":
+            return
+        self.pods[key] = replace(pod, phase="Succeeded")
+        self.jobs_completed += 1
+        self.node_used[pod.node_name] -= 1
+        self._refresh_node(pod.node_name)
+        self.pod_changed = True
+        self._push(self.now + FINISHED_POD_TTL_SECONDS, "gc", key)
+
+    def _on_gc(self, key: str) -> None:
+        pod = self.pods.get(key)
+        if pod is not None and pod.phase in ("Succeeded", "Failed"):
+            self._remove_pod(key)      # ttlSecondsAfterFinished; not a change the rollout waits for
+
+    def _on_service_ready(self, key: str) -> None:
+        info = self.pinfo.get(key)
+        if info is not None and key in self.pods and not info.ready and self.pods[key].phase == "Running":
+            info.ready = True
+            self.service_ready[info.service] += 1
+            self.pod_changed = True
+
+    def _on_arrival(self, _) -> None:
+        lo, hi = self.s.jobs.duration_seconds
+        selector = {}
+        if self.s.jobs.selector_group and self.groups:
+            selector = {LABEL_NODE_GROUP: self.rng.choice(sorted(self.groups))}
+        self._new_job_pod(self.rng.uniform(lo, hi), arrival=True, selector=selector)
+        self._push(self.now + self.rng.expovariate(self.s.jobs.arrivals_per_hour / 3600.0), "arrival", None)
+
+    def _on_node_loss(self, _) -> None:
+        live = sorted(n for n in self.nodes)
+        if live:
+            node = self.fault_rng.choice(live)
+            self._kill_instance(self.node_inst[node], cause="fault", decrement=False)
+
+    def _on_ca(self, _) -> None:
+        self._push(self.now + CA_TICK_SECONDS, "ca", None)
+        if not self.autoscaler_replicas:
+            self.ca_empty_since.clear()
+            return
+        self._ca_scale_up()
+        self._ca_scale_down()
+
+    # ------------------------------------------------------------------ cluster-autoscaler
+    def _ca_scale_up(self) -> None:
+        pending_jobs = sum(1 for k in self.pending if self.pinfo[k].kind == "job")
+        if not pending_jobs:
+            return
+        upcoming = 0
+        for g in self.groups.values():
+            for inst in g.insts.values():
+                node = self.nodes.get(inst.node) if inst.node else None
+                if node is None or (not node.unschedulable and not is_schedulable(node)):
+                    upcoming += g.slots
+        need = pending_jobs - upcoming
+        for g in sorted(self.groups.values(), key=lambda g: g.name):
+            if need <= 0:
+                break
+            room = g.max_size - g.desired
+            if room <= 0:
+                continue
+            add = min(room, math.ceil(need / g.slots))
+            g.desired += add
+            g.frozen = None
+            need -= add * g.slots
+            self._reconcile(g)
+
+    def _ca_scale_down(self) -> None:
+        for name, node in list(self.nodes.items()):
+            busy = any(self.pinfo[k].kind != "ds" and self.pods[k].phase not in ("Succeeded", "Failed")
+                       for k in self.pods_by_node.get(name, ()))
+            if (busy or not is_schedulable(node) or node.annotations.get(CA_SCALE_DOWN_DISABLED) == "true"):
+                self.ca_empty_since.pop(name, None)
+                continue
+            since = self.ca_empty_since.setdefault(name, self.now)
+            g = self.groups[self._group_of(name)]
+            if self.now - since >= CA_SCALE_DOWN_UNNEEDED_SECONDS and g.desired > g.min_size:
+                self._kill_instance(self.node_inst[name], cause="autoscaler", decrement=True)
+
+    # ------------------------------------------------------------------ instances and nodes
+    def _group_of(self, node: str) -> str:
+        return self.insts[self.node_inst[node]].group
+
+    def _launch(self, g: _Group, boot: bool = True) -> _Inst:
+        self._ids += 1
+        inst = _Inst(id=f"i-{self._ids:017x}", group=g.name, version=g.version, launched_at=self.now,
+                     bad=self.bad_ami and g.version == NEW_VERSION)
+        self.insts[inst.id] = inst
+        g.insts[inst.id] = inst
+        g.frozen = None
+        self.live_count += 1
+        if boot:
+            self._push(self.now + self.s.boot_seconds, "boot", inst.id)
+        return inst
+
+    def _register_node(self, inst: _Inst, warm: bool) -> None:
+        g = self.groups[inst.group]
+        name = f"ip-10-{int(inst.id[2:], 16) // 256 % 256}-{int(inst.id[2:], 16) % 256}-{int(inst.id[2:], 16)}"
+        labels = {LABEL_NODE_GROUP: g.node_group, LABEL_MODEL_VERSION: f"v{inst.version}",
+                  "topology.kubernetes.io/zone": g.zone,
+                  "eks.amazonaws.com/capacityType": "SPOT" if g.capacity_type == "spot" else "ON_DEMAND"}
+        taints = (Taint(TAINT_WARMING, "true", "NoSchedule"),) if warm else ()
+        self.nodes[name] = Node(name=name, instance_id=inst.id, labels=labels, taints=taints,
+                                ready=not inst.bad, created_at=self.now,
+                                allocatable={RESOURCE_GPU: float(g.slots)})
+        inst.node = name
+        g.frozen = None
+        self.node_inst[name] = inst.id
+        self.node_used[name] = 0
+        self.pods_by_node[name] = {}
+        if self.s.daemonsets:
+            key = self._add_pod(Pod(namespace="kube-system", name=f"node-exporter-{name}", node_name=name,
+                                    phase="Running", owner_kind="DaemonSet", owner_name="node-exporter",
+                                    created_at=self.now), _PodInfo(kind="ds"))
+            self.pods_by_node[name][key] = None
+        if warm and not inst.bad:
+            self._push(self.now + self.s.warm_seconds, "warm", name)
+        self._refresh_node(name)
+
+    def _refresh_node(self, name: str) -> None:
+        node = self.nodes.get(name)
+        group = self._group_of(name) if node is not None else None
+        if node is not None and is_schedulable(node):
+            if name not in self.schedulable:
+                self.schedulable[name] = None
+                self._sched_dirty = True
+            free = self.groups[group].slots - self.node_used[name]
+            if free > 0:
+                if name not in self.free_by_group[group]:
+                    self.free_by_group[group][name] = None
+                    self._sched_dirty = True
+            else:
+                self.free_by_group[group].pop(name, None)
+        else:
+            self.schedulable.pop(name, None)
+            for d in self.free_by_group.values():
+                d.pop(name, None)
+        if self.pending:
+            self._sched_dirty = True
+
+    def _kill_instance(self, iid: str, *, cause: str, decrement: bool) -> None:
+        inst = self.insts.get(iid)
+        if inst is None or not inst.alive:
+            return
+        inst.alive = False
+        if inst.node:
+            self._remove_node(inst.node, cause)
+        g = self.groups[inst.group]
+        del g.insts[iid]
+        del self.insts[iid]
+        g.frozen = None
+        self.live_count -= 1
+        if decrement:
+            g.desired = max(g.min_size, g.desired - 1)
+        self._reconcile(g)
+
+    def _remove_node(self, name: str, cause: str) -> None:
+        for key in list(self.pods_by_node.get(name, ())):
+            self._pod_dies(key, cause)
+        self.nodes.pop(name, None)
+        self.schedulable.pop(name, None)
+        for d in self.free_by_group.values():
+            d.pop(name, None)
+        self.pods_by_node.pop(name, None)
+        self.node_used.pop(name, None)
+        self.node_inst.pop(name, None)
+        self.ca_empty_since.pop(name, None)
+
+    def _reconcile(self, g: _Group) -> None:
+        """The ASG converging on desired: launch, or scale in by its own policy."""
+        while len(g.insts) < g.desired:
+            self._launch(g)
+        if len(g.insts) > g.desired:
+            # Default termination policy: instances on the oldest launch template first (the "lottery").
+            victims = sorted((i for i in g.insts.values() if not i.protected),
+                             key=lambda i: (i.version == g.version, -i.launched_at))
+            for inst in victims[: len(g.insts) - g.desired]:
+                self._kill_instance(inst.id, cause="scale_in", decrement=False)
+
+    # ------------------------------------------------------------------ pods
+    def _add_pod(self, pod: Pod, info: _PodInfo) -> str:
+        self.pods[pod.key] = pod
+        self.pinfo[pod.key] = info
+        self.pod_changed = True
+        return pod.key
+
+    def _new_job_pod(self, seconds: float, *, arrival: bool, annotations=None, selector=None) -> str:
+        self._ids += 1
+        pod = Pod(namespace="ml", name=f"job-{self._ids}-x", node_name=None, phase="Pending", owner_kind="Job",
+                  owner_name=f"job-{self._ids}", labels={"job-name": f"job-{self._ids}"},
+                  annotations=annotations or {}, created_at=self.now, requests={RESOURCE_GPU: 1.0},
+                  node_selector=selector or {})
+        key = self._add_pod(pod, _PodInfo(kind="job", run_seconds=seconds, arrival=arrival))
+        self.pending[key] = None
+        self._sched_dirty = True
+        return key
+
+    def _new_service_pod(self, service: str) -> str:
+        self._ids += 1
+        pod = Pod(namespace="default", name=f"{service}-{self._ids}", node_name=None, phase="Pending",
+                  owner_kind="ReplicaSet", owner_name=f"{service}-rs", labels={"app": service}, created_at=self.now)
+        key = self._add_pod(pod, _PodInfo(kind="service", service=service))
+        self.pending[key] = None
+        self._sched_dirty = True
+        return key
+
+    def _bind(self, key: str, node: str) -> None:
+        pod = self.pods[key]
+        info = self.pinfo[key]
+        self.pods[key] = replace(pod, node_name=node, phase="Running")
+        self.pending.pop(key, None)
+        self.pods_by_node[node][key] = None
+        self.pod_changed = True
+        if info.kind == "job":
+            self.node_used[node] += 1
+            self._refresh_node(node)
+            self._push(self.now + info.run_seconds, "finish", key)
+            if info.arrival:
+                self.waits.append(self.now - pod.created_at)
+        elif info.kind == "service":
+            self.service_pods_on[node] = self.service_pods_on.get(node, 0) + 1
+            start = next(s.start_seconds for s in self.s.services if s.name == info.service)
+            self._push(self.now + start, "service_ready", key)
+
+    def _remove_pod(self, key: str) -> None:
+        pod = self.pods.pop(key)
+        info = self.pinfo.pop(key)
+        self.pending.pop(key, None)
+        if pod.node_name and pod.node_name in self.pods_by_node:
+            self.pods_by_node[pod.node_name].pop(key, None)
+            if info.kind == "job" and pod.phase == "Running":
+                self.node_used[pod.node_name] -= 1
+                self._refresh_node(pod.node_name)
+            if info.kind == "service":
+                self.service_pods_on[pod.node_name] -= 1
+        if info.kind == "service" and info.ready:
+            self.service_ready[info.service] -= 1
+
+    def _pod_dies(self, key: str, cause: str) -> None:
+        """A pod removed by eviction or with its node. ``cause``: rollout,
+        scale_in, autoscaler (all blamed on the rollout's side) or fault."""
+        pod, info = self.pods[key], self.pinfo[key]
+        if info.kind == "job" and pod.phase in ("Running", "Pending") and pod.node_name:
+            if cause == "fault":
+                self.jobs_lost += 1
+            elif self.now < self._pod_deadline(pod):
+                self.jobs_interrupted += 1
+            else:
+                self.jobs_force_evicted += 1
+        was_ready = info.kind == "service" and info.ready
+        self._remove_pod(key)
+        self.pod_changed = True
+        if info.kind == "service":
+            svc = next(s for s in self.s.services if s.name == info.service)
+            if was_ready and cause != "fault" and self.service_ready[svc.name] < svc.min_available:
+                self.pdb_violations += 1
+            self._new_service_pod(svc.name)
+
+    def _pod_deadline(self, pod: Pod) -> float:
+        try:
+            return self.deadline_at + float(pod.annotations.get(ANNOTATION_DEADLINE_EXTENSION, 0))
+        except ValueError:
+            return self.deadline_at
+
+    def _schedule(self) -> None:
+        self._sched_dirty = False
+        for key in list(self.pending):
+            pod, info = self.pods[key], self.pinfo[key]
+            if info.kind == "job":
+                wanted = pod.node_selector.get(LABEL_NODE_GROUP)
+                for gname, free in self.free_by_group.items():
+                    if free and (wanted is None or wanted == gname):
+                        self._bind(key, next(iter(free)))
+                        break
+            elif self.schedulable:
+                node = min(self.schedulable, key=lambda n: self.service_pods_on.get(n, 0))
+                self._bind(key, node)
+
+    # ------------------------------------------------------------------ the ports' world operations
+    def pdb_views(self) -> list[PodDisruptionBudget]:
+        return [PodDisruptionBudget(namespace="default", name=f"{svc.name}-pdb", match_labels={"app": svc.name},
+                                    disruptions_allowed=max(0, self.service_ready[svc.name] - svc.min_available))
+                for svc in self.s.services]
+
+    def group_view(self, g: _Group) -> AutoScalingGroup:
+        if g.frozen is None:
+            insts = []
+            for inst in g.insts.values():
+                if inst.frozen is None:
+                    inst.frozen = Instance(id=inst.id, zone=g.zone, launch_template_version=inst.version,
+                                           lifecycle_state="InService" if inst.node else "Pending",
+                                           protected_from_scale_in=inst.protected, launched_at=inst.launched_at)
+                elif (inst.frozen.lifecycle_state == "Pending") != (inst.node is None):
+                    inst.frozen = replace(inst.frozen, lifecycle_state="InService")
+                insts.append(inst.frozen)
+            g.frozen = AutoScalingGroup(name=g.name, node_group=g.node_group, zone=g.zone, min_size=g.min_size,
+                                        max_size=g.max_size, desired_capacity=g.desired,
+                                        launch_template_id="lt-sim" + g.name, launch_template_version=g.version,
+                                        instances=tuple(insts), tags=dict(g.tags))
+        return g.frozen
+
+    def evict(self, key: str) -> str:
+        pod = self.pods.get(key)
+        if pod is None:
+            return "gone"
+        info = self.pinfo[key]
+        if info.kind == "service":
+            svc = next(s for s in self.s.services if s.name == info.service)
+            ready = self.service_ready[svc.name]
+            if (info.ready and ready - svc.min_available < 1) or (not info.ready and ready < svc.min_available):
+                return "blocked"
+        if pod.node_name is None:
+            self._remove_pod(key)
+            self.pod_changed = True
+            if info.kind == "service":
+                self._new_service_pod(info.service)
+        else:
+            self._pod_dies(key, "rollout")
+        if self._sched_dirty:
+            self._schedule()
+        return "evicted"
+
+    def terminate(self, iid: str, decrement: bool) -> None:
+        if iid not in self.insts:
+            raise LookupError(f"instance {iid} is not in any group")
+        self._kill_instance(iid, cause="rollout", decrement=decrement)
+        if self._sched_dirty:
+            self._schedule()
+
+    def set_capacity(self, name: str, desired: Optional[int], max_size: Optional[int]) -> None:
+        g = self.groups[name]
+        new_max = g.max_size if max_size is None else max_size
+        new_desired = g.desired if desired is None else desired
+        if not (g.min_size <= new_desired <= new_max):
+            raise ValueError(f"{name}: desired {new_desired} outside [{g.min_size}, {new_max}]")
+        g.max_size, g.desired = new_max, new_desired
+        g.frozen = None
+        self._reconcile(g)
+
+    def set_version(self, name: str, version: str) -> None:
+        g = self.groups[name]
+        g.version = version
+        g.frozen = None
+
+    def protect(self, name: str, ids, protected: bool) -> None:
+        g = self.groups[name]
+        for iid in ids:
+            inst = g.insts.get(iid)
+            if inst is not None:
+                inst.protected = protected
+                inst.frozen = None
+        g.frozen = None
+
+    def cordon(self, name: str, taint: Taint, annotations) -> None:
+        n = self.nodes.get(name)
+        if n is None:
+            return
+        taints = n.taints if any(t.key == taint.key for t in n.taints) else n.taints + (taint,)
+        self.nodes[name] = replace(n, unschedulable=True, taints=taints, annotations={**n.annotations, **annotations})
+        self._refresh_node(name)
+
+    def uncordon(self, name: str, taint_key: str, annotation_keys) -> None:
+        n = self.nodes.get(name)
+        if n is None:
+            return
+        self.nodes[name] = replace(n, unschedulable=False, taints=tuple(t for t in n.taints if t.key != taint_key),
+                                   annotations={k: v for k, v in n.annotations.items() if k not in annotation_keys})
+        self._refresh_node(name)
+        if self._sched_dirty:
+            self._schedule()
+
+    def annotate(self, name: str, annotations) -> None:
+        n = self.nodes.get(name)
+        if n is None:
+            return
+        merged = dict(n.annotations)
+        for k, v in annotations.items():
+            if v is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = v
+        self.nodes[name] = replace(n, annotations=merged)
+
+    # ------------------------------------------------------------------ metrics
+    def count_old_new(self) -> tuple[int, int]:
+        old = new = 0
+        for inst in self.insts.values():
+            if inst.version == self.groups[inst.group].version:
+                new += 1
+            else:
+                old += 1
+        return old, new
+
+    def _sample(self, t: float) -> None:
+        old = sum(1 for i in self.insts.values() if i.version == OLD_VERSION)
+        running = sum(1 for k, p in self.pods.items() if p.phase == "Running" and self.pinfo[k].kind == "job")
+        pending = sum(1 for k in self.pending if self.pinfo[k].kind == "job")
+        self.timeline.append({"t": round(t - self.start_at, 3), "old_nodes": old, "new_nodes": len(self.insts) - old,
+                              "jobs_running": running, "jobs_pending": pending,
+                              "deadline_at": round(self.deadline_at - self.start_at, 3)})
+
+    def pending_waits(self) -> list[float]:
+        still = [self.now - self.pods[k].created_at for k in self.pending
+                 if self.pinfo[k].kind == "job" and self.pinfo[k].arrival]
+        return self.waits + still
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+Handler = Callable[[object], None]

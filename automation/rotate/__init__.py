@@ -1,0 +1,1 @@
+"""rotate and rollback: bake, gated stack update, node replacement, convergence."""

@@ -1,0 +1,106 @@
+"""``python -m automation rotate``: a new model version onto the nodes, safely and resumably."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .pipeline import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, IntentStore, Rotation, RotationReport
+
+DEFAULT_STATE_DIR = ".kiln/rotations"
+_MODEL_VERSION_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,40}[a-z0-9])?$")
+_STACK_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+
+EPILOG = """steps: bake (or reuse) -> set kiln:nodeAmi/kiln:modelVersion -> preview behind the change gate -> up
+-> drain-aware node replacement -> converge (up, then a preview that must show no changes) -> report.
+Interrupted at any step, rerun with the same arguments to continue.
+exit codes: 0 done (or dry run), 1 failed, blocked or rolled back (config restored to the previous AMI), 2 bad input."""
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack", required=True, help="Pulumi stack to rotate (this project directory)")
+    parser.add_argument("--yes", action="store_true", help="apply without asking after the gate passes")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="stop after the gated preview, print the predicted replacement; config is restored")
+    parser.add_argument("--json", action="store_true", help="print the final report as JSON")
+    parser.add_argument("--strategy", default="default", help="rollout strategy: default or double-and-drain")
+    parser.add_argument("--deadline", type=float, default=7200, metavar="SECONDS",
+                        help="seconds a running Job may keep its old node before it is evicted (default 7200)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help=f"where the rotation's intent is kept between runs (default {DEFAULT_STATE_DIR})")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    add_common(parser)
+    parser.add_argument("--model-version", required=True, help="model version to roll out, e.g. v6")
+    parser.add_argument("--model-uri", help="s3://bucket/prefix/ of the model; without it an AMI baked for "
+                                            "--model-version must already exist")
+
+
+def validate(args: argparse.Namespace) -> None:
+    if not _STACK_RE.fullmatch(args.stack):
+        raise BadInput(f"--stack ({args.stack!r}) is not a stack name")
+    mv = getattr(args, "model_version", None)
+    if mv is not None and not _MODEL_VERSION_RE.fullmatch(mv):
+        raise BadInput(f"--model-version ({mv!r}) must be lower-case letters, digits, '.' and '-'")
+    uri = getattr(args, "model_uri", None)
+    if uri is not None and not uri.startswith("s3://"):
+        raise BadInput(f"--model-uri ({uri!r}) must look like s3://bucket/prefix/")
+    if args.deadline <= 0:
+        raise BadInput("--deadline must be positive")
+
+
+def print_report(report: RotationReport, as_json: bool, console: Any) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    style = "green" if report.exit_code == 0 else "red"
+    console.print(f"[bold {style}]{report.kind} {report.outcome}[/]: {report.message}")
+    if report.rollout:
+        r = report.rollout
+        console.print(f"  nodes: {r.get('old_nodes_at_start', 0)} old -> {r.get('old_nodes_remaining', 0)} remaining, "
+                      f"{r.get('nodes_terminated', 0)} terminated, {r.get('pods_evicted', 0)} pods evicted, "
+                      f"{r.get('jobs_force_evicted', 0)} Jobs force-evicted after the deadline, "
+                      f"makespan {r.get('makespan_seconds', 0):.0f}s")
+    if report.prediction:
+        console.print(f"  predicted replacement: {json.dumps(report.prediction, default=str)}")
+    if report.config_restored:
+        console.print(f"  config restored to the previous AMI {report.previous_ami}")
+
+
+def run(args: argparse.Namespace, action: str) -> int:
+    from rich.console import Console
+
+    from automation.rollout.progress import LiveProgress, json_lines
+
+    from .wiring import real_world
+
+    err = Console(stderr=True)
+    try:
+        validate(args)
+        live = json_lines() if args.json else LiveProgress(err, label="replacing nodes")
+        world = real_world(args.stack, yes=args.yes, log=(lambda m: None) if args.json else err.log,
+                           rollout_event=live, rollout_options={
+                               "strategy": args.strategy, "deadline_seconds": args.deadline})
+        rotation = Rotation(world, IntentStore(Path(args.state_dir)))
+        if action == "rotate":
+            report = rotation.rotate(args.stack, args.model_version, args.model_uri, dry_run=args.dry_run)
+        else:
+            report = rotation.rollback(args.stack, ami=args.ami, model_version=args.model_version, dry_run=args.dry_run)
+    except BadInput as e:
+        err.print(f"[red]bad input:[/red] {e}")
+        return EXIT_BAD_INPUT
+    except Exception as e:  # noqa: BLE001 - report, never a traceback; the intent file allows a rerun
+        err.print(f"[red]{action} failed:[/red] {type(e).__name__}: {e}\nrerun the same command to continue")
+        return EXIT_FAILED
+    print_report(report, args.json, err)
+    return report.exit_code
+
+
+def main(args: argparse.Namespace) -> int:
+    return run(args, "rotate")

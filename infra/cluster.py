@@ -1,0 +1,210 @@
+"""The EKS control plane: API authentication, OIDC, logging, KMS envelope encryption.
+
+No node group is created here (kiln's node groups are in ``infra/nodes.py``),
+but the role those nodes assume is: the cluster's EC2_LINUX access entry needs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_eks as eks
+import pulumi_kubernetes as k8s
+
+from infra import irsa
+
+# Every control-plane log type: who did what (api, audit), who authenticated, and
+# why pods were (not) scheduled — what an incident review needs.
+CONTROL_PLANE_LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+
+# What a node needs, and nothing wider: join the cluster, pull from ECR (read-only),
+# and be reachable through SSM Session Manager instead of SSH.
+NODE_MANAGED_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEC2ContainerRegistryPullOnly",
+    "AmazonSSMManagedInstanceCore",
+)
+
+# The VPC CNI needs ENI permissions; it gets them through its own service account
+# (IRSA) rather than through the node role, so no pod on the node inherits them.
+CNI_POLICY = "AmazonEKS_CNI_Policy"
+
+_DEFAULT_SERVICE_CIDR = ipaddress.ip_network("172.20.0.0/16")
+_FALLBACK_SERVICE_CIDR = ipaddress.ip_network("10.100.0.0/16")
+
+
+def service_cidr_for(vpc_cidr: Optional[str]) -> str:
+    """The Kubernetes service range: EKS's own rule, made explicit so nodeadm can be told it.
+
+    EKS picks 10.100.0.0/16 when the VPC overlaps 172.20.0.0/16 and 172.20.0.0/16
+    otherwise; kiln pins the choice instead of reading it back after creation.
+    """
+    if vpc_cidr and ipaddress.ip_network(vpc_cidr).overlaps(_DEFAULT_SERVICE_CIDR):
+        return str(_FALLBACK_SERVICE_CIDR)
+    return str(_DEFAULT_SERVICE_CIDR)
+
+
+def managed_policy_arn(partition: str, name: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/{name}"
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    name: str
+    kubernetes_version: str
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: pulumi.Input[Sequence[str]]
+    public_subnet_ids: Optional[pulumi.Input[Sequence[str]]] = None
+    endpoint_public_access_cidrs: tuple[str, ...] = ()
+    service_cidr: str = str(_DEFAULT_SERVICE_CIDR)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeBootstrap:
+    """What nodeadm needs to join a node to this cluster (all Outputs)."""
+
+    name: pulumi.Output[str]
+    endpoint: pulumi.Output[str]
+    certificate_authority: pulumi.Output[str]
+    service_cidr: str
+
+
+class Cluster(pulumi.ComponentResource):
+    """An EKS cluster without default nodes, plus the node role, KMS key and a Kubernetes provider.
+
+    Attributes other components build on: ``cluster_name``, ``oidc_provider_arn``,
+    ``oidc_provider_url`` (issuer without ``https://``), ``k8s_provider``,
+    ``node_role``, ``node_instance_profile``, ``node_security_group_id``,
+    ``kms_key``, ``kubeconfig`` (secret), ``vpc_id``, ``private_subnet_ids``,
+    ``bootstrap`` (:class:`NodeBootstrap`).
+    """
+
+    def __init__(self, name: str, args: ClusterArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("kiln:infra:Cluster", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        partition = aws.get_partition_output().partition
+        self.vpc_id = pulumi.Output.from_input(args.vpc_id)
+        self.private_subnet_ids = pulumi.Output.from_input(args.private_subnet_ids)
+
+        self.kms_key = aws.kms.Key(
+            f"{name}-secrets",
+            description=f"EKS secrets envelope encryption for {args.name}",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            tags=args.tags,
+            opts=child,
+        )
+
+        self.node_role = aws.iam.Role(
+            f"{name}-node",
+            description=f"Nodes of EKS cluster {args.name}",
+            assume_role_policy=aws.iam.get_policy_document_output(statements=[
+                aws.iam.GetPolicyDocumentStatementArgs(
+                    actions=["sts:AssumeRole"],
+                    principals=[aws.iam.GetPolicyDocumentStatementPrincipalArgs(
+                        type="Service", identifiers=["ec2.amazonaws.com"])],
+                ),
+            ]).json,
+            tags=args.tags,
+            opts=child,
+        )
+        self.node_policy_attachments = [
+            aws.iam.RolePolicyAttachment(
+                f"{name}-node-{policy}",
+                role=self.node_role.name,
+                policy_arn=partition.apply(lambda p, policy=policy: managed_policy_arn(p, policy)),
+                opts=child,
+            )
+            for policy in NODE_MANAGED_POLICIES
+        ]
+        self.node_instance_profile = aws.iam.InstanceProfile(
+            f"{name}-node", role=self.node_role.name, tags=args.tags, opts=child,
+        )
+
+        public = bool(args.endpoint_public_access_cidrs)
+        self.eks = eks.Cluster(
+            f"{name}-eks",
+            name=args.name,
+            version=args.kubernetes_version,
+            vpc_id=args.vpc_id,
+            private_subnet_ids=args.private_subnet_ids,
+            public_subnet_ids=args.public_subnet_ids,
+            kubernetes_service_ip_address_range=args.service_cidr,
+            skip_default_node_group=True,
+            node_associate_public_ip_address=False,
+            authentication_mode=eks.AuthenticationMode.API,
+            access_entries={
+                "nodes": eks.AccessEntryArgs(principal_arn=self.node_role.arn, type=eks.AccessEntryType.EC2_LINUX),
+            },
+            create_oidc_provider=True,
+            enabled_cluster_log_types=list(CONTROL_PLANE_LOG_TYPES),
+            encryption_config_key_arn=self.kms_key.arn,
+            endpoint_private_access=True,
+            endpoint_public_access=public,
+            public_access_cidrs=list(args.endpoint_public_access_cidrs) if public else None,
+            # kiln installs the VPC CNI add-on itself (below) so that it runs with its own IRSA role.
+            use_default_vpc_cni=True,
+            tags=args.tags,
+            opts=child,
+        )
+
+        # An Output that carries the cluster as a dependency: anything that uses the
+        # name (tags, Helm values, invokes) waits for the cluster.
+        self.cluster_name: pulumi.Output[str] = self.eks.urn.apply(lambda _: args.name)
+        self.oidc_provider_arn: pulumi.Output[str] = self.eks.oidc_provider_arn
+        self.oidc_provider_url: pulumi.Output[str] = self.eks.oidc_provider_url
+        self.node_security_group_id: pulumi.Output[str] = self.eks.node_security_group_id
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(self.eks.kubeconfig_json)
+
+        self.k8s_provider = k8s.Provider(
+            f"{name}-k8s", kubeconfig=self.eks.kubeconfig_json, opts=child,
+        )
+
+        cni_role = aws.iam.Role(
+            f"{name}-vpc-cni",
+            description=f"VPC CNI (kube-system/aws-node) of EKS cluster {args.name}",
+            assume_role_policy=irsa.trust_policy(self.oidc_provider_arn, self.oidc_provider_url,
+                                                 "kube-system", "aws-node"),
+            tags=args.tags,
+            opts=child,
+        )
+        cni_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-vpc-cni",
+            role=cni_role.name,
+            policy_arn=partition.apply(lambda p: managed_policy_arn(p, CNI_POLICY)),
+            opts=child,
+        )
+        self.vpc_cni = aws.eks.Addon(
+            f"{name}-vpc-cni",
+            cluster_name=self.cluster_name,
+            addon_name="vpc-cni",
+            service_account_role_arn=cni_role.arn,
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cni_policy]),
+        )
+
+        # nodeadm needs endpoint, CA and service CIDR. Read them from EKS once the
+        # cluster exists; in a preview of a new cluster they are simply unknown.
+        described = aws.eks.get_cluster_output(
+            name=self.cluster_name, opts=pulumi.InvokeOutputOptions(depends_on=[self.eks]),
+        )
+        self.bootstrap = NodeBootstrap(
+            name=self.cluster_name,
+            endpoint=described.endpoint,
+            certificate_authority=described.certificate_authorities.apply(lambda cas: cas[0].data),
+            service_cidr=args.service_cidr,
+        )
+
+        self.register_outputs({
+            "clusterName": self.cluster_name,
+            "oidcProviderArn": self.oidc_provider_arn,
+            "nodeRoleArn": self.node_role.arn,
+            "kmsKeyArn": self.kms_key.arn,
+        })

@@ -1,0 +1,240 @@
+"""Least-privilege roles for kiln's automation: the rollout role and the optional CI deploy role.
+
+The **rollout role** is what ``python -m automation bake`` / ``rotate`` /
+``replace`` run as. Each statement below is one thing those commands do,
+scoped to this cluster's tag, kiln's own images, or the builder instance:
+
+* ASG mutations only on groups tagged ``kiln.dev/cluster=<cluster>``;
+* launch-template versions only on this cluster's templates;
+* the builder: launched only with ``kiln.dev/role=ami-builder``, and stopped,
+  imaged, terminated and sent commands only when it carries that tag;
+* ``iam:PassRole`` only for the builder's role, only to EC2;
+* images and snapshots deregistered or shared only when kiln baked them
+  (they carry ``kiln:recipe``);
+* describes (which IAM cannot scope) read-only.
+
+Who may assume it: the CI deploy role when ``kiln:ciOidc`` is set (pipelines
+chain into it), else the account — which in IAM means nobody until an
+administrator grants ``sts:AssumeRole`` on this ARN to a user or role.
+
+The **CI deploy role** is trusted through the CI system's OIDC provider, pinned
+to one audience and one subject, so pipelines hold no long-lived keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import policydocs as pd
+from infra.labels import CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER
+
+# The bake's builder instance carries this tag (automation/bake must set it in TagSpecifications).
+TAG_ROLE = "kiln.dev/role"
+BUILDER_ROLE = "ami-builder"
+# Every image, snapshot and security group the bake creates carries this tag (automation/bake/recipe.py).
+TAG_RECIPE = "kiln:recipe"
+# The bake reads <model-uri>/MANIFEST.sha256 (automation/bake/recipe.py MANIFEST_NAME).
+MANIFEST_NAME = "MANIFEST.sha256"
+BAKE_DOCUMENT = "AWS-RunShellScript"
+EKS_AMI_PARAMETERS = "aws/service/eks/optimized-ami/*"
+MAX_SESSION_SECONDS = 4 * 3600  # a bake copies ~30 GB and snapshots it; an hour is not always enough
+
+ASG_MUTATIONS = (
+    "autoscaling:CreateOrUpdateTags",
+    "autoscaling:DeleteTags",
+    "autoscaling:SetDesiredCapacity",
+    "autoscaling:SetInstanceProtection",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:UpdateAutoScalingGroup",
+)
+READ_ONLY = (
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeAutoScalingInstances",
+    "autoscaling:DescribeScalingActivities",
+    "autoscaling:DescribeTags",
+    "ec2:DescribeImages",
+    "ec2:DescribeInstanceStatus",
+    "ec2:DescribeInstances",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeTags",
+    "ec2:DescribeVolumes",
+    "ssm:DescribeInstanceInformation",
+    "ssm:GetCommandInvocation",
+    "ssm:ListCommandInvocations",
+    "ssm:ListCommands",
+)
+
+
+def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
+                   pass_role_arns: Sequence[str]) -> str:
+    """The rollout role's permissions, one statement per job."""
+    ec2 = lambda resource: pd.ec2_arn(partition, region, account, resource)  # noqa: E731
+    cluster_tag = {f"aws:ResourceTag/{TAG_CLUSTER}": cluster_name}
+    builder_tag = {f"aws:ResourceTag/{TAG_ROLE}": BUILDER_ROLE}
+    baked_by_kiln = {"Null": {f"aws:ResourceTag/{TAG_RECIPE}": "false"}}
+    images = [ec2("image/*"), ec2("snapshot/*")]
+    return pd.document(
+        # --- node replacement (rotate / replace)
+        pd.statement("AsgMutationsThisClusterOnly", ASG_MUTATIONS, [pd.asg_arn(partition, region, account)],
+                     {"StringEquals": {f"autoscaling:ResourceTag/{TAG_CLUSTER}": cluster_name}}),
+        # The ownership tags are how every scope here is drawn; the role must not move them.
+        pd.statement("KeepOwnershipTags", ["autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags"],
+                     [pd.asg_arn(partition, region, account)],
+                     {"ForAnyValue:StringLike": {"aws:TagKeys": [TAG_CLUSTER, CA_TAG_CLUSTER_PREFIX + "*"]}},
+                     effect="Deny"),
+        pd.statement("LaunchTemplatesThisClusterOnly",
+                     ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:RunInstances"],
+                     [ec2("launch-template/*")], {"StringEquals": cluster_tag}),
+        pd.statement("DescribeThisCluster", ["eks:DescribeCluster"],
+                     [f"arn:{partition}:eks:{region}:{account}:cluster/{cluster_name}"]),
+        # --- the bake: a tagged builder instance
+        pd.statement("LaunchOnlyTaggedBuilders", ["ec2:RunInstances"], [ec2("instance/*")],
+                     {"StringEquals": {f"aws:RequestTag/{TAG_ROLE}": BUILDER_ROLE}}),
+        pd.statement("LaunchBuilderFrom", ["ec2:RunInstances"],
+                     [ec2("image/*"), ec2("subnet/*"), ec2("security-group/*"), ec2("network-interface/*"),
+                      ec2("volume/*")]),
+        pd.statement("TagOnCreateOnly", ["ec2:CreateTags"],
+                     [ec2("instance/*"), ec2("volume/*"), ec2("security-group/*")],
+                     {"StringEquals": {"ec2:CreateAction": ["CreateSecurityGroup", "RunInstances"]}}),
+        pd.statement("BuilderInstancesOnly", ["ec2:CreateImage", "ec2:StopInstances", "ec2:TerminateInstances"],
+                     [ec2("instance/*")], {"StringEquals": builder_tag}),
+        pd.statement("CreateAndTagImages", ["ec2:CopyImage", "ec2:CreateImage", "ec2:CreateTags"], images),
+        pd.statement("ManageOnlyKilnImages", ["ec2:DeleteSnapshot", "ec2:DeregisterImage",
+                                              "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"],
+                     images, baked_by_kiln),
+        pd.statement("BuilderSecurityGroupIn", ["ec2:CreateSecurityGroup"], [ec2("vpc/*")]),
+        pd.statement("CreateOnlyKilnSecurityGroups", ["ec2:CreateSecurityGroup"], [ec2("security-group/*")],
+                     {"Null": {f"aws:RequestTag/{TAG_RECIPE}": "false"}}),
+        pd.statement("DeleteOnlyKilnSecurityGroups", ["ec2:DeleteSecurityGroup"], [ec2("security-group/*")],
+                     baked_by_kiln),
+        pd.statement("PassOnlyTheBuilderRoleToEc2", ["iam:PassRole"], list(pass_role_arns),
+                     {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+        pd.statement("RunOnlyTheBakeDocument", ["ssm:SendCommand"],
+                     [pd.ssm_document_arn(partition, region, BAKE_DOCUMENT)]),
+        pd.statement("OnlyOnBuilders", ["ssm:SendCommand"], [ec2("instance/*")],
+                     {"StringEquals": {f"ssm:resourceTag/{TAG_ROLE}": BUILDER_ROLE}}),
+        pd.statement("ReadEksAmiParameters", ["ssm:GetParameter", "ssm:GetParameters"],
+                     [f"arn:{partition}:ssm:{region}::parameter/{EKS_AMI_PARAMETERS}"]),
+        pd.statement("ReadModelManifests", ["s3:GetObject"],
+                     [f"arn:{partition}:s3:::*/{MANIFEST_NAME}", f"arn:{partition}:s3:::*/*/{MANIFEST_NAME}"]),
+        # --- reads IAM cannot scope
+        pd.statement("DescribeReadOnly", READ_ONLY, "*"),
+    )
+
+
+def assume_policy(role_arn: str) -> str:
+    return pd.document(pd.statement("AssumeTheRolloutRole", ["sts:AssumeRole", "sts:TagSession"], [role_arn]))
+
+
+def oidc_trust(provider_arn: str, provider_url: str, audience: str, subject: str) -> str:
+    """Trust tokens of one CI OIDC provider, for one audience and one subject (pattern)."""
+    host = provider_url.removeprefix("https://").rstrip("/")
+    conditions = {"StringEquals": {f"{host}:aud": audience}}
+    if any(ch in subject for ch in "*?"):
+        conditions["StringLike"] = {f"{host}:sub": subject}
+    else:
+        conditions["StringEquals"][f"{host}:sub"] = subject
+    return pd.trust({"Federated": provider_arn}, "sts:AssumeRoleWithWebIdentity", conditions)
+
+
+# ---- components ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CiDeployRoleArgs:
+    provider_url: str
+    audience: str
+    subject: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class CiDeployRole(pulumi.ComponentResource):
+    """The CI system's OIDC provider in IAM and the role its pipelines assume with their token.
+
+    The role's only permission is to assume the rollout role (granted by
+    :class:`RolloutRole`); permissions for a full ``pulumi up`` are the
+    account administrator's to attach.
+    """
+
+    def __init__(self, name: str, args: CiDeployRoleArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("kiln:infra:CiDeployRole", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.provider = aws.iam.OpenIdConnectProvider(
+            f"{name}-oidc",
+            url=args.provider_url,
+            client_id_lists=[args.audience],
+            tags=args.tags,
+            opts=child,
+        )
+        self.role = aws.iam.Role(
+            name,
+            description=f"CI pipelines ({args.subject}) through {args.provider_url}",
+            assume_role_policy=self.provider.arn.apply(
+                lambda arn: oidc_trust(arn, args.provider_url, args.audience, args.subject)),
+            max_session_duration=MAX_SESSION_SECONDS,
+            tags=args.tags,
+            opts=child,
+        )
+        self.register_outputs({"roleArn": self.role.arn})
+
+
+@dataclass(frozen=True)
+class RolloutRoleArgs:
+    cluster_name: pulumi.Input[str]
+    # Roles the bake may hand to its builder instance (the node role by default: the bake
+    # uses the node instance profile unless --instance-profile says otherwise).
+    builder_role_arns: Sequence[pulumi.Input[str]]
+    # The CI deploy role, if any: it becomes the only principal trusted, and is allowed to assume.
+    ci_role: Optional[aws.iam.Role] = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class RolloutRole(pulumi.ComponentResource):
+    """The role ``python -m automation bake / rotate / replace`` runs as."""
+
+    def __init__(self, name: str, args: RolloutRoleArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("kiln:infra:RolloutRole", name, None, opts)
+        if not args.builder_role_arns:
+            raise ValueError("RolloutRoleArgs.builder_role_arns must name the builder's role")
+        child = pulumi.ResourceOptions(parent=self)
+        partition = aws.get_partition_output().partition
+        region = aws.get_region_output().region
+        account = aws.get_caller_identity_output().account_id
+
+        if args.ci_role is not None:
+            trust = args.ci_role.arn.apply(lambda arn: pd.trust({"AWS": arn}))
+        else:
+            trust = pulumi.Output.all(partition, account).apply(
+                lambda a: pd.trust({"AWS": f"arn:{a[0]}:iam::{a[1]}:root"}))
+        self.role = aws.iam.Role(
+            name,
+            description="kiln automation: bake AMIs and replace this cluster's nodes",
+            assume_role_policy=trust,
+            max_session_duration=MAX_SESSION_SECONDS,
+            tags=args.tags,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            name,
+            role=self.role.id,
+            policy=pulumi.Output.all(partition, region, account, args.cluster_name,
+                                     pulumi.Output.all(*args.builder_role_arns)).apply(
+                lambda a: rollout_policy(a[0], a[1], a[2], a[3], a[4])),
+            opts=child,
+        )
+        if args.ci_role is not None:
+            aws.iam.RolePolicy(
+                f"{name}-assume",
+                role=args.ci_role.id,
+                policy=self.role.arn.apply(assume_policy),
+                opts=child,
+            )
+        self.register_outputs({"roleArn": self.role.arn})

@@ -1,0 +1,103 @@
+"""AL2023 node user data: a multi-part MIME document that nodeadm reads.
+
+Part 1 (``application/node.eks.aws``) is the nodeadm ``NodeConfig``: which cluster
+to join, the node's labels (model version, node group, the group's own) and the
+taints it registers with — always the model-warming taint. Part 2 mounts the
+model volume read-only where the hostPath PersistentVolume expects it; cloud-init
+runs it before nodeadm starts the kubelet.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from typing import Mapping, Sequence
+
+import yaml
+
+from infra import labels as L
+
+BOUNDARY = "KILN-NODE-USER-DATA"
+
+
+@dataclass(frozen=True)
+class NodeTaint:
+    key: str
+    value: str
+    effect: str
+
+
+def warming_taint() -> NodeTaint:
+    return NodeTaint(L.TAINT_WARMING, L.TAINT_WARMING_VALUE, L.TAINT_WARMING_EFFECT)
+
+
+def node_labels(model_version: str, group: str, extra: Mapping[str, str]) -> dict[str, str]:
+    """kiln's own labels win over a group's (config refuses kiln.dev/ keys anyway)."""
+    return {**dict(extra), L.LABEL_MODEL_VERSION: model_version, L.LABEL_NODE_GROUP: group}
+
+
+def node_config(*, cluster_name: str, endpoint: str, certificate_authority: str, service_cidr: str,
+                labels: Mapping[str, str], taints: Sequence[NodeTaint]) -> dict:
+    """The nodeadm ``NodeConfig`` (apiVersion node.eks.aws/v1alpha1) as a dict."""
+    flags = ["--node-labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))]
+    return {
+        "apiVersion": "node.eks.aws/v1alpha1",
+        "kind": "NodeConfig",
+        "spec": {
+            "cluster": {
+                "name": cluster_name,
+                "apiServerEndpoint": endpoint,
+                "certificateAuthority": certificate_authority,
+                "cidr": service_cidr,
+            },
+            "kubelet": {
+                "config": {
+                    "registerWithTaints": [
+                        {"key": t.key, "value": t.value, "effect": t.effect} if t.value
+                        else {"key": t.key, "effect": t.effect}
+                        for t in taints
+                    ],
+                },
+                "flags": flags,
+            },
+        },
+    }
+
+
+def mount_script(device: str, path: str) -> str:
+    """Mount the AMI's model volume read-only at ``path`` unless the image already does.
+
+    On Nitro instances the EBS device appears as NVMe; AL2023's udev rules add the
+    ``/dev/xvdX`` name from the block device mapping, which we wait for.
+    """
+    d, p = shlex.quote(device), shlex.quote(path)
+    return "\n".join([
+        "#!/bin/bash",
+        "set -euo pipefail",
+        f"mkdir -p {p}",
+        f"if ! mountpoint -q {p}; then",
+        f"  for _ in $(seq 1 120); do [ -e {d} ] && break; sleep 1; done",
+        f"  mount -o ro,noatime {d} {p}",
+        "fi",
+        "",
+    ])
+
+
+def render(*, cluster_name: str, endpoint: str, certificate_authority: str, service_cidr: str,
+           model_version: str, group: str, extra_labels: Mapping[str, str], taints: Sequence[NodeTaint],
+           model_device: str, model_path: str) -> str:
+    """The whole user data document (plain text; the launch template base64-encodes it)."""
+    config = node_config(
+        cluster_name=cluster_name, endpoint=endpoint, certificate_authority=certificate_authority,
+        service_cidr=service_cidr, labels=node_labels(model_version, group, extra_labels),
+        taints=[warming_taint(), *[t for t in taints if t.key != L.TAINT_WARMING]],
+    )
+    doc = MIMEMultipart(boundary=BOUNDARY)
+    node_part = MIMEText(yaml.safe_dump(config, sort_keys=False))
+    # MIMEText can only say text/*; nodeadm looks for application/node.eks.aws.
+    node_part.replace_header("Content-Type", 'application/node.eks.aws; charset="us-ascii"')
+    doc.attach(node_part)
+    doc.attach(MIMEText(mount_script(model_device, model_path), "x-shellscript"))
+    return doc.as_string()

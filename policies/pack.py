@@ -1,0 +1,41 @@
+"""The kiln policy pack: its name, its policies and their config schemas.
+
+Importing this module starts nothing; :func:`serve` constructs the
+``PolicyPack``, which starts the analyzer's gRPC server and blocks (that is
+what ``policies/__main__.py`` does when Pulumi launches the pack).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pulumi_policy import EnforcementLevel, Policy, PolicyPack
+
+from policies.rules import asgs, ecr, eks, iam, kubernetes, launch_templates, security_groups, stack
+
+PACK_NAME = "kiln"
+
+
+def policies() -> list[Policy]:
+    """Every policy of the pack, in a stable order."""
+    return [
+        *ecr.POLICIES, *launch_templates.POLICIES, *asgs.POLICIES, *eks.POLICIES,
+        *security_groups.POLICIES, *iam.POLICIES, *kubernetes.POLICIES, *stack.POLICIES,
+    ]
+
+
+def level_of(policy: Policy) -> EnforcementLevel:
+    return policy.enforcement_level or EnforcementLevel.MANDATORY
+
+
+def config_defaults(policy: Policy) -> dict[str, Any]:
+    """The defaults of a policy's config schema, as the CLI fills them in."""
+    schema = policy.config_schema
+    if schema is None:
+        return {}
+    return {k: v["default"] for k, v in schema.properties.items() if "default" in v}
+
+
+def serve() -> None:
+    """Construct the pack: starts the analyzer server, prints its port, blocks."""
+    PolicyPack(name=PACK_NAME, policies=policies(), enforcement_level=EnforcementLevel.MANDATORY)

@@ -1,0 +1,1 @@
+"""kiln's CrossGuard rules, one module per area; each module exposes ``POLICIES``."""

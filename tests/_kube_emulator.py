@@ -1,0 +1,227 @@
+"""kmock's KubernetesEmulator served over HTTP from a background event loop.
+
+The official (synchronous) kubernetes client talks to it over a real socket.
+kmock 0.8 stores objects, serves fetch/create/merge- and JSON-patch/delete,
+list and watch streams, and renders Kubernetes ``Status`` errors. A few API
+server behaviours the rollout relies on are not in kmock 0.8; this harness adds
+them as kmock reactions or a subclass, the way kmock's docs suggest:
+
+* ``resourceVersion`` on every write and 409 Conflict when a write carries a
+  stale one (optimistic concurrency);
+* ``labelSelector``, ``limit`` and ``continue`` on lists;
+* ``watch=True`` as the official client spells it (kmock recognises only
+  ``watch=true``), routed to kmock's own watch stream;
+* the ``pods/eviction`` subresource: 404 for a missing pod, 429 when a
+  PodDisruptionBudget selecting the pod allows no disruption, else delete;
+* the ``deployments/scale`` subresource rendered as an ``autoscaling/v1`` Scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import re
+import threading
+from typing import Any, Callable, Mapping, Optional
+
+import kmock
+from kmock._internal import enums
+from kubernetes import client
+
+NODES = kmock.resource("v1/nodes")
+PODS = kmock.resource("v1/pods")
+PDBS = kmock.resource("policy/v1/poddisruptionbudgets")
+LEASES = kmock.resource("coordination.k8s.io/v1/leases")
+DEPLOYMENTS = kmock.resource("apps/v1/deployments")
+
+
+def _status(code: int, reason: str, message: str) -> kmock.KubernetesError:
+    return kmock.KubernetesError(status=code, reason=reason, message=message, details={})
+
+
+def _selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector syntax: k=v, k==v, k!=v, k, !k, k in (a,b), k notin (a,b)."""
+    for term in re.split(r",(?![^()]*\))", selector):
+        term = term.strip()
+        if not term:
+            continue
+        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
+            inside = key in labels and labels[key] in values
+            if inside != (op == "in"):
+                return False
+        elif "!=" in term:
+            key, value = (s.strip() for s in term.split("!=", 1))
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = (s.strip() for s in term.replace("==", "=").split("=", 1))
+            if labels.get(key) != value:
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus resourceVersions and 409 on stale writes."""
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self._versions = itertools.count(1)
+
+    def next_version(self) -> str:
+        return str(next(self._versions))
+
+    async def _handle(self, request):
+        if request.resource is not None and request.action in (enums.action.UPDATE, enums.action.CREATE) \
+                and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            if request.action == enums.action.UPDATE:
+                key = (request.resource, request.namespace, request.name)
+                wanted = meta.get("resourceVersion")
+                if wanted and key in self.objects and not self.objects[key].deleted:
+                    have = (self.objects[key].raw.get("metadata") or {}).get("resourceVersion")
+                    if have != wanted:
+                        raise _status(409, "Conflict", f"the object has been modified; version {wanted} is stale")
+            else:
+                meta.setdefault("creationTimestamp", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+            meta["resourceVersion"] = self.next_version()
+        return await super()._handle(request)
+
+
+class KubeEmulator:
+    """Starts :class:`Emulator` + ``kmock.Server`` on 127.0.0.1 in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._failure: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError(f"kmock did not start: {self._failure!r}")
+        self.call(self._install_extensions)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as error:  # surfaced by __init__ when start-up fails
+            self._failure = error
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        async with Emulator() as emulator, kmock.Server(emulator) as server:
+            self.emulator = emulator
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the server's loop (object edits must not race requests)."""
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def api_client(self) -> client.ApiClient:
+        configuration = client.Configuration()
+        configuration.host = self.url
+        return client.ApiClient(configuration)
+
+    # ---- objects ---------------------------------------------------------------------------
+
+    def put(self, resource: kmock.resource, namespace: Optional[str], body: dict) -> None:
+        def store() -> None:
+            meta = body.setdefault("metadata", {})
+            meta.setdefault("resourceVersion", self.emulator.next_version())
+            meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+            if namespace is not None:
+                meta["namespace"] = namespace
+            self.emulator.objects[resource, namespace, meta["name"]] = body
+        self.call(store)
+
+    def get(self, resource: kmock.resource, namespace: Optional[str], name: str) -> Optional[dict]:
+        def read() -> Optional[dict]:
+            key = (resource, namespace, name)
+            if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+                return None
+            return dict(self.emulator.objects[key].raw)
+        return self.call(read)
+
+    def requests(self, predicate: Callable[[Any], bool] = lambda r: True) -> list:
+        return self.call(lambda: [r for r in self.emulator if predicate(r)])
+
+    def clear_requests(self) -> None:
+        self.call(lambda: self.emulator._requests.clear())
+
+    # ---- extensions --------------------------------------------------------------------------
+
+    def _install_extensions(self) -> None:
+        emulator = self.emulator
+        for resource, kind, namespaced in ((NODES, "Node", False), (PODS, "Pod", True), (PDBS, "PodDisruptionBudget", True),
+                                           (LEASES, "Lease", True), (DEPLOYMENTS, "Deployment", True)):
+            emulator.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=namespaced)
+        emulator[kmock.action.LIST] << self._list
+        emulator[kmock.method.POST, PODS, kmock.subresource("eviction")] << self._evict
+        emulator[kmock.method.GET, DEPLOYMENTS, kmock.subresource("scale")] << self._scale
+        emulator[kmock.method.PATCH, DEPLOYMENTS, kmock.subresource("scale")] << self._scale
+
+    def _live(self, resource, namespace: Optional[str] = None) -> list[dict]:
+        objects = []
+        for (res, ns, _name), obj in self.emulator.objects.items():
+            if res == resource and not obj.deleted and (namespace is None or ns == namespace):
+                objects.append(obj.raw)
+        return sorted(objects, key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"]["name"]))
+
+    def _list(self, request):
+        if request.params.get("watch") in ("True", "true", "1"):
+            return self.emulator._serve_watch(request)   # kmock's own watch stream
+        items = self._live(request.resource, request.namespace)
+        selector = request.params.get("labelSelector", "")
+        if selector:
+            items = [o for o in items if _selector_matches(selector, o["metadata"].get("labels") or {})]
+        start = int(request.params.get("continue") or 0)
+        limit = int(request.params.get("limit") or 0)
+        page = items[start:start + limit] if limit else items[start:]
+        meta = {"resourceVersion": str(max((int(o["metadata"].get("resourceVersion") or 0) for o in items), default=0))}
+        if limit and start + limit < len(items):
+            meta["continue"] = str(start + limit)
+        return {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": page}
+
+    async def _evict(self, request):
+        key = (PODS, request.namespace, request.name)
+        if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+            raise _status(404, "NotFound", f'pods "{request.name}" not found')
+        labels = self.emulator.objects[key].raw["metadata"].get("labels") or {}
+        for pdb in self._live(PDBS, request.namespace):
+            match = ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if match and all(labels.get(k) == v for k, v in match.items()) \
+                    and int((pdb.get("status") or {}).get("disruptionsAllowed") or 0) < 1:
+                raise _status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+        # Delete through the emulator's own API so stored state and watch streams see it.
+        async with self.emulator.delete(f"/api/v1/namespaces/{request.namespace}/pods/{request.name}") as response:
+            assert response.status == 200, await response.text()
+        return {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
+
+    def _scale(self, request):
+        key = (DEPLOYMENTS, request.namespace, request.name)
+        if key not in self.emulator.objects or self.emulator.objects[key].deleted:
+            raise _status(404, "NotFound", f'deployments.apps "{request.name}" not found')
+        deployment = self.emulator.objects[key].raw
+        return {
+            "kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": request.name, "namespace": request.namespace,
+                         "resourceVersion": deployment["metadata"].get("resourceVersion")},
+            "spec": {"replicas": (deployment.get("spec") or {}).get("replicas", 0)},
+            "status": {"replicas": (deployment.get("status") or {}).get("replicas", 0)},
+        }

@@ -1,0 +1,336 @@
+"""AwsCloud against a moto server over HTTP (not in-process patching).
+
+One ThreadedMotoServer per module on a free 127.0.0.1 port. Tests share it and
+keep apart by cluster tag value and ASG name prefix (see ``World``).
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto.server import ThreadedMotoServer
+
+from automation.rollout.aws import AwsCloud
+from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
+from automation.rollout.ports import Throttled
+
+REGION = "us-east-2"
+AMI_V1 = "ami-12c6146b"   # moto ships these two image ids
+AMI_V2 = "ami-1234abcd"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch):
+    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/kiln-test-aws-config")
+
+
+@pytest.fixture(scope="module")
+def session():
+    # One session for the module: clients made from it share botocore's loaded service models.
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
+
+
+@pytest.fixture(scope="module")
+def network(session, moto_url):
+    """VPC, subnet and a launch template with two versions, made once (moto's EC2 start-up is slow)."""
+    ec2 = session.client("ec2", endpoint_url=moto_url)
+    asg = session.client("autoscaling", endpoint_url=moto_url)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24", AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=f"kiln-gpu-{uuid.uuid4().hex[:8]}", LaunchTemplateData={"ImageId": AMI_V1, "InstanceType": "t3.micro"}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    ec2.create_launch_template_version(
+        LaunchTemplateId=template, LaunchTemplateData={"ImageId": AMI_V2, "InstanceType": "t3.micro"})
+    return ec2, asg, subnet, template
+
+
+class World:
+    """Groups for one test: its own cluster tag value and ASG name prefix, so tests share one server."""
+
+    def __init__(self, network) -> None:
+        self.ec2, self.asg, self.subnet, self.template_id = network
+        n = uuid.uuid4().hex[:8]   # moto's state is per process, shared with every other test module
+        self.cluster, self.other_cluster, self.prefix = f"kiln-{n}", f"other-{n}", f"t{n}-"
+
+    def n(self, name: str) -> str:
+        """The ASG name a test calls ``name``."""
+        return self.prefix + name
+
+    def group(self, name: str, *, cluster: str | None = "", desired: int = 2, max_size: int = 10,
+              version: str = "1", node_group: str | None = None) -> None:
+        cluster = self.cluster if cluster == "" else cluster
+        tags = []
+        if cluster is not None:
+            tags.append({"Key": TAG_CLUSTER, "Value": cluster, "PropagateAtLaunch": True})
+        if node_group is not None:
+            tags.append({"Key": TAG_NODE_GROUP, "Value": node_group, "PropagateAtLaunch": True})
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName=self.n(name), MinSize=0, MaxSize=max_size, DesiredCapacity=desired,
+            LaunchTemplate={"LaunchTemplateId": self.template_id, "Version": version},
+            VPCZoneIdentifier=self.subnet, Tags=tags,
+        )
+
+    def describe(self, name: str) -> dict:
+        return self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[self.n(name)])["AutoScalingGroups"][0]
+
+
+@pytest.fixture
+def world(network) -> World:
+    return World(network)
+
+
+@pytest.fixture
+def cloud(session, moto_url) -> AwsCloud:
+    return AwsCloud(session=session, endpoint_url=moto_url)
+
+
+def count_calls(cloud_client, operation: str) -> list:
+    calls: list = []
+    service = cloud_client.meta.service_model.service_name
+    cloud_client.meta.events.register(f"before-call.{service}.{operation}", lambda **kw: calls.append(kw))
+    return calls
+
+
+def test_list_groups_returns_only_the_clusters_groups_with_their_instances(world, cloud):
+    world.group("kiln-gpu-a", node_group="gpu-a", desired=2, max_size=6)
+    world.group("kiln-cpu-a", desired=1)
+    world.group("other-cluster", cluster=world.other_cluster)
+    world.group("untagged", cluster=None)
+
+    groups = {g.name: g for g in cloud.list_groups(world.cluster)}
+
+    assert set(groups) == {world.n("kiln-gpu-a"), world.n("kiln-cpu-a")}
+    gpu = groups[world.n("kiln-gpu-a")]
+    assert (gpu.node_group, gpu.zone, gpu.min_size, gpu.max_size, gpu.desired_capacity) == ("gpu-a", f"{REGION}a", 0, 6, 2)
+    assert gpu.launch_template_id == world.template_id and gpu.launch_template_version == "1"
+    assert groups[world.n("kiln-cpu-a")].node_group == world.n("kiln-cpu-a")   # no node-group tag: the ASG name
+    assert gpu.tags[TAG_CLUSTER] == world.cluster
+    described = {i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]}
+    assert {i.id for i in gpu.instances} == described and len(described) == 2
+    for instance in gpu.instances:
+        assert instance.launch_template_version == "1"
+        assert instance.image_id == AMI_V1
+        assert instance.zone == f"{REGION}a"
+        assert instance.lifecycle_state == "InService" and instance.healthy
+        assert not instance.protected_from_scale_in
+
+
+def test_list_groups_pages_through_many_groups_with_a_constant_number_of_list_calls(world, session, moto_url):
+    for n in range(54):
+        world.group(f"kiln-g{n:03d}", desired=0)
+    world.group("kiln-one", desired=1)
+    cloud = AwsCloud(session=session, endpoint_url=moto_url, page_size=20)
+    describe_calls = count_calls(cloud.autoscaling, "DescribeAutoScalingGroups")
+    instance_calls = count_calls(cloud.ec2, "DescribeInstances")
+
+    groups = cloud.list_groups(world.cluster)
+
+    assert len(groups) == 55 and len({g.name for g in groups}) == 55
+    assert len(describe_calls) == 3          # 55 groups, 20 a page
+    assert len(instance_calls) == 1          # 55 group names fit one filter (<= 200 values)
+    assert sum(len(g.instances) for g in groups) == 1
+
+
+def test_empty_cluster_has_no_groups_and_makes_no_ec2_call(world, cloud):
+    world.group("other", cluster=world.other_cluster)
+    instance_calls = count_calls(cloud.ec2, "DescribeInstances")
+    assert cloud.list_groups(world.cluster) == []
+    assert instance_calls == []
+
+
+def test_launch_template_version_change_and_new_instances_carry_the_new_ami(world, cloud):
+    world.group("kiln-gpu-a", desired=2)
+    old_ids = {i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]}
+
+    cloud.set_launch_template_version(world.n("kiln-gpu-a"), world.template_id, "2")
+    cloud.set_capacity(world.n("kiln-gpu-a"), desired=3)
+
+    [group] = cloud.list_groups(world.cluster)
+    assert group.launch_template_version == "2"
+    assert world.describe("kiln-gpu-a")["LaunchTemplate"]["Version"] == "2"
+    by_id = {i.id: i for i in group.instances}
+    [new_id] = set(by_id) - old_ids
+    assert by_id[new_id].image_id == AMI_V2
+    assert all(by_id[i].image_id == AMI_V1 and by_id[i].launch_template_version == "1" for i in old_ids)
+
+
+def test_symbolic_group_version_is_resolved_to_a_number(world, cloud):
+    world.group("kiln-gpu-a", version="$Latest", desired=0)
+    [group] = cloud.list_groups(world.cluster)
+    assert group.launch_template_version == "2"
+    cloud.set_launch_template_version(world.n("kiln-gpu-a"), world.template_id, "$Default")
+    [group] = cloud.list_groups(world.cluster)
+    assert group.launch_template_version == "1"
+
+
+def test_capacity_and_max_change_independently(world, cloud):
+    world.group("kiln-gpu-a", desired=2, max_size=3)
+
+    cloud.set_capacity(world.n("kiln-gpu-a"), max_size=8)
+    described = world.describe("kiln-gpu-a")
+    assert (described["MaxSize"], described["DesiredCapacity"]) == (8, 2)
+
+    cloud.set_capacity(world.n("kiln-gpu-a"), desired=5)
+    described = world.describe("kiln-gpu-a")
+    assert (described["MaxSize"], described["DesiredCapacity"], len(described["Instances"])) == (8, 5, 5)
+
+    cloud.set_capacity(world.n("kiln-gpu-a"), desired=2, max_size=3)
+    [group] = cloud.list_groups(world.cluster)
+    assert (group.max_size, group.desired_capacity, len(group.instances)) == (3, 2, 2)
+
+    update_calls = count_calls(cloud.autoscaling, "UpdateAutoScalingGroup")
+    cloud.set_capacity(world.n("kiln-gpu-a"))
+    assert update_calls == []
+
+
+def test_scale_in_protection_is_set_in_batches_of_fifty_and_cleared(world, cloud):
+    world.group("kiln-gpu-a", desired=60, max_size=60)
+    ids = [i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]]
+    calls = count_calls(cloud.autoscaling, "SetInstanceProtection")
+
+    cloud.set_instance_protection(world.n("kiln-gpu-a"), ids, True)
+    [group] = cloud.list_groups(world.cluster)
+    assert all(i.protected_from_scale_in for i in group.instances)
+    assert len(calls) == 2
+
+    cloud.set_instance_protection(world.n("kiln-gpu-a"), ids[:3], False)
+    [group] = cloud.list_groups(world.cluster)
+    unprotected = {i.id for i in group.instances if not i.protected_from_scale_in}
+    assert unprotected == set(ids[:3])
+
+
+def test_terminate_with_decrement_removes_exactly_that_instance(world, cloud):
+    world.group("kiln-gpu-a", desired=3)
+    ids = [i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]]
+    victim = ids[1]
+
+    cloud.terminate_instance(victim, decrement_desired=True)
+
+    [group] = cloud.list_groups(world.cluster)
+    assert group.desired_capacity == 2
+    assert {i.id for i in group.instances} == set(ids) - {victim}
+    state = world.ec2.describe_instances(InstanceIds=[victim])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("shutting-down", "terminated")
+
+
+def test_terminate_without_decrement_keeps_desired_capacity(world, cloud):
+    world.group("kiln-gpu-a", desired=2)
+    ids = [i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]]
+
+    cloud.terminate_instance(ids[0], decrement_desired=False)
+
+    [group] = cloud.list_groups(world.cluster)
+    assert group.desired_capacity == 2
+    assert ids[0] not in {i.id for i in group.instances}
+
+
+def test_tags_store_and_clear_the_groups_intent(world, cloud):
+    world.group("kiln-gpu-a", desired=0)
+    intent = {"kiln.dev/rollout-original-desired": "4", "kiln.dev/rollout-original-max": "8",
+              "kiln.dev/rollout-target-version": "2"}
+
+    cloud.put_tags(world.n("kiln-gpu-a"), intent)
+    [group] = cloud.list_groups(world.cluster)
+    assert {k: group.tags[k] for k in intent} == intent
+    described = world.asg.describe_tags(Filters=[{"Name": "auto-scaling-group", "Values": [world.n("kiln-gpu-a")]}])["Tags"]
+    assert all(t["PropagateAtLaunch"] is False for t in described if t["Key"] in intent)
+
+    cloud.put_tags(world.n("kiln-gpu-a"), {"kiln.dev/rollout-original-desired": "5"})
+    [group] = cloud.list_groups(world.cluster)
+    assert group.tags["kiln.dev/rollout-original-desired"] == "5"
+
+    cloud.delete_tags(world.n("kiln-gpu-a"), list(intent))
+    [group] = cloud.list_groups(world.cluster)
+    assert not set(intent) & set(group.tags)
+    assert group.tags[TAG_CLUSTER] == world.cluster
+
+
+def test_clients_use_adaptive_retries_and_ride_out_throttling(world, cloud):
+    world.group("kiln-gpu-a", desired=0)
+    for api in (cloud.autoscaling, cloud.ec2):
+        assert api.meta.config.retries["mode"] == "adaptive"
+    sends: list[str] = []
+
+    def throttle_first_send(request, **_):
+        sends.append(request.url)
+        if len(sends) == 1:   # answer the first attempt as AWS does when it throttles
+            body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+                    b"<Message>Rate exceeded</Message></Error><RequestId>x</RequestId></ErrorResponse>")
+            return AWSResponse(request.url, 400, {}, _RawBody(body))
+        return None
+
+    cloud.autoscaling.meta.events.register("before-send.auto-scaling.DescribeAutoScalingGroups", throttle_first_send)
+    assert [g.name for g in cloud.list_groups(world.cluster)] == [world.n("kiln-gpu-a")]
+    assert len(sends) == 2
+
+
+def test_throttling_that_outlasts_the_retries_raises_the_ports_throttled(world, session, moto_url):
+    world.group("kiln-gpu-a", desired=0)
+    cloud = AwsCloud(session=session, endpoint_url=moto_url, max_attempts=1)
+    sends: list[str] = []
+
+    def always_throttle(request, **_):
+        sends.append(request.url)
+        body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+                b"<Message>Rate exceeded</Message></Error><RequestId>x</RequestId></ErrorResponse>")
+        return AWSResponse(request.url, 400, {}, _RawBody(body))
+
+    cloud.autoscaling.meta.events.register("before-send.auto-scaling.UpdateAutoScalingGroup", always_throttle)
+    with pytest.raises(Throttled):
+        cloud.set_capacity(world.n("kiln-gpu-a"), desired=1)
+    assert len(sends) == 2   # botocore counts max_attempts as retries: the first try plus one
+    assert world.describe("kiln-gpu-a")["DesiredCapacity"] == 0
+
+
+def test_instances_carry_their_launch_time(world, cloud):
+    world.group("kiln-gpu-a", desired=1)
+    [group] = cloud.list_groups(world.cluster)
+    launched = world.ec2.describe_instances(InstanceIds=[group.instances[0].id])["Reservations"][0]["Instances"][0]["LaunchTime"]
+    assert group.instances[0].launched_at == pytest.approx(launched.timestamp())
+
+
+class _RawBody:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def test_standard_aws_environment_selects_region_and_endpoint(world, moto_url, monkeypatch):
+    world.group("kiln-gpu-a", desired=1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+
+    cloud = AwsCloud()   # no explicit endpoint or region
+
+    assert cloud.autoscaling.meta.region_name == REGION
+    assert cloud.autoscaling.meta.endpoint_url == moto_url
+    assert [g.name for g in cloud.list_groups(world.cluster)] == [world.n("kiln-gpu-a")]

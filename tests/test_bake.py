@@ -1,0 +1,243 @@
+"""Bake against a moto server over HTTP: EC2, SSM, S3, IAM and Auto Scaling are real calls.
+
+moto's SSM Run Command always reports Success with empty output, so to make a
+builder step fail the test rewrites that step's GetCommandInvocation *response*
+with a botocore ``after-call`` hook on the client — the send, the
+``command_executed`` waiter and the error handling in kiln all run for real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from automation.bake import cli as bake_cli
+from automation.bake.baker import AwsClients, bake
+from automation.bake.keep import KilnImage, choose_to_delete, prune
+from automation.bake.recipe import TAG_BASE_AMI, TAG_MODEL_VERSION, TAG_RECIPE, BakeInputError, BakeRequest
+from automation.bake.ssm import CommandFailed, SsmRunner
+from automation.localaws import LocalAws, create_fleet, put_model
+
+K8S = "1.33"
+PARAM = f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/recommended/image_id"
+
+
+@pytest.fixture(scope="module")
+def aws():
+    with LocalAws() as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def fleet(aws):
+    fleet = create_fleet(aws.session(), cluster="bake", nodes_per_zone=1)
+    aws.seed_public_parameter(PARAM, fleet.base_ami)
+    return fleet
+
+
+@pytest.fixture
+def world(aws, fleet):
+    """Fresh clients (hooks do not leak between tests) and a fresh model per test."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:6]
+    session = aws.session()
+    uri = put_model(session, f"models-{tag}", "llm/v6", {"weights.bin": b"w" * 1024, "config.json": b"{}"})
+    clients = AwsClients.create(session=session)
+    return {"session": session, "fleet": fleet, "uri": uri, "clients": clients}
+
+
+def request_for(world, **kw) -> BakeRequest:
+    fleet = world["fleet"]
+    base = dict(model_version="v6", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                instance_profile=fleet.instance_profile, kubernetes_version=K8S,
+                prefetch_images=("123456789012.dkr.ecr.us-east-2.amazonaws.com/trainer:1.4",))
+    base.update(kw)
+    return BakeRequest(**base)
+
+
+def runner(world) -> SsmRunner:
+    return SsmRunner(world["clients"].ssm, poll_seconds=0.2, wait_for_agent=False)
+
+
+def builders(ec2, recipe=None):
+    filters = [{"Name": "tag-key", "Values": [TAG_RECIPE]}]
+    if recipe:
+        filters = [{"Name": f"tag:{TAG_RECIPE}", "Values": [recipe]}]
+    return [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+
+
+def test_bake_creates_tagged_ami_from_the_public_eks_ami_and_terminates_the_builder(world):
+    clients = world["clients"]
+    sent = []
+    clients.ssm.meta.events.register("before-call.ssm.SendCommand", lambda params, **_: sent.append(params))
+    result = bake(request_for(world), clients, runner=runner(world), waiter_delay=0.2)
+
+    assert not result.reused and result.base_ami == world["fleet"].base_ami
+    image = clients.ec2.describe_images(ImageIds=[result.ami_id])["Images"][0]
+    tags = {t["Key"]: t["Value"] for t in image["Tags"]}
+    assert tags[TAG_MODEL_VERSION] == "v6"
+    assert tags[TAG_BASE_AMI] == world["fleet"].base_ami
+    assert tags[TAG_RECIPE] == result.recipe and len(result.recipe) == 32
+    assert image["State"] == "available"
+    # Every builder step ran through SSM, in order, with the builder script and its inputs.
+    assert [s["step"] for s in result.steps] == ["mount-volume", "copy-model", "verify-model", "prefetch", "record"]
+    assert len(sent) == 5
+    (instance,) = builders(clients.ec2, result.recipe)
+    assert instance["InstanceId"] == result.builder_instance_id
+    assert instance["State"]["Name"] == "terminated"
+    # The builder's security group has no inbound rules and is removed afterwards.
+    sgs = clients.ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_RECIPE}", "Values": [result.recipe]}])
+    assert sgs["SecurityGroups"] == []
+
+
+def test_step_commands_carry_the_script_and_inputs(world):
+    from automation.bake.baker import step_commands
+
+    cmds = step_commands("verify-model", request_for(world), "us-east-2")
+    assert "sha256sum --check --strict" in cmds[1]
+    assert cmds[-1].endswith("bash /tmp/kiln-builder.sh verify-model")
+    assert "KILN_MODEL_VERSION=v6" in cmds[-1] and world["uri"] in cmds[-1]
+
+
+def test_failing_command_shows_its_output_and_terminates_the_builder(world):
+    clients = world["clients"]
+    commands: dict[str, str] = {}
+
+    def remember(parsed, **_):
+        commands[parsed["Command"]["CommandId"]] = parsed["Command"]["Comment"]
+
+    def fail_verify(parsed, **_):
+        if commands.get(parsed.get("CommandId")) == "kiln bake: verify-model":
+            parsed.update(Status="Failed", StatusDetails="Failed", ResponseCode=1,
+                          StandardOutputContent="kiln-bake[verify-model]: verifying 2 files against MANIFEST.sha256\n",
+                          StandardErrorContent="weights.bin: FAILED\nsha256sum: WARNING: 1 computed checksum did NOT match\n")
+
+    clients.ssm.meta.events.register("after-call.ssm.SendCommand", remember)
+    clients.ssm.meta.events.register("after-call.ssm.GetCommandInvocation", fail_verify)
+    with pytest.raises(CommandFailed) as info:
+        bake(request_for(world, model_version="v7"), clients, runner=runner(world), waiter_delay=0.2)
+    message = str(info.value)
+    assert "'verify-model' failed" in message and "exit code 1" in message
+    assert "verifying 2 files" in message  # stdout
+    assert "weights.bin: FAILED" in message  # stderr
+    (instance,) = [i for i in builders(clients.ec2) if any(
+        t["Key"] == TAG_MODEL_VERSION and t["Value"] == "v7" for t in i.get("Tags", []))]
+    assert instance["State"]["Name"] == "terminated"
+    assert clients.ec2.describe_images(Owners=["self"], Filters=[
+        {"Name": f"tag:{TAG_MODEL_VERSION}", "Values": ["v7"]}])["Images"] == []
+
+
+def test_same_recipe_is_reused_without_a_second_builder(world):
+    clients = world["clients"]
+    first = bake(request_for(world, model_version="v8"), clients, runner=runner(world), waiter_delay=0.2)
+    launches = []
+    clients.ec2.meta.events.register("before-call.ec2.RunInstances", lambda **_: launches.append(1))
+    again = bake(request_for(world, model_version="v8"), clients, runner=runner(world), waiter_delay=0.2)
+    assert again.reused and again.ami_id == first.ami_id and again.recipe == first.recipe
+    assert launches == []
+    # Any input change is a new recipe: here, one more prefetch image.
+    other = request_for(world, model_version="v8", prefetch_images=("public.ecr.aws/x/y:1", "public.ecr.aws/x/z:2"))
+    changed = bake(other, clients, runner=runner(world), waiter_delay=0.2)
+    assert not changed.reused and changed.recipe != first.recipe and launches == [1]
+
+
+def test_new_manifest_under_the_same_uri_changes_the_recipe(world):
+    clients = world["clients"]
+    first = bake(request_for(world, model_version="v9"), clients, runner=runner(world), waiter_delay=0.2)
+    bucket = world["uri"].split("/")[2]
+    put_model(world["session"], bucket, "llm/v6", {"weights.bin": b"new bytes", "config.json": b"{}"})
+    second = bake(request_for(world, model_version="v9"), clients, runner=runner(world), waiter_delay=0.2)
+    assert second.recipe != first.recipe and not second.reused
+
+
+def test_keep_never_deregisters_an_ami_a_launch_template_version_in_use_references(aws):
+    session = aws.session("eu-west-1")  # its own region: only this test's images
+    fleet = create_fleet(session, cluster="keep", nodes_per_zone=1)
+    param = f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/recommended/image_id"
+    local = LocalAws.__new__(LocalAws)
+    local.region = "eu-west-1"
+    local.seed_public_parameter(param, fleet.base_ami)
+    uri = put_model(session, "keep-models", "m", {"a": b"a"})
+    clients = AwsClients.create(session=session)
+    ssm_runner = SsmRunner(clients.ssm, poll_seconds=0.2, wait_for_agent=False)
+    amis = [bake(BakeRequest(model_version=f"v{i}", model_uri=uri, subnet_id=fleet.subnet_ids[0],
+                             instance_profile=fleet.instance_profile, kubernetes_version=K8S),
+                 clients, runner=ssm_runner, waiter_delay=0.2).ami_id for i in range(4)]
+    # moto stamps CreationDate to the second; give the four images distinct ages in the server.
+    from moto.ec2.models import ec2_backends
+
+    for i, ami in enumerate(amis):
+        ec2_backends["123456789012"]["eu-west-1"].amis[ami].creation_date = datetime.datetime(2026, 1, i + 1)
+    # The oldest kiln AMI is still what the ASGs boot: a launch-template version in use.
+    ec2 = clients.ec2
+    v2 = ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
+                                            LaunchTemplateData={"ImageId": amis[0]})["LaunchTemplateVersion"]
+    for name in fleet.asgs:
+        clients.autoscaling.update_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={
+            "LaunchTemplateId": fleet.launch_template_id, "Version": str(v2["VersionNumber"])})
+    # A newer version (the $Latest/$Default) boots the newest image.
+    ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
+                                       LaunchTemplateData={"ImageId": amis[3]})
+    snaps = {a: [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[a])["Images"][0]["BlockDeviceMappings"]]
+             for a in amis}
+
+    deleted = prune(ec2, clients.autoscaling, keep=1)
+
+    assert sorted(deleted) == sorted([amis[1], amis[2]])
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert amis[0] in left and amis[3] in left and amis[1] not in left and amis[2] not in left
+    live_snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
+    assert not (set(snaps[amis[1]]) | set(snaps[amis[2]])) & live_snaps
+    assert set(snaps[amis[0]]) <= live_snaps
+
+
+def test_bad_input_names_the_flag(world):
+    with pytest.raises(BakeInputError, match="--model-uri"):
+        request_for(world, model_uri="https://example.com/model")
+    with pytest.raises(BakeInputError, match="--base-ami"):
+        request_for(world, base_ami="ami-nope")
+
+
+def test_missing_manifest_is_bad_input(world):
+    with pytest.raises(BakeInputError, match="MANIFEST.sha256"):
+        bake(request_for(world, model_uri=world["uri"] + "missing/"), world["clients"], runner=runner(world))
+
+
+def _cli_args(**kw) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bake_cli.configure(parser)
+    argv = []
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        argv += [flag] if v is True else [flag, str(v)]
+    return parser.parse_args(argv)
+
+
+def test_cli_bakes_with_json_output_and_exit_codes(world, capsys):
+    fleet = world["fleet"]
+    args = _cli_args(model_version="v10", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                     instance_profile=fleet.instance_profile, kubernetes_version=K8S, no_agent_wait=True, json=True)
+    assert bake_cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["amiId"].startswith("ami-") and out["modelVersion"] == "v10" and out["reused"] is False
+    bad = _cli_args(model_version="V10!", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                    instance_profile=fleet.instance_profile)
+    assert bake_cli.main(bad) == 2
+    assert "--model-version" in capsys.readouterr().err
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.booleans()), max_size=12, unique_by=lambda t: t[0]),
+       st.integers(1, 5))
+def test_choose_to_delete_keeps_the_newest_and_everything_in_use(ages, keep):
+    images = [KilnImage(f"ami-{age:08x}", f"2026-01-01T00:00:{age:02d}.000Z", ()) for age, _ in ages]
+    in_use = {f"ami-{age:08x}" for age, used in ages if used}
+    doomed = {i.ami_id for i in choose_to_delete(images, keep, in_use)}
+    newest = {i.ami_id for i in sorted(images, key=lambda i: i.created, reverse=True)[:keep]}
+    assert not doomed & in_use and not doomed & newest
+    assert doomed | in_use | newest == {i.ami_id for i in images}

@@ -1,0 +1,96 @@
+"""``make demo`` end to end (moto server over HTTP, simulated cluster), and the stand-in stack against moto."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+from automation.demo import run_demo
+from automation.gate import EventRecorder
+from automation.localaws import LocalAws, create_fleet
+from automation.stack import StandInStack, open_stack
+
+
+def test_demo_rotates_the_fleet_and_draws_the_timeline(tmp_path):
+    buffer = io.StringIO()
+    summary = run_demo(tmp_path, nodes_per_zone=2, console=Console(file=buffer, width=120), live=False)
+    text = buffer.getvalue()
+
+    assert summary["exitCode"] == 0 and summary["outcome"] == "done", summary["message"]
+    assert summary["steps"] == ["bake", "set-config", "preview", "up", "replace", "converge", "report"]
+    new_ami = summary["newAmi"]
+    assert new_ami != summary["previousAmi"]
+    assert summary["amiTags"]["kiln:model-version"] == "v6"
+    assert summary["amiTags"]["kiln:base-ami"] == summary["previousAmi"]
+    # Every simulated old node was replaced, and the moto fleet now boots only the new AMI.
+    rollout = summary["rollout"]
+    assert rollout["outcome"] == "completed" and rollout["nodes_terminated"] == 4 and rollout["old_nodes_remaining"] == 0
+    assert rollout["jobs_force_evicted"] == 1   # the one Job that outlives the deadline
+    assert all(images == {new_ami: 2} for images in summary["moto_instances_by_image"].values())
+    assert summary["converged"]
+    # It says what is simulated and that the stack ran through the stand-in.
+    assert "SIMULATED" in text and "STAND-IN" in text
+    png = tmp_path / "rotation-timeline.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert json.loads((tmp_path / "rotation-report.json").read_text())["newAmi"] == new_ami
+    assert summary["wall_seconds"] < 60
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    import yaml
+
+    with LocalAws() as aws:
+        session = aws.session()
+        fleet = create_fleet(session, "si", nodes_per_zone=1)
+        (tmp_path / "Pulumi.s.yaml").write_text(yaml.safe_dump({"config": {
+            "kiln:clusterName": "si", "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5"}}))
+        yield StandInStack("s", tmp_path, session=session), fleet, session
+
+
+def test_open_stack_uses_the_stand_in_without_the_pulumi_cli(tmp_path, monkeypatch, stand_in):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi on PATH
+    assert open_stack("s", tmp_path).kind == "stand-in"
+
+
+def test_stand_in_applies_the_launch_template_change(stand_in):
+    stack, fleet, session = stand_in
+    ec2, asg = session.client("ec2"), session.client("autoscaling")
+    new_ami = ec2.copy_image(SourceImageId=fleet.base_ami, SourceRegion=session.region_name, Name="new-ami")["ImageId"]
+    stack.set_config({"kiln:nodeAmi": new_ami, "kiln:modelVersion": "v6"})
+    assert stack.get_config("kiln:nodeAmi") == new_ami
+
+    before = EventRecorder()
+    stack.preview(before)
+    result = before.result()
+    assert result.allowed
+    assert sorted((c.op, c.type) for c in result.changes) == [
+        ("update", "aws:autoscaling/group:Group"), ("update", "aws:autoscaling/group:Group"),
+        ("update", "aws:ec2/launchTemplate:LaunchTemplate")]
+
+    created = []
+    stand_in_ec2 = stack.ec2
+    stand_in_ec2.meta.events.register("before-call.ec2.CreateLaunchTemplateVersion",
+                                      lambda params, **_: created.append(params))
+    outputs = stack.up()
+    latest = ec2.describe_launch_template_versions(LaunchTemplateId=fleet.launch_template_id,
+                                                   Versions=["$Latest"])["LaunchTemplateVersions"][0]
+    assert latest["VersionNumber"] == 2 and latest["LaunchTemplateData"]["ImageId"] == new_ami
+    # The new version is made from the previous one, so AWS keeps everything else in the template
+    # (moto does not copy the source version's data; the request is what kiln controls).
+    (request,) = created
+    assert request["body"]["SourceVersion"] == "1" and request["body"]["LaunchTemplateData.ImageId"] == new_ami
+    for g in asg.describe_auto_scaling_groups(AutoScalingGroupNames=fleet.asgs)["AutoScalingGroups"]:
+        assert g["LaunchTemplate"]["Version"] == "2"
+    assert outputs["nodeGroups"]["gpu"][0]["launchTemplateId"] == fleet.launch_template_id
+    assert outputs["privateSubnetIds"] == fleet.subnet_ids and outputs["nodeInstanceProfile"] == fleet.instance_profile
+
+    after = EventRecorder()
+    stack.preview(after)
+    assert not after.result().has_changes       # converged
+    stack.up()                                  # idempotent: no third version
+    assert ec2.describe_launch_template_versions(LaunchTemplateId=fleet.launch_template_id,
+                                                 Versions=["$Latest"])["LaunchTemplateVersions"][0]["VersionNumber"] == 2

@@ -1,0 +1,126 @@
+"""The preview gate over real ``pulumi.automation`` engine event objects.
+
+Events are built with ``EngineEvent.from_json`` from the JSON the Pulumi engine
+streams to the Automation API, so the gate reads exactly what ``on_event`` gets.
+"""
+
+from __future__ import annotations
+
+from pulumi.automation.events import EngineEvent
+
+from automation.gate import EventRecorder, GateRules, classify
+
+STACK = "urn:pulumi:prod::kiln"
+_seq = iter(range(1, 10_000))
+
+
+def step(op: str, type_: str, name: str, *, keys=None, diffs=None, detailed=None, parent="kiln:index:NodeGroup"):
+    urn = f"{STACK}::{parent}${type_}::{name}"
+    meta = {"op": op, "urn": urn, "type": type_, "provider": "", "old": {"type": type_, "urn": urn, "id": "x",
+            "parent": "", "provider": "", "inputs": {}, "outputs": {}}, "new": None}
+    if keys is not None:
+        meta["keys"] = keys
+    if diffs is not None:
+        meta["diffs"] = diffs
+    if detailed is not None:
+        meta["detailedDiff"] = {k: {"diffKind": v, "inputDiff": True} for k, v in detailed.items()}
+    return EngineEvent.from_json({"sequence": next(_seq), "timestamp": 0, "resourcePreEvent": {"metadata": meta}})
+
+
+def prelude():
+    return EngineEvent.from_json({"sequence": 0, "timestamp": 0, "preludeEvent": {"config": {"kiln:nodeAmi": "ami-1"}}})
+
+
+def test_update_only_is_allowed_and_same_steps_are_ignored():
+    events = [
+        prelude(),
+        step("same", "aws:eks/cluster:Cluster", "kiln-cluster"),
+        step("update", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", diffs=["imageId", "userData"],
+             detailed={"imageId": "update", "userData": "update"}),
+        step("update", "aws:autoscaling/group:Group", "gpu-us-east-2a", diffs=["launchTemplate", "tags"]),
+        step("update", "pulumi:pulumi:Stack", "kiln-prod", diffs=["outputs"]),
+    ]
+    result = classify(events)
+    assert result.allowed
+    assert [c.name for c in result.changes] == ["gpu-lt", "gpu-us-east-2a", "kiln-prod"]
+    assert "no changes" not in result.render()
+
+
+def test_no_changes():
+    result = classify([prelude(), step("same", "aws:eks/cluster:Cluster", "kiln-cluster")])
+    assert result.allowed and not result.has_changes
+    assert result.render() == "preview: no changes"
+
+
+def test_replace_of_launch_template_is_blocked_with_keys():
+    # A new LT *version* is an update; a replace would delete the LT the ASGs use.
+    result = classify([step("replace", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", keys=["name"],
+                            diffs=["name", "imageId"])])
+    assert not result.allowed
+    (blocked,) = result.blocked
+    assert blocked.change.replace_keys == ("name",)
+    text = result.render()
+    assert "BLOCKED" in text and "replace" in text and "gpu-lt" in text and "replaced because of: name" in text
+
+
+def test_replace_keys_come_from_detailed_diff_when_keys_missing():
+    result = classify([step("replace", "aws:autoscaling/group:Group", "gpu-a",
+                            detailed={"availabilityZones": "update-replace", "tags": "update"})])
+    assert result.blocked[0].change.replace_keys == ("availabilityZones",)
+
+
+def test_asg_update_beyond_launch_template_and_tags_is_blocked():
+    result = classify([step("update", "aws:autoscaling/group:Group", "gpu-a", diffs=["launchTemplate", "desiredCapacity"])])
+    assert not result.allowed
+    assert "desiredCapacity" in result.blocked[0].reason
+
+
+def test_delete_is_blocked():
+    result = classify([step("delete", "aws:iam/role:Role", "node-role")])
+    assert not result.allowed
+    assert "must not delete aws:iam/role:Role" in result.render()
+
+
+def test_replace_of_the_cluster_is_blocked_even_among_allowed_changes():
+    events = [
+        step("update", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", diffs=["imageId"]),
+        step("create-replacement", "aws:eks/cluster:Cluster", "kiln-cluster", keys=["version"], diffs=["version"]),
+        step("replace", "aws:eks/cluster:Cluster", "kiln-cluster", keys=["version"], diffs=["version"]),
+        step("delete-replaced", "aws:eks/cluster:Cluster", "kiln-cluster", keys=["version"]),
+    ]
+    result = classify(events)
+    assert not result.allowed
+    assert len(result.blocked) == 1  # one verdict per resource, however many steps the replace takes
+    assert result.blocked[0].change.type == "aws:eks/cluster:Cluster"
+    assert "version" in result.render()
+
+
+def test_new_model_volume_create_and_old_delete_are_allowed():
+    events = [
+        step("create", "kubernetes:core/v1:PersistentVolume", "model-v6", parent="kiln:index:ModelVolume"),
+        step("create", "kubernetes:core/v1:PersistentVolumeClaim", "model-v6", parent="kiln:index:ModelVolume"),
+        step("delete", "kubernetes:core/v1:PersistentVolumeClaim", "model-v5", parent="kiln:index:ModelVolume"),
+        step("delete", "kubernetes:core/v1:PersistentVolume", "model-v5", parent="kiln:index:ModelVolume"),
+    ]
+    result = classify(events)
+    assert result.allowed
+    assert all("new model's volume objects are expected" in v.reason for v in result.verdicts)
+
+
+def test_deleting_a_volume_that_is_not_the_model_is_blocked():
+    result = classify([step("delete", "kubernetes:core/v1:PersistentVolumeClaim", "scratch")])
+    assert not result.allowed
+
+
+def test_explicit_allow_list():
+    rules = GateRules(allowed_replacements=frozenset({"aws:ec2/launchTemplate:LaunchTemplate::gpu-lt"}))
+    result = classify([step("replace", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", keys=["name"])], rules)
+    assert result.allowed
+
+
+def test_recorder_collects_on_event_calls():
+    recorder = EventRecorder()
+    recorder(step("delete", "aws:ec2/securityGroup:SecurityGroup", "nodes"))
+    recorder(prelude())
+    assert not recorder.result().allowed
+    assert recorder.result().to_dict()["changes"][0]["op"] == "delete"

@@ -1,0 +1,411 @@
+"""KubeCluster over HTTP against kmock's Kubernetes emulator (see tests/_kube_emulator.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from automation.rollout.kube import ANNOTATION_INTENT, KubeCluster, format_micro_time
+from automation.rollout.model import (CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Taint)
+import kmock
+
+from automation.rollout.ports import EvictionResult, Throttled
+from tests._kube_emulator import DEPLOYMENTS, LEASES, NODES, PDBS, PODS, KubeEmulator
+
+NOW = 1_790_000_000.0   # a fixed wall clock for the lease tests
+
+
+@pytest.fixture(scope="module")
+def server():
+    emulator = KubeEmulator()
+    yield emulator
+    emulator.close()
+
+
+@pytest.fixture
+def kube(server):
+    def wipe():
+        for key in list(server.emulator.objects):
+            del server.emulator.objects[key]
+        server.emulator._requests.clear()
+    server.call(wipe)
+    return server
+
+
+@pytest.fixture
+def clock():
+    return {"now": NOW}
+
+
+@pytest.fixture
+def cluster(kube, clock):
+    return KubeCluster(kube.api_client(), page_size=3, wall_clock=lambda: clock["now"])
+
+
+def node(name, *, group="gpu-a", ready=True, instance="i-0001", taints=(), unschedulable=False, annotations=None):
+    body = {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kiln.dev/node-group": group, "kiln.dev/model-version": "m1"},
+                     "annotations": dict(annotations or {})},
+        "spec": {"providerID": f"aws:///us-east-2a/{instance}", "taints": [dict(t) for t in taints]},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+    if unschedulable:
+        body["spec"]["unschedulable"] = True
+    return body
+
+
+def pod(name, namespace="ml", *, node_name="n1", phase="Running", owner=("Job", "train"), labels=None, annotations=None):
+    meta = {"name": name, "labels": dict(labels or {}), "annotations": dict(annotations or {})}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": "v1", "kind": owner[0], "name": owner[1], "uid": "u", "controller": True}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"nodeName": node_name},
+            "status": {"phase": phase}}
+
+
+def list_requests(kube, resource):
+    return kube.requests(lambda r: r.resource == resource and r.method == "GET" and r.name is None)
+
+
+# ---- lists --------------------------------------------------------------------------------
+
+def test_list_nodes_converts_and_pages_with_limit_and_continue(kube, cluster):
+    for n in range(7):
+        kube.put(NODES, None, node(f"n{n}", instance=f"i-{n:04d}", ready=n != 3))
+
+    nodes = {n.name: n for n in cluster.list_nodes()}
+
+    assert sorted(nodes) == [f"n{n}" for n in range(7)]
+    assert nodes["n2"].instance_id == "i-0002"
+    assert nodes["n2"].ready and not nodes["n3"].ready
+    assert nodes["n2"].labels["kiln.dev/node-group"] == "gpu-a"
+    assert nodes["n2"].created_at == pytest.approx(1767225600.0)   # 2026-01-01T00:00:00Z
+    pages = list_requests(kube, NODES)
+    assert [(r.params.get("limit"), r.params.get("continue")) for r in pages] == [("3", None), ("3", "3"), ("3", "6")]
+
+
+def test_list_nodes_passes_the_label_selector_to_the_server(kube, cluster):
+    kube.put(NODES, None, node("a1", group="gpu-a"))
+    kube.put(NODES, None, node("b1", group="gpu-b"))
+    kube.put(NODES, None, node("a2", group="gpu-a"))
+
+    assert sorted(n.name for n in cluster.list_nodes("kiln.dev/node-group=gpu-a")) == ["a1", "a2"]
+    assert [n.name for n in cluster.list_nodes("kiln.dev/node-group notin (gpu-a)")] == ["b1"]
+    assert {r.params.get("labelSelector") for r in list_requests(kube, NODES)} == {
+        "kiln.dev/node-group=gpu-a", "kiln.dev/node-group notin (gpu-a)"}
+
+
+def test_list_pods_across_namespaces_with_owners_phases_and_deletion(kube, cluster):
+    kube.put(PODS, "ml", pod("train-1", annotations={"kiln.dev/rollout-deadline-extension-seconds": "600"}))
+    kube.put(PODS, "ml", pod("done-1", phase="Succeeded"))
+    kube.put(PODS, "web", pod("api-1", owner=("ReplicaSet", "api-5d8"), labels={"app": "api"}))
+    kube.put(PODS, "kube-system", pod("proxy", owner=("DaemonSet", "kube-proxy")))
+    mirror = pod("etcd-n1", owner=None, annotations={"kubernetes.io/config.mirror": "abc"})
+    kube.put(PODS, "kube-system", mirror)
+    leaving = pod("old-1")
+    leaving["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    kube.put(PODS, "ml", leaving)
+    kube.put(PODS, "ml", pod("pending-1", node_name=None, phase="Pending"))
+
+    pods = {p.key: p for p in cluster.list_pods()}
+
+    assert len(pods) == 7
+    assert (pods["ml/train-1"].owner_kind, pods["ml/train-1"].owner_name, pods["ml/train-1"].node_name) == ("Job", "train", "n1")
+    assert pods["ml/train-1"].annotations["kiln.dev/rollout-deadline-extension-seconds"] == "600"
+    assert pods["ml/done-1"].phase == "Succeeded"
+    assert pods["web/api-1"].owner_kind == "ReplicaSet" and pods["web/api-1"].labels == {"app": "api"}
+    assert pods["kube-system/proxy"].owner_kind == "DaemonSet"
+    assert pods["kube-system/etcd-n1"].owner_kind == "Node"
+    assert pods["ml/old-1"].deleting and not pods["ml/train-1"].deleting
+    assert pods["ml/pending-1"].node_name is None
+    assert len(list_requests(kube, PODS)) == 3   # 7 pods, 3 a page, one paginated list
+
+
+def test_list_pdbs(kube, cluster):
+    kube.put(PDBS, "web", {"metadata": {"name": "api"}, "spec": {"selector": {"matchLabels": {"app": "api"}}},
+                           "status": {"disruptionsAllowed": 1}})
+    kube.put(PDBS, "db", {"metadata": {"name": "pg"}, "spec": {"selector": {"matchLabels": {"app": "pg"}}}, "status": {}})
+
+    pdbs = {p.name: p for p in cluster.list_pdbs()}
+
+    assert pdbs["api"].namespace == "web" and pdbs["api"].match_labels == {"app": "api"}
+    assert pdbs["api"].disruptions_allowed == 1 and pdbs["pg"].disruptions_allowed == 0
+
+
+def test_capacity_fields_are_parsed_from_quantities(kube, cluster):
+    gpu_node = node("g1")
+    gpu_node["status"]["allocatable"] = {"cpu": "47900m", "memory": "180Gi", "nvidia.com/gpu": "4"}
+    kube.put(NODES, None, gpu_node)
+    job = pod("train-1")
+    job["spec"].update({
+        "nodeSelector": {"kiln.dev/node-group": "gpu-a"},
+        "containers": [{"name": "main", "resources": {"requests": {"cpu": "4", "nvidia.com/gpu": "2"}}},
+                       {"name": "side", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}],
+        "initContainers": [{"name": "fetch", "resources": {"requests": {"cpu": "8"}}}],
+    })
+    kube.put(PODS, "ml", job)
+
+    [seen_node] = cluster.list_nodes()
+    [seen_pod] = cluster.list_pods()
+
+    assert seen_node.allocatable == {"cpu": 47.9, "memory": 180 * 2**30, "nvidia.com/gpu": 4.0}
+    assert seen_pod.requests == {"cpu": 8.0, "nvidia.com/gpu": 2.0, "memory": 2.0**30}   # init container's 8 CPUs win
+    assert seen_pod.node_selector == {"kiln.dev/node-group": "gpu-a"}
+
+
+# ---- node marks ---------------------------------------------------------------------------
+
+def test_cordon_taints_and_annotates_in_one_patch_keeping_other_taints(kube, cluster):
+    kube.put(NODES, None, node("n1", taints=[{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]))
+    kube.clear_requests()
+
+    cluster.cordon("n1", Taint(TAINT_ROLLOUT, "old", "NoSchedule"), {CA_SCALE_DOWN_DISABLED: "true"})
+
+    stored = kube.get(NODES, None, "n1")
+    assert stored["spec"]["unschedulable"] is True
+    assert stored["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"},
+                                        {"key": TAINT_ROLLOUT, "value": "old", "effect": "NoSchedule"}]
+    assert stored["metadata"]["annotations"][CA_SCALE_DOWN_DISABLED] == "true"
+    patches = kube.requests(lambda r: r.method == "PATCH")
+    assert len(patches) == 1
+    assert patches[0].headers["Content-Type"] == "application/merge-patch+json"
+
+    [seen] = cluster.list_nodes()
+    assert seen.unschedulable and Taint(TAINT_ROLLOUT, "old", "NoSchedule") in seen.taints
+
+    kube.clear_requests()
+    cluster.cordon("n1", Taint(TAINT_ROLLOUT, "old", "NoSchedule"), {CA_SCALE_DOWN_DISABLED: "true"})
+    assert kube.requests(lambda r: r.method == "PATCH") == []   # already cordoned: no write
+
+
+def test_cordon_recomputes_after_a_conflicting_write(kube, cluster):
+    kube.put(NODES, None, node("n1"))
+    real_read = cluster._read_node
+    raced = []
+
+    def read_then_someone_adds_a_taint(name):
+        current = real_read(name)
+        if not raced:   # another controller writes between our read and our patch
+            raced.append(True)
+            other = KubeCluster(kube.api_client())
+            other.cordon(name, Taint("example.com/maintenance", "", "NoExecute"), {})
+        return current
+
+    cluster._read_node = read_then_someone_adds_a_taint
+    cluster.cordon("n1", Taint(TAINT_ROLLOUT, "", "NoSchedule"), {})
+
+    keys = [t["key"] for t in kube.get(NODES, None, "n1")["spec"]["taints"]]
+    assert keys == ["example.com/maintenance", TAINT_ROLLOUT]
+    assert len(kube.requests(lambda r: r.method == "PATCH")) == 3   # theirs, our 409, our retry
+
+
+def test_uncordon_removes_only_kilns_taint_and_annotations(kube, cluster):
+    kube.put(NODES, None, node("n1", unschedulable=True,
+                               taints=[{"key": TAINT_ROLLOUT, "effect": "NoSchedule"},
+                                       {"key": "nvidia.com/gpu", "effect": "NoSchedule"}],
+                               annotations={CA_SCALE_DOWN_DISABLED: "true", "team": "ml"}))
+
+    cluster.uncordon("n1", TAINT_ROLLOUT, [CA_SCALE_DOWN_DISABLED])
+
+    stored = kube.get(NODES, None, "n1")
+    assert "unschedulable" not in stored["spec"]
+    assert stored["spec"]["taints"] == [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]
+    assert stored["metadata"]["annotations"] == {"team": "ml"}
+
+
+def test_annotate_node_sets_and_removes_keys_in_one_merge_patch(kube, cluster):
+    kube.put(NODES, None, node("n1", annotations={"team": "ml", "kiln.dev/rollout-protected": "true"}))
+    kube.clear_requests()
+
+    cluster.annotate_node("n1", {CA_SCALE_DOWN_DISABLED: "true", "kiln.dev/rollout-protected": None})
+
+    assert kube.get(NODES, None, "n1")["metadata"]["annotations"] == {"team": "ml", CA_SCALE_DOWN_DISABLED: "true"}
+    assert [r.method for r in kube.requests()] == ["PATCH"]
+    cluster.annotate_node("gone", {"a": "b"})                    # a vanished node is not an error
+
+
+def test_marks_on_a_missing_node_are_no_ops_and_delete_node_is_idempotent(kube, cluster):
+    kube.put(NODES, None, node("n1"))
+    cluster.cordon("gone", Taint(TAINT_ROLLOUT), {})
+    cluster.uncordon("gone", TAINT_ROLLOUT, [])
+    cluster.delete_node("n1")
+    cluster.delete_node("n1")
+    assert kube.get(NODES, None, "n1") is None
+
+
+# ---- eviction -----------------------------------------------------------------------------
+
+def test_eviction_evicts_blocks_on_a_pdb_and_reports_gone(kube, cluster):
+    kube.put(PODS, "web", pod("api-0", owner=("ReplicaSet", "api"), labels={"app": "api"}))
+    kube.put(PODS, "web", pod("api-1", owner=("ReplicaSet", "api"), labels={"app": "api"}))
+    kube.put(PODS, "ml", pod("sidecar", owner=("ReplicaSet", "s")))
+    kube.put(PDBS, "web", {"metadata": {"name": "api"}, "spec": {"selector": {"matchLabels": {"app": "api"}}},
+                           "status": {"disruptionsAllowed": 0}})
+
+    assert cluster.evict("web", "api-0") is EvictionResult.BLOCKED      # 429 from the server
+    assert kube.get(PODS, "web", "api-0") is not None
+    assert cluster.evict("ml", "sidecar") is EvictionResult.EVICTED
+    assert kube.get(PODS, "ml", "sidecar") is None
+    assert cluster.evict("ml", "sidecar") is EvictionResult.GONE        # 404 from the server
+
+    evictions = kube.requests(lambda r: r.subresource == "eviction")
+    assert [r.data["metadata"]["name"] for r in evictions] == ["api-0", "sidecar", "sidecar"]
+    assert evictions[0].data["kind"] == "Eviction" and evictions[0].data["apiVersion"] == "policy/v1"
+
+
+# ---- cluster-autoscaler -------------------------------------------------------------------
+
+def test_autoscaler_scale_is_read_and_patched_through_the_scale_subresource(kube, cluster):
+    assert cluster.get_autoscaler_replicas() is None     # no Deployment: None
+
+    kube.put(DEPLOYMENTS, "kube-system", {"metadata": {"name": "cluster-autoscaler"}, "spec": {"replicas": 2}})
+    assert cluster.get_autoscaler_replicas() == 2
+    cluster.scale_autoscaler(0)
+    assert kube.get(DEPLOYMENTS, "kube-system", "cluster-autoscaler")["spec"]["replicas"] == 0
+    assert cluster.get_autoscaler_replicas() == 0
+    cluster.scale_autoscaler(2)
+    assert cluster.get_autoscaler_replicas() == 2
+    assert {r.subresource for r in kube.requests(lambda r: r.resource == DEPLOYMENTS)} == {"scale"}
+
+
+def test_autoscaler_name_and_namespace_are_configurable(kube):
+    kube.put(DEPLOYMENTS, "autoscaling", {"metadata": {"name": "ca"}, "spec": {"replicas": 1}})
+    custom = KubeCluster(kube.api_client(), autoscaler_namespace="autoscaling", autoscaler_name="ca")
+    assert custom.get_autoscaler_replicas() == 1
+
+
+# ---- the lease ----------------------------------------------------------------------------
+
+def lease_spec(kube):
+    return kube.get(LEASES, "kube-system", "kiln-rollout")["spec"]
+
+
+def test_lease_acquire_renew_contend_expire_release(kube, cluster, clock):
+    assert cluster.acquire_lock("rollout-a", 120) is True
+    spec = lease_spec(kube)
+    assert spec["holderIdentity"] == "rollout-a" and spec["leaseDurationSeconds"] == 120
+    assert spec["renewTime"] == format_micro_time(NOW)
+
+    other = KubeCluster(kube.api_client(), wall_clock=lambda: clock["now"])
+    clock["now"] = NOW + 60
+    assert other.acquire_lock("rollout-b", 120) is False          # a live lease of another holder
+    assert cluster.acquire_lock("rollout-a", 120) is True         # renewal by the holder
+    assert lease_spec(kube)["renewTime"] == format_micro_time(NOW + 60)
+
+    clock["now"] = NOW + 60 + 121
+    assert other.acquire_lock("rollout-b", 120) is True           # expired: taken over
+    spec = lease_spec(kube)
+    assert spec["holderIdentity"] == "rollout-b" and spec["leaseTransitions"] == 1
+
+    cluster.release_lock("rollout-a")                             # not the holder: nothing happens
+    assert lease_spec(kube)["holderIdentity"] == "rollout-b"
+    other.release_lock("rollout-b")
+    assert "holderIdentity" not in lease_spec(kube)
+    assert cluster.acquire_lock("rollout-a", 120) is True         # released: free at once
+
+
+def test_lease_lost_race_returns_false(kube, cluster, clock):
+    clock["now"] = NOW
+    old = KubeCluster(kube.api_client(), wall_clock=lambda: NOW - 1000)
+    assert old.acquire_lock("crashed", 30) is True                # long expired by NOW
+    rival = KubeCluster(kube.api_client(), wall_clock=lambda: NOW)
+    real_read = cluster._read_lease
+
+    def read_then_rival_wins():
+        lease = real_read()
+        assert rival.acquire_lock("rival", 120) is True           # between our read and our write
+        return lease
+
+    cluster._read_lease = read_then_rival_wins
+    assert cluster.acquire_lock("me", 120) is False               # our stale write gets 409
+    assert lease_spec(kube)["holderIdentity"] == "rival"
+
+
+def test_intent_round_trips_through_the_lease_annotation(kube, cluster):
+    assert cluster.read_intent() is None
+    intent = RolloutIntent(
+        rollout_id="r-1", started_at=NOW, deadline_at=NOW + 7200, strategy="default", surge="25%",
+        pause_autoscaler=True, autoscaler_replicas=1, ready_timeout_seconds=1800.0, phase="rolling",
+        groups=(GroupIntent("kiln-gpu-a", 4, 8, "2", "1"), GroupIntent("kiln-gpu-b", 2, 4, "7", "6")),
+    )
+
+    cluster.write_intent(intent)                                  # no lease yet: created with the intent
+    assert cluster.read_intent() == intent
+    assert cluster.acquire_lock("rollout-a", 60) is True          # the intent does not hold the lock
+    assert cluster.read_intent() == intent
+
+    rolled = RolloutIntent(**{**intent.__dict__, "phase": "rolling_back"})
+    cluster.write_intent(rolled)
+    assert cluster.read_intent() == rolled
+    assert lease_spec(kube)["holderIdentity"] == "rollout-a"      # writing intent keeps the lock
+
+    cluster.clear_intent()
+    assert cluster.read_intent() is None
+    assert ANNOTATION_INTENT not in (kube.get(LEASES, "kube-system", "kiln-rollout")["metadata"].get("annotations") or {})
+
+
+# ---- watching ------------------------------------------------------------------------------
+
+def test_wait_for_pod_change_returns_on_a_change_and_times_out_without_one(kube, cluster):
+    kube.put(PODS, "ml", pod("train-1"))
+    kube.put(PODS, "ml", pod("train-2"))
+    cluster.list_pods()
+
+    started = time.monotonic()
+    cluster.wait_for_pod_change(1.0)                              # replayed ADDED events are not changes
+    quiet = time.monotonic() - started
+    assert 0.9 <= quiet < 5
+
+    def finish_later():
+        time.sleep(0.3)
+        other = KubeCluster(kube.api_client())
+        other.core.patch_namespaced_pod("train-1", "ml", {"status": {"phase": "Succeeded"}},
+                                        _content_type="application/merge-patch+json", _preload_content=False)
+
+    threading.Thread(target=finish_later).start()
+    started = time.monotonic()
+    cluster.wait_for_pod_change(10.0)
+    assert time.monotonic() - started < 3                         # woke on the change, not the timeout
+    watches = kube.requests(lambda r: r.resource == PODS and r.params.get("watch"))
+    assert all(r.params.get("timeoutSeconds") for r in watches)
+
+
+# ---- throttling ----------------------------------------------------------------------------
+
+def test_api_server_throttling_surfaces_as_throttled_but_eviction_429_is_blocked():
+    throttling = KubeEmulator()
+    try:
+        too_many = kmock.KubernetesError(status=429, reason="TooManyRequests", message="slow down", details={})
+        throttling.call(lambda: throttling.emulator[kmock.action.LIST, NODES] ** 10 << too_many)
+        throttled = KubeCluster(throttling.api_client())
+        with pytest.raises(Throttled):
+            throttled.list_nodes()
+        throttling.put(PODS, "web", pod("api-0", labels={"app": "api"}))
+        throttling.put(PDBS, "web", {"metadata": {"name": "api"}, "spec": {"selector": {"matchLabels": {"app": "api"}}},
+                                     "status": {"disruptionsAllowed": 0}})
+        assert throttled.evict("web", "api-0") is EvictionResult.BLOCKED
+    finally:
+        throttling.close()
+
+
+def test_watch_from_an_expired_version_returns_and_relists_next_time():
+    expired = KubeEmulator()
+    try:
+        gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                            "message": "too old resource version"}}
+        expired.call(lambda: expired.emulator[kmock.method.GET, PODS, kmock.params(watch="True")] ** 10 << (gone,))
+        expired.put(PODS, "ml", pod("train-1"))
+        cluster = KubeCluster(expired.api_client())
+        cluster.list_pods()
+        expired.clear_requests()
+
+        started = time.monotonic()
+        cluster.wait_for_pod_change(5.0)
+        assert time.monotonic() - started < 2                    # 410 ends the wait at once
+        cluster.wait_for_pod_change(0.5)
+        lists = expired.requests(lambda r: r.resource == PODS and not r.params.get("watch"))
+        assert len(lists) == 1                                    # the second wait listed afresh first
+    finally:
+        expired.close()

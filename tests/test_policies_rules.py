@@ -1,0 +1,468 @@
+"""Each rule of the kiln policy pack against hand-built validation args: one violating, one passing.
+
+Props are wrapped in pulumi_policy's own unknown-checking proxy, as the SDK hands
+them to validate functions, so the rules see Mappings/Sequences, not dicts/lists.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+from pulumi_policy import (PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs,
+                           StackValidationArgs)
+from pulumi_policy.deserialize import deserialize_properties
+from pulumi_policy.proxy import unknown_checking_proxy
+
+from policies.pack import config_defaults, policies
+from policies.program import config_to_pulumi
+from policies.rules.ecr import lifecycle_problems
+
+POLICIES = {p.name: p for p in policies()}
+
+
+def _opts(ignore_changes=(), parent=None):
+    return PolicyResourceOptions(False, list(ignore_changes), None, [], PolicyCustomTimeouts(0, 0, 0), [], parent)
+
+
+def _props(props):
+    return unknown_checking_proxy(deserialize_properties(json.loads(json.dumps(props))))
+
+
+def violations(policy: str, type_: str, props: dict, *, ignore_changes=(), config=None) -> list[str]:
+    p = POLICIES[policy]
+    cfg = {**config_defaults(p), **(config or {})}
+    args = ResourceValidationArgs(type_, _props(props), f"urn:pulumi:t::kiln::{type_}::r", "r",
+                                  _opts(ignore_changes), None, cfg)
+    found: list[str] = []
+    p.validate(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+def resource(type_, name, props, parent=None, dependencies=()):
+    return PolicyResource(type_, _props(props), f"urn:pulumi:t::kiln::{type_}::{name}", name, _opts(),
+                          None, parent, list(dependencies), {})
+
+
+def stack_violations(policy: str, resources: list) -> list[str]:
+    found: list[str] = []
+    POLICIES[policy].validate(StackValidationArgs(resources, {}), lambda message, urn=None: found.append(message))
+    return found
+
+
+# --------------------------------------------------------------------------- ECR
+
+REPO = "aws:ecr/repository:Repository"
+LIFECYCLE = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+
+
+def lifecycle(keep: int, *, tagged_rule: str = "pattern", any_priority: int = 2) -> str:
+    rules = [{"rulePriority": 1, "description": "untagged", "selection": {
+        "tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days", "countNumber": 1},
+        "action": {"type": "expire"}}]
+    if tagged_rule == "pattern":
+        rules.append({"rulePriority": 2, "selection": {"tagStatus": "tagged", "tagPatternList": ["*"],
+                      "countType": "imageCountMoreThan", "countNumber": keep}, "action": {"type": "expire"}})
+    elif tagged_rule == "any":
+        rules.append({"rulePriority": any_priority, "selection": {"tagStatus": "any",
+                      "countType": "imageCountMoreThan", "countNumber": keep}, "action": {"type": "expire"}})
+    return json.dumps({"rules": rules})
+
+
+def test_lifecycle_passes_within_cap():
+    assert violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "trainer", "policy": lifecycle(10)}) == []
+    assert violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": lifecycle(20, tagged_rule="any")}) == []
+
+
+def test_lifecycle_over_cap_and_config_threshold():
+    found = violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": lifecycle(25)})
+    assert found == ["keeps up to 25 tagged images; at most 20 allowed"]
+    # The threshold is the pack's config (maxImages).
+    assert violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": lifecycle(10)},
+                      config={"maxImages": 5}) == ["keeps up to 10 tagged images; at most 5 allowed"]
+
+
+def test_lifecycle_without_tagged_cap_or_with_bad_priorities():
+    only_untagged = violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": lifecycle(5, tagged_rule="none")})
+    assert len(only_untagged) == 1 and "no rule caps the number of tagged images" in only_untagged[0]
+    problems = lifecycle_problems(json.loads(lifecycle(5, tagged_rule="any", any_priority=1)), 20)
+    assert any(p.startswith("rulePriority values must be unique") for p in problems)
+    problems = lifecycle_problems({"rules": [
+        {"rulePriority": 5, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 3},
+         "action": {"type": "expire"}},
+        {"rulePriority": 9, "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 1,
+                                          "countUnit": "days"}, "action": {"type": "expire"}}]}, 20)
+    assert len(problems) == 1 and problems[0].startswith("the tagStatus any rule (rulePriority 5) must have the highest")
+    assert [p[:15] for p in lifecycle_problems("not json", 20)] == ["not valid JSON:"]
+    assert lifecycle_problems({"rules": []}, 20) == ["must be an object with a non-empty 'rules' list"]
+    # Numbers arrive from the engine as floats (protobuf Struct); the ECR rules still hold.
+    as_floats = json.loads(lifecycle(10).replace(": 2,", ": 2.0,").replace(": 10}", ": 10.0}"))
+    assert lifecycle_problems(as_floats, 20) == []
+
+
+def test_every_repository_needs_a_lifecycle_policy():
+    covered = resource(REPO, "trainer", {"name": "trainer"})
+    bare = resource(REPO, "server", {"name": "server"})
+    by_name = resource(LIFECYCLE, "trainer-lc", {"repository": "trainer", "policy": lifecycle(5)})
+    assert stack_violations("ecr-repository-has-lifecycle-policy", [covered, bare, by_name]) == [
+        "repository 'server' has no lifecycle policy"]
+    by_dependency = resource(LIFECYCLE, "server-lc", {"repository": "x", "policy": lifecycle(5)}, dependencies=[bare])
+    assert stack_violations("ecr-repository-has-lifecycle-policy", [covered, bare, by_name, by_dependency]) == []
+
+
+GOOD_REPO = {"name": "trainer", "imageTagMutability": "IMMUTABLE", "imageScanningConfiguration": {"scanOnPush": True},
+             "encryptionConfigurations": [{"encryptionType": "KMS", "kmsKey": "arn:aws:kms:us-east-2:1:key/k"}]}
+
+
+@pytest.mark.parametrize("policy, change, message", [
+    ("ecr-immutable-tags", {"imageTagMutability": "MUTABLE"}, "imageTagMutability is MUTABLE"),
+    ("ecr-scan-on-push", {"imageScanningConfiguration": {"scanOnPush": False}}, "scanOnPush must be true"),
+    ("ecr-kms-encryption", {"encryptionConfigurations": [{"encryptionType": "AES256"}]}, "encryptionType KMS"),
+])
+def test_repository_rules(policy, change, message):
+    assert violations(policy, REPO, GOOD_REPO) == []
+    found = violations(policy, REPO, {**GOOD_REPO, **change})
+    assert len(found) == 1 and message in found[0]
+
+
+# --------------------------------------------------------------------------- launch templates
+
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+GOOD_LT = {
+    "imageId": "ami-0123456789abcdef0",
+    "metadataOptions": {"httpTokens": "required", "httpPutResponseHopLimit": 2, "httpEndpoint": "enabled"},
+    "blockDeviceMappings": [
+        {"deviceName": "/dev/xvda", "ebs": {"encrypted": "true", "volumeType": "gp3", "volumeSize": 100}},
+        {"deviceName": "/dev/xvdb", "ebs": {"encrypted": "true", "volumeType": "gp3", "volumeInitializationRate": 300}},
+    ],
+    "networkInterfaces": [{"associatePublicIpAddress": "false", "securityGroups": ["sg-1"]}],
+}
+
+
+def test_good_launch_template_passes_every_rule():
+    for name in ("lt-imdsv2-required", "lt-ebs-encrypted", "lt-no-public-ip", "lt-no-key-pair", "lt-model-volume-init-rate"):
+        assert violations(name, LT, GOOD_LT) == [], name
+
+
+def test_imdsv2_and_hop_limit():
+    assert violations("lt-imdsv2-required", LT, {**GOOD_LT, "metadataOptions": {"httpTokens": "optional",
+                                                                                 "httpPutResponseHopLimit": 1}}) == [
+        "metadataOptions.httpTokens must be 'required' (IMDSv2 only)"]
+    assert violations("lt-imdsv2-required", LT, {**GOOD_LT, "metadataOptions": {"httpTokens": "required",
+                                                                                 "httpPutResponseHopLimit": 3}}) == [
+        "metadataOptions.httpPutResponseHopLimit is 3; at most 2 allowed"]
+    assert violations("lt-imdsv2-required", LT, {**GOOD_LT, "metadataOptions": {"httpTokens": "required",
+                                                                                 "httpPutResponseHopLimit": 3}},
+                      config={"maxHopLimit": 3}) == []
+    assert len(violations("lt-imdsv2-required", LT, {"imageId": "ami-1"})) == 2
+
+
+def test_ebs_public_ip_key_pair():
+    unencrypted = {**GOOD_LT, "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"volumeSize": 20}}]}
+    assert violations("lt-ebs-encrypted", LT, unencrypted) == ["EBS volume /dev/xvda is not encrypted"]
+    public = {**GOOD_LT, "networkInterfaces": [{"associatePublicIpAddress": "true"}]}
+    assert violations("lt-no-public-ip", LT, public) == ["networkInterfaces[0].associatePublicIpAddress must not be true"]
+    keyed = {**GOOD_LT, "keyName": "ops"}
+    assert len(violations("lt-no-key-pair", LT, keyed)) == 1
+
+
+def test_model_volume_init_rate_is_advisory_and_checked():
+    assert POLICIES["lt-model-volume-init-rate"].enforcement_level.value == "advisory"
+    no_rate = {**GOOD_LT, "blockDeviceMappings": [GOOD_LT["blockDeviceMappings"][0],
+                                                  {"deviceName": "/dev/xvdb", "ebs": {"encrypted": "true"}}]}
+    assert len(violations("lt-model-volume-init-rate", LT, no_rate)) == 1
+    assert violations("lt-model-volume-init-rate", LT, {**GOOD_LT, "blockDeviceMappings": []}) == [
+        "no block device mapping for the model volume /dev/xvdb"]
+
+
+# --------------------------------------------------------------------------- ASGs
+
+ASG = "aws:autoscaling/group:Group"
+GOOD_ASG = {
+    "vpcZoneIdentifiers": ["subnet-0aaa"], "minSize": 0, "maxSize": 10, "desiredCapacity": 1,
+    "launchTemplate": {"id": "lt-1", "version": "3"},
+    "tags": [{"key": "k8s.io/cluster-autoscaler/enabled", "value": "true", "propagateAtLaunch": False},
+             {"key": "k8s.io/cluster-autoscaler/kiln", "value": "owned", "propagateAtLaunch": False}],
+}
+
+
+def test_good_asg_passes():
+    for name in ("asg-single-zone", "asg-autoscaler-discovery-tags", "asg-launch-template-version-pinned"):
+        assert violations(name, ASG, GOOD_ASG) == [], name
+    assert violations("asg-desired-capacity-ignored", ASG, GOOD_ASG, ignore_changes=["desiredCapacity"]) == []
+
+
+def test_asg_violations():
+    assert len(violations("asg-single-zone", ASG, {**GOOD_ASG, "vpcZoneIdentifiers": ["subnet-1", "subnet-2"]})) == 1
+    assert len(violations("asg-single-zone", ASG, {**GOOD_ASG, "availabilityZones": ["a", "b"],
+                                                   "vpcZoneIdentifiers": None})) == 1
+    only_enabled = {**GOOD_ASG, "tags": GOOD_ASG["tags"][:1]}
+    assert violations("asg-autoscaler-discovery-tags", ASG, only_enabled) == [
+        "missing tag k8s.io/cluster-autoscaler/<cluster-name> (cluster-autoscaler auto-discovery)"]
+    for floating in ("$Latest", "$Default"):
+        found = violations("asg-launch-template-version-pinned", ASG,
+                           {**GOOD_ASG, "launchTemplate": {"id": "lt-1", "version": floating}})
+        assert len(found) == 1 and floating in found[0]
+    mixed = {**GOOD_ASG, "launchTemplate": None, "mixedInstancesPolicy": {"launchTemplate": {
+        "launchTemplateSpecification": {"launchTemplateId": "lt-1", "version": "$Latest"}}}}
+    assert len(violations("asg-launch-template-version-pinned", ASG, mixed)) == 1
+    assert len(violations("asg-desired-capacity-ignored", ASG, GOOD_ASG, ignore_changes=["maxSize"])) == 1
+
+
+# --------------------------------------------------------------------------- EKS
+
+EKS = "eks:index:Cluster"
+AWS_EKS = "aws:eks/cluster:Cluster"
+GOOD_EKS = {"endpointPublicAccess": True, "publicAccessCidrs": ["203.0.113.0/24"],
+            "encryptionConfigKeyArn": "arn:aws:kms:us-east-2:1:key/k", "authenticationMode": "API",
+            "enabledClusterLogTypes": ["api", "audit", "authenticator", "controllerManager", "scheduler"]}
+GOOD_AWS_EKS = {"vpcConfig": {"endpointPublicAccess": False, "subnetIds": ["s"]},
+                "encryptionConfig": {"resources": ["secrets"], "provider": {"keyArn": "arn:k"}},
+                "accessConfig": {"authenticationMode": "API"}, "enabledClusterLogTypes": ["api", "audit", "authenticator"]}
+EKS_RULES = ("eks-endpoint-not-public-to-world", "eks-secrets-encryption", "eks-control-plane-logging",
+             "eks-api-authentication-mode")
+
+
+@pytest.mark.parametrize("type_, good", [(EKS, GOOD_EKS), (AWS_EKS, GOOD_AWS_EKS)])
+def test_good_clusters_pass(type_, good):
+    for name in EKS_RULES:
+        assert violations(name, type_, good) == [], name
+
+
+def test_eks_violations():
+    assert violations("eks-endpoint-not-public-to-world", EKS, {**GOOD_EKS, "publicAccessCidrs": ["0.0.0.0/0"]}) == [
+        "publicAccessCidrs contains 0.0.0.0/0: the API endpoint is open to the whole internet"]
+    # pulumi-eks defaults to a public endpoint open to the world when no CIDRs are given.
+    assert len(violations("eks-endpoint-not-public-to-world", EKS, {"authenticationMode": "API"})) == 1
+    assert violations("eks-endpoint-not-public-to-world", EKS, {"endpointPublicAccess": False}) == []
+    halves = {**GOOD_EKS, "publicAccessCidrs": ["0.0.0.0/1", "128.0.0.0/1"]}
+    assert violations("eks-endpoint-not-public-to-world", EKS, halves) == [
+        "publicAccessCidrs 0.0.0.0/1, 128.0.0.0/1 together cover the whole internet"]
+    assert violations("eks-endpoint-not-public-to-world", EKS, {**GOOD_EKS, "publicAccessCidrs": ["0.0.0.0/1"]}) == []
+    world = {**GOOD_AWS_EKS, "vpcConfig": {"endpointPublicAccess": True, "publicAccessCidrs": ["::/0"]}}
+    assert len(violations("eks-endpoint-not-public-to-world", AWS_EKS, world)) == 1
+    assert len(violations("eks-secrets-encryption", EKS, {**GOOD_EKS, "encryptionConfigKeyArn": None})) == 1
+    assert len(violations("eks-secrets-encryption", AWS_EKS, {**GOOD_AWS_EKS, "encryptionConfig": None})) == 1
+    assert violations("eks-control-plane-logging", EKS, {**GOOD_EKS, "enabledClusterLogTypes": ["api"]}) == [
+        "enabledClusterLogTypes lacks audit, authenticator"]
+    assert violations("eks-api-authentication-mode", EKS, {**GOOD_EKS, "authenticationMode": "CONFIG_MAP"}) == [
+        "authenticationMode is 'CONFIG_MAP'; use API (access entries, no aws-auth ConfigMap)"]
+
+
+# --------------------------------------------------------------------------- security groups
+
+SG = "aws:ec2/securityGroup:SecurityGroup"
+
+
+@pytest.mark.parametrize("type_, bad, good", [
+    (SG, {"ingress": [{"fromPort": 22, "toPort": 22, "protocol": "tcp", "cidrBlocks": ["0.0.0.0/0"]}]},
+     {"ingress": [{"fromPort": 443, "toPort": 443, "protocol": "tcp", "cidrBlocks": ["10.0.0.0/16"]}],
+      "egress": [{"fromPort": 0, "toPort": 0, "protocol": "-1", "cidrBlocks": ["0.0.0.0/0"]}]}),
+    (SG, {"ingress": [{"fromPort": 0, "toPort": 0, "protocol": "-1", "ipv6CidrBlocks": ["::/0"]}]}, {"ingress": []}),
+    ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", {"securityGroupId": "sg-1", "cidrIpv4": "0.0.0.0/0"},
+     {"securityGroupId": "sg-1", "referencedSecurityGroupId": "sg-2"}),
+    ("aws:ec2/securityGroupRule:SecurityGroupRule", {"type": "ingress", "cidrBlocks": ["0.0.0.0/0"]},
+     {"type": "egress", "cidrBlocks": ["0.0.0.0/0"]}),
+])
+def test_no_ingress_from_internet(type_, bad, good):
+    assert len(violations("sg-no-ingress-from-internet", type_, bad)) == 1
+    assert violations("sg-no-ingress-from-internet", type_, good) == []
+
+
+# --------------------------------------------------------------------------- IAM
+
+def doc(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+STAR = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+SCOPED = {"Effect": "Allow", "Action": ["autoscaling:SetDesiredCapacity"], "Resource": "*",
+          "Condition": {"StringEquals": {"aws:ResourceTag/kiln.dev/cluster": "kiln"}}}
+
+
+@pytest.mark.parametrize("type_, key", [("aws:iam/policy:Policy", "policy"), ("aws:iam/rolePolicy:RolePolicy", "policy")])
+def test_no_star_on_star_in_policies(type_, key):
+    assert violations("iam-no-star-on-star", type_, {key: doc(SCOPED)}) == []
+    assert violations("iam-no-star-on-star", type_, {key: doc(SCOPED, STAR)}) == ["policy Statement[1] allows '*' on '*'"]
+    # Deny * on * is fine; a statement as a single object (not a list) is read too.
+    assert violations("iam-no-star-on-star", type_, {key: doc({**STAR, "Effect": "Deny"})}) == []
+    assert len(violations("iam-no-star-on-star", type_, {key: json.dumps({"Statement": STAR})})) == 1
+
+
+def test_no_star_on_star_in_role_inline_policies():
+    role = {"assumeRolePolicy": doc({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                                     "Action": "sts:AssumeRole"}),
+            "inlinePolicies": [{"name": "ok", "policy": doc(SCOPED)}, {"name": "bad", "policy": doc(STAR)}]}
+    assert violations("iam-no-star-on-star", "aws:iam/role:Role", role) == ["inlinePolicies[1].policy Statement[0] allows '*' on '*'"]
+
+
+def test_no_administrator_access():
+    attach = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+    assert violations("iam-no-administrator-access", attach,
+                      {"role": "r", "policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}) == []
+    assert len(violations("iam-no-administrator-access", attach,
+                          {"role": "r", "policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"})) == 1
+    assert len(violations("iam-no-administrator-access", "aws:iam/role:Role",
+                          {"managedPolicyArns": ["arn:aws-us-gov:iam::aws:policy/AdministratorAccess"]})) == 1
+
+
+ISSUER = "oidc.eks.us-east-2.amazonaws.com/id/EXAMPLE"
+
+
+def irsa(condition):
+    return {"assumeRolePolicy": doc({"Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+                                     "Principal": {"Federated": f"arn:aws:iam::1:oidc-provider/{ISSUER}"},
+                                     "Condition": condition})}
+
+
+def test_irsa_trust_scoped_to_one_service_account():
+    role = "aws:iam/role:Role"
+    good = irsa({"StringEquals": {f"{ISSUER}:sub": "system:serviceaccount:kube-system:cluster-autoscaler",
+                                  f"{ISSUER}:aud": "sts.amazonaws.com"}})
+    assert violations("iam-irsa-trust-scoped", role, good) == []
+    assert len(violations("iam-irsa-trust-scoped", role, irsa({"StringEquals": {f"{ISSUER}:aud": "sts.amazonaws.com"}}))) == 1
+    wildcard = irsa({"StringLike": {f"{ISSUER}:sub": "system:serviceaccount:kube-system:*"}})
+    assert len(violations("iam-irsa-trust-scoped", role, wildcard)) == 2  # no StringEquals sub, and StringLike on sub
+    two = irsa({"StringEquals": {f"{ISSUER}:sub": ["system:serviceaccount:a:x", "system:serviceaccount:b:y"]}})
+    assert len(violations("iam-irsa-trust-scoped", role, two)) == 1
+    # A CI provider (not EKS) is outside this rule.
+    github = {"assumeRolePolicy": doc({"Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+                                       "Principal": {"Federated": "arn:aws:iam::1:oidc-provider/token.actions.githubusercontent.com"},
+                                       "Condition": {"StringLike": {"token.actions.githubusercontent.com:sub": "repo:o/r:*"}}})}
+    assert violations("iam-irsa-trust-scoped", role, github) == []
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+PV = "kubernetes:core/v1:PersistentVolume"
+JOB = "kubernetes:batch/v1:Job"
+DS = "kubernetes:apps/v1:DaemonSet"
+
+
+def pv(path, modes=("ReadOnlyMany",)):
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "model-v5"},
+            "spec": {"accessModes": list(modes), "capacity": {"storage": "100Gi"}, "hostPath": {"path": path},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kiln.dev/model-version", "operator": "In", "values": ["v5"]}]}]}}}}
+
+
+def pod(path, read_only=True, requests=True):
+    container = {"name": "main", "image": "busybox", "volumeMounts": [{"name": "model", "mountPath": "/model",
+                                                                       "readOnly": read_only}]}
+    if requests:
+        container["resources"] = {"requests": {"cpu": "1", "memory": "1Gi"}}
+    return {"containers": [container], "volumes": [{"name": "model", "hostPath": {"path": path, "type": "Directory"}}],
+            "restartPolicy": "Never"}
+
+
+def job(spec_extra=None, **pod_kwargs):
+    spec = {"template": {"spec": pod("/opt/models/v5", **pod_kwargs)}, "ttlSecondsAfterFinished": 3600,
+            "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}}
+    spec.update(spec_extra or {})
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "train"}, "spec": spec}
+
+
+def test_hostpath_persistent_volumes():
+    assert violations("k8s-hostpath-model-only-readonly", PV, pv("/opt/models")) == []
+    assert violations("k8s-hostpath-model-only-readonly", PV, pv("/opt/models/../../etc")) == [
+        "hostPath '/opt/models/../../etc' is outside the model path /opt/models"]
+    assert len(violations("k8s-hostpath-model-only-readonly", PV, pv("/opt/models", modes=["ReadWriteOnce"]))) == 1
+    assert violations("k8s-hostpath-model-only-readonly", PV, pv("/data/models"), config={"modelPath": "/data/models"}) == []
+
+
+def test_hostpath_in_pod_templates():
+    daemonset = {"spec": {"template": {"spec": pod("/opt/models")}}}
+    assert violations("k8s-hostpath-model-only-readonly", DS, daemonset) == []
+    writable = {"spec": {"template": {"spec": pod("/opt/models", read_only=False)}}}
+    assert violations("k8s-hostpath-model-only-readonly", DS, writable) == [
+        "containers[0] (main) mounts host path volume 'model' without readOnly: true"]
+    root = {"spec": {"template": {"spec": pod("/var/run")}}}
+    assert len(violations("k8s-hostpath-model-only-readonly", "kubernetes:apps/v1:Deployment", root)) == 1
+    assert len(violations("k8s-hostpath-model-only-readonly", "kubernetes:core/v1:Pod", {"spec": pod("/", read_only=False)})) == 2
+    assert len(violations("k8s-hostpath-model-only-readonly", JOB, job(read_only=False))) == 1
+
+
+def test_jobs_need_requests_and_ttl():
+    assert violations("k8s-job-requests-and-ttl", JOB, job()) == []
+    no_ttl = job()
+    del no_ttl["spec"]["ttlSecondsAfterFinished"]
+    assert violations("k8s-job-requests-and-ttl", JOB, no_ttl) == [
+        "spec.ttlSecondsAfterFinished must be set so finished Jobs are cleaned up"]
+    assert violations("k8s-job-requests-and-ttl", JOB, job(requests=False)) == [
+        "containers[0] (main) sets no resources.requests (cpu/memory)"]
+
+
+def test_pod_failure_policy_is_advisory():
+    assert POLICIES["k8s-job-pod-failure-policy"].enforcement_level.value == "advisory"
+    assert violations("k8s-job-pod-failure-policy", JOB, job()) == []
+    assert len(violations("k8s-job-pod-failure-policy", JOB, job({"podFailurePolicy": None}))) == 1
+
+
+# --------------------------------------------------------------------------- stack
+
+STACK_CONFIG = {
+    "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33",
+    "kiln:availabilityZones": ["us-east-2a", "us-east-2b"], "kiln:nodeAmi": "ami-0123456789abcdef0",
+    "kiln:modelVersion": "v5",
+    "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4, "desiredSize": 1}],
+}
+
+
+@pytest.fixture
+def kiln_config():
+    pulumi.runtime.set_all_config(config_to_pulumi(STACK_CONFIG), [])
+    yield
+    pulumi.runtime.set_all_config({}, [])
+
+
+def asg(name, group, subnet):
+    return resource(ASG, name, {**GOOD_ASG, "vpcZoneIdentifiers": [subnet],
+                                "tags": GOOD_ASG["tags"] + [{"key": "kiln.dev/node-group", "value": group}]})
+
+
+def subnet(name, id_, zone):
+    return resource("aws:ec2/subnet:Subnet", name, {"id": id_, "availabilityZone": zone})
+
+
+def test_every_group_and_zone_has_its_asg(kiln_config):
+    subnets = [subnet("a", "subnet-0a", "us-east-2a"), subnet("b", "subnet-0b", "us-east-2b")]
+    assert stack_violations("stack-asg-per-group-and-zone", subnets + [asg("gpu-a", "gpu", "subnet-0a"),
+                                                                       asg("gpu-b", "gpu", "subnet-0b")]) == []
+    assert stack_violations("stack-asg-per-group-and-zone", subnets + [asg("gpu-a", "gpu", "subnet-0a")]) == [
+        "node group 'gpu' has no ASG in us-east-2b"]
+
+
+def test_model_volume_for_configured_version(kiln_config):
+    claim = resource("kubernetes:core/v1:PersistentVolumeClaim", "claim", {"metadata": {"name": "model-v5"}})
+    assert stack_violations("stack-model-volume-for-version", [resource(PV, "pv", pv("/opt/models")), claim]) == []
+    old = pv("/opt/models")
+    old["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] = ["v4"]
+    found = stack_violations("stack-model-volume-for-version", [resource(PV, "pv", old)])
+    assert found == ["no hostPath PersistentVolume at /opt/models requires kiln.dev/model-version=v5",
+                     "no PersistentVolumeClaim named 'model-v5' for model v5"]
+
+
+def test_stack_rules_not_applicable_without_kiln_config():
+    pulumi.runtime.set_all_config({}, [])
+    from pulumi_policy.policy import _NotApplicableError
+    with pytest.raises(_NotApplicableError):
+        stack_violations("stack-model-volume-for-version", [])
+
+
+def test_every_rule_is_tested_here():
+    source = open(__file__, encoding="utf-8").read()
+    missing = [name for name in POLICIES if f'"{name}"' not in source]
+    assert missing == []
+
+
+def test_readme_lists_every_rule_with_its_level():
+    from pathlib import Path
+    from policies.pack import level_of
+    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "60-policies.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`") and cells[1] in ("mandatory", "advisory"):
+            rows[cells[0].strip("`")] = cells[1]
+    assert rows == {name: level_of(p).value for name, p in POLICIES.items()}

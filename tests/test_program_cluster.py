@@ -1,0 +1,115 @@
+"""Cluster: no default nodes, API auth with an EC2_LINUX entry, OIDC, logs, KMS, endpoint CIDRs, IAM."""
+
+from __future__ import annotations
+
+import json
+
+from pulumi.runtime import rpc
+
+from _program_helpers import BASE, EXISTING_GPU_SPOT, example_config, run, with_changes
+
+EKS = "eks:index:Cluster"
+ROLE = "aws:iam/role:Role"
+ATTACH = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+
+
+def node_role(r):
+    return r.one(ROLE, "cluster-node")
+
+
+def test_eks_cluster_has_no_default_node_group_and_uses_api_authentication():
+    r = run(BASE)
+    eks = r.one(EKS)
+    assert eks.remote   # pulumi-eks is a multi-language component
+    assert eks.inputs["name"] == "kiln-test" and eks.inputs["version"] == "1.33"
+    assert eks.inputs["skipDefaultNodeGroup"] is True
+    assert eks.inputs["authenticationMode"] == "API"
+    assert eks.inputs["accessEntries"] == {"nodes": {"principalArn": node_role(r).outputs["arn"], "type": "EC2_LINUX"}}
+    assert eks.inputs["nodeAssociatePublicIpAddress"] is False
+
+
+def test_oidc_logging_and_kms_envelope_encryption():
+    r = run(BASE)
+    eks = r.one(EKS)
+    assert eks.inputs["createOidcProvider"] is True
+    assert set(eks.inputs["enabledClusterLogTypes"]) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+    key = r.one("aws:kms/key:Key")
+    assert key.inputs["enableKeyRotation"] is True
+    assert eks.inputs["encryptionConfigKeyArn"] == key.outputs["arn"]
+
+
+def test_public_endpoint_only_for_the_configured_cidrs():
+    eks = run(BASE).one(EKS)
+    assert eks.inputs["endpointPublicAccess"] is True and eks.inputs["endpointPrivateAccess"] is True
+    assert eks.inputs["publicAccessCidrs"] == ["203.0.113.0/24"]
+
+
+def test_no_cidrs_means_a_private_endpoint_only():
+    eks = run(EXISTING_GPU_SPOT).one(EKS)
+    assert eks.inputs["endpointPublicAccess"] is False and eks.inputs["endpointPrivateAccess"] is True
+    assert "publicAccessCidrs" not in eks.inputs
+
+
+def test_service_cidr_is_pinned_and_avoids_the_vpc():
+    assert run(BASE).one(EKS).inputs["kubernetesServiceIpAddressRange"] == "172.20.0.0/16"
+    overlapping = with_changes(BASE, vpcCidr="172.16.0.0/12")
+    assert run(overlapping).one(EKS).inputs["kubernetesServiceIpAddressRange"] == "10.100.0.0/16"
+
+
+def test_node_role_has_exactly_worker_ecr_pull_and_ssm_policies():
+    r = run(BASE)
+    role = node_role(r)
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    [statement] = trust["Statement"]
+    assert statement["actions"] == ["sts:AssumeRole"]
+    assert statement["principals"] == [{"type": "Service", "identifiers": ["ec2.amazonaws.com"]}]
+    attached = sorted(a.inputs["policyArn"] for a in r.of_type(ATTACH) if a.inputs["role"] == role.outputs["name"])
+    assert attached == sorted(f"arn:aws:iam::aws:policy/{p}" for p in (
+        "AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonSSMManagedInstanceCore"))
+    assert not [p for p in r.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.outputs["name"]]
+    profile = r.one("aws:iam/instanceProfile:InstanceProfile")
+    assert profile.inputs["role"] == role.outputs["name"]
+
+
+def test_vpc_cni_gets_eni_permissions_through_its_own_service_account():
+    r = run(BASE)
+    eks = r.one(EKS)
+    role = r.one(ROLE, "cluster-vpc-cni")
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    [statement] = trust["Statement"]
+    issuer = eks.outputs["oidcProviderUrl"]
+    assert statement["Principal"] == {"Federated": eks.outputs["oidcProviderArn"]}
+    assert statement["Condition"]["StringEquals"] == {
+        f"{issuer}:sub": "system:serviceaccount:kube-system:aws-node", f"{issuer}:aud": "sts.amazonaws.com"}
+    cni = [a.inputs["policyArn"] for a in r.of_type(ATTACH) if a.inputs["role"] == role.outputs["name"]]
+    assert cni == ["arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"]
+    addon = r.one("aws:eks/addon:Addon")
+    assert addon.inputs["addonName"] == "vpc-cni" and addon.inputs["serviceAccountRoleArn"] == role.outputs["arn"]
+    assert eks.inputs["useDefaultVpcCni"] is True   # pulumi-eks does not install a second one
+
+
+def test_every_kubernetes_object_goes_through_the_clusters_provider():
+    r = run(BASE)
+    provider = r.one("pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == r.one(EKS).outputs["kubeconfigJson"]
+    k8s_objects = [x for x in r.resources if x.type.startswith("kubernetes:")]
+    assert k8s_objects
+    assert all(x.provider.startswith(provider.urn + "::") for x in k8s_objects), [x.name for x in k8s_objects]
+
+
+def test_components_parent_their_resources():
+    r = run(example_config())
+    cluster = r.one("kiln:infra:Cluster")
+    for child in ("aws:kms/key:Key", EKS, "aws:iam/instanceProfile:InstanceProfile", "aws:eks/addon:Addon"):
+        assert r.one(child).parent == cluster.urn, child
+    stack_children = {x.type for x in r.resources if x.parent.endswith("pulumi:pulumi:Stack::kiln-test")}
+    assert stack_children >= {"kiln:infra:Network", "kiln:infra:Cluster", "kiln:infra:NodeGroup",
+                              "kiln:infra:ModelWarmup", "kiln:infra:ModelVolume"}, stack_children
+    assert all(t.startswith("kiln:infra:") for t in stack_children), stack_children   # only components
+
+
+def test_cluster_name_and_secret_kubeconfig_outputs():
+    out = run(BASE).outputs
+    assert out["clusterName"] == "kiln-test"
+    kubeconfig = out["kubeconfig"]
+    assert isinstance(kubeconfig, dict) and kubeconfig.get(rpc._special_sig_key) == rpc._special_secret_sig

@@ -1,0 +1,197 @@
+"""Node groups: one launch template per group, one ASG per zone, spot/GPU handling, the model volume."""
+
+from __future__ import annotations
+
+import pytest
+
+from _program_helpers import AMI, BASE, EXISTING_GPU_SPOT, GPU_AMI, asg_tags, example_config, of_component, run, user_data
+
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+ASG = "aws:autoscaling/group:Group"
+CONFIGS = {"new-vpc-cpu-on-demand": BASE, "existing-vpc-gpu-spot": EXISTING_GPU_SPOT, "example": None}
+
+
+def config_of(name):
+    return CONFIGS[name] or example_config()
+
+
+def groups(run_):
+    """{group name: (launch template, {zone: asg})} read from the NodeGroup components."""
+    out = {}
+    for component in run_.of_type("kiln:infra:NodeGroup"):
+        [lt] = of_component(run_, LT, component)
+        asgs = of_component(run_, ASG, component)
+        zone_of = {a.name: a.name.removeprefix(component.name + "-") for a in asgs}   # "<group>-<zone>"
+        out[component.name.removeprefix("nodes-")] = (lt, {zone_of[a.name]: a for a in asgs})
+    return out
+
+
+def zone_subnets(cfg, run_):
+    """The private subnet id of each zone, as the program should use them."""
+    if "kiln:vpcId" in cfg:
+        return dict(zip(cfg["kiln:availabilityZones"], cfg["kiln:privateSubnetIds"]))
+    return {s.inputs["availabilityZone"]: s.id for s in run_.of_type("aws:ec2/subnet:Subnet") if "-private-" in s.name}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_one_asg_per_zone_in_that_zones_private_subnet(name):
+    cfg = config_of(name)
+    r = run(cfg)
+    found = groups(r)
+    assert set(found) == {g["name"] for g in cfg["kiln:nodeGroups"]}
+    subnets = zone_subnets(cfg, r)
+    for group, (lt, asgs) in found.items():
+        assert sorted(asgs) == sorted(cfg["kiln:availabilityZones"]), group
+        for zone, asg in asgs.items():
+            assert asg.inputs["vpcZoneIdentifiers"] == [subnets[zone]], (group, zone)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_launch_template_is_locked_down(name):
+    r = run(config_of(name))
+    profile = r.one("aws:iam/instanceProfile:InstanceProfile")
+    for group, (lt, _) in groups(r).items():
+        i = lt.inputs
+        assert i["metadataOptions"]["httpTokens"] == "required", group
+        assert 1 <= i["metadataOptions"]["httpPutResponseHopLimit"] <= 2, group
+        assert "keyName" not in i, group
+        [nic] = i["networkInterfaces"]
+        assert nic["associatePublicIpAddress"] == "false", group
+        assert nic["securityGroups"] == [r.one("eks:index:Cluster").outputs["nodeSecurityGroupId"]]
+        volumes = [m["ebs"] for m in i["blockDeviceMappings"]]
+        assert volumes and all(v["volumeType"] == "gp3" and v["encrypted"] == "true" for v in volumes), group
+        assert i["iamInstanceProfile"] == {"arn": profile.outputs["arn"]}
+        kinds = {t["resourceType"] for t in i["tagSpecifications"]}
+        assert {"instance", "volume"} <= kinds
+        for spec in i["tagSpecifications"]:
+            assert spec["tags"]["kiln.dev/node-group"] == group and "kiln.dev/cluster" in spec["tags"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_model_volume_is_initialized_at_the_configured_rate(name):
+    cfg = config_of(name)
+    rate = cfg.get("kiln:modelVolumeInitRateMiBps", 300)
+    device = cfg.get("kiln:modelVolumeDevice", "/dev/xvdb")
+    for group, (lt, _) in groups(run(cfg)).items():
+        by_device = {m["deviceName"]: m["ebs"] for m in lt.inputs["blockDeviceMappings"]}
+        model = by_device[device]
+        assert model["volumeInitializationRate"] == rate and 100 <= rate <= 300, group
+        assert model["throughput"] >= rate                       # the read is not capped below the fetch
+        assert model["volumeSize"] == cfg.get("kiln:modelVolumeSizeGiB", 100)
+        root = by_device["/dev/xvda"]
+        assert "volumeInitializationRate" not in root
+        wanted = next(g for g in cfg["kiln:nodeGroups"] if g["name"] == group).get("volumeSizeGiB", 100)
+        assert root["volumeSize"] == wanted
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_user_data_labels_and_taints_every_node(name):
+    cfg = config_of(name)
+    r = run(cfg)
+    for group, (lt, _) in groups(r).items():
+        spec = next(g for g in cfg["kiln:nodeGroups"] if g["name"] == group)
+        node_config, script, types = user_data(lt)
+        assert types == ["application/node.eks.aws", "text/x-shellscript"]
+        assert node_config["kind"] == "NodeConfig"
+        cluster = node_config["spec"]["cluster"]
+        assert cluster["name"] == cfg["kiln:clusterName"]
+        assert cluster["apiServerEndpoint"].startswith("https://") and cluster["certificateAuthority"]
+        [flag] = node_config["spec"]["kubelet"]["flags"]
+        labels = dict(kv.split("=", 1) for kv in flag.removeprefix("--node-labels=").split(","))
+        assert labels == {"kiln.dev/model-version": cfg["kiln:modelVersion"], "kiln.dev/node-group": group,
+                          **spec.get("labels", {})}
+        taints = {(t["key"], t["value"], t["effect"]) for t in node_config["spec"]["kubelet"]["config"]["registerWithTaints"]}
+        assert ("kiln.dev/model-warming", "true", "NoSchedule") in taints
+        assert (("nvidia.com/gpu", "true", "NoSchedule") in taints) == bool(spec.get("gpu"))
+        for taint in spec.get("taints", []):
+            key, rest = taint.split("=", 1)
+            value, effect = rest.split(":")
+            assert (key, value, effect) in taints
+        assert f"{cfg.get('kiln:modelPath', '/opt/models')}" in script
+
+
+def test_gpu_groups_boot_the_accelerated_ami():
+    found = groups(run(EXISTING_GPU_SPOT))
+    assert found["gpu"][0].inputs["imageId"] == GPU_AMI
+    assert found["system"][0].inputs["imageId"] == AMI
+    assert groups(run(BASE))["cpu"][0].inputs["imageId"] == AMI
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_asg_pins_the_templates_latest_version_and_leaves_desired_capacity_alone(name):
+    for group, (lt, asgs) in groups(run(config_of(name))).items():
+        latest = str(lt.outputs["latestVersion"])
+        for zone, asg in asgs.items():
+            spec = asg.inputs.get("launchTemplate") or \
+                asg.inputs["mixedInstancesPolicy"]["launchTemplate"]["launchTemplateSpecification"]
+            version = spec["version"]
+            assert version == latest and version not in ("$Latest", "$Default"), (group, zone)
+            assert spec.get("id", spec.get("launchTemplateId")) == lt.id
+            assert "desiredCapacity" in asg.ignore_changes
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_asg_sizes_are_per_zone_and_as_configured(name):
+    cfg = config_of(name)
+    for group, (_, asgs) in groups(run(cfg)).items():
+        spec = next(g for g in cfg["kiln:nodeGroups"] if g["name"] == group)
+        for asg in asgs.values():
+            i = asg.inputs
+            assert (i["minSize"], i["maxSize"], i["desiredCapacity"]) == (spec["minSize"], spec["maxSize"], spec["desiredSize"])
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_asg_tags_for_the_rollout_and_the_cluster_autoscaler(name):
+    cfg = config_of(name)
+    cluster = cfg["kiln:clusterName"]
+    for group, (_, asgs) in groups(run(cfg)).items():
+        spec = next(g for g in cfg["kiln:nodeGroups"] if g["name"] == group)
+        for zone, asg in asgs.items():
+            tags = asg_tags(asg)
+            assert tags["kiln.dev/cluster"] == (cluster, True)
+            assert tags["kiln.dev/node-group"] == (group, True)
+            assert tags["k8s.io/cluster-autoscaler/enabled"] == ("true", False)
+            assert tags[f"k8s.io/cluster-autoscaler/{cluster}"] == ("owned", False)
+            template = "k8s.io/cluster-autoscaler/node-template/"
+            assert tags[template + "label/kiln.dev/model-version"][0] == cfg["kiln:modelVersion"]
+            assert tags[template + "label/kiln.dev/node-group"][0] == group
+            for key, value in spec.get("labels", {}).items():
+                assert tags[template + f"label/{key}"][0] == value
+            if spec.get("gpu"):
+                assert tags[template + "taint/nvidia.com/gpu"][0] == "true:NoSchedule"
+            for taint in spec.get("taints", []):
+                key, rest = taint.split("=", 1)
+                assert tags[template + f"taint/{key}"][0] == rest
+            # A startup taint: advertising it would stop scale-up for model Jobs.
+            assert template + "taint/kiln.dev/model-warming" not in tags
+
+
+def test_spot_groups_use_a_price_capacity_optimized_mixed_instances_policy():
+    cfg = EXISTING_GPU_SPOT
+    gpu_spec = next(g for g in cfg["kiln:nodeGroups"] if g["name"] == "gpu")
+    lt, asgs = groups(run(cfg))["gpu"]
+    assert "instanceType" not in lt.inputs
+    for asg in asgs.values():
+        policy = asg.inputs["mixedInstancesPolicy"]
+        dist = policy["instancesDistribution"]
+        assert dist["spotAllocationStrategy"] == "price-capacity-optimized"
+        assert dist["onDemandPercentageAboveBaseCapacity"] == 0 and dist["onDemandBaseCapacity"] == 0
+        assert [o["instanceType"] for o in policy["launchTemplate"]["overrides"]] == gpu_spec["instanceTypes"]
+        assert asg.inputs["capacityRebalance"] is True
+        assert "launchTemplate" not in asg.inputs
+
+
+def test_on_demand_single_type_groups_launch_the_template_directly():
+    lt, asgs = groups(run(BASE))["cpu"]
+    assert lt.inputs["instanceType"] == "m7i.2xlarge"
+    for asg in asgs.values():
+        assert "mixedInstancesPolicy" not in asg.inputs
+        assert asg.inputs["capacityRebalance"] is False
+
+
+def test_nodes_wait_for_the_vpc_cni_and_the_warmup_daemonset():
+    r = run(BASE)
+    addon = r.one("aws:eks/addon:Addon")
+    daemon_set = r.one("kubernetes:apps/v1:DaemonSet")   # depending on a component means on its children
+    for asg in r.of_type(ASG):
+        assert addon.urn in asg.dependencies and daemon_set.urn in asg.dependencies, asg.name

@@ -1,0 +1,71 @@
+"""Properties over random fleets, Job durations, services and crash points
+(hypothesis): resuming always converges, no Job is interrupted before the
+deadline, no PodDisruptionBudget is violated, and the autoscaler and the
+groups' max sizes are restored."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from automation.rollout.sim import load_scenario, simulate
+
+
+@st.composite
+def fleets(draw):
+    groups = [
+        {"name": f"g{i}", "zone": f"us-east-2{'abc'[i]}", "nodes": draw(st.integers(0, 5)),
+         "pods_per_node": draw(st.integers(1, 3)), "capacity_type": draw(st.sampled_from(["on-demand", "spot"]))}
+        for i in range(draw(st.integers(1, 3)))
+    ]
+    for g in groups:
+        g["max_size"] = g["nodes"] + draw(st.integers(0, g["nodes"] + 2))
+    slots = sum(g["nodes"] * g["pods_per_node"] for g in groups)
+    low = draw(st.integers(0, 3000))
+    scenario = {
+        "seed": draw(st.integers(0, 10_000)),
+        "boot_seconds": draw(st.sampled_from([60, 240])),
+        "warm_seconds": draw(st.sampled_from([0, 60])),
+        "deadline_seconds": draw(st.sampled_from([1800, 7200])),
+        "autoscaler": draw(st.booleans()),
+        "pause_autoscaler": draw(st.booleans()),
+        "node_groups": groups,
+        "jobs": {"running": draw(st.integers(0, slots)), "remaining_seconds": [low, low + draw(st.integers(0, 6000))],
+                 "arrivals_per_hour": draw(st.sampled_from([0, 10, 60])), "duration_seconds": [300, 2400]},
+    }
+    if draw(st.booleans()):
+        replicas = draw(st.integers(1, 4))
+        scenario["services"] = [{"name": "api", "replicas": replicas, "min_available": draw(st.integers(0, replicas - 1))}]
+    crashes = draw(st.lists(st.integers(1, 150), max_size=2, unique=True))
+    scenario["faults"] = [{"kind": "crash", "after_actions": n} for n in crashes]
+    if draw(st.booleans()):
+        scenario["faults"].append({"kind": "node_loss", "at_seconds": draw(st.integers(0, 3000))})
+    if draw(st.booleans()):
+        scenario["faults"].append({"kind": "throttle", "rate": draw(st.sampled_from([0.1, 0.3]))})
+    return scenario
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), st.sampled_from(["default", "double-and-drain"]))
+def test_rollout_converges_safely_from_any_crash_point(scenario, strategy):
+    report = simulate(load_scenario(scenario), strategy).report
+    assert report["outcome"] == "completed", report
+    assert report["old_nodes_remaining"] == 0
+    assert report["jobs_interrupted"] == 0
+    assert report["pdb_violations"] == 0
+    assert report["autoscaler_restored"] and report["max_size_restored"]
+    assert report["intent_cleared"] and report["lock_released"]
+    assert report["restarts"] <= len([f for f in scenario["faults"] if f["kind"] == "crash"])
+    if scenario["jobs"]["running"] and scenario["deadline_seconds"] >= scenario["jobs"]["remaining_seconds"][1]:
+        assert report["jobs_force_evicted"] == 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(fleets())
+def test_bad_ami_always_rolls_back_safely(scenario):
+    scenario = dict(scenario, ready_timeout_seconds=900, faults=scenario["faults"] + [{"kind": "bad_ami"}])
+    report = simulate(load_scenario(scenario)).report
+    has_old = any(g["nodes"] for g in scenario["node_groups"])
+    assert report["outcome"] == ("rolled_back" if has_old else "completed"), report
+    assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0
+    assert report["autoscaler_restored"] and report["max_size_restored"] and report["intent_cleared"]

@@ -1,0 +1,310 @@
+"""The real engine and runner against the simulated fleet: a table of
+scenarios, every fault, the scenario parser, the ``simulate`` command and the
+runner's exit paths (lock, dry run, failure)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from automation.cli import main as automation_main
+from automation.rollout.model import TAG_INTENT_PREFIX
+from automation.rollout.ports import Throttled
+from automation.rollout.runner import RolloutOptions, run_rollout
+from automation.rollout.sim import (GroupSpec, JobsSpec, Scenario, ScenarioError, load_scenario, simulate)
+from automation.rollout.sim.ports import connect
+from automation.rollout.sim.world import CLUSTER, NEW_VERSION, OLD_VERSION, World
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scenario(**over) -> dict:
+    base = {"seed": 3, "boot_seconds": 240, "warm_seconds": 60, "deadline_seconds": 7200, "autoscaler": True,
+            "node_groups": [{"name": "gpu-a", "nodes": 6, "max_size": 12, "pods_per_node": 1}],
+            "jobs": {"running": 6, "remaining_seconds": [60, 3000], "arrivals_per_hour": 6,
+                     "duration_seconds": [600, 1800]}}
+    base.update(over)
+    return base
+
+
+def assert_safe(report: dict, outcome: str = "completed") -> None:
+    assert report["outcome"] == outcome, report
+    assert report["jobs_interrupted"] == 0
+    assert report["pdb_violations"] == 0
+    assert report["old_nodes_remaining"] == 0
+    assert report["autoscaler_restored"] and report["max_size_restored"]
+    assert report["intent_cleared"] and report["lock_released"]
+
+
+TABLE = {
+    "one pod per GPU node": scenario(),
+    "many short Jobs": scenario(
+        node_groups=[{"name": "gpu-a", "nodes": 4, "max_size": 8, "pods_per_node": 4}],
+        jobs={"running": 16, "remaining_seconds": [30, 300], "arrivals_per_hour": 120,
+              "duration_seconds": [60, 300]}),
+    "PDB-protected service": scenario(services=[{"name": "api", "replicas": 6, "min_available": 5}],
+                                      daemonsets=True),
+    "spot groups": scenario(node_groups=[
+        {"name": "spot-a", "nodes": 3, "max_size": 6, "capacity_type": "spot"},
+        {"name": "spot-b", "zone": "us-east-2b", "nodes": 3, "max_size": 6, "capacity_type": "spot",
+         "pods_per_node": 2}],
+        jobs={"running": 7, "remaining_seconds": [60, 2000], "selector_group": True, "arrivals_per_hour": 10},
+        faults=[{"kind": "node_loss", "at_seconds": 400}]),
+    "empty cluster": scenario(node_groups=[], jobs={}),
+    "groups without Jobs": scenario(jobs={}),
+}
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_scenario_table(name):
+    report = simulate(load_scenario(TABLE[name])).report
+    assert_safe(report)
+    if report["lower_bound_seconds"]:
+        # Reacts to Jobs finishing through the pod watch: close to the lower bound.
+        assert report["makespan_seconds"] <= 1.05 * report["lower_bound_seconds"] + 60, report
+    assert report["max_reads_per_cycle"] <= 12
+
+
+def test_jobs_that_outlive_the_deadline_are_forced_after_it_and_reported_separately():
+    report = simulate(load_scenario(scenario(deadline_seconds=1800,
+                                             jobs={"remaining_list": [600, 1200, 4000, 9000, 100, 200]}))).report
+    assert_safe(report)
+    assert report["jobs_force_evicted"] == 2
+    assert 1800 <= report["makespan_seconds"] <= 1800 + 120
+
+
+def test_a_deadline_extension_annotation_is_honoured():
+    report = simulate(load_scenario(scenario(deadline_seconds=1800, jobs={
+        "remaining_list": [3000, 100], "deadline_extension_seconds": 3600}))).report
+    assert_safe(report)
+    assert report["jobs_force_evicted"] == 0 and report["makespan_seconds"] >= 3000
+
+
+def test_thousand_nodes_once_cheaply():
+    report = simulate(load_scenario({
+        "seed": 1, "autoscaler": False,
+        "node_groups": [{"name": f"g{i}", "nodes": 250, "max_size": 500} for i in range(4)],
+        "jobs": {"remaining_list": [300.0] * 1000}})).report
+    assert_safe(report)
+    assert report["nodes"] == 1000 and report["final_nodes"] == 1000
+    assert report["max_reads_per_cycle"] <= 12
+    assert report["wall_seconds"] < 30
+
+
+def test_double_and_drain_reproduces_the_script_and_surges_much_more():
+    s = load_scenario(scenario(jobs={"running": 6, "remaining_seconds": [600, 3000]}))
+    ours, dd = simulate(s).report, simulate(s, "double-and-drain").report
+    assert_safe(ours)
+    assert_safe(dd)
+    assert ours["surge_node_seconds"] <= 0.5 * dd["surge_node_seconds"]
+    assert dd["restarts"] == 0 and dd["autoscaler_restored"]   # paused, then restored
+
+
+def test_same_seed_same_report():
+    s = load_scenario(scenario(services=[{"name": "api", "replicas": 3, "min_available": 2}]))
+    a, b = simulate(s).report, simulate(s).report
+    a.pop("wall_seconds"), b.pop("wall_seconds")
+    assert a == b
+
+
+def test_timeline_samples_the_rollout():
+    result = simulate(load_scenario(scenario(sample_seconds=120)))
+    first, last = result.timeline[0], result.timeline[-1]
+    assert set(first) == {"t", "old_nodes", "new_nodes", "jobs_running", "jobs_pending", "deadline_at"}
+    assert first["t"] == 0 and first["old_nodes"] == 6 and first["jobs_running"] == 6
+    assert last["old_nodes"] == 0 and last["deadline_at"] == 7200
+    assert [s["t"] for s in result.timeline] == sorted(s["t"] for s in result.timeline)
+
+
+# ---------------------------------------------------------------- faults
+
+@pytest.mark.parametrize("after", [1, 2, 5, 9, 25])
+def test_crash_at_any_point_resumes_and_converges(after):
+    report = simulate(load_scenario(scenario(
+        services=[{"name": "api", "replicas": 3, "min_available": 2}],
+        faults=[{"kind": "crash", "after_actions": after}]))).report
+    assert_safe(report)
+    assert report["restarts"] == 1
+
+
+@pytest.mark.parametrize("after", [1, 3, 20])
+def test_crash_with_paused_autoscaler_restores_it_on_the_next_run(after):
+    report = simulate(load_scenario(scenario(pause_autoscaler=True, faults=[{"kind": "crash", "after_actions": after}])),
+                      "default").report
+    assert_safe(report)
+    report = simulate(load_scenario(scenario(faults=[{"kind": "crash", "after_actions": after}])),
+                      "double-and-drain").report
+    assert_safe(report)
+
+
+def test_bad_ami_rolls_back_without_interrupting_a_job():
+    events = []
+    result = simulate(load_scenario(scenario(ready_timeout_seconds=900, faults=[{"kind": "bad_ami"}])),
+                      on_event=events.append)
+    assert_safe(result.report, "rolled_back")
+    assert "not ready" in result.report["reason"]
+    assert any(e["event"] == "rollback" for e in events)
+    assert result.report["makespan_seconds"] < 900 + 300
+    # The timeline counts nodes on the pre-rollout image as old: all six are back on it, none on the bad one.
+    assert (result.timeline[-1]["old_nodes"], result.timeline[-1]["new_nodes"]) == (6, 0)
+
+
+def test_bad_ami_with_a_crash_during_rollback_still_rolls_back():
+    report = simulate(load_scenario(scenario(ready_timeout_seconds=600,
+                                             faults=[{"kind": "bad_ami"}, {"kind": "crash", "after_actions": 14}]))).report
+    assert_safe(report, "rolled_back")
+    assert report["restarts"] == 1
+
+
+def test_throttling_is_retried():
+    report = simulate(load_scenario(scenario(faults=[{"kind": "throttle", "rate": 0.5}]))).report
+    assert_safe(report)
+    assert report["throttled_calls"] > 0
+
+
+def test_node_loss_is_not_counted_as_an_interruption():
+    report = simulate(load_scenario(scenario(jobs={"running": 6, "remaining_seconds": [2000, 3000]},
+                                             faults=[{"kind": "node_loss", "at_seconds": 100}]))).report
+    assert_safe(report)
+    assert report["jobs_lost_to_faults"] == 1
+
+
+# ---------------------------------------------------------------- runner exit paths
+
+def _world(**over):
+    return World(load_scenario(scenario(**over)))
+
+
+def test_a_second_rollout_is_refused_while_the_lease_is_held():
+    world = _world()
+    world.lease = ("someone-else", world.now + 600)
+    cloud, cluster, clock = connect(world)
+    report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert report.outcome == "failed" and "lock" in report.reason
+    assert world.writes == 1 and all(i.version == OLD_VERSION for i in world.insts.values())
+
+
+def test_dry_run_plans_and_changes_nothing():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+    report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, dry_run=True))
+    assert report.outcome == "dry_run" and report.old_nodes_at_start == 6
+    assert any("Cordon" in c for c in report.plan) and any("SetCapacity" in c for c in report.plan)
+    assert world.writes == 0 and world.intent is None and len(world.insts) == 6
+
+
+def test_an_unexpected_error_fails_but_restores_the_paused_autoscaler_and_keeps_intent():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def terminate_instance(self, *a, **kw):
+            raise RuntimeError("boom")
+
+    report = run_rollout(Broken(), cluster, clock, RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True))
+    assert report.outcome == "failed" and "boom" in report.reason
+    assert world.autoscaler_replicas == 1 and report.autoscaler_restored
+    assert world.intent is not None and world.intent.pause_autoscaler     # a rerun resumes
+    rerun = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert rerun.outcome == "completed" and rerun.resumed and world.intent is None
+    assert world.autoscaler_replicas == 1 and world.jobs_interrupted == 0
+    assert not any(k.startswith(TAG_INTENT_PREFIX) for g in world.groups.values() for k in g.tags)
+
+
+def test_nothing_to_do_completes_without_writing_intent():
+    world = _world()
+    for g in world.groups.values():
+        g.version = OLD_VERSION
+        g.frozen = None
+    cloud, cluster, clock = connect(world)
+    report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert report.outcome == "completed" and report.reason == "no old nodes"
+    assert world.intent is None and world.lease is None
+    assert NEW_VERSION != OLD_VERSION
+
+
+def test_runner_validates_options():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+    with pytest.raises(ValueError, match="--surge"):
+        run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, surge="lots"))
+    assert Throttled.__mro__[1] is Exception
+
+
+# ---------------------------------------------------------------- scenarios and the command
+
+@pytest.mark.parametrize("mutate,key", [
+    (lambda d: d.update(boot_secs=1), "boot_secs"),
+    (lambda d: d["node_groups"][0].update(max_size=2), "node_groups[0].max_size"),
+    (lambda d: d["node_groups"][0].pop("nodes"), "node_groups[0].nodes"),
+    (lambda d: d["jobs"].update(running=99), "jobs.running"),
+    (lambda d: d["jobs"].update(remaining_seconds=[5, 1]), "jobs.remaining_seconds"),
+    (lambda d: d.update(faults=[{"kind": "meteor"}]), "faults[0].kind"),
+    (lambda d: d.update(faults=[{"kind": "throttle", "rate": 2}]), "faults[0].rate"),
+    (lambda d: d.update(services=[{"name": "api", "replicas": 2, "min_available": 3}]), "services[0].min_available"),
+    (lambda d: d.update(autoscaler="yes"), "autoscaler"),
+    (lambda d: d.update(surge="many"), "surge"),
+    (lambda d: d.pop("node_groups"), "node_groups"),
+])
+def test_bad_scenarios_name_the_key(mutate, key):
+    data = scenario()
+    mutate(data)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(data)
+    assert str(err.value).startswith(key + ":"), str(err.value)
+
+
+def test_scenarios_are_constructible_in_code():
+    s = Scenario(node_groups=(GroupSpec("g", nodes=2),), jobs=JobsSpec(remaining_list=(100.0, 200.0)), seed=1)
+    report = simulate(s).report
+    assert_safe(report)
+    assert report["lower_bound_seconds"] == 300.0       # boot + warm is longer than the longest Job
+
+
+def run_cli(argv):
+    try:
+        return automation_main(["simulate", *argv])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+def test_simulate_command_json_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(json.dumps(scenario()))
+    assert run_cli(["--scenario", str(good), "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(out[-1])
+    assert report["outcome"] == "completed" and report["jobs_interrupted"] == 0
+    assert all(json.loads(line)["event"] for line in out[:-1])
+
+    rolled = tmp_path / "bad-ami.yaml"
+    rolled.write_text(json.dumps(scenario(faults=[{"kind": "bad_ami"}], ready_timeout_seconds=600)))
+    assert run_cli(["--scenario", str(rolled), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["outcome"] == "rolled_back"
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("node_groups: [{name: a, nodes: -1}]\n")
+    assert run_cli(["--scenario", str(broken)]) == 2
+    assert "node_groups[0].nodes" in capsys.readouterr().err
+    assert run_cli(["--scenario", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_simulate_command_prints_a_report_for_people(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(scenario()))
+    assert run_cli(["--scenario", str(path), "--strategy", "double-and-drain", "--timeline",
+                    str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    assert "makespan_seconds" in out and "double-and-drain" in out
+    assert json.loads((tmp_path / "t.json").read_text())[0]["old_nodes"] == 6
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.name)
+def test_reference_scenarios_parse(path):
+    s = load_scenario(path)
+    assert s.node_groups and s.name == path.stem
