@@ -123,7 +123,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m automation.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--json", metavar="FILE", help="also write every run's report and the targets as JSON")
     args = parser.parse_args(argv)
-    console = Console(width=max(Console().width, 160))
+    console = Console(width=max(Console().width, 200))
     runs = measure(console)
     rows = targets(runs)
     print_tables(runs, rows, console)

@@ -18,7 +18,7 @@ import pulumi_kubernetes as k8s
 
 from infra import irsa
 from infra import policydocs as pd
-from infra.labels import CA_TAG_ENABLED, TAG_CLUSTER, ca_cluster_tag
+from infra.labels import CA_TAG_ENABLED, TAG_CLUSTER, TAINT_WARMING, TAINT_WARMING_EFFECT, ca_cluster_tag
 
 # Chart 9.46.6 ships cluster-autoscaler 1.32.0; the image is pinned to the cluster's minor below.
 DEFAULT_CHART_VERSION = "9.46.6"
@@ -83,6 +83,9 @@ def helm_values(cluster_name: str, region: str, role_arn: str, kubernetes_versio
             "skip-nodes-with-local-storage": True,
         },
         "image": {"tag": image_tag(kubernetes_version)},
+        # It needs no model: run on a node that is still warming, so a fresh cluster gets an
+        # autoscaler minutes earlier (the Release waits for it to be ready).
+        "tolerations": [{"key": TAINT_WARMING, "operator": "Exists", "effect": TAINT_WARMING_EFFECT}],
         "rbac": {"serviceAccount": {"create": True, "name": NAME, "annotations": {IRSA_ANNOTATION: role_arn}}},
     }
 
@@ -130,6 +133,7 @@ class ClusterAutoscaler(pulumi.ComponentResource):
             version=self.chart_version,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=CHART_REPOSITORY),
             namespace=NAMESPACE,
+            timeout=900,  # seconds: on a new stack the first nodes are still booting
             values=pulumi.Output.all(cluster, region, self.role.arn).apply(
                 lambda a: helm_values(a[0], a[1], a[2], args.kubernetes_version)),
             opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=[policy]),

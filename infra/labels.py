@@ -14,9 +14,6 @@ TAINT_WARMING = "kiln.dev/model-warming"
 TAINT_WARMING_VALUE = "true"
 TAINT_WARMING_EFFECT = "NoSchedule"
 
-# GPU nodes repel pods that do not ask for a GPU.
-TAINT_GPU = "nvidia.com/gpu"
-
 # AWS tags on the ASGs (and their instances): the rollout discovers its groups by them.
 TAG_CLUSTER = "kiln.dev/cluster"
 TAG_NODE_GROUP = "kiln.dev/node-group"

@@ -70,6 +70,11 @@ def test_similar_groups_are_balanced_and_the_cheapest_fit_wins(program):
     assert args["skip-nodes-with-local-storage"] is True
 
 
+def test_autoscaler_runs_on_nodes_that_are_still_warming_the_model(program):
+    values = release(program).inputs["values"]
+    assert values["tolerations"] == [{"key": "kiln.dev/model-warming", "operator": "Exists", "effect": "NoSchedule"}]
+
+
 @pytest.mark.parametrize("version, tag", [("1.33", "v1.33.0"), ("1.31", "v1.31.0")])
 def test_image_minor_matches_the_cluster(version, tag):
     values = release(run(with_changes(TWO_GROUPS, kubernetesVersion=version))).inputs["values"]

@@ -14,7 +14,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from moto.server import ThreadedMotoServer
 
-from automation.rollout.aws import AwsCloud
+from automation.rollout.aws import AwsCloud, group_from_describe
 from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
 from automation.rollout.ports import Throttled
 
@@ -334,3 +334,67 @@ def test_standard_aws_environment_selects_region_and_endpoint(world, moto_url, m
     assert cloud.autoscaling.meta.region_name == REGION
     assert cloud.autoscaling.meta.endpoint_url == moto_url
     assert [g.name for g in cloud.list_groups(world.cluster)] == [world.n("kiln-gpu-a")]
+
+
+def test_terminating_an_instance_auto_scaling_no_longer_knows_is_a_no_op(world, cloud):
+    # moto answers an unknown id with a 500, so the real API's answer is injected at the HTTP boundary.
+    def not_found(request, **_):
+        body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                b"<Message>Instance Id not found - No managed instance found for instance ID: i-0gone</Message>"
+                b"</Error><RequestId>x</RequestId></ErrorResponse>")
+        return AWSResponse(request.url, 400, {}, _RawBody(body))
+
+    cloud.autoscaling.meta.events.register("before-send.auto-scaling.TerminateInstanceInAutoScalingGroup", not_found)
+    cloud.terminate_instance("i-0gone", decrement_desired=True)   # no exception: already done
+
+
+def test_mixed_instances_groups_get_the_version_inside_their_policy(world, cloud):
+    world.asg.create_auto_scaling_group(
+        AutoScalingGroupName=world.n("spot-a"), MinSize=0, MaxSize=4, DesiredCapacity=1,
+        VPCZoneIdentifier=world.subnet,
+        MixedInstancesPolicy={
+            "LaunchTemplate": {"LaunchTemplateSpecification": {"LaunchTemplateId": world.template_id, "Version": "1"},
+                               "Overrides": [{"InstanceType": "t3.micro"}, {"InstanceType": "t3.small"}]},
+            "InstancesDistribution": {"OnDemandPercentageAboveBaseCapacity": 0, "SpotAllocationStrategy": "capacity-optimized"},
+        },
+        Tags=[{"Key": TAG_CLUSTER, "Value": world.cluster, "PropagateAtLaunch": True}])
+
+    [group] = cloud.list_groups(world.cluster)
+    assert (group.launch_template_id, group.launch_template_version) == (world.template_id, "1")
+
+    cloud.set_launch_template_version(world.n("spot-a"), world.template_id, "2")
+
+    policy = world.describe("spot-a")["MixedInstancesPolicy"]
+    assert policy["LaunchTemplate"]["LaunchTemplateSpecification"]["Version"] == "2"
+    assert len(policy["LaunchTemplate"]["Overrides"]) == 2
+    assert policy["InstancesDistribution"]["SpotAllocationStrategy"] == "capacity-optimized"
+    assert "LaunchTemplate" not in world.describe("spot-a")
+    [group] = cloud.list_groups(world.cluster)
+    assert group.launch_template_version == "2"
+
+
+def test_instances_reporting_a_symbolic_version_are_current_only_on_that_versions_ami():
+    # moto reports every instance as the template's default version, so this mapping is shown
+    # on DescribeAutoScalingGroups-shaped input (the pure function list_groups uses).
+    raw = {
+        "AutoScalingGroupName": "kiln-gpu-a", "MinSize": 0, "MaxSize": 8, "DesiredCapacity": 4,
+        "AvailabilityZones": [f"{REGION}a"],
+        "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "$Latest"},
+        "Instances": [
+            {"InstanceId": "i-new", "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "$Latest"}},
+            {"InstanceId": "i-old", "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "$Latest"}},
+            {"InstanceId": "i-v3", "LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": "3"}},
+            {"InstanceId": "i-other", "LaunchTemplate": {"LaunchTemplateId": "lt-9", "Version": "4"}},
+        ],
+    }
+    details = {"i-new": (AMI_V2, None), "i-old": (AMI_V1, None), "i-v3": (AMI_V1, None), "i-other": (AMI_V2, None)}
+    resolved = {("lt-1", "$Latest"): ("4", AMI_V2), ("lt-1", "$Default"): ("3", AMI_V1)}
+
+    group = group_from_describe(raw, details, resolved)
+
+    versions = {i.id: i.launch_template_version for i in group.instances}
+    assert group.launch_template_version == "4"
+    assert versions["i-new"] == "4"                                  # $Latest and the AMI v4 has: current
+    assert versions["i-old"] not in (None, "4")                     # $Latest but an older AMI: old
+    assert versions["i-v3"] == "3"
+    assert versions["i-other"] not in (None, "4")                   # another template: old

@@ -74,8 +74,11 @@ def builders(ec2, recipe=None):
 
 def test_bake_creates_tagged_ami_from_the_public_eks_ami_and_terminates_the_builder(world):
     clients = world["clients"]
-    sent = []
-    clients.ssm.meta.events.register("before-call.ssm.SendCommand", lambda params, **_: sent.append(params))
+    sent, ingress, groups = [], [], []
+    clients.ssm.meta.events.register("before-parameter-build.ssm.SendCommand", lambda params, **_: sent.append(params))
+    clients.ec2.meta.events.register("before-call.ec2.AuthorizeSecurityGroupIngress", lambda **_: ingress.append(1))
+    clients.ec2.meta.events.register("after-call.ec2.CreateSecurityGroup",
+                                     lambda parsed, **_: groups.append(parsed["GroupId"]))
     result = bake(request_for(world), clients, runner=runner(world), waiter_delay=0.2)
 
     assert not result.reused and result.base_ami == world["fleet"].base_ami
@@ -87,13 +90,19 @@ def test_bake_creates_tagged_ami_from_the_public_eks_ami_and_terminates_the_buil
     assert image["State"] == "available"
     # Every builder step ran through SSM, in order, with the builder script and its inputs.
     assert [s["step"] for s in result.steps] == ["mount-volume", "copy-model", "verify-model", "prefetch", "record"]
-    assert len(sent) == 5
+    assert len(sent) == 5 and all(p["DocumentName"] == "AWS-RunShellScript" for p in sent)
+    assert [p["Comment"] for p in sent][2] == "kiln bake: verify-model"
+    assert "sha256sum --check --strict" in sent[2]["Parameters"]["commands"][1]
+    snapshots = [m["Ebs"]["SnapshotId"] for m in image["BlockDeviceMappings"] if "Ebs" in m]
+    snap_tags = clients.ec2.describe_snapshots(SnapshotIds=snapshots)["Snapshots"][0].get("Tags", [])
+    assert {"Key": TAG_RECIPE, "Value": result.recipe} in snap_tags
     (instance,) = builders(clients.ec2, result.recipe)
     assert instance["InstanceId"] == result.builder_instance_id
     assert instance["State"]["Name"] == "terminated"
-    # The builder's security group has no inbound rules and is removed afterwards.
-    sgs = clients.ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_RECIPE}", "Values": [result.recipe]}])
-    assert sgs["SecurityGroups"] == []
+    # The builder's security group never gets an inbound rule and is removed afterwards.
+    assert len(groups) == 1 and ingress == []
+    remaining = clients.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": groups}])
+    assert remaining["SecurityGroups"] == []
 
 
 def test_step_commands_carry_the_script_and_inputs(world):
@@ -168,7 +177,7 @@ def test_keep_never_deregisters_an_ami_a_launch_template_version_in_use_referenc
     ssm_runner = SsmRunner(clients.ssm, poll_seconds=0.2, wait_for_agent=False)
     amis = [bake(BakeRequest(model_version=f"v{i}", model_uri=uri, subnet_id=fleet.subnet_ids[0],
                              instance_profile=fleet.instance_profile, kubernetes_version=K8S),
-                 clients, runner=ssm_runner, waiter_delay=0.2).ami_id for i in range(4)]
+                 clients, runner=ssm_runner, waiter_delay=0.2).ami_id for i in range(3)]
     # moto stamps CreationDate to the second; give the four images distinct ages in the server.
     from moto.ec2.models import ec2_backends
 
@@ -183,18 +192,29 @@ def test_keep_never_deregisters_an_ami_a_launch_template_version_in_use_referenc
             "LaunchTemplateId": fleet.launch_template_id, "Version": str(v2["VersionNumber"])})
     # A newer version (the $Latest/$Default) boots the newest image.
     ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
-                                       LaunchTemplateData={"ImageId": amis[3]})
+                                       LaunchTemplateData={"ImageId": amis[2]})
     snaps = {a: [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[a])["Images"][0]["BlockDeviceMappings"]]
              for a in amis}
 
     deleted = prune(ec2, clients.autoscaling, keep=1)
 
-    assert sorted(deleted) == sorted([amis[1], amis[2]])
+    assert deleted == [amis[1]]
     left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
-    assert amis[0] in left and amis[3] in left and amis[1] not in left and amis[2] not in left
+    assert amis[0] in left and amis[2] in left and amis[1] not in left
     live_snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
-    assert not (set(snaps[amis[1]]) | set(snaps[amis[2]])) & live_snaps
-    assert set(snaps[amis[0]]) <= live_snaps
+    assert not set(snaps[amis[1]]) & live_snaps
+    assert set(snaps[amis[0]]) <= live_snaps and set(snaps[amis[2]]) <= live_snaps
+
+
+def test_share_and_copy_to_another_region(world):
+    clients = world["clients"]
+    result = bake(request_for(world, model_version="v11", share_with_accounts=("210987654321",),
+                              copy_to_regions=("eu-central-1",)), clients, runner=runner(world), waiter_delay=0.2)
+    perms = clients.ec2.describe_image_attribute(ImageId=result.ami_id, Attribute="launchPermission")
+    assert {"UserId": "210987654321"} in perms["LaunchPermissions"]
+    copy = result.copies["eu-central-1"]
+    remote = world["session"].client("ec2", region_name="eu-central-1").describe_images(ImageIds=[copy])["Images"][0]
+    assert {t["Key"]: t["Value"] for t in remote["Tags"]}[TAG_RECIPE] == result.recipe
 
 
 def test_bad_input_names_the_flag(world):

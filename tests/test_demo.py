@@ -51,9 +51,11 @@ def stand_in(tmp_path):
         yield StandInStack("s", tmp_path, session=session), fleet, session
 
 
-def test_open_stack_uses_the_stand_in_without_the_pulumi_cli(tmp_path, monkeypatch, stand_in):
+def test_open_stack_uses_the_stand_in_without_the_pulumi_cli(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi on PATH
-    assert open_stack("s", tmp_path).kind == "stand-in"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
+    stack = open_stack("s", tmp_path)
+    assert stack.kind == "stand-in" and "STAND-IN" in stack.notice
 
 
 def test_stand_in_applies_the_launch_template_change(stand_in):
@@ -94,3 +96,18 @@ def test_stand_in_applies_the_launch_template_change(stand_in):
     stack.up()                                  # idempotent: no third version
     assert ec2.describe_launch_template_versions(LaunchTemplateId=fleet.launch_template_id,
                                                  Versions=["$Latest"])["LaunchTemplateVersions"][0]["VersionNumber"] == 2
+
+
+def test_rotate_without_model_uri_reuses_the_newest_ami_of_that_model(stand_in):
+    from automation.rotate.pipeline import BadInput, RotationIntent
+    from automation.rotate.wiring import make_bake
+
+    stack, fleet, session = stand_in
+    ec2 = session.client("ec2")
+    baked = ec2.copy_image(SourceImageId=fleet.base_ami, SourceRegion=session.region_name, Name="kiln-v6")["ImageId"]
+    ec2.create_tags(Resources=[baked], Tags=[{"Key": "kiln:model-version", "Value": "v6"}])
+    bake_step = make_bake(stack, stack.path.parent, lambda m: None, session=session)
+    intent = RotationIntent("rotate", "s", "v6", None, fleet.base_ami, "v5")
+    assert bake_step(intent, "standard") == baked
+    with pytest.raises(BadInput, match="--model-uri is required"):
+        bake_step(RotationIntent("rotate", "s", "v7", None, fleet.base_ami, "v5"), "standard")

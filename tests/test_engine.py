@@ -110,6 +110,14 @@ def test_flat_filters_equal_the_composed_ones(phase, owner, deleting, mirror):
 
 # ---------------------------------------------------------------- drain
 
+def test_an_empty_node_is_terminated_only_once_seen_cordoned():
+    g = group([inst("i-1")], desired=1)
+    first = decide(snap([g], [node("n1", "i-1", cordoned=False)]), intent(), gi(desired=1), DEFAULT)
+    assert of(Cordon, first.commands) and not of(Terminate, first.commands)
+    second = decide(snap([g], [node("n1", "i-1")]), intent(), gi(desired=1), DEFAULT)
+    assert of(Terminate, second.commands) == [Terminate("gpu-a", "i-1", "n1")]
+
+
 def test_old_nodes_are_cordoned_up_front_and_running_jobs_wait():
     g = group([inst("i-1"), inst("i-2")])
     nodes = [node("n1", "i-1", cordoned=False), node("n2", "i-2", cordoned=False)]
@@ -169,7 +177,7 @@ def test_default_brings_one_canary_then_replaces_freed_nodes_raising_max_only_as
     d2 = decide(snap([g2], nodes2, [job_pod("j2", "n2")]), intent(), gi(desired=2, max_size=2), DEFAULT)
     assert of(Terminate, d2.commands) == [Terminate("gpu-a", "i-1", "n1")]
     # after the terminate desired is 2 (1 old + 1 new); wanted: 1 old + min(2, 1 + 1) new = 3
-    assert of(SetCapacity, d2.commands) == [SetCapacity("gpu-a", desired=3, max_size=None)]
+    assert of(SetCapacity, d2.commands) == [SetCapacity("gpu-a", desired=3, max_size=3)]
 
 
 def test_double_and_drain_doubles_and_protects_every_instance():
@@ -203,7 +211,7 @@ def test_pending_jobs_no_new_node_can_take_add_nodes_counting_booting_ones():
     pods = [job_pod("j1", "n1"), job_pod("j2", "n1")] + [job_pod(f"p{i}", None, phase="Pending") for i in range(5)]
     d = decide(snap([g], nodes, pods), intent(), gi(desired=1, max_size=10), DEFAULT)
     # 5 pending, 2 slots on the booting canary: 3 more slots -> 2 more 2-slot nodes; 1 old + 1 canary + 2
-    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=4, max_size=None)]
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=4, max_size=10)]
     assert d.pending_jobs == 5
 
 
@@ -245,8 +253,12 @@ def test_rollback_sets_the_previous_version_uncordons_old_nodes_and_removes_surg
     d = decide(snap([g], nodes, [job_pod("j1", "n1")]), intent(phase="rolling_back"), gi(desired=1), DEFAULT)
     assert of(SetVersion, d.commands) == [SetVersion("gpu-a", "lt-1", "1")]
     assert of(Uncordon, d.commands) == [Uncordon("gpu-a", "n1")]
-    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-2", "n2")]
+    assert of(Cordon, d.commands) == [Cordon("gpu-a", "n2")] and not of(Terminate, d.commands)
     assert not of(Evict, d.commands)            # the Job on the old node is untouched
+    # Seen cordoned (and empty) the next cycle, the surge instance is terminated.
+    nodes[1] = node("n2", "i-2", old=False, ready=False, cordoned=True)
+    d = decide(snap([g], nodes, [job_pod("j1", "n1")]), intent(phase="rolling_back"), gi(desired=1), DEFAULT)
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-2", "n2")]
     # Once the world matches, rollback is done.
     back = group([inst("i-1")], desired=1, version="1")
     done = decide(snap([back], [node("n1", "i-1", cordoned=False)], [job_pod("j1", "n1")]),

@@ -369,7 +369,9 @@ def test_wait_for_pod_change_returns_on_a_change_and_times_out_without_one(kube,
     cluster.wait_for_pod_change(10.0)
     assert time.monotonic() - started < 3                         # woke on the change, not the timeout
     watches = kube.requests(lambda r: r.resource == PODS and r.params.get("watch"))
-    assert all(r.params.get("timeoutSeconds") for r in watches)
+    assert len(watches) == 2 and all(r.params.get("timeoutSeconds") for r in watches)
+    listed = kube.get(PODS, "ml", "train-2")["metadata"]["resourceVersion"]   # the newest pod when listed
+    assert {r.params.get("resourceVersion") for r in watches} == {listed}          # watched from the list
 
 
 # ---- throttling ----------------------------------------------------------------------------
@@ -409,3 +411,28 @@ def test_watch_from_an_expired_version_returns_and_relists_next_time():
         assert len(lists) == 1                                    # the second wait listed afresh first
     finally:
         expired.close()
+
+
+def test_an_expired_continue_token_restarts_the_list_without_duplicates():
+    expiring = KubeEmulator()
+    try:
+        expired = []
+
+        def expire_once(request):
+            if request.params.get("continue") and not expired:
+                expired.append(request.params["continue"])
+                raise kmock.KubernetesError(status=410, reason="Expired", message="continue token expired", details={})
+            return expiring._list(request)
+
+        expiring.call(lambda: expiring.emulator[kmock.action.LIST, NODES] ** 10 << expire_once)
+        for n in range(7):
+            expiring.put(NODES, None, node(f"n{n}", instance=f"i-{n:04d}"))
+
+        nodes = KubeCluster(expiring.api_client(), page_size=3).list_nodes()
+
+        assert sorted(n.name for n in nodes) == [f"n{n}" for n in range(7)]
+        assert expired == ["3"]
+        pages = list_requests(expiring, NODES)
+        assert [r.params.get("continue") for r in pages] == [None, "3", None, "3", "6"]
+    finally:
+        expiring.close()

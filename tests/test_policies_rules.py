@@ -10,6 +10,7 @@ import json
 
 import pulumi
 import pytest
+from hypothesis import given, settings, strategies as st
 from pulumi_policy import (PolicyCustomTimeouts, PolicyResource, PolicyResourceOptions, ResourceValidationArgs,
                            StackValidationArgs)
 from pulumi_policy.deserialize import deserialize_properties
@@ -466,3 +467,14 @@ def test_readme_lists_every_rule_with_its_level():
         if len(cells) >= 2 and cells[0].startswith("`") and cells[1] in ("mandatory", "advisory"):
             rows[cells[0].strip("`")] = cells[1]
     assert rows == {name: level_of(p).value for name, p in POLICIES.items()}
+
+
+
+@settings(max_examples=50, deadline=None)
+@given(keep=st.integers(min_value=1, max_value=1000), cap=st.integers(min_value=1, max_value=100))
+def test_registry_lifecycle_policies_pass_exactly_up_to_the_cap(keep, cap):
+    """What infra/registry.py declares for any kiln:ecrKeepImages passes iff it keeps <= maxImages."""
+    from infra.registry import lifecycle_policy
+    found = violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "r", "policy": json.dumps(lifecycle_policy(keep))},
+                       config={"maxImages": cap})
+    assert found == ([] if keep <= cap else [f"keeps up to {keep} tagged images; at most {cap} allowed"])

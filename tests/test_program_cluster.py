@@ -19,7 +19,7 @@ def node_role(r):
 
 def test_eks_cluster_has_no_default_node_group_and_uses_api_authentication():
     r = run(BASE)
-    eks = r.one(EKS)
+    eks = r.one(EKS, "cluster-eks")
     assert eks.remote   # pulumi-eks is a multi-language component
     assert eks.inputs["name"] == "kiln-test" and eks.inputs["version"] == "1.33"
     assert eks.inputs["skipDefaultNodeGroup"] is True
@@ -30,30 +30,30 @@ def test_eks_cluster_has_no_default_node_group_and_uses_api_authentication():
 
 def test_oidc_logging_and_kms_envelope_encryption():
     r = run(BASE)
-    eks = r.one(EKS)
+    eks = r.one(EKS, "cluster-eks")
     assert eks.inputs["createOidcProvider"] is True
     assert set(eks.inputs["enabledClusterLogTypes"]) == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
-    key = r.one("aws:kms/key:Key")
+    key = r.one("aws:kms/key:Key", "cluster-secrets")
     assert key.inputs["enableKeyRotation"] is True
     assert eks.inputs["encryptionConfigKeyArn"] == key.outputs["arn"]
 
 
 def test_public_endpoint_only_for_the_configured_cidrs():
-    eks = run(BASE).one(EKS)
+    eks = run(BASE).one(EKS, "cluster-eks")
     assert eks.inputs["endpointPublicAccess"] is True and eks.inputs["endpointPrivateAccess"] is True
     assert eks.inputs["publicAccessCidrs"] == ["203.0.113.0/24"]
 
 
 def test_no_cidrs_means_a_private_endpoint_only():
-    eks = run(EXISTING_GPU_SPOT).one(EKS)
+    eks = run(EXISTING_GPU_SPOT).one(EKS, "cluster-eks")
     assert eks.inputs["endpointPublicAccess"] is False and eks.inputs["endpointPrivateAccess"] is True
     assert "publicAccessCidrs" not in eks.inputs
 
 
 def test_service_cidr_is_pinned_and_avoids_the_vpc():
-    assert run(BASE).one(EKS).inputs["kubernetesServiceIpAddressRange"] == "172.20.0.0/16"
+    assert run(BASE).one(EKS, "cluster-eks").inputs["kubernetesServiceIpAddressRange"] == "172.20.0.0/16"
     overlapping = with_changes(BASE, vpcCidr="172.16.0.0/12")
-    assert run(overlapping).one(EKS).inputs["kubernetesServiceIpAddressRange"] == "10.100.0.0/16"
+    assert run(overlapping).one(EKS, "cluster-eks").inputs["kubernetesServiceIpAddressRange"] == "10.100.0.0/16"
 
 
 def test_node_role_has_exactly_worker_ecr_pull_and_ssm_policies():
@@ -67,13 +67,13 @@ def test_node_role_has_exactly_worker_ecr_pull_and_ssm_policies():
     assert attached == sorted(f"arn:aws:iam::aws:policy/{p}" for p in (
         "AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly", "AmazonSSMManagedInstanceCore"))
     assert not [p for p in r.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.outputs["name"]]
-    profile = r.one("aws:iam/instanceProfile:InstanceProfile")
+    profile = r.one("aws:iam/instanceProfile:InstanceProfile", "cluster-node")
     assert profile.inputs["role"] == role.outputs["name"]
 
 
 def test_vpc_cni_gets_eni_permissions_through_its_own_service_account():
     r = run(BASE)
-    eks = r.one(EKS)
+    eks = r.one(EKS, "cluster-eks")
     role = r.one(ROLE, "cluster-vpc-cni")
     trust = json.loads(role.inputs["assumeRolePolicy"])
     [statement] = trust["Statement"]
@@ -83,15 +83,15 @@ def test_vpc_cni_gets_eni_permissions_through_its_own_service_account():
         f"{issuer}:sub": "system:serviceaccount:kube-system:aws-node", f"{issuer}:aud": "sts.amazonaws.com"}
     cni = [a.inputs["policyArn"] for a in r.of_type(ATTACH) if a.inputs["role"] == role.outputs["name"]]
     assert cni == ["arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"]
-    addon = r.one("aws:eks/addon:Addon")
+    addon = r.one("aws:eks/addon:Addon", "cluster-vpc-cni")
     assert addon.inputs["addonName"] == "vpc-cni" and addon.inputs["serviceAccountRoleArn"] == role.outputs["arn"]
     assert eks.inputs["useDefaultVpcCni"] is True   # pulumi-eks does not install a second one
 
 
 def test_every_kubernetes_object_goes_through_the_clusters_provider():
     r = run(BASE)
-    provider = r.one("pulumi:providers:kubernetes")
-    assert provider.inputs["kubeconfig"] == r.one(EKS).outputs["kubeconfigJson"]
+    provider = r.one("pulumi:providers:kubernetes", "cluster-k8s")
+    assert provider.inputs["kubeconfig"] == r.one(EKS, "cluster-eks").outputs["kubeconfigJson"]
     k8s_objects = [x for x in r.resources if x.type.startswith("kubernetes:")]
     assert k8s_objects
     assert all(x.provider.startswith(provider.urn + "::") for x in k8s_objects), [x.name for x in k8s_objects]
@@ -99,9 +99,10 @@ def test_every_kubernetes_object_goes_through_the_clusters_provider():
 
 def test_components_parent_their_resources():
     r = run(example_config())
-    cluster = r.one("kiln:infra:Cluster")
-    for child in ("aws:kms/key:Key", EKS, "aws:iam/instanceProfile:InstanceProfile", "aws:eks/addon:Addon"):
-        assert r.one(child).parent == cluster.urn, child
+    cluster = r.one("kiln:infra:Cluster", "cluster")
+    for child, name in (("aws:kms/key:Key", "cluster-secrets"), (EKS, "cluster-eks"),
+                        ("aws:iam/instanceProfile:InstanceProfile", "cluster-node"), ("aws:eks/addon:Addon", "cluster-vpc-cni")):
+        assert r.one(child, name).parent == cluster.urn, child
     stack_children = {x.type for x in r.resources if x.parent.endswith("pulumi:pulumi:Stack::kiln-test")}
     assert stack_children >= {"kiln:infra:Network", "kiln:infra:Cluster", "kiln:infra:NodeGroup",
                               "kiln:infra:ModelWarmup", "kiln:infra:ModelVolume"}, stack_children

@@ -24,7 +24,7 @@ def subnets(run_, kind):
 
 def test_new_vpc_has_a_public_and_a_private_subnet_in_every_zone():
     r = run(BASE)
-    vpc = r.one(VPC)
+    vpc = r.one(VPC, "network-vpc")
     assert vpc.inputs["cidrBlock"] == "10.20.0.0/16"
     assert vpc.inputs["enableDnsHostnames"] and vpc.inputs["enableDnsSupport"]   # private DNS for endpoints
     zones = BASE["kiln:availabilityZones"]
@@ -50,9 +50,19 @@ def test_private_subnets_leave_through_their_own_zones_nat():
         assert route["cidrBlock"] == "0.0.0.0/0" and nat.inputs["subnetId"] == public[zone].id
 
 
+def test_public_subnets_route_to_the_internet_gateway():
+    r = run(BASE)
+    igw = r.one("aws:ec2/internetGateway:InternetGateway", "network-igw")
+    for subnet in subnets(r, "public").values():
+        assoc = next(a for a in r.of_type(RTA) if a.inputs["subnetId"] == subnet.id)
+        table = next(t for t in r.of_type(RT) if t.id == assoc.inputs["routeTableId"])
+        assert table.inputs["routes"] == [{"cidrBlock": "0.0.0.0/0", "gatewayId": igw.id}]
+
+
 def test_image_layers_bypass_nat_through_s3_and_ecr_endpoints():
     r = run(BASE)
-    endpoints = {e.inputs["serviceName"]: e for e in r.of_type(ENDPOINT)}
+    network = r.one("kiln:infra:Network", "network")
+    endpoints = {e.inputs["serviceName"]: e for e in r.of_type(ENDPOINT) if e.parent == network.urn}
     assert set(endpoints) == {"com.amazonaws.us-east-2.s3", "com.amazonaws.us-east-2.ecr.api",
                               "com.amazonaws.us-east-2.ecr.dkr"}
     s3 = endpoints["com.amazonaws.us-east-2.s3"]
@@ -70,9 +80,10 @@ def test_image_layers_bypass_nat_through_s3_and_ecr_endpoints():
 
 def test_existing_vpc_creates_no_network_and_uses_the_given_subnets():
     r = run(EXISTING_GPU_SPOT)
+    assert r.children_of(r.one("kiln:infra:Network", "network")) == []
     for type_ in (VPC, SUBNET, NAT, RT, ENDPOINT, "aws:ec2/internetGateway:InternetGateway"):
         assert r.of_type(type_) == [], type_
-    eks = r.one("eks:index:Cluster")
+    eks = r.one("eks:index:Cluster", "cluster-eks")
     assert eks.inputs["vpcId"] == EXISTING_GPU_SPOT["kiln:vpcId"]
     assert eks.inputs["privateSubnetIds"] == EXISTING_GPU_SPOT["kiln:privateSubnetIds"]
     assert "publicSubnetIds" not in eks.inputs

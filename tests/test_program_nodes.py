@@ -49,7 +49,7 @@ def test_one_asg_per_zone_in_that_zones_private_subnet(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_launch_template_is_locked_down(name):
     r = run(config_of(name))
-    profile = r.one("aws:iam/instanceProfile:InstanceProfile")
+    profile = r.one("aws:iam/instanceProfile:InstanceProfile", "cluster-node")
     for group, (lt, _) in groups(r).items():
         i = lt.inputs
         assert i["metadataOptions"]["httpTokens"] == "required", group
@@ -57,7 +57,7 @@ def test_launch_template_is_locked_down(name):
         assert "keyName" not in i, group
         [nic] = i["networkInterfaces"]
         assert nic["associatePublicIpAddress"] == "false", group
-        assert nic["securityGroups"] == [r.one("eks:index:Cluster").outputs["nodeSecurityGroupId"]]
+        assert nic["securityGroups"] == [r.one("eks:index:Cluster", "cluster-eks").outputs["nodeSecurityGroupId"]]
         volumes = [m["ebs"] for m in i["blockDeviceMappings"]]
         assert volumes and all(v["volumeType"] == "gp3" and v["encrypted"] == "true" for v in volumes), group
         assert i["iamInstanceProfile"] == {"arn": profile.outputs["arn"]}
@@ -191,7 +191,7 @@ def test_on_demand_single_type_groups_launch_the_template_directly():
 
 def test_nodes_wait_for_the_vpc_cni_and_the_warmup_daemonset():
     r = run(BASE)
-    addon = r.one("aws:eks/addon:Addon")
-    daemon_set = r.one("kubernetes:apps/v1:DaemonSet")   # depending on a component means on its children
+    addon = r.one("aws:eks/addon:Addon", "cluster-vpc-cni")
+    daemon_set = r.one("kubernetes:apps/v1:DaemonSet", "model-warmup-ds")   # depending on a component means on its children
     for asg in r.of_type(ASG):
         assert addon.urn in asg.dependencies and daemon_set.urn in asg.dependencies, asg.name

@@ -20,7 +20,7 @@ VAP = "kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicy"
 def test_hostpath_volume_only_on_nodes_with_the_model_version(cfg):
     r = run(cfg)
     version, path = cfg["kiln:modelVersion"], cfg.get("kiln:modelPath", "/opt/models")
-    pv = r.one(PV).inputs
+    pv = r.one(PV, "model-volume-pv").inputs
     assert pv["spec"]["hostPath"] == {"path": path, "type": "Directory"}
     assert pv["spec"]["accessModes"] == ["ReadOnlyMany"]
     assert pv["spec"]["storageClassName"] == ""
@@ -34,7 +34,7 @@ def test_hostpath_volume_only_on_nodes_with_the_model_version(cfg):
 def test_claim_model_version_is_bound_to_that_volume(cfg):
     r = run(cfg)
     version = cfg["kiln:modelVersion"]
-    pv, pvc = r.one(PV), r.one(PVC).inputs
+    pv, pvc = r.one(PV, "model-volume-pv"), r.one(PVC, "model-volume-pvc").inputs
     assert pvc["metadata"] == {"name": f"model-{version}", "namespace": "ml-jobs",
                                "labels": {"app.kubernetes.io/part-of": "kiln", "kiln.dev/model-version": version}}
     assert pvc["spec"]["volumeName"] == pv.inputs["metadata"]["name"]
@@ -45,15 +45,15 @@ def test_claim_model_version_is_bound_to_that_volume(cfg):
 
 def test_a_new_model_version_never_deletes_the_claim_running_jobs_use():
     r = run(BASE)
-    assert r.one(PV).retain_on_delete and r.one(PVC).retain_on_delete
-    assert not r.one("kubernetes:core/v1:Namespace").retain_on_delete
+    assert r.one(PV, "model-volume-pv").retain_on_delete and r.one(PVC, "model-volume-pvc").retain_on_delete
+    assert not r.one("kubernetes:core/v1:Namespace", "model-volume-ns").retain_on_delete
 
 
 def test_jobs_namespace_is_created_and_configurable():
     r = run(with_changes(BASE, jobsNamespace="training"))
-    assert r.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "training"
-    assert r.one(PVC).inputs["metadata"]["namespace"] == "training"
-    assert r.one(PV).inputs["spec"]["claimRef"]["namespace"] == "training"
+    assert r.one("kubernetes:core/v1:Namespace", "model-volume-ns").inputs["metadata"]["name"] == "training"
+    assert r.one(PVC, "model-volume-pvc").inputs["metadata"]["namespace"] == "training"
+    assert r.one(PV, "model-volume-pv").inputs["spec"]["claimRef"]["namespace"] == "training"
 
 
 def warmup_ds(r):
@@ -97,7 +97,7 @@ def test_warmup_reads_the_model_read_only_and_knows_its_node_from_the_downward_a
 
 def test_warmup_ships_the_tested_agent():
     r = run(BASE)
-    cm = r.one("kubernetes:core/v1:ConfigMap")
+    cm = r.one("kubernetes:core/v1:ConfigMap", "model-warmup-agent")
     source = (Path(__file__).resolve().parent.parent / "infra" / "warmup_agent.py").read_text()
     assert cm.inputs["data"] == {"warmup_agent.py": source}
     annotations = warmup_ds(r).inputs["spec"]["template"]["metadata"]["annotations"]
@@ -108,29 +108,29 @@ def test_warmup_ships_the_tested_agent():
 
 def test_warmup_rbac_is_get_and_patch_on_nodes_only():
     r = run(BASE)
-    role = r.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole").inputs
+    role = r.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "model-warmup-role").inputs
     assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
-    binding = r.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding").inputs
+    binding = r.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "model-warmup-binding").inputs
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kiln-model-warmup", "namespace": "kube-system"}]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_admission_policy_confines_the_warmup_to_its_own_node_and_the_warming_taint():
     r = run(BASE)
-    spec = r.one(VAP).inputs["spec"]
+    spec = r.one(VAP, "model-warmup-policy").inputs["spec"]
     [condition] = spec["matchConditions"]
     assert "system:serviceaccount:kube-system:kiln-model-warmup" in condition["expression"]
     expressions = " ".join(v["expression"] for v in spec["validations"])
     assert "authentication.kubernetes.io/node-name" in expressions and "object.metadata.name" in expressions
     assert "kiln.dev/model-warming" in expressions
-    binding = r.one("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding").inputs["spec"]
+    binding = r.one("kubernetes:admissionregistration.k8s.io/v1:ValidatingAdmissionPolicyBinding", "model-warmup-policy").inputs["spec"]
     assert binding == {"policyName": "kiln-model-warmup", "validationActions": ["Deny"]}
 
 
 def test_no_admission_policy_before_kubernetes_1_30():
     r = run(with_changes(BASE, kubernetesVersion="1.29"))
-    assert r.of_type(VAP) == []
-    assert r.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")   # RBAC still narrows it
+    assert [p for p in r.of_type(VAP) if p.name == "model-warmup-policy"] == []
+    assert r.one("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole", "model-warmup-role")   # RBAC still narrows it
 
 
 # ---- stack outputs (contract) --------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def readme_job() -> dict:
 def test_readme_job_mounts_the_example_stacks_claim_read_only():
     job = readme_job()
     r = run(example_config())
-    pvc = r.one(PVC).inputs["metadata"]
+    pvc = r.one(PVC, "model-volume-pvc").inputs["metadata"]
     assert job["metadata"]["namespace"] == pvc["namespace"]
     pod = job["spec"]["template"]["spec"]
     [volume] = pod["volumes"]

@@ -347,3 +347,9 @@ def test_rbac_bindings_name_the_group(program):
                                              "apiGroup": "rbac.authorization.k8s.io"}
         provider = program.one("pulumi:providers:kubernetes", "cluster-k8s")
         assert binding.provider.startswith(provider.urn + "::")
+
+
+def test_rollout_policy_fits_the_inline_policy_size_limit(program):
+    # IAM counts every character except whitespace; an inline role policy may hold 10,240.
+    text = program.one(POLICY, "rollout").inputs["policy"]
+    assert len(re.sub(r"\s", "", text)) < 10_240

@@ -56,7 +56,9 @@ def test_rollout_converges_safely_from_any_crash_point(scenario, strategy):
     assert report["autoscaler_restored"] and report["max_size_restored"]
     assert report["intent_cleared"] and report["lock_released"]
     assert report["restarts"] <= len([f for f in scenario["faults"] if f["kind"] == "crash"])
-    if scenario["jobs"]["running"] and scenario["deadline_seconds"] >= scenario["jobs"]["remaining_seconds"][1]:
+    # Only Jobs that outlive the deadline are ever evicted. (New Jobs can land on an
+    # old node before its cordon, e.g. while a crashed rollout restarts, so only without arrivals.)
+    if not scenario["jobs"]["arrivals_per_hour"] and scenario["deadline_seconds"] >= scenario["jobs"]["remaining_seconds"][1]:
         assert report["jobs_force_evicted"] == 0
 
 
@@ -64,8 +66,15 @@ def test_rollout_converges_safely_from_any_crash_point(scenario, strategy):
 @given(fleets())
 def test_bad_ami_always_rolls_back_safely(scenario):
     scenario = dict(scenario, ready_timeout_seconds=900, faults=scenario["faults"] + [{"kind": "bad_ami"}])
-    report = simulate(load_scenario(scenario)).report
+    result = simulate(load_scenario(scenario))
+    report = result.report
     has_old = any(g["nodes"] for g in scenario["node_groups"])
-    assert report["outcome"] == ("rolled_back" if has_old else "completed"), report
+    # A crash right after the rollback finished leaves the rerun nothing to do.
+    finished_before_crash = report["restarts"] and report["reason"] == "no old nodes"
+    assert report["outcome"] == ("rolled_back" if has_old and not finished_before_crash else "completed"), report
+    if not scenario["autoscaler"]:
+        # Every node is back on the previous version. (With cluster-autoscaler on, a group
+        # that had no node to roll may scale up on its own, bad, launch template.)
+        assert result.timeline[-1]["new_nodes"] == 0
     assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0
     assert report["autoscaler_restored"] and report["max_size_restored"] and report["intent_cleared"]

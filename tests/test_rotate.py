@@ -212,6 +212,31 @@ def test_dry_run_predicts_and_changes_nothing(tmp_path):
     assert stack.config["kiln:nodeAmi"] == OLD_AMI and stack.ups == 0 and fleet.runs == []
 
 
+def test_dry_run_never_undoes_a_rotation_in_flight(tmp_path):
+    rotation, stack, fleet, _ = make(tmp_path, checkpoint=lambda s: (_ for _ in ()).throw(Interrupted()) if s == "up" else None)
+    with pytest.raises(Interrupted):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    with pytest.raises(BadInput, match="in progress"):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/", dry_run=True)
+    assert stack.config["kiln:nodeAmi"] == NEW_AMI  # untouched
+
+
+def test_interrupted_dry_run_then_real_run_keeps_the_true_previous_ami(tmp_path):
+    stop = ["preview"]
+
+    def interrupt(step):
+        if stop and step == "set-config":
+            stop.clear()
+            raise Interrupted()
+
+    rotation, stack, *_ = make(tmp_path, checkpoint=interrupt)
+    with pytest.raises(Interrupted):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/", dry_run=True)
+    assert stack.config["kiln:nodeAmi"] == NEW_AMI  # the dry run was cut off before restoring
+    report = rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert report.exit_code == EXIT_OK and report.previous_ami == OLD_AMI
+
+
 def test_failed_up_restores_the_previous_ami(tmp_path):
     rotation, stack, *_ = make(tmp_path)
     stack.fail_up = True
@@ -274,10 +299,9 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
 
 def test_the_program_exports_what_rotate_and_bake_consume():
     """The stack-output contract, checked on the real __main__.py under Pulumi mocks."""
-    from tests._program_helpers import BASE
-    from policies.program import run_program
+    from tests._program_helpers import BASE, run
 
-    outputs = run_program(BASE).outputs
+    outputs = run(BASE).outputs  # cached: other program tests in this process share the run
     assert outputs["clusterName"] == "kiln-test" and outputs["nodeAmi"] and outputs["modelVersion"] == "v5"
     (entries,) = outputs["nodeGroups"].values()
     assert len(entries) == 2 and all({"zone", "asgName", "launchTemplateId"} <= set(e) for e in entries)

@@ -3,8 +3,9 @@
 Reads are paginated lists whose count does not grow with the fleet: one
 ``DescribeAutoScalingGroups`` walk filtered by the ``kiln.dev/cluster`` tag,
 one ``DescribeInstances`` walk filtered by the groups' names (for each
-instance's AMI) and, only when a group names ``$Latest``/``$Default``, one
-``DescribeLaunchTemplates`` call to turn those into numbers.
+instance's AMI and launch time) and, only when a group or instance names
+``$Latest``/``$Default``, ``DescribeLaunchTemplateVersions`` per launch
+template (per node group, never per node) to turn those into numbers.
 
 Throttling and transient errors are retried by botocore's *adaptive* retry
 mode (client-side rate limiting plus exponential backoff); there is no retry
@@ -79,6 +80,73 @@ def _group_launch_template(group: Mapping[str, Any]) -> Optional[Mapping[str, An
     return (policy.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
 
 
+def group_from_describe(
+    raw: Mapping[str, Any],
+    details: Mapping[str, tuple[Optional[str], Optional[float]]],
+    resolved: Mapping[tuple[str, str], tuple[str, Optional[str]]],
+) -> AutoScalingGroup:
+    """One ``DescribeAutoScalingGroups`` entry -> :class:`AutoScalingGroup` (pure).
+
+    ``details`` maps instance id -> (AMI, launch time) from EC2; ``resolved`` maps
+    (template id, "$Latest"|"$Default") -> (version number, its AMI).
+    """
+    name = raw["AutoScalingGroupName"]
+    spec = _group_launch_template(raw)
+    if not spec or not spec.get("LaunchTemplateId"):
+        raise CloudError(f"Auto Scaling group {name!r} has no launch template; kiln rolls launch-template groups only")
+    template_id = spec["LaunchTemplateId"]
+    group_version = spec.get("Version", "$Default")
+    if (template_id, group_version) in resolved:
+        group_version = resolved[(template_id, group_version)][0]
+
+    def instance_version(instance: Mapping[str, Any], image_id: Optional[str]) -> Optional[str]:
+        """The version an instance runs, comparable with the group's; a string that can
+        never equal it when the instance runs something else."""
+        launched_from = instance.get("LaunchTemplate") or {}
+        version = launched_from.get("Version")
+        if version is None:
+            return None
+        instance_template = launched_from.get("LaunchTemplateId") or template_id
+        if instance_template != template_id:
+            return f"{instance_template}:{version}"     # another template altogether: old
+        if version not in SYMBOLIC_VERSIONS:
+            return version
+        # "$Latest"/"$Default" say nothing about *which* version launched the instance;
+        # its AMI does: it is current only if it runs the AMI that version has now.
+        number, image = resolved.get((template_id, version), (None, None))
+        if number is not None and (image is None or image_id is None or image == image_id):
+            return number
+        return f"{version}@{image_id}"
+
+    tags = {t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])}
+    instances = []
+    for i in raw.get("Instances", []):
+        image_id, launched_at = details.get(i["InstanceId"], (None, None))
+        instances.append(Instance(
+            id=i["InstanceId"],
+            zone=i.get("AvailabilityZone", ""),
+            launch_template_version=instance_version(i, image_id),
+            lifecycle_state=i.get("LifecycleState", "InService"),
+            healthy=i.get("HealthStatus", "Healthy") == "Healthy",
+            protected_from_scale_in=bool(i.get("ProtectedFromScaleIn", False)),
+            image_id=image_id,
+            launched_at=launched_at,
+        ))
+    zones = raw.get("AvailabilityZones") or [""]
+    return AutoScalingGroup(
+        name=name,
+        node_group=tags.get(TAG_NODE_GROUP, name),
+        zone=sorted(zones)[0],
+        min_size=int(raw["MinSize"]),
+        max_size=int(raw["MaxSize"]),
+        desired_capacity=int(raw["DesiredCapacity"]),
+        launch_template_id=template_id,
+        launch_template_version=group_version,
+        instances=tuple(instances),
+        tags=tags,
+    )
+
+
 class AwsCloud:
     """:class:`~automation.rollout.ports.CloudPort` over boto3 ``autoscaling`` and ``ec2``."""
 
@@ -110,7 +178,7 @@ class AwsCloud:
             return []
         details = self._instance_details([g["AutoScalingGroupName"] for g in raw_groups])
         resolved = self._resolve_symbolic_versions(raw_groups)
-        return [self._to_group(raw, details, resolved) for raw in raw_groups]
+        return [group_from_describe(raw, details, resolved) for raw in raw_groups]
 
     def _describe_groups(self, cluster: str) -> Iterator[Mapping[str, Any]]:
         paginator = self.autoscaling.get_paginator("describe_auto_scaling_groups")
@@ -138,70 +206,28 @@ class AwsCloud:
                             instance.get("ImageId"), launched.timestamp() if launched is not None else None)
         return details
 
-    def _resolve_symbolic_versions(self, raw_groups: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
-        """(template id, "$Latest"|"$Default") -> version number, read only when a group needs it."""
+    def _resolve_symbolic_versions(
+        self, raw_groups: Iterable[Mapping[str, Any]]
+    ) -> dict[tuple[str, str], tuple[str, Optional[str]]]:
+        """(template id, "$Latest"|"$Default") -> (version number, its AMI), read only when needed."""
         wanted: set[str] = set()
         for group in raw_groups:
             specs = [_group_launch_template(group)] + [i.get("LaunchTemplate") for i in group.get("Instances", [])]
             for spec in specs:
                 if spec and spec.get("Version") in SYMBOLIC_VERSIONS and spec.get("LaunchTemplateId"):
                     wanted.add(spec["LaunchTemplateId"])
-        resolved: dict[tuple[str, str], str] = {}
-        if not wanted:
-            return resolved
-        paginator = self.ec2.get_paginator("describe_launch_templates")
-        for ids in _chunks(sorted(wanted), FILTER_VALUES_BATCH):
-            for page in paginator.paginate(LaunchTemplateIds=ids):
-                for template in page["LaunchTemplates"]:
-                    tid = template["LaunchTemplateId"]
-                    resolved[(tid, "$Latest")] = str(template["LatestVersionNumber"])
-                    resolved[(tid, "$Default")] = str(template["DefaultVersionNumber"])
+        resolved: dict[tuple[str, str], tuple[str, Optional[str]]] = {}
+        for template_id in sorted(wanted):   # one call per launch template (per node group), not per node
+            answer = self.ec2.describe_launch_template_versions(
+                LaunchTemplateId=template_id, Versions=list(SYMBOLIC_VERSIONS))["LaunchTemplateVersions"]
+            if not answer:
+                continue
+            latest = max(answer, key=lambda v: int(v["VersionNumber"]))
+            default = next((v for v in answer if v.get("DefaultVersion")), latest)
+            for symbol, version in (("$Latest", latest), ("$Default", default)):
+                resolved[(template_id, symbol)] = (
+                    str(version["VersionNumber"]), (version.get("LaunchTemplateData") or {}).get("ImageId"))
         return resolved
-
-    def _to_group(
-        self,
-        raw: Mapping[str, Any],
-        details: Mapping[str, tuple[Optional[str], Optional[float]]],
-        resolved: Mapping[tuple[str, str], str],
-    ) -> AutoScalingGroup:
-        name = raw["AutoScalingGroupName"]
-        spec = _group_launch_template(raw)
-        if not spec or not spec.get("LaunchTemplateId"):
-            raise CloudError(f"Auto Scaling group {name!r} has no launch template; kiln rolls launch-template groups only")
-        template_id = spec["LaunchTemplateId"]
-
-        def version(v: Optional[str]) -> Optional[str]:
-            if v is None:
-                return None
-            return resolved.get((template_id, v), v)
-
-        tags = {t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])}
-        instances = tuple(
-            Instance(
-                id=i["InstanceId"],
-                zone=i.get("AvailabilityZone", ""),
-                launch_template_version=version((i.get("LaunchTemplate") or {}).get("Version")),
-                lifecycle_state=i.get("LifecycleState", "InService"),
-                healthy=i.get("HealthStatus", "Healthy") == "Healthy",
-                protected_from_scale_in=bool(i.get("ProtectedFromScaleIn", False)),
-                image_id=details.get(i["InstanceId"], (None, None))[0],
-                launched_at=details.get(i["InstanceId"], (None, None))[1],
-            )
-            for i in raw.get("Instances", [])
-        )
-        zones = raw.get("AvailabilityZones") or [""]
-        return AutoScalingGroup(
-            name=name,
-            node_group=tags.get(TAG_NODE_GROUP, name),
-            zone=sorted(zones)[0],
-            min_size=int(raw["MinSize"]),
-            max_size=int(raw["MaxSize"]),
-            desired_capacity=int(raw["DesiredCapacity"]),
-            launch_template_id=template_id,
-            launch_template_version=version(spec.get("Version", "$Default")) or "",
-            instances=instances,
-            tags=tags,
-        )
 
     # ---- writes --------------------------------------------------------------------------
 
@@ -239,12 +265,12 @@ class AwsCloud:
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
         policy = groups[0].get("MixedInstancesPolicy") if groups else None
         if policy:
-            # Spot / mixed-instances groups keep their template inside the policy; only the
-            # specification changes, overrides and the instances distribution stay as they are.
-            self.autoscaling.update_auto_scaling_group(
-                AutoScalingGroupName=asg,
-                MixedInstancesPolicy={"LaunchTemplate": {"LaunchTemplateSpecification": spec}},
-            )
+            # Spot / mixed-instances groups keep their template inside the policy. The policy is
+            # written back whole with only the specification changed: overrides and the
+            # instances distribution stay exactly as they were.
+            policy = dict(policy)
+            policy["LaunchTemplate"] = dict(policy.get("LaunchTemplate") or {}, LaunchTemplateSpecification=spec)
+            self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, MixedInstancesPolicy=policy)
         else:
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, LaunchTemplate=spec)
 

@@ -41,6 +41,7 @@ from .model import (
 from .strategies import Strategy, surge_nodes
 
 ROLLOUT_TAINT = Taint(key=TAINT_ROLLOUT, value="old", effect="NoSchedule")
+SURPLUS_TAINT = Taint(key=TAINT_ROLLOUT, value="surplus", effect="NoSchedule")   # a new node above the original max
 GONE_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed", "Terminated", "Detaching", "Detached"})
 
 # --------------------------------------------------------------------------- commands
@@ -50,6 +51,7 @@ GONE_STATES = frozenset({"Terminating", "Terminating:Wait", "Terminating:Proceed
 class Cordon:
     asg: str
     node: str
+    surplus: bool = False        # a new node drained to bring the group back within its max
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,14 @@ def wants_job_slot(pod: Pod) -> bool:
 # --------------------------------------------------------------------------- node predicates
 
 
+def is_surplus(node: Optional[Node]) -> bool:
+    return node is not None and any(t.key == TAINT_ROLLOUT and t.value == SURPLUS_TAINT.value for t in node.taints)
+
+
+def has_old_taint(node: Node) -> bool:
+    return any(t.key == TAINT_ROLLOUT and t.value != SURPLUS_TAINT.value for t in node.taints)
+
+
 def is_cordoned_for_rollout(node: Node) -> bool:
     return node.unschedulable and any(t.key == TAINT_ROLLOUT for t in node.taints)
 
@@ -313,6 +323,7 @@ class _GroupView:
     slots_per_node: float = 1.0
     labels: dict = field(default_factory=dict)
     free_slots: list[float] = field(default_factory=list)   # ready new nodes and nodes still booting
+    excess: int = 0                   # desired above the original max once no old node is left
 
 
 class _Budgets:
@@ -384,17 +395,21 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
         rolling and strategy.add_for_pending and intent.surge is None) else {}
     for view in views:
         commands += propose_capacity(view, strategy, intent, rolling, extras.get(view.asg.name, 0))
+        commands += propose_trim(view, nodes_by_instance, pods_by_node, budgets)
 
     old_total = sum(len(v.old) - v.terminated_now for v in views)
     proven = all(v.new_ready > 0 or v.intent.original_desired == 0 for v in views)
     needs_proof = rolling and strategy.check_readiness
-    done = not commands and old_total == 0 and (proven or not needs_proof)
+    done = (not commands and old_total == 0 and (proven or not needs_proof)
+            and not any(v.excess for v in views))
     if done:
         waiting = ""
     elif old_total and sum(v.blocking for v in views):
         waiting = "running Jobs on old nodes"
     elif needs_proof and not proven:
         waiting = "new nodes to become ready"
+    elif any(v.excess for v in views):
+        waiting = "Jobs on surplus new nodes (above the original max)"
     else:
         waiting = "changes to settle"
     return Decision(
@@ -440,11 +455,11 @@ def propose_new_nodes(view: _GroupView, nodes_by_instance: Mapping[str, Node],
         if node is None:
             view.free_slots.append(view.slots_per_node)
             continue
-        if any(t.key == TAINT_ROLLOUT for t in node.taints):
+        if has_old_taint(node):
             out.append(Uncordon(view.asg.name, node.name))
         if is_ready_new(node):
             view.new_ready += 1
-            if is_schedulable(node) or any(t.key == TAINT_ROLLOUT for t in node.taints):
+            if is_schedulable(node) or has_old_taint(node):
                 used = sum(p.requests.get(RESOURCE_GPU, 1.0) for p in pods_by_node.get(node.name, ())
                            if not is_terminal(p) and wants_slot_on_node(p))
                 view.free_slots.append(max(0.0, float(node.allocatable.get(RESOURCE_GPU, view.slots_per_node)) - used))
@@ -488,6 +503,11 @@ def propose_drain(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_
         pods = pods_by_node.get(node.name, ())
         if not is_cordoned_for_rollout(node) or node.annotations.get(CA_SCALE_DOWN_DISABLED) != "true":
             out.append(Cordon(asg, node.name))
+            if not node.unschedulable:
+                # Judge emptiness only on a node seen cordoned: a pod bound after
+                # this snapshot but before the cordon must not die with the node.
+                view.blocking += sum(1 for p in pods if blocks_drain(p))
+                continue
         blocking = [p for p in pods if blocks_drain(p)]
         if blocking:
             if now < deadline_at:        # extensions only extend: nothing can be due yet
@@ -577,12 +597,56 @@ def propose_capacity(view: _GroupView, strategy: Strategy, intent: RolloutIntent
     # into headroom the rollout made and the original max can be restored.
     tight_max = max(view.intent.original_max, want_desired, desired_after)
     if want_desired > desired_after:
-        new_max = want_desired if want_desired > view.asg.max_size else (
-            tight_max if view.asg.max_size > tight_max else None)
-        return [SetCapacity(view.asg.name, desired=want_desired, max_size=new_max)]
+        # Max goes with desired in the same call, so a world that moved since the
+        # snapshot (a node lost, a terminate that found nothing) cannot make it invalid.
+        return [SetCapacity(view.asg.name, desired=want_desired, max_size=max(tight_max, want_desired))]
     if view.asg.max_size > tight_max:
         return [SetCapacity(view.asg.name, max_size=tight_max)]
     return []
+
+
+def propose_trim(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_by_node: Mapping[str, list[Pod]],
+                 budgets: "_Budgets") -> list[Command]:
+    """Once no old node is left, bring desired back within the original max
+    (a node lost mid-rollout can leave both its replacement and the surge):
+    terminate idle new nodes exactly; if too few are idle, cordon the least
+    busy ones as surplus and drain them like old nodes — never a running Job."""
+    if len(view.old) - view.terminated_now > 0:
+        return []
+    excess = view.asg.desired_capacity - view.terminated_now - view.intent.original_max
+    view.excess = max(0, excess)
+    if excess <= 0:
+        return [Uncordon(view.asg.name, n.name) for n in (nodes_by_instance.get(i.id) for i in view.new)
+                if is_surplus(n)]
+    out: list[Command] = []
+    idle, draining, busy = [], [], []
+    for inst in view.new:
+        node = nodes_by_instance.get(inst.id)
+        pods = pods_by_node.get(node.name, ()) if node is not None else ()
+        work = [p for p in pods if blocks_drain(p) or needs_eviction(p) or still_leaving(p)]
+        entry = (is_ready_new(node), -(inst.launched_at or 0.0), inst.id, node, work)
+        if not work:
+            idle.append(entry)
+        elif is_surplus(node):
+            draining.append(entry)
+        else:
+            busy.append(entry)
+    idle.sort(key=lambda e: e[:3])                   # not yet ready first, then the newest
+    for ready, _, iid, node, _ in idle[:excess]:
+        if node is not None and node.ready and not is_surplus(node):
+            out.append(Cordon(view.asg.name, node.name, surplus=True))   # terminate once seen cordoned
+        else:
+            out.append(Terminate(view.asg.name, iid, node.name if node else None))
+    still = excess - min(excess, len(idle))
+    for _, _, _, node, work in draining[:still]:
+        if not any(blocks_drain(p) for p in work):
+            for pod in work:
+                if needs_eviction(pod) and budgets.try_spend(pod):
+                    out.append(Evict(view.asg.name, node.name, pod.namespace, pod.name))
+    busy.sort(key=lambda e: (sum(1 for p in e[4] if blocks_drain(p)), e[2]))
+    for _, _, _, node, _ in busy[: max(0, still - len(draining))]:
+        out.append(Cordon(view.asg.name, node.name, surplus=True))
+    return out
 
 
 def finish_commands(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str, GroupIntent],
@@ -603,6 +667,10 @@ def finish_commands(snapshot: Snapshot, intent: RolloutIntent, group_intents: Ma
             if ids:
                 out.append(Protect(name, ids, False))
     groups_of_nodes = {i.id: g.name for g in snapshot.groups for i in g.instances}
+    for node in snapshot.nodes:
+        if node.unschedulable and any(t.key == TAINT_ROLLOUT for t in node.taints) \
+                and groups_of_nodes.get(node.instance_id or "") in group_intents:
+            out.append(Uncordon(groups_of_nodes[node.instance_id], node.name))
     for node in snapshot.nodes:
         if node.annotations.get(ANNOTATION_ROLLOUT_PROTECTED) == "true":
             out.append(AnnotateNode(groups_of_nodes.get(node.instance_id or "", ""), node.name,

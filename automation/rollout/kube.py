@@ -219,63 +219,67 @@ class KubeCluster:
         """Client from a kubeconfig (``--kubeconfig``/``--context``, else ``$KUBECONFIG``), else in-cluster."""
         try:
             api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
-        except config.ConfigException:
+        except config.ConfigException as kubeconfig_error:
             if kubeconfig or context:
                 raise
-            config.load_incluster_config()
+            try:
+                config.load_incluster_config()
+            except config.ConfigException as incluster_error:
+                raise config.ConfigException(
+                    f"no usable kubeconfig ({kubeconfig_error}) and not inside a cluster ({incluster_error})"
+                ) from None
             api_client = client.ApiClient()
         return cls(api_client, **kwargs)
 
     # ---- reads -----------------------------------------------------------------------------
 
-    def _paginate(self, list_call: Callable[..., Any], **params: Any) -> Iterator[dict[str, Any]]:
-        """Yield list responses page by page; restart once if the continue token expires (410)."""
-        restarted = False
-        token: Optional[str] = None
-        while True:
+    def _list_all(self, list_call: Callable[..., Any], **params: Any) -> tuple[list[dict[str, Any]], Optional[str]]:
+        """Every item of a paginated list and the list's resourceVersion (its first page's).
+
+        If the continue token expires midway (410), the list starts over once, from
+        scratch, so the result is still one consistent snapshot.
+        """
+        for attempt in range(2):
+            items: list[dict[str, Any]] = []
+            version: Optional[str] = None
+            token: Optional[str] = None
             try:
-                kwargs = dict(params, limit=self.page_size, _preload_content=False,
-                              _request_timeout=self.request_timeout)
-                if token:
-                    kwargs["_continue"] = token
-                page = _body(list_call(**kwargs))
+                while True:
+                    kwargs = dict(params, limit=self.page_size, _preload_content=False,
+                                  _request_timeout=self.request_timeout)
+                    if token:
+                        kwargs["_continue"] = token
+                    page = _body(list_call(**kwargs))
+                    meta = page.get("metadata") or {}
+                    if version is None:
+                        version = meta.get("resourceVersion")
+                    items.extend(page.get("items") or [])
+                    token = meta.get("continue")
+                    if not token:
+                        return items, version
             except ApiException as error:
-                if error.status == 410 and token and not restarted:
-                    restarted, token = True, None
-                    continue
-                raise
-            yield page
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
+                if error.status != 410 or not token or attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     @_port_call
     def list_nodes(self, label_selector: str = "") -> list[Node]:
         params = {"label_selector": label_selector} if label_selector else {}
-        return [node_from_json(item) for page in self._paginate(self.core.list_node, **params)
-                for item in page.get("items") or []]
+        items, _ = self._list_all(self.core.list_node, **params)
+        return [node_from_json(item) for item in items]
 
     @_port_call
     def list_pods(self) -> list[Pod]:
-        pods: list[Pod] = []
-        seen: dict[str, Optional[str]] = {}
-        version: Optional[str] = None
-        for page in self._paginate(self.core.list_pod_for_all_namespaces):
-            if version is None:
-                # A paginated list is one consistent snapshot at the first page's version.
-                version = (page.get("metadata") or {}).get("resourceVersion")
-            for item in page.get("items") or []:
-                pod = pod_from_json(item)
-                pods.append(pod)
-                seen[pod.key] = (item.get("metadata") or {}).get("resourceVersion")
-        self._pods_resource_version, self._pods_seen = version, seen
+        items, version = self._list_all(self.core.list_pod_for_all_namespaces)
+        pods = [pod_from_json(item) for item in items]
+        self._pods_resource_version = version
+        self._pods_seen = {pod.key: (item.get("metadata") or {}).get("resourceVersion") for pod, item in zip(pods, items)}
         return pods
 
     @_port_call
     def list_pdbs(self) -> list[PodDisruptionBudget]:
-        return [pdb_from_json(item)
-                for page in self._paginate(self.policy.list_pod_disruption_budget_for_all_namespaces)
-                for item in page.get("items") or []]
+        items, _ = self._list_all(self.policy.list_pod_disruption_budget_for_all_namespaces)
+        return [pdb_from_json(item) for item in items]
 
     @_port_call
     def wait_for_pod_change(self, timeout_seconds: float) -> None:

@@ -28,6 +28,7 @@ PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance id
 RETRIES = 8                 # attempts of one call that keeps being throttled, across backoffs
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
 GRACE_AFTER_DEADLINE = 1800.0  # give up (outcome failed) this long after the deadline
+MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class _Session:
         self.lease_renewed_at = float("-inf")
         self.intent: Optional[RolloutIntent] = None
         self.autoscaler_restored = False
+        self.failing_cycles = 0
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, event: str, **fields) -> None:
@@ -153,6 +155,7 @@ class _Session:
         """Run commands in order; a group whose command fails is skipped for the
         rest of this cycle (e.g. no capacity change after a failed terminate)."""
         failed_groups: set[str] = set()
+        error: Optional[Exception] = None
         for cmd in commands:
             group = getattr(cmd, "asg", None)
             if group and group in failed_groups:
@@ -163,10 +166,21 @@ class _Session:
                 self.report.throttled_calls += 1
                 if group:
                     failed_groups.add(group)
+            except Exception as exc:  # noqa: BLE001 - the world moved since the snapshot; decide again
+                error = exc
+                self.emit("command_failed", command=repr(cmd), reason=f"{type(exc).__name__}: {exc}")
+                if group:
+                    failed_groups.add(group)
+        # A rejected command is retried from a fresh snapshot; the same failure
+        # cycle after cycle is a real problem and ends the run.
+        self.failing_cycles = self.failing_cycles + 1 if error else 0
+        if error is not None and self.failing_cycles >= MAX_FAILING_CYCLES:
+            raise error
 
     def apply(self, cmd: Command) -> None:
         if isinstance(cmd, Cordon):
-            self.cluster.cordon(cmd.node, engine.ROLLOUT_TAINT, {CA_SCALE_DOWN_DISABLED: "true"})
+            taint = engine.SURPLUS_TAINT if cmd.surplus else engine.ROLLOUT_TAINT
+            self.cluster.cordon(cmd.node, taint, {CA_SCALE_DOWN_DISABLED: "true"})
         elif isinstance(cmd, Uncordon):
             self.cluster.uncordon(cmd.node, TAINT_ROLLOUT, [CA_SCALE_DOWN_DISABLED])
         elif isinstance(cmd, AnnotateNode):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ def run(args: argparse.Namespace, action: str) -> int:
     err = Console(stderr=True)
     try:
         validate(args)
-        live = json_lines() if args.json else LiveProgress(err, label="replacing nodes")
-        world = real_world(args.stack, yes=args.yes, log=(lambda m: None) if args.json else err.log,
+        # stdout carries only the final report with --json; progress and notices go to stderr.
+        live = json_lines(sys.stderr) if args.json else LiveProgress(err, label="replacing nodes")
+        world = real_world(args.stack, yes=args.yes, log=err.log,
                            rollout_event=live, rollout_options={
                                "strategy": args.strategy, "deadline_seconds": args.deadline})
         rotation = Rotation(world, IntentStore(Path(args.state_dir)))

@@ -44,6 +44,7 @@ class RotationIntent:
     previous_model_version: Optional[str]
     target_ami: Optional[str] = None    # rollback: given; rotate: known after the bake
     started_at: float = 0.0
+    dry_run: bool = False               # a dry run only ever changes config, and restores it
 
     def same_request(self, other: "RotationIntent") -> bool:
         return (self.kind, self.stack, self.model_version, self.model_uri) == \
@@ -173,7 +174,14 @@ class Rotation:
                 f"a {existing.kind} of stack {existing.stack} to model {existing.model_version} is in progress "
                 f"(started {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(existing.started_at))} UTC); rerun it "
                 f"with the same arguments to continue, or run `rollback --stack {existing.stack}`")
-        intent = existing or requested
+        if existing is not None and dry_run and not existing.dry_run:
+            raise BadInput(f"a {existing.kind} of stack {existing.stack} is in progress; --dry-run only previews a "
+                           "new one (rerun without --dry-run to continue it)")
+        if existing is not None and existing.dry_run != dry_run:
+            # An interrupted dry run left only config behind; its intent knows what to restore.
+            existing = replace(existing, dry_run=dry_run)
+            self.store.save(existing)
+        intent = existing or replace(requested, dry_run=dry_run)
         if existing is not None:
             log(f"continuing the {intent.kind} to model {intent.model_version} (previous AMI {intent.previous_ami})")
         else:

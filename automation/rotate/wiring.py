@@ -70,8 +70,13 @@ def make_replace(cluster_name_hint: Optional[str], on_event: Callable[[dict], No
         from automation.rollout.runner import RolloutOptions, run_rollout
 
         cluster_name = outputs.get("clusterName") or cluster_name_hint
-        report = run_rollout(AwsCloud(), _kube_cluster(outputs), SystemClock(),
-                             RolloutOptions(cluster_name=cluster_name, **options), on_event=on_event)
+        from contextlib import nullcontext
+
+        # A live display (rich) is shown only while the replacement runs.
+        live = on_event if hasattr(on_event, "__enter__") else nullcontext()
+        with live:
+            report = run_rollout(AwsCloud(), _kube_cluster(outputs), SystemClock(),
+                                 RolloutOptions(cluster_name=cluster_name, **options), on_event=on_event)
         return report.to_dict()
 
     return replace_step

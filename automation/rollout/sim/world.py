@@ -570,7 +570,7 @@ class World:
 
     def terminate(self, iid: str, decrement: bool) -> None:
         if iid not in self.insts:
-            raise LookupError(f"instance {iid} is not in any group")
+            return      # as the AWS adapter: an instance Auto Scaling no longer has is already done
         self._kill_instance(iid, cause="rollout", decrement=decrement)
         if self._sched_dirty:
             self._schedule()
