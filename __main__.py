@@ -8,6 +8,7 @@ import pulumi
 
 from infra import config
 from infra.cluster import Cluster, ClusterArgs, service_cidr_for
+from infra.gpu import GpuDevicePlugin, GpuDevicePluginArgs
 from infra.labels import TAG_CLUSTER
 from infra.network import Network, NetworkArgs
 from infra.nodes import ModelDisk, NodeGroup, NodeGroupArgs
@@ -75,6 +76,11 @@ model_volume = ModelVolume("model-volume", ModelVolumeArgs(
     model_path=cfg.model_path,
     size_gib=cfg.model_volume_size_gib,
 ), opts=on_cluster)
+
+# Only with GPU groups: the NVIDIA device plugin, so nvidia.com/gpu requests can schedule.
+gpu_plugin = GpuDevicePluginArgs.for_groups(cfg.node_groups)
+if gpu_plugin:
+    GpuDevicePlugin("gpu-device-plugin", gpu_plugin, opts=on_cluster)
 
 # Registry, image prefetch, cluster-autoscaler and the automation's roles (infra/registry.py ... roles.py).
 registry = Registry("registry", RegistryArgs(cfg.ecr_repositories, cfg.ecr_keep_images, tags=tags))

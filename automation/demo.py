@@ -123,13 +123,17 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     from automation.rollout.progress import LiveProgress
     from automation.rotate.pipeline import IntentStore, Rotation, World
     from automation.rotate.wiring import make_bake
-    from automation.stack import StandInStack, open_stack, pulumi_cli_available
+    from automation.stack import StandInStack, pulumi_cli_available
     from automation.timeline import render_timeline
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, log_path=False)
     started = time.monotonic()
     console.print(Panel(WHAT_IS_SIMULATED, title="kiln demo: what is real, what is simulated", border_style="cyan"))
     project = out / "demo-stack"
+    # Each demo starts a new, empty moto: intent left by an earlier (interrupted) demo means nothing here.
+    import shutil
+
+    shutil.rmtree(project / ".kiln", ignore_errors=True)
     with LocalAws() as aws:
         session = aws.session()
         fleet = create_fleet(session, CLUSTER, nodes_per_zone=nodes_per_zone)
@@ -213,7 +217,7 @@ def main(args: argparse.Namespace) -> int:
     if args.nodes_per_zone < 1 or args.nodes_per_zone > 20:
         Console(stderr=True).print("[red]bad input:[/red] --nodes-per-zone must be between 1 and 20")
         return 2
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)
     summary = run_demo(Path(args.out), nodes_per_zone=args.nodes_per_zone, deadline=args.deadline, console=console)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

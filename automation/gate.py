@@ -48,10 +48,11 @@ class GateRules:
     updatable_keys: tuple[tuple[str, frozenset[str]], ...] = (
         (AUTOSCALING_GROUP, frozenset({"launchTemplate", "mixedInstancesPolicy", "tags", "tagsCollection"})),
     )
-    # Model volume objects: these types whose logical name starts with the prefix
-    # may be created, deleted and replaced (the model version is in the name).
+    # Model volume objects: these types whose logical name or Kubernetes name starts
+    # with one of the prefixes may be created, deleted and replaced (the model
+    # version is in the Kubernetes name, so a new version replaces them).
     model_volume_types: frozenset[str] = frozenset({PERSISTENT_VOLUME, PERSISTENT_VOLUME_CLAIM})
-    model_volume_prefix: str = "model"
+    model_volume_prefixes: tuple[str, ...] = ("model", "kiln-model")
     # Extra "type::name" entries whose replace/delete the operator explicitly allows.
     allowed_replacements: frozenset[str] = frozenset()
 
@@ -69,6 +70,7 @@ class Change:
     urn: str
     replace_keys: tuple[str, ...] = ()   # the keys that force a replacement
     diff_keys: tuple[str, ...] = ()      # every key that differs
+    object_names: tuple[str, ...] = ()   # Kubernetes metadata.name, old and new
 
     def describe(self) -> str:
         line = f"{self.op:<8} {self.type}  {self.name}"
@@ -142,8 +144,13 @@ def change_from_metadata(meta: ev.StepEventMetadata) -> Change:
             k for k, d in meta.detailed_diff.items()
             if d.diff_kind in (ev.DiffKind.ADD_REPLACE, ev.DiffKind.DELETE_REPLACE, ev.DiffKind.UPDATE_REPLACE)
         ))
+    object_names = []
+    for state in (meta.old, meta.new):
+        metadata = ((state.inputs or {}).get("metadata") if state is not None else None) or {}
+        if isinstance(metadata, dict) and isinstance(metadata.get("name"), str):
+            object_names.append(metadata["name"])
     return Change(op=op, type=meta.type, name=name_from_urn(meta.urn), urn=meta.urn,
-                  replace_keys=replace_keys, diff_keys=diff_keys)
+                  replace_keys=replace_keys, diff_keys=diff_keys, object_names=tuple(object_names))
 
 
 def _top_level(key: str) -> str:
@@ -154,8 +161,8 @@ def _top_level(key: str) -> str:
 
 def judge(change: Change, op: ev.OpType, rules: GateRules = DEFAULT_RULES) -> Verdict:
     """Decide one change. Pure."""
-    is_model_volume = (change.type in rules.model_volume_types
-                       and change.name.startswith(rules.model_volume_prefix))
+    is_model_volume = change.type in rules.model_volume_types and any(
+        n.startswith(rules.model_volume_prefixes) for n in (change.name, *change.object_names))
     explicitly_allowed = f"{change.type}::{change.name}" in rules.allowed_replacements
     if op == ev.OpType.CREATE or op == ev.OpType.IMPORT:
         if is_model_volume:

@@ -45,10 +45,7 @@ class LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        # moto keeps its backends per process: start every local AWS empty.
-        import urllib.request
-
-        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
+        self._reset()  # moto keeps its backends per process: start every local AWS empty
         env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_SESSION_TOKEN": "testing", "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
         for k, v in env.items():
@@ -58,8 +55,16 @@ class LocalAws:
             self._saved[k] = os.environ.pop(k, None)
         return self
 
+    def _reset(self) -> None:
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10)
+
     def __exit__(self, *exc: Any) -> None:
-        self._server.stop()
+        try:
+            self._reset()  # and leave nothing behind for whatever runs next in this process
+        finally:
+            self._server.stop()
         for k, v in self._saved.items():
             if v is None:
                 os.environ.pop(k, None)

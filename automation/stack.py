@@ -135,7 +135,7 @@ class StandInStack:
         value = (self._doc().get("config") or {}).get(key)
         if value is None or isinstance(value, str):
             return value
-        return json.dumps(value)
+        return json.dumps(value, sort_keys=True)
 
     def set_config(self, values: Mapping[str, str]) -> None:
         import yaml

@@ -26,7 +26,6 @@ import threading
 from typing import Any, Callable, Mapping, Optional
 
 import kmock
-from kmock._internal import enums
 from kubernetes import client
 
 NODES = kmock.resource("v1/nodes")
@@ -78,10 +77,10 @@ class Emulator(kmock.KubernetesEmulator):
         return str(next(self._versions))
 
     async def _handle(self, request):
-        if request.resource is not None and request.action in (enums.action.UPDATE, enums.action.CREATE) \
+        if request.resource is not None and request.action in (kmock.action.UPDATE, kmock.action.CREATE) \
                 and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
-            if request.action == enums.action.UPDATE:
+            if request.action == kmock.action.UPDATE:
                 key = (request.resource, request.namespace, request.name)
                 wanted = meta.get("resourceVersion")
                 if wanted and key in self.objects and not self.objects[key].deleted:
@@ -162,7 +161,15 @@ class KubeEmulator:
         return self.call(lambda: [r for r in self.emulator if predicate(r)])
 
     def clear_requests(self) -> None:
-        self.call(lambda: self.emulator._requests.clear())
+        self.call(lambda: self.emulator._requests.clear())   # kmock 0.8 has no public way
+
+    def reset(self) -> None:
+        """Forget every object and request (between tests sharing one server)."""
+        def wipe() -> None:
+            for key in list(self.emulator.objects):
+                del self.emulator.objects[key]
+            self.emulator._requests.clear()
+        self.call(wipe)
 
     # ---- extensions --------------------------------------------------------------------------
 

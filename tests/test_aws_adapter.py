@@ -398,3 +398,17 @@ def test_instances_reporting_a_symbolic_version_are_current_only_on_that_version
     assert versions["i-old"] not in (None, "4")                     # $Latest but an older AMI: old
     assert versions["i-v3"] == "3"
     assert versions["i-other"] not in (None, "4")                   # another template: old
+
+
+def test_every_cloud_port_method_is_implemented_with_its_signature():
+    import inspect
+
+    from automation.rollout.ports import CloudPort
+
+    for name, method in inspect.getmembers(CloudPort, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        assert hasattr(AwsCloud, name), f"AwsCloud lacks {name}"
+        wanted = list(inspect.signature(method).parameters)
+        have = list(inspect.signature(inspect.unwrap(getattr(AwsCloud, name))).parameters)
+        assert have == wanted, f"AwsCloud.{name}{have} != {wanted}"

@@ -261,3 +261,45 @@ def test_choose_to_delete_keeps_the_newest_and_everything_in_use(ages, keep):
     newest = {i.ami_id for i in sorted(images, key=lambda i: i.created, reverse=True)[:keep]}
     assert not doomed & in_use and not doomed & newest
     assert doomed | in_use | newest == {i.ami_id for i in images}
+
+
+def _builder(step: str, tmp_path, **env):
+    import os
+    import subprocess
+
+    from automation.bake.recipe import builder_script
+
+    script = tmp_path / "builder.sh"
+    script.write_text(builder_script())
+    base = {"PATH": os.environ["PATH"], "KILN_MODEL_PATH": str(tmp_path / "models"), "KILN_MODEL_VERSION": "v6",
+            "KILN_MODEL_URI": "s3://m/v6/", "KILN_MODEL_DEVICE": "/dev/xvdb", "KILN_IMAGES": "", "KILN_REGION": "us-east-2",
+            "KILN_ETC_DIR": str(tmp_path / "etc")}
+    return subprocess.run(["bash", str(script), step], env={**base, **env}, capture_output=True, text=True, timeout=30)
+
+
+def test_builder_script_verifies_the_model_against_its_manifest(tmp_path):
+    import hashlib
+
+    model = tmp_path / "models" / "v6"
+    model.mkdir(parents=True)
+    files = {"weights.bin": b"w" * 4096, "config.json": b"{}"}
+    for name, data in files.items():
+        (model / name).write_bytes(data)
+    (model / "MANIFEST.sha256").write_text(
+        "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items()))
+    ok = _builder("verify-model", tmp_path)
+    assert ok.returncode == 0 and "model verified" in ok.stdout
+
+    (model / "weights.bin").write_bytes(b"corrupted")
+    bad = _builder("verify-model", tmp_path)
+    assert bad.returncode != 0 and "weights.bin: FAILED" in bad.stdout + bad.stderr
+
+
+def test_builder_script_records_the_model_version_and_skips_an_empty_prefetch(tmp_path):
+    (tmp_path / "models" / "v6").mkdir(parents=True)
+    assert _builder("prefetch", tmp_path).returncode == 0
+    done = _builder("record", tmp_path)
+    assert done.returncode == 0
+    assert (tmp_path / "etc" / "model-version").read_text().strip() == "v6"
+    assert (tmp_path / "models" / "current").resolve() == (tmp_path / "models" / "v6").resolve()
+    assert _builder("no-such-step", tmp_path).returncode == 2

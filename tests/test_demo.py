@@ -39,16 +39,24 @@ def test_demo_rotates_the_fleet_and_draws_the_timeline(tmp_path):
     assert summary["wall_seconds"] < 60
 
 
+@pytest.fixture(scope="module")
+def aws():
+    with LocalAws() as local:
+        yield local
+
+
 @pytest.fixture
-def stand_in(tmp_path):
+def stand_in(tmp_path, aws):
+    import uuid
+
     import yaml
 
-    with LocalAws() as aws:
-        session = aws.session()
-        fleet = create_fleet(session, "si", nodes_per_zone=1)
-        (tmp_path / "Pulumi.s.yaml").write_text(yaml.safe_dump({"config": {
-            "kiln:clusterName": "si", "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5"}}))
-        yield StandInStack("s", tmp_path, session=session), fleet, session
+    cluster = f"si-{uuid.uuid4().hex[:6]}"
+    session = aws.session()
+    fleet = create_fleet(session, cluster, nodes_per_zone=1)
+    (tmp_path / "Pulumi.s.yaml").write_text(yaml.safe_dump({"config": {
+        "kiln:clusterName": cluster, "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5"}}))
+    return StandInStack("s", tmp_path, session=session), fleet, session
 
 
 def test_open_stack_uses_the_stand_in_without_the_pulumi_cli(tmp_path, monkeypatch):

@@ -294,3 +294,30 @@ def test_group_intent_round_trips_through_tags_and_initial_intent_reads_the_worl
     tagged = group(list(g.instances), desired=9, max_size=12, tags=engine.group_intent_tags(first))
     assert engine.group_intent_from_tags(tagged) == first          # tags, not the changed world, win
     assert engine.initial_group_intent(group([inst("i-4", "2")])) is None
+
+
+def test_surplus_above_the_original_max_is_trimmed_without_touching_a_job():
+    # No old node left, but desired 3 > original max 2 (a lost node's replacement and the canary).
+    g = group([inst("i-2", "2", launched_at=5.0), inst("i-3", "2", launched_at=9.0), inst("i-4", "2", launched_at=1.0)],
+              desired=3, max_size=3)
+    nodes = [node(f"n{i}", f"i-{i}", old=False) for i in (2, 3, 4)]
+    busy = [job_pod("j2", "n2"), job_pod("j3", "n3"), job_pod("j4", "n4")]
+    d = decide(snap([g], nodes, busy), intent(), gi(desired=2, max_size=2), DEFAULT)
+    # Every node has a Job: the least busy one is cordoned as surplus, nothing terminated, not done.
+    assert [(c.node, c.surplus) for c in of(Cordon, d.commands)] == [("n2", True)]
+    assert not of(Terminate, d.commands) and not d.done
+    # An idle node is cordoned first, then terminated once seen cordoned (newest first).
+    idle = decide(snap([g], nodes, busy[:2]), intent(), gi(desired=2, max_size=2), DEFAULT)
+    assert [(c.node, c.surplus) for c in of(Cordon, idle.commands)] == [("n4", True)]
+    surplus = node("n4", "i-4", old=False, cordoned=False)
+    surplus = Node(**{**surplus.__dict__, "unschedulable": True, "taints": (engine.SURPLUS_TAINT,)})
+    then = decide(snap([g], nodes[:2] + [surplus], busy[:2]), intent(), gi(desired=2, max_size=2), DEFAULT)
+    assert of(Terminate, then.commands) == [Terminate("gpu-a", "i-4", "n4")]
+    # A surplus node is never mistaken for an old one to uncordon.
+    assert not of(Uncordon, then.commands)
+    # Back within max: done, and a leftover surplus cordon is lifted.
+    g2 = group([inst("i-2", "2"), inst("i-3", "2")], desired=2, max_size=2)
+    back = decide(snap([g2], [nodes[0], Node(**{**nodes[1].__dict__, "unschedulable": True,
+                                                 "taints": (engine.SURPLUS_TAINT,)})], busy[:2]),
+                  intent(), gi(desired=2, max_size=2), DEFAULT)
+    assert of(Uncordon, back.commands) == [Uncordon("gpu-a", "n3")]

@@ -6,6 +6,8 @@ streams to the Automation API, so the gate reads exactly what ``on_event`` gets.
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
 from pulumi.automation.events import EngineEvent
 
 from automation.gate import EventRecorder, GateRules, classify
@@ -14,10 +16,11 @@ STACK = "urn:pulumi:prod::kiln"
 _seq = iter(range(1, 10_000))
 
 
-def step(op: str, type_: str, name: str, *, keys=None, diffs=None, detailed=None, parent="kiln:index:NodeGroup"):
+def step(op: str, type_: str, name: str, *, keys=None, diffs=None, detailed=None, parent="kiln:index:NodeGroup",
+         inputs=None):
     urn = f"{STACK}::{parent}${type_}::{name}"
     meta = {"op": op, "urn": urn, "type": type_, "provider": "", "old": {"type": type_, "urn": urn, "id": "x",
-            "parent": "", "provider": "", "inputs": {}, "outputs": {}}, "new": None}
+            "parent": "", "provider": "", "inputs": inputs or {}, "outputs": {}}, "new": None}
     if keys is not None:
         meta["keys"] = keys
     if diffs is not None:
@@ -107,6 +110,19 @@ def test_new_model_volume_create_and_old_delete_are_allowed():
     assert all("new model's volume objects are expected" in v.reason for v in result.verdicts)
 
 
+def test_model_volume_recognised_by_its_kubernetes_name():
+    # The program's logical names are e.g. "volume-pv"; the object is kiln-model-v5 / model-v5.
+    events = [
+        step("replace", "kubernetes:core/v1:PersistentVolume", "volume-pv", keys=["metadata"],
+             inputs={"metadata": {"name": "kiln-model-v5"}}),
+        step("replace", "kubernetes:core/v1:PersistentVolumeClaim", "volume-pvc", keys=["metadata"],
+             inputs={"metadata": {"name": "model-v5", "namespace": "ml-jobs"}}),
+    ]
+    assert classify(events).allowed
+    assert not classify([step("replace", "kubernetes:core/v1:PersistentVolume", "volume-pv", keys=["metadata"],
+                              inputs={"metadata": {"name": "scratch"}})]).allowed
+
+
 def test_deleting_a_volume_that_is_not_the_model_is_blocked():
     result = classify([step("delete", "kubernetes:core/v1:PersistentVolumeClaim", "scratch")])
     assert not result.allowed
@@ -124,3 +140,21 @@ def test_recorder_collects_on_event_calls():
     recorder(prelude())
     assert not recorder.result().allowed
     assert recorder.result().to_dict()["changes"][0]["op"] == "delete"
+
+
+SAFE = [("update", "aws:ec2/launchTemplate:LaunchTemplate", "lt"), ("same", "aws:eks/cluster:Cluster", "kiln"),
+        ("update", "aws:autoscaling/group:Group", "asg"), ("create", "kubernetes:core/v1:PersistentVolume", "model-v6"),
+        ("delete", "kubernetes:core/v1:PersistentVolumeClaim", "model-v5"), ("update", "pulumi:pulumi:Stack", "s")]
+DESTRUCTIVE = [("delete", "aws:iam/role:Role", "node"), ("replace", "aws:eks/cluster:Cluster", "kiln"),
+               ("replace", "aws:ec2/launchTemplate:LaunchTemplate", "lt"), ("delete", "aws:autoscaling/group:Group", "asg"),
+               ("delete-replaced", "aws:ec2/vpc:Vpc", "vpc")]
+
+
+@given(st.lists(st.sampled_from(range(len(SAFE))), max_size=8),
+       st.lists(st.sampled_from(range(len(DESTRUCTIVE))), max_size=3))
+def test_any_destructive_change_blocks_and_only_safe_changes_pass(safe, destructive):
+    events = [step(*SAFE[i], diffs=["launchTemplate"] if SAFE[i][1].startswith("aws:autoscaling") else None)
+              for i in safe] + [step(*DESTRUCTIVE[i], keys=["name"]) for i in destructive]
+    result = classify(events)
+    assert result.allowed == (not destructive)
+    assert {v.change.name for v in result.blocked} == {DESTRUCTIVE[i][2] for i in destructive}

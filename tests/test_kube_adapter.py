@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+import kmock
 import pytest
 
 from automation.rollout.kube import ANNOTATION_INTENT, KubeCluster, format_micro_time
-from automation.rollout.model import (CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Taint)
-import kmock
-
+from automation.rollout.model import CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Taint
 from automation.rollout.ports import EvictionResult, Throttled
 from tests._kube_emulator import DEPLOYMENTS, LEASES, NODES, PDBS, PODS, KubeEmulator
 
@@ -26,11 +25,7 @@ def server():
 
 @pytest.fixture
 def kube(server):
-    def wipe():
-        for key in list(server.emulator.objects):
-            del server.emulator.objects[key]
-        server.emulator._requests.clear()
-    server.call(wipe)
+    server.reset()
     return server
 
 
@@ -436,3 +431,19 @@ def test_an_expired_continue_token_restarts_the_list_without_duplicates():
         assert [r.params.get("continue") for r in pages] == [None, "3", None, "3", "6"]
     finally:
         expiring.close()
+
+
+def test_every_cluster_port_method_is_implemented_with_its_signature():
+    import inspect
+
+    from automation.rollout.clock import SystemClock
+    from automation.rollout.ports import ClusterPort, Clock
+
+    for port, adapter in ((ClusterPort, KubeCluster), (Clock, SystemClock)):
+        for name, method in inspect.getmembers(port, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            assert hasattr(adapter, name), f"{adapter.__name__} lacks {name}"
+            wanted = list(inspect.signature(method).parameters)
+            have = list(inspect.signature(inspect.unwrap(getattr(adapter, name))).parameters)
+            assert have[:len(wanted)] == wanted, f"{adapter.__name__}.{name}{have} != {wanted}"

@@ -67,11 +67,7 @@ def env(monkeypatch, moto_url, kube_server):
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     monkeypatch.setenv("AWS_REGION", REGION)
 
-    def wipe():
-        for key in list(kube_server.emulator.objects):
-            del kube_server.emulator.objects[key]
-        kube_server.emulator._requests.clear()
-    kube_server.call(wipe)
+    kube_server.reset()
 
 
 @pytest.fixture(scope="module")

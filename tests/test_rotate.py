@@ -14,7 +14,6 @@ from typing import Any, Optional
 import pytest
 from pulumi.automation.events import EngineEvent
 
-from automation.gate import GateResult
 from automation.rotate import cli as rotate_cli
 from automation.rotate.pipeline import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, STEPS, BadInput, IntentStore, Rotation,
                                         World)
@@ -176,6 +175,41 @@ def test_interrupted_after_any_step_then_rerun_continues(tmp_path, after):
     assert IntentStore(tmp_path / "state").last("prod").previous_ami == OLD_AMI
 
 
+def test_interrupted_during_the_bake_then_rerun(tmp_path):
+    rotation, stack, fleet, baker = make(tmp_path)
+    real_bake = rotation.w.bake
+
+    def bake_once_interrupted(intent, family):
+        rotation.w.bake = real_bake
+        raise Interrupted("killed while baking")
+
+    rotation.w.bake = bake_once_interrupted
+    with pytest.raises(Interrupted):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert stack.config["kiln:nodeAmi"] == OLD_AMI
+    assert rotation.rotate("prod", "v6", "s3://models/llm/v6/").exit_code == EXIT_OK
+    assert stack.node_amis() == {NEW_AMI}
+
+
+def test_replacement_that_raises_keeps_the_intent_and_a_rerun_finishes(tmp_path):
+    rotation, stack, fleet, _ = make(tmp_path)
+    calls = []
+
+    def flaky_replace(outputs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("API server unreachable")
+        return fleet.replace(outputs)
+
+    rotation.w.replace = flaky_replace
+    with pytest.raises(ConnectionError):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert IntentStore(tmp_path / "state").load("prod").previous_ami == OLD_AMI
+    report = rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert report.exit_code == EXIT_OK and stack.node_amis() == {NEW_AMI}
+    assert report.previous_ami == OLD_AMI
+
+
 def test_rerun_with_other_arguments_while_in_flight_is_bad_input(tmp_path):
     rotation, stack, *_ = make(tmp_path, checkpoint=lambda s: (_ for _ in ()).throw(Interrupted()) if s == "up" else None)
     with pytest.raises(Interrupted):
@@ -306,3 +340,14 @@ def test_the_program_exports_what_rotate_and_bake_consume():
     (entries,) = outputs["nodeGroups"].values()
     assert len(entries) == 2 and all({"zone", "asgName", "launchTemplateId"} <= set(e) for e in entries)
     assert len(outputs["privateSubnetIds"]) == 2 and outputs["nodeInstanceProfile"]
+
+
+def test_rollback_cli_without_history_exits_2(tmp_path, monkeypatch, capsys):
+    from automation.rotate import rollback_cli
+
+    monkeypatch.setenv("PATH", str(tmp_path))            # no pulumi CLI: the stand-in
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
+    args = _parse(rollback_cli.configure, ["--stack", "prod", "--state-dir", str(tmp_path / "state"), "--yes"])
+    assert rollback_cli.main(args) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "--ami" in err and "STAND-IN" in err

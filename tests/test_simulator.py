@@ -186,6 +186,14 @@ def test_a_second_rollout_is_refused_while_the_lease_is_held():
     assert world.writes == 1 and all(i.version == OLD_VERSION for i in world.insts.values())
 
 
+def test_an_expired_lease_of_another_holder_is_taken_over():
+    world = _world(jobs={"remaining_list": [100.0]})
+    world.lease = ("crashed-elsewhere", world.now - 1)
+    cloud, cluster, clock = connect(world)
+    report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert report.outcome == "completed" and world.lease is None
+
+
 def test_dry_run_plans_and_changes_nothing():
     world = _world()
     cloud, cluster, clock = connect(world)
@@ -308,3 +316,12 @@ def test_simulate_command_prints_a_report_for_people(tmp_path, capsys):
 def test_reference_scenarios_parse(path):
     s = load_scenario(path)
     assert s.node_groups and s.name == path.stem
+
+
+@pytest.mark.parametrize("name,outcome,code", [("issue-example", "rolled_back", 1),
+                                               ("crash-throttle-node-loss", "completed", 0)])
+def test_the_issue_example_scenarios_through_the_command(name, outcome, code, capsys):
+    assert run_cli(["--scenario", str(ROOT / "scenarios" / f"{name}.yaml"), "--json"]) == code
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert_safe(report, outcome)
+    assert report["restarts"] == 1 and report["throttled_calls"] > 0

@@ -14,6 +14,7 @@
 #   KILN_MODEL_DEVICE   e.g. /dev/xvdb
 #   KILN_IMAGES         space-separated image references
 #   KILN_REGION         region for ECR logins
+#   KILN_ETC_DIR        where the node records its model version (default /etc/kiln)
 set -euo pipefail
 
 step="${1:?usage: builder.sh STEP}"
@@ -72,8 +73,9 @@ prefetch() {
 }
 
 record() {
-  mkdir -p /etc/kiln
-  echo "$KILN_MODEL_VERSION" > /etc/kiln/model-version
+  local etc="${KILN_ETC_DIR:-/etc/kiln}"
+  mkdir -p "$etc"
+  echo "$KILN_MODEL_VERSION" > "$etc/model-version"
   ln -sfn "$KILN_MODEL_PATH/$KILN_MODEL_VERSION" "$KILN_MODEL_PATH/current"
   sync
   log "model version $KILN_MODEL_VERSION recorded"

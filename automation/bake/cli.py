@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     from .recipe import BakeInputError
     from .ssm import CommandFailed, SsmRunner
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, log_path=False)
     try:
         request = request_from_args(args)
         if args.keep is not None and args.keep < 1:

@@ -122,7 +122,7 @@ class Recipe:
 def recipe_for(request: BakeRequest, base_ami: str, manifest: bytes) -> Recipe:
     return Recipe(
         base_ami=base_ami, model_version=request.model_version, model_uri=request.model_uri.rstrip("/") + "/",
-        manifest_sha256=hashlib.sha256(manifest).hexdigest(), prefetch_images=tuple(request.prefetch_images),
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(), prefetch_images=tuple(sorted(request.prefetch_images)),
         model_path=request.model_path, model_device=request.model_device,
         model_volume_size_gib=request.model_volume_size_gib, instance_type=request.instance_type,
         kubernetes_version=request.kubernetes_version, ami_family=request.ami_family,

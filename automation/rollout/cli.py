@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import sys
-from typing import Optional
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 

@@ -465,7 +465,8 @@ def propose_new_nodes(view: _GroupView, nodes_by_instance: Mapping[str, Node],
                 view.free_slots.append(max(0.0, float(node.allocatable.get(RESOURCE_GPU, view.slots_per_node)) - used))
         elif not node.unschedulable:
             view.free_slots.append(float(node.allocatable.get(RESOURCE_GPU, view.slots_per_node)))
-        if rolling and autoscaler_active and node.annotations.get(CA_SCALE_DOWN_DISABLED) != "true":
+        # Only while old nodes remain: afterwards the annotation is being removed, not added.
+        if rolling and autoscaler_active and view.old and node.annotations.get(CA_SCALE_DOWN_DISABLED) != "true":
             out.append(AnnotateNode(view.asg.name, node.name,
                                     ((CA_SCALE_DOWN_DISABLED, "true"), (ANNOTATION_ROLLOUT_PROTECTED, "true"))))
     return out
@@ -687,12 +688,3 @@ def finish_commands(snapshot: Snapshot, intent: RolloutIntent, group_intents: Ma
 def old_node_count(snapshot: Snapshot) -> int:
     return sum(1 for g in snapshot.groups for i in g.instances
                if is_live(i) and is_old(i, g.launch_template_version))
-
-
-def longest_blocking_remaining(snapshot: Snapshot) -> int:
-    """Helper for reports: Job pods currently blocking old nodes."""
-    old_ids = {i.id for g in snapshot.groups for i in g.instances if is_live(i) and is_old(i, g.launch_template_version)}
-    old_nodes = {n.name for n in snapshot.nodes if n.instance_id in old_ids}
-    return sum(1 for p in snapshot.pods if p.node_name in old_nodes and blocks_drain(p))
-
-

@@ -27,7 +27,7 @@ import functools
 import json
 import math
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import urllib3
 from kubernetes import client, config, watch

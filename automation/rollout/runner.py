@@ -10,7 +10,6 @@ can reach (and by the next run after a hard crash, from the intent).
 
 from __future__ import annotations
 
-import time as _time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, TypeVar
@@ -371,13 +370,3 @@ def run_rollout(cloud: CloudPort, cluster: ClusterPort, clock: Clock, options: R
     interrupting a running Job before the deadline. Returns the report;
     ``outcome`` is completed, rolled_back or failed (dry_run for ``--dry-run``)."""
     return _Session(cloud, cluster, clock, options, on_event).run()
-
-
-class WallClock:
-    """The real clock, for the real adapters."""
-
-    def now(self) -> float:
-        return _time.time()
-
-    def sleep(self, seconds: float) -> None:
-        _time.sleep(max(0.0, seconds))

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, action: str) -> int:
 
     from .wiring import real_world
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, log_path=False)
     try:
         validate(args)
         # stdout carries only the final report with --json; progress and notices go to stderr.

@@ -13,7 +13,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Optional
 
 from ..engine import is_schedulable
 from ..model import (
@@ -661,5 +661,3 @@ def percentile(values: list[float], q: float) -> float:
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return ordered[rank - 1]
 
-
-Handler = Callable[[object], None]
