@@ -81,6 +81,9 @@ def helm_values(cluster_name: str, region: str, role_arn: str, kubernetes_versio
             # Model Jobs mount the model as a hostPath volume, which cluster-autoscaler counts as local
             # storage: a node running one is never scaled down under it (the chart default, made explicit).
             "skip-nodes-with-local-storage": True,
+            # Nodes register with the model-warming taint and lose it once the model is read;
+            # a startup taint is ignored in node templates, so groups still scale up for model Jobs.
+            "startup-taint": TAINT_WARMING,
         },
         "image": {"tag": image_tag(kubernetes_version)},
         # It needs no model: run on a node that is still warming, so a fresh cluster gets an

@@ -122,8 +122,11 @@ class Cluster(pulumi.ComponentResource):
             )
             for policy in NODE_MANAGED_POLICIES
         ]
+        # Nodes boot from this profile: it waits for the role's policies, so no node starts
+        # (and, on destroy, none is still running) without its ECR/SSM/worker permissions.
         self.node_instance_profile = aws.iam.InstanceProfile(
-            f"{name}-node", role=self.node_role.name, tags=args.tags, opts=child,
+            f"{name}-node", role=self.node_role.name, tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_policy_attachments),
         )
 
         public = bool(args.endpoint_public_access_cidrs)

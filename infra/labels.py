@@ -18,6 +18,11 @@ TAINT_WARMING_EFFECT = "NoSchedule"
 TAG_CLUSTER = "kiln.dev/cluster"
 TAG_NODE_GROUP = "kiln.dev/node-group"
 
+# The bake's builder instance (and its volumes) carry TAG_ROLE=BUILDER_ROLE: the rollout role
+# (infra/roles.py) lets the bake stop, image, terminate and send commands only to instances so tagged.
+TAG_ROLE = "kiln.dev/role"
+BUILDER_ROLE = "ami-builder"
+
 # cluster-autoscaler auto-discovery (--node-group-auto-discovery=asg:tag=...).
 CA_TAG_ENABLED = "k8s.io/cluster-autoscaler/enabled"
 CA_TAG_CLUSTER_PREFIX = "k8s.io/cluster-autoscaler/"

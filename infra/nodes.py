@@ -59,9 +59,9 @@ def autoscaler_tags(cluster_name: str, group: NodeGroupConfig, node_labels: dict
     """cluster-autoscaler discovery and node-template tags, so a group can scale from zero.
 
     The model-warming taint is deliberately *not* advertised: it is a startup taint
-    that every node sheds within minutes (the autoscaler is told so with
-    ``--startup-taint``); advertising it would make the autoscaler believe no
-    model Job could ever fit on a new node.
+    that every node sheds within minutes (infra/autoscaler.py passes it to
+    cluster-autoscaler as ``--startup-taint``); advertising it would make
+    the autoscaler believe no model Job could ever fit on a new node.
     """
     tags = {L.CA_TAG_ENABLED: "true", L.ca_cluster_tag(cluster_name): "owned"}
     for key, value in sorted(node_labels.items()):

@@ -30,11 +30,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import policydocs as pd
-from infra.labels import CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER
+from infra.labels import BUILDER_ROLE, CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER, TAG_ROLE
 
-# The bake's builder instance carries this tag (automation/bake must set it in TagSpecifications).
-TAG_ROLE = "kiln.dev/role"
-BUILDER_ROLE = "ami-builder"
 # Every image, snapshot and security group the bake creates carries this tag (automation/bake/recipe.py).
 TAG_RECIPE = "kiln:recipe"
 # The bake reads <model-uri>/MANIFEST.sha256 (automation/bake/recipe.py MANIFEST_NAME).

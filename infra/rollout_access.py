@@ -1,6 +1,6 @@
 """Kubernetes access for the rollout role: an EKS access entry and RBAC for exactly what a drain needs.
 
-The rollout (``automation/rollout/kube.py``) lists nodes, pods and PDBs,
+The rollout (``automation/rollout/kube.py``) lists nodes, pods, Jobs and PDBs,
 cordons/taints and deletes nodes, evicts pods, holds a Lease in kube-system and
 pauses cluster-autoscaler by scaling its Deployment. The access entry maps the
 rollout role to one Kubernetes group; the group gets those verbs and no others
@@ -28,6 +28,8 @@ CLUSTER_RULES = (
     ("", "nodes", ("get", "list", "watch", "patch", "delete"), ()),
     ("", "pods", ("get", "list", "watch"), ()),
     ("", "pods/eviction", ("create",), ()),
+    # A Job's annotation may extend its pods' rollout deadline: the adapter lists Jobs with the pods.
+    ("batch", "jobs", ("list",), ()),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch"), ()),
 )
 # (api group, resource, verbs, resource names) in kube-system.

@@ -33,6 +33,7 @@ PODS = kmock.resource("v1/pods")
 PDBS = kmock.resource("policy/v1/poddisruptionbudgets")
 LEASES = kmock.resource("coordination.k8s.io/v1/leases")
 DEPLOYMENTS = kmock.resource("apps/v1/deployments")
+JOBS = kmock.resource("batch/v1/jobs")
 
 
 def _status(code: int, reason: str, message: str) -> kmock.KubernetesError:
@@ -176,7 +177,8 @@ class KubeEmulator:
     def _install_extensions(self) -> None:
         emulator = self.emulator
         for resource, kind, namespaced in ((NODES, "Node", False), (PODS, "Pod", True), (PDBS, "PodDisruptionBudget", True),
-                                           (LEASES, "Lease", True), (DEPLOYMENTS, "Deployment", True)):
+                                           (LEASES, "Lease", True), (DEPLOYMENTS, "Deployment", True),
+                                           (JOBS, "Job", True)):
             emulator.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=namespaced)
         emulator[kmock.action.LIST] << self._list
         emulator[kmock.method.POST, PODS, kmock.subresource("eviction")] << self._evict

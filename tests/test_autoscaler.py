@@ -29,7 +29,7 @@ def program():
 
 
 def release(program):
-    return program.one(RELEASE)
+    return program.one(RELEASE, "autoscaler")
 
 
 def test_chart_is_pinned_and_comes_from_the_autoscaler_repository(program):
@@ -73,6 +73,9 @@ def test_similar_groups_are_balanced_and_the_cheapest_fit_wins(program):
 def test_autoscaler_runs_on_nodes_that_are_still_warming_the_model(program):
     values = release(program).inputs["values"]
     assert values["tolerations"] == [{"key": "kiln.dev/model-warming", "operator": "Exists", "effect": "NoSchedule"}]
+    # New nodes register with the warming taint; the autoscaler must treat it as temporary, or it
+    # would think a scaled-up node can never take a model Job and never scale up for one.
+    assert values["extraArgs"]["startup-taint"] == "kiln.dev/model-warming"
 
 
 @pytest.mark.parametrize("version, tag", [("1.33", "v1.33.0"), ("1.31", "v1.31.0")])

@@ -22,6 +22,7 @@ from automation.bake.keep import KilnImage, choose_to_delete, prune
 from automation.bake.recipe import TAG_BASE_AMI, TAG_MODEL_VERSION, TAG_RECIPE, BakeInputError, BakeRequest
 from automation.bake.ssm import CommandFailed, SsmRunner
 from automation.localaws import LocalAws, create_fleet, put_model
+from infra.labels import BUILDER_ROLE, TAG_ROLE
 
 K8S = "1.33"
 PARAM = f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/recommended/image_id"
@@ -103,6 +104,29 @@ def test_bake_creates_tagged_ami_from_the_public_eks_ami_and_terminates_the_buil
     assert len(groups) == 1 and ingress == []
     remaining = clients.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": groups}])
     assert remaining["SecurityGroups"] == []
+
+
+def test_builder_instance_and_its_volume_carry_the_tag_the_rollout_role_requires(world):
+    # The rollout role (infra/roles.py) lets the bake stop, image, terminate and SSM only instances
+    # tagged TAG_ROLE=BUILDER_ROLE; look at the builder and its volume while they still exist.
+    clients = world["clients"]
+    volume_tags = []
+
+    def read_volume_tags(parsed, **_):
+        instance_id = parsed["Instances"][0]["InstanceId"]
+        volumes = clients.ec2.describe_volumes(
+            Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}])["Volumes"]
+        volume_tags.extend({t["Key"]: t["Value"] for t in v.get("Tags", [])} for v in volumes)
+
+    clients.ec2.meta.events.register("after-call.ec2.RunInstances", read_volume_tags)
+    result = bake(request_for(world, model_version="v6-tagged"), clients, runner=runner(world), waiter_delay=0.2)
+
+    (instance,) = builders(clients.ec2, result.recipe)
+    assert {"Key": TAG_ROLE, "Value": BUILDER_ROLE} in instance["Tags"]
+    tagged = clients.ec2.describe_instances(Filters=[{"Name": f"tag:{TAG_ROLE}", "Values": [BUILDER_ROLE]}])
+    assert result.builder_instance_id in [i["InstanceId"] for r in tagged["Reservations"] for i in r["Instances"]]
+    assert volume_tags and all(tags.get(TAG_ROLE) == BUILDER_ROLE for tags in volume_tags)
+    assert all(tags.get(TAG_RECIPE) == result.recipe for tags in volume_tags)
 
 
 def test_step_commands_carry_the_script_and_inputs(world):

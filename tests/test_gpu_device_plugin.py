@@ -94,3 +94,14 @@ def test_example_stack_installs_it_for_its_gpu_group():
 def test_args_for_groups_without_gpu_is_none():
     cpu = NodeGroupConfig("cpu", ("m7i.large",), 0, 1, 0)
     assert GpuDevicePluginArgs.for_groups([cpu]) is None
+
+
+def test_policy_pack_passes_with_the_device_plugin():
+    """The pack's hostPath rule sees kiln's own PV and pod templates; the release's rendered DaemonSet is not checked."""
+    from policies import offline
+
+    policy_config = {"k8s-hostpath-model-only-readonly": {"modelPath": GPU_TWO_GROUPS["kiln:modelPath"]}}
+    for preview in (False, True):
+        # A fresh run: the pack's stack rules read the config of the program run they judge.
+        report = offline.check(GPU_TWO_GROUPS, preview=preview, policy_config=policy_config)
+        assert report.mandatory == [], [(v.policy, v.name, v.message) for v in report.mandatory]

@@ -9,9 +9,9 @@ import kmock
 import pytest
 
 from automation.rollout.kube import ANNOTATION_INTENT, KubeCluster, format_micro_time
-from automation.rollout.model import CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Taint
+from automation.rollout.model import ANNOTATION_DEADLINE_EXTENSION, CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Taint
 from automation.rollout.ports import EvictionResult, Throttled
-from tests._kube_emulator import DEPLOYMENTS, LEASES, NODES, PDBS, PODS, KubeEmulator
+from tests._kube_emulator import DEPLOYMENTS, JOBS, LEASES, NODES, PDBS, PODS, KubeEmulator
 
 NOW = 1_790_000_000.0   # a fixed wall clock for the lease tests
 
@@ -116,6 +116,42 @@ def test_list_pods_across_namespaces_with_owners_phases_and_deletion(kube, clust
     assert pods["ml/old-1"].deleting and not pods["ml/train-1"].deleting
     assert pods["ml/pending-1"].node_name is None
     assert len(list_requests(kube, PODS)) == 3   # 7 pods, 3 a page, one paginated list
+
+
+def job(name, namespace, annotations=None):
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": namespace,
+                                                                   "annotations": dict(annotations or {})}}
+
+
+def test_a_jobs_deadline_extension_reaches_its_pods_unless_the_pod_sets_its_own(kube, cluster):
+    kube.put(JOBS, "ml", job("train", "ml", {ANNOTATION_DEADLINE_EXTENSION: "900"}))
+    kube.put(JOBS, "ml", job("plain", "ml"))
+    kube.put(JOBS, "ml", job("done", "ml", {ANNOTATION_DEADLINE_EXTENSION: "5"}))   # no pods left
+    kube.put(JOBS, "other", job("train", "other", {ANNOTATION_DEADLINE_EXTENSION: "30"}))   # same name, other namespace
+    for n in range(4):
+        kube.put(PODS, "ml", pod(f"train-{n}", owner=("Job", "train")))
+    kube.put(PODS, "ml", pod("own", owner=("Job", "train"), annotations={ANNOTATION_DEADLINE_EXTENSION: "60"}))
+    kube.put(PODS, "ml", pod("plain-0", owner=("Job", "plain")))
+    kube.put(PODS, "ml", pod("api-0", owner=("ReplicaSet", "train")))   # not a Job: nothing inherited
+    kube.put(PODS, "other", pod("train-0", owner=("Job", "train")))
+
+    pods = {p.key: p for p in cluster.list_pods()}
+
+    extension = {key: p.annotations.get(ANNOTATION_DEADLINE_EXTENSION) for key, p in pods.items()}
+    assert extension == {**{f"ml/train-{n}": "900" for n in range(4)}, "ml/own": "60", "ml/plain-0": None,
+                         "ml/api-0": None, "other/train-0": "30"}
+    # Jobs are read as one paginated, cluster-wide list (4 Jobs, 3 a page), not once per pod.
+    jobs = list_requests(kube, JOBS)
+    assert [(r.namespace, r.params.get("limit"), r.params.get("continue")) for r in jobs] == [
+        (None, "3", None), (None, "3", "3")]
+    assert kube.requests(lambda r: r.resource == JOBS and r.name is not None) == []
+
+
+def test_pods_without_a_job_to_look_up_cost_no_job_list(kube, cluster):
+    kube.put(PODS, "web", pod("api-1", owner=("ReplicaSet", "api-5d8")))
+    kube.put(PODS, "ml", pod("own", annotations={ANNOTATION_DEADLINE_EXTENSION: "60"}))
+    assert {p.key for p in cluster.list_pods()} == {"web/api-1", "ml/own"}
+    assert list_requests(kube, JOBS) == []
 
 
 def test_list_pdbs(kube, cluster):

@@ -69,6 +69,8 @@ def test_node_role_has_exactly_worker_ecr_pull_and_ssm_policies():
     assert not [p for p in r.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.outputs["name"]]
     profile = r.one("aws:iam/instanceProfile:InstanceProfile", "cluster-node")
     assert profile.inputs["role"] == role.outputs["name"]
+    # Nodes launch from the profile: it must not exist before the role has its policies.
+    assert {a.urn for a in r.of_type(ATTACH) if a.inputs["role"] == role.outputs["name"]} <= set(profile.dependencies)
 
 
 def test_vpc_cni_gets_eni_permissions_through_its_own_service_account():

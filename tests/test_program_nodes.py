@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from _program_helpers import AMI, BASE, EXISTING_GPU_SPOT, GPU_AMI, asg_tags, example_config, of_component, run, user_data
+from policies.program import KilnMocks, run_program
 
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
 ASG = "aws:autoscaling/group:Group"
@@ -53,7 +54,7 @@ def test_launch_template_is_locked_down(name):
     for group, (lt, _) in groups(r).items():
         i = lt.inputs
         assert i["metadataOptions"]["httpTokens"] == "required", group
-        assert 1 <= i["metadataOptions"]["httpPutResponseHopLimit"] <= 2, group
+        assert i["metadataOptions"]["httpPutResponseHopLimit"] == 1, group   # <= 2 required; 1 as documented
         assert "keyName" not in i, group
         [nic] = i["networkInterfaces"]
         assert nic["associatePublicIpAddress"] == "false", group
@@ -128,6 +129,25 @@ def test_asg_pins_the_templates_latest_version_and_leaves_desired_capacity_alone
             assert version == latest and version not in ("$Latest", "$Default"), (group, zone)
             assert spec.get("id", spec.get("launchTemplateId")) == lt.id
             assert "desiredCapacity" in asg.ignore_changes
+
+
+class _TemplateAtVersion7(KilnMocks):
+    """A launch template that has been edited a few times: its latest version is 7, its default 1."""
+
+    def new_resource(self, args):
+        rid, state = super().new_resource(args)
+        if args.typ == LT:
+            state.update(latestVersion=7, defaultVersion=1)
+        return rid, state
+
+
+def test_asg_version_follows_the_templates_latest_version_not_a_constant():
+    r = run_program(EXISTING_GPU_SPOT, mocks=_TemplateAtVersion7())
+    for group, (_, asgs) in groups(r).items():
+        for zone, asg in asgs.items():
+            spec = asg.inputs.get("launchTemplate") or \
+                asg.inputs["mixedInstancesPolicy"]["launchTemplate"]["launchTemplateSpecification"]
+            assert spec["version"] == "7", (group, zone)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -284,6 +284,7 @@ KUBE_CALLS = {
     "delete_node": ("", "nodes", "delete"),
     "list_pod_for_all_namespaces": ("", "pods", "list"),          # and watch: the adapter streams it
     "create_namespaced_pod_eviction": ("", "pods/eviction", "create"),
+    "list_job_for_all_namespaces": ("batch", "jobs", "list"),
     "list_pod_disruption_budget_for_all_namespaces": ("policy", "poddisruptionbudgets", "list"),
     "read_namespaced_deployment_scale": ("apps", "deployments/scale", "get"),
     "patch_namespaced_deployment_scale": ("apps", "deployments/scale", "patch"),
@@ -315,7 +316,7 @@ def test_rbac_allows_every_call_the_rollout_adapter_makes_and_nothing_else(progr
     from automation.rollout import kube
 
     source = (ROOT / "automation" / "rollout" / "kube.py").read_text()
-    made = set(re.findall(r"self\.(?:core|apps|policy|coordination)\.(\w+)", source))
+    made = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination)\.(\w+)", source))
     assert made and made <= set(KUBE_CALLS), f"unmapped kubernetes calls: {made - set(KUBE_CALLS)}"
 
     cluster_role, cluster_rules = _rbac_rules(program, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")

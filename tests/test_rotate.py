@@ -329,6 +329,9 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert "--model-version" in capsys.readouterr().err
     args = _parse(rotate_cli.configure, ["--stack", "prod", "--model-version", "v6", "--model-uri", "http://x"])
     assert rotate_cli.main(args) == EXIT_BAD_INPUT
+    args = _parse(rotate_cli.configure, ["--stack", "prod", "--model-version", "v6", "--strategy", "yolo"])
+    assert rotate_cli.main(args) == EXIT_BAD_INPUT
+    assert "--strategy" in capsys.readouterr().err
 
 
 def test_the_program_exports_what_rotate_and_bake_consume():

@@ -20,6 +20,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from infra.labels import BUILDER_ROLE, TAG_ROLE
+
 from .recipe import (MANIFEST_NAME, TAG_BASE_AMI, TAG_MODEL_VERSION, TAG_RECIPE, BakeInputError, BakeRequest,
                      builder_script, recipe_for, split_s3_uri)
 from .ssm import SsmRunner
@@ -153,7 +155,9 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
             BlockDeviceMappings=[{"DeviceName": request.model_device, "Ebs": {
                 "VolumeSize": request.model_volume_size_gib, "VolumeType": "gp3", "Encrypted": True,
                 "DeleteOnTermination": True}}],
-            TagSpecifications=[{"ResourceType": "instance", "Tags": _tags(common_tags)}],
+            # The rollout role acts only on instances carrying the builder tag (infra/roles.py).
+            TagSpecifications=[{"ResourceType": kind, "Tags": _tags({**common_tags, TAG_ROLE: BUILDER_ROLE})}
+                               for kind in ("instance", "volume")],
         )["Instances"][0]["InstanceId"]
         result.builder_instance_id = instance_id
         progress(f"builder {instance_id} launched in {request.subnet_id}")

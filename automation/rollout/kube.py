@@ -1,8 +1,8 @@
 """ClusterPort over the official ``kubernetes`` client.
 
 Reads are paginated lists (``limit`` + ``_continue``) across all namespaces:
-three calls' worth of pages per reconcile (nodes, pods, PDBs) at any fleet
-size, never a call per node. Responses are read as plain JSON
+four calls' worth of pages per reconcile (nodes, pods with their Jobs, PDBs)
+at any fleet size, never a call per node or pod. Responses are read as plain JSON
 (``_preload_content=False``) rather than turned into generated model objects:
 at tens of thousands of pods the model deserialisation costs more than the
 HTTP.
@@ -34,7 +34,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from .model import GroupIntent, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
+from .model import ANNOTATION_DEADLINE_EXTENSION, GroupIntent, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
 from .ports import EvictionResult, Throttled
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -152,6 +152,27 @@ def pod_from_json(raw: Mapping[str, Any]) -> Pod:
     )
 
 
+def with_job_deadline_extensions(pods: Sequence[Pod], jobs: Sequence[Mapping[str, Any]]) -> list[Pod]:
+    """Pods of a Job that carry no deadline extension of their own get their Job's.
+
+    The extension may be set on the Job (so every pod it creates inherits it) or
+    on the pod; the pod's own annotation wins.
+    """
+    extensions: dict[tuple[str, str], str] = {}
+    for job in jobs:
+        meta = job.get("metadata") or {}
+        value = (meta.get("annotations") or {}).get(ANNOTATION_DEADLINE_EXTENSION)
+        if value is not None:
+            extensions[meta.get("namespace", "default"), meta["name"]] = value
+    out = []
+    for pod in pods:
+        value = extensions.get((pod.namespace, pod.owner_name or "")) if pod.owner_kind == "Job" else None
+        if value is not None and ANNOTATION_DEADLINE_EXTENSION not in pod.annotations:
+            pod = dataclasses.replace(pod, annotations={**pod.annotations, ANNOTATION_DEADLINE_EXTENSION: value})
+        out.append(pod)
+    return out
+
+
 def pdb_from_json(raw: Mapping[str, Any]) -> PodDisruptionBudget:
     meta = raw.get("metadata") or {}
     selector = (raw.get("spec") or {}).get("selector") or {}
@@ -201,6 +222,7 @@ class KubeCluster:
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
         self.lease_namespace = lease_namespace
@@ -274,6 +296,10 @@ class KubeCluster:
         pods = [pod_from_json(item) for item in items]
         self._pods_resource_version = version
         self._pods_seen = {pod.key: (item.get("metadata") or {}).get("resourceVersion") for pod, item in zip(pods, items)}
+        if any(p.owner_kind == "Job" and ANNOTATION_DEADLINE_EXTENSION not in p.annotations for p in pods):
+            # One cluster-wide list of Jobs, not a read per pod: a Job's annotation extends its pods' deadline.
+            jobs, _ = self._list_all(self.batch.list_job_for_all_namespaces)
+            pods = with_job_deadline_extensions(pods, jobs)
         return pods
 
     @_port_call

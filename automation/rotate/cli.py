@@ -54,6 +54,12 @@ def validate(args: argparse.Namespace) -> None:
         raise BadInput(f"--model-uri ({uri!r}) must look like s3://bucket/prefix/")
     if args.deadline <= 0:
         raise BadInput("--deadline must be positive")
+    from automation.rollout.strategies import get_strategy
+
+    try:
+        get_strategy(args.strategy)  # before anything changes, not after the stack update
+    except (KeyError, ValueError) as e:
+        raise BadInput(str(e)) from None
 
 
 def print_report(report: RotationReport, as_json: bool, console: Any) -> None:
