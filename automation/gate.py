@@ -19,7 +19,7 @@ a readable diff. It never calls the engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Optional
 
 from pulumi.automation import events as ev
@@ -169,10 +169,18 @@ def judge(change: Change, op: ev.OpType, rules: GateRules = DEFAULT_RULES) -> Ve
             return Verdict(change, True, "the new model's volume objects are expected")
         return Verdict(change, True, "creates destroy nothing")
     if op == ev.OpType.UPDATE:
+        if change.replace_keys:
+            # The engine turns a diff that forces replacement into a replace; an "update" that still
+            # carries replace keys is not the new launch-template version a rotation expects.
+            return Verdict(change, False, f"the engine marks {', '.join(change.replace_keys)} as forcing a "
+                                          f"replacement of {change.type}")
         if change.type in rules.updatable_types:
             return Verdict(change, True, "a launch-template update makes a new version; nodes roll onto it")
         limited = dict(rules.updatable_keys).get(change.type)
         if limited is not None:
+            if not change.diff_keys:
+                return Verdict(change, False, f"the engine named no changed keys, so this update of {change.type} "
+                                              f"cannot be checked against {', '.join(sorted(limited))}")
             extra = sorted({_top_level(k) for k in change.diff_keys} - limited)
             if extra:
                 return Verdict(change, False, f"only {', '.join(sorted(limited))} may change on {change.type}; "
@@ -204,10 +212,20 @@ def classify(events: Iterable[ev.EngineEvent], rules: GateRules = DEFAULT_RULES)
             continue
         verdict = judge(change_from_metadata(meta), op, rules)
         previous = verdicts.get(meta.urn)
-        # A replace shows up as several steps; keep the strictest verdict.
-        if previous is None or (previous.allowed and not verdict.allowed):
-            verdicts[meta.urn] = verdict
+        if previous is not None:
+            # A replace shows up as several steps; keep the strictest verdict and every step's keys
+            # (with delete-before-replace the first step, delete-replaced, names no keys).
+            base = verdict if (previous.allowed and not verdict.allowed) else previous
+            verdict = Verdict(replace(base.change,
+                                      replace_keys=_union(previous.change.replace_keys, verdict.change.replace_keys),
+                                      diff_keys=_union(previous.change.diff_keys, verdict.change.diff_keys)),
+                              base.allowed, base.reason)
+        verdicts[meta.urn] = verdict
     return GateResult(tuple(verdicts.values()))
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return first + tuple(k for k in second if k not in first)
 
 
 @dataclass

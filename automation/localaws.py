@@ -3,18 +3,20 @@
 ``LocalAws`` starts ``moto.server.ThreadedMotoServer`` on 127.0.0.1 with a free
 port and points boto3 at it through the standard ``AWS_ENDPOINT_URL`` and dummy
 credentials, so the code under test talks HTTP exactly as it would to AWS.
-``create_fleet`` builds a small kiln-shaped fleet there (VPC, private subnets,
+``moto_server`` is the bare server (no environment changes) for tests that
+point their clients at it explicitly. ``create_fleet`` builds a small kiln-shaped fleet there (VPC, private subnets,
 instance profile, launch template, one ASG per zone tagged for the cluster).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import boto3
 
@@ -23,10 +25,25 @@ from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
 ACCOUNT_ID = "123456789012"  # moto's default account
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_server(port: Optional[int] = None) -> Iterator[str]:
+    """``ThreadedMotoServer`` on 127.0.0.1 (a free port unless given); yields its URL, stops it on exit."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = port or free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
 class LocalAws:
@@ -34,17 +51,13 @@ class LocalAws:
 
     def __init__(self, region: str = "us-east-2"):
         self.region = region
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._saved: dict[str, Optional[str]] = {}
-        self._server: Any = None
+        self._server = contextlib.ExitStack()
 
     def __enter__(self) -> "LocalAws":
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
+        self._server.enter_context(moto_server(self.port))
         self._reset()  # moto keeps its backends per process: start every local AWS empty
         env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_SESSION_TOKEN": "testing", "AWS_REGION": self.region, "AWS_DEFAULT_REGION": self.region}
@@ -64,7 +77,7 @@ class LocalAws:
         try:
             self._reset()  # and leave nothing behind for whatever runs next in this process
         finally:
-            self._server.stop()
+            self._server.close()
         for k, v in self._saved.items():
             if v is None:
                 os.environ.pop(k, None)

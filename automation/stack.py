@@ -40,9 +40,10 @@ class StackSeam(Protocol):
 
     def set_config(self, values: Mapping[str, str]) -> None: ...
 
-    def preview(self, on_event: OnEvent) -> None: ...
+    # refresh=True: read the live resources first, so drift (e.g. what a node replacement changed) shows.
+    def preview(self, on_event: OnEvent, *, refresh: bool = False) -> None: ...
 
-    def up(self, on_event: Optional[OnEvent] = None) -> dict[str, Any]: ...
+    def up(self, on_event: Optional[OnEvent] = None, *, refresh: bool = False) -> dict[str, Any]: ...
 
     def outputs(self) -> dict[str, Any]: ...
 
@@ -52,11 +53,12 @@ def pulumi_cli_available() -> bool:
 
 
 def open_stack(name: str, work_dir: Path | str = PROJECT_DIR, *, session: Any = None,
-               stand_in: Optional[bool] = None) -> StackSeam:
+               stand_in: Optional[bool] = None, on_output: Optional[Callable[[str], None]] = None) -> StackSeam:
     """The real Automation API when the CLI is present, else the labelled stand-in."""
     if stand_in is None:
         stand_in = not pulumi_cli_available()
-    return StandInStack(name, work_dir, session=session) if stand_in else PulumiStack(name, work_dir)
+    return StandInStack(name, work_dir, session=session) if stand_in else PulumiStack(name, work_dir,
+                                                                                       on_output=on_output)
 
 
 # --------------------------------------------------------------------------- real
@@ -65,11 +67,13 @@ def open_stack(name: str, work_dir: Path | str = PROJECT_DIR, *, session: Any = 
 class PulumiStack:
     kind = "pulumi"
 
-    def __init__(self, name: str, work_dir: Path | str = PROJECT_DIR):
+    def __init__(self, name: str, work_dir: Path | str = PROJECT_DIR, *,
+                 on_output: Optional[Callable[[str], None]] = None):
         from pulumi import automation as auto
 
         self.name = name
         self._auto = auto
+        self._on_output = on_output  # the engine's progress lines while preview/up run
         self._stack = auto.select_stack(stack_name=name, work_dir=str(work_dir))
 
     def get_config(self, key: str) -> Optional[str]:
@@ -81,15 +85,20 @@ class PulumiStack:
     def set_config(self, values: Mapping[str, str]) -> None:
         self._stack.set_all_config({k: self._auto.ConfigValue(value=v) for k, v in values.items()})
 
-    def preview(self, on_event: OnEvent) -> None:
-        self._stack.preview(on_event=on_event, diff=True)
+    def preview(self, on_event: OnEvent, *, refresh: bool = False) -> None:
+        self._stack.preview(on_event=on_event, diff=True, refresh=refresh, on_output=self._on_output)
 
-    def up(self, on_event: Optional[OnEvent] = None) -> dict[str, Any]:
-        result = self._stack.up(on_event=on_event)
-        return {k: v.value for k, v in result.outputs.items()}
+    def up(self, on_event: Optional[OnEvent] = None, *, refresh: bool = False) -> dict[str, Any]:
+        result = self._stack.up(on_event=on_event, refresh=refresh, on_output=self._on_output)
+        return plain_outputs(result.outputs)
 
     def outputs(self) -> dict[str, Any]:
-        return {k: v.value for k, v in self._stack.outputs().items()}
+        return plain_outputs(self._stack.outputs())
+
+
+def plain_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Stack outputs without their ``OutputValue`` wrappers; secrets arrive in plaintext (``--show-secrets``)."""
+    return {k: v.value for k, v in outputs.items()}
 
 
 # --------------------------------------------------------------------------- stand-in
@@ -199,7 +208,8 @@ class StandInStack:
             "op": op, "urn": urn, "type": type_, "provider": "kiln-stand-in", "diffs": diffs,
             "detailedDiff": {d: {"diffKind": "update", "inputDiff": True} for d in diffs}}}})
 
-    def preview(self, on_event: OnEvent) -> None:
+    def preview(self, on_event: OnEvent, *, refresh: bool = False) -> None:
+        # Always reads AWS, so it is always "refreshed".
         seen_lts: set[str] = set()
         for p in self._plan():
             lt_changes = p["want_ami"] and p["latest_ami"] != p["want_ami"]
@@ -211,7 +221,7 @@ class StandInStack:
             on_event(self._event("update" if asg_changes else "same", "aws:autoscaling/group:Group", p["asg"],
                                  ["launchTemplate"] if asg_changes else []))
 
-    def up(self, on_event: Optional[OnEvent] = None) -> dict[str, Any]:
+    def up(self, on_event: Optional[OnEvent] = None, *, refresh: bool = False) -> dict[str, Any]:
         if on_event is not None:
             self.preview(on_event)
         model_version = self.get_config("kiln:modelVersion") or ""

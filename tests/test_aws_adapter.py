@@ -1,19 +1,18 @@
 """AwsCloud against a moto server over HTTP (not in-process patching).
 
-One ThreadedMotoServer per module on a free 127.0.0.1 port. Tests share it and
-keep apart by cluster tag value and ASG name prefix (see ``World``).
+One moto server per module on a free 127.0.0.1 port (``automation.localaws.moto_server``).
+Tests share it and keep apart by cluster tag value and ASG name prefix (see ``World``).
 """
 
 from __future__ import annotations
 
-import socket
 import uuid
 
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from moto.server import ThreadedMotoServer
 
+from automation.localaws import moto_server
 from automation.rollout.aws import AwsCloud, group_from_describe
 from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
 from automation.rollout.ports import Throttled
@@ -23,19 +22,10 @@ AMI_V1 = "ami-12c6146b"   # moto ships these two image ids
 AMI_V2 = "ami-1234abcd"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

@@ -321,3 +321,16 @@ def test_surplus_above_the_original_max_is_trimmed_without_touching_a_job():
                                                  "taints": (engine.SURPLUS_TAINT,)})], busy[:2]),
                   intent(), gi(desired=2, max_size=2), DEFAULT)
     assert of(Uncordon, back.commands) == [Uncordon("gpu-a", "n3")]
+
+
+def test_terminate_at_the_min_size_lets_the_group_replace_the_instance_instead_of_a_refused_decrement():
+    # A fixed-size group (min = desired): Auto Scaling refuses a decrement below min
+    # (ValidationError), which would skip the group's every later command, cycle after cycle.
+    from dataclasses import replace
+    g = replace(group([inst("i-1"), inst("i-2"), inst("i-3", "2")], desired=3, max_size=3), min_size=2)
+    nodes = [node("n1", "i-1"), node("n2", "i-2"), node("n3", "i-3", old=False)]
+    d = decide(snap([g], nodes), intent(), gi(desired=2, max_size=2), DEFAULT)
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-1", "n1", decrement=True),
+                                         Terminate("gpu-a", "i-2", "n2", decrement=False)]
+    # desired is 2 after the one decrement, and the group launches i-2's replacement itself.
+    assert not of(SetCapacity, d.commands) or of(SetCapacity, d.commands)[0].desired is None

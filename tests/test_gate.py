@@ -158,3 +158,68 @@ def test_any_destructive_change_blocks_and_only_safe_changes_pass(safe, destruct
     result = classify(events)
     assert result.allowed == (not destructive)
     assert {v.change.name for v in result.blocked} == {DESTRUCTIVE[i][2] for i in destructive}
+
+
+# ---------------------------------------------------------------------------------------------
+# The same rules with event objects built directly from the SDK's classes (what ``on_event`` gets
+# after the SDK parsed the engine's JSON), including every op the engine can report.
+
+import pytest
+from pulumi.automation.events import (DiffKind, OpType, PropertyDiff, ResourcePreEvent, StepEventMetadata,
+                                      StepEventStateMetadata)
+
+LT = "aws:ec2/launchTemplate:LaunchTemplate"
+ASG = "aws:autoscaling/group:Group"
+
+
+def pre(op: OpType, type_: str, name: str, *, keys=None, diffs=None, detailed=None) -> EngineEvent:
+    urn = f"{STACK}::kiln:index:NodeGroup${type_}::{name}"
+    state = StepEventStateMetadata(type=type_, urn=urn, id="id-1", parent=f"{STACK}::kiln:index:NodeGroup::gpu",
+                                   provider="urn:pulumi:prod::kiln::pulumi:providers:aws::default::1")
+    meta = StepEventMetadata(op=op, urn=urn, type=type_, provider=state.provider, old=state, new=state, keys=keys,
+                             diffs=diffs, detailed_diff={k: PropertyDiff(v, True) for k, v in (detailed or {}).items()})
+    return EngineEvent(sequence=next(_seq), timestamp=0, resource_pre_event=ResourcePreEvent(metadata=meta))
+
+
+@pytest.mark.parametrize("op", [OpType.REPLACE, OpType.CREATE_REPLACEMENT, OpType.DELETE_REPLACED, OpType.DELETE,
+                                OpType.READ_REPLACEMENT, OpType.IMPORT_REPLACEMENT])
+def test_every_destroying_op_on_a_launch_template_is_blocked(op):
+    result = classify([pre(op, LT, "gpu-lt", keys=["name"])])
+    assert not result.allowed and result.blocked[0].change.op == op.value
+
+
+@pytest.mark.parametrize("op", [OpType.SAME, OpType.READ, OpType.REFRESH, OpType.DISCARD, OpType.DISCARD_REPLACED,
+                                OpType.REMOVE_PENDING_REPLACE])
+def test_ops_that_change_nothing_in_the_world_are_ignored(op):
+    # discard / discard-replaced drop a *read* resource from the state; nothing is deleted.
+    assert not classify([pre(op, LT, "gpu-lt")]).has_changes
+
+
+def test_delete_before_replace_still_names_the_keys_causing_the_replace():
+    # With deleteBeforeReplace the engine's first step is delete-replaced, which carries no keys.
+    events = [pre(OpType.DELETE_REPLACED, LT, "gpu-lt"),
+              pre(OpType.REPLACE, LT, "gpu-lt", keys=["name"], diffs=["name", "imageId"]),
+              pre(OpType.CREATE_REPLACEMENT, LT, "gpu-lt", keys=["name"], diffs=["name", "imageId"])]
+    result = classify(events)
+    (blocked,) = result.blocked
+    assert blocked.change.replace_keys == ("name",)
+    assert "replaced because of: name" in result.render()
+
+
+def test_launch_template_update_whose_diff_forces_replacement_is_blocked():
+    result = classify([pre(OpType.UPDATE, LT, "gpu-lt", diffs=["imageId", "name"],
+                           detailed={"imageId": DiffKind.UPDATE, "name": DiffKind.UPDATE_REPLACE})])
+    assert not result.allowed
+    assert "name" in result.blocked[0].reason and "replaced because of: name" in result.render()
+
+
+def test_asg_desired_capacity_in_the_detailed_diff_only_is_blocked():
+    result = classify([pre(OpType.UPDATE, ASG, "gpu-a", detailed={"launchTemplate.version": DiffKind.UPDATE,
+                                                                  "desiredCapacity": DiffKind.UPDATE})])
+    assert not result.allowed and "desiredCapacity" in result.blocked[0].reason
+
+
+def test_asg_update_that_names_no_keys_cannot_be_checked_and_is_blocked():
+    result = classify([pre(OpType.UPDATE, ASG, "gpu-a")])
+    assert not result.allowed and "no changed keys" in result.blocked[0].reason
+    assert classify([pre(OpType.UPDATE, ASG, "gpu-a", diffs=["launchTemplate.version", "tags[0].value"])]).allowed

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from _program_helpers import BASE, run, with_changes
+from automation.localaws import moto_server
 from infra.prefetch import DOCUMENT, EVENT_INPUT_PATHS, join_pull_script
 from policies.rules.iam import star_on_star
 
@@ -45,26 +44,16 @@ def program():
 # ---- a moto EventBridge + SQS standing in for the real thing -------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def aws_clients():
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
     try:
-        yield (boto3.client("events", region_name=REGION, endpoint_url=url),
-               boto3.client("sqs", region_name=REGION, endpoint_url=url))
+        with moto_server() as url:
+            yield (boto3.client("events", region_name=REGION, endpoint_url=url),
+                   boto3.client("sqs", region_name=REGION, endpoint_url=url))
     finally:
-        server.stop()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -4,15 +4,14 @@ against a moto server (AWS) and kmock (Kubernetes), both over HTTP."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from automation.cli import main as automation_main
+from automation.localaws import moto_server
 from automation.rollout.kube import format_micro_time
 from automation.rollout.model import TAG_CLUSTER
 from tests._kube_emulator import LEASES, NODES, PODS, KubeEmulator
@@ -29,13 +28,8 @@ def run(argv: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def moto_url():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

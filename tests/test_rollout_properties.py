@@ -20,6 +20,7 @@ def fleets(draw):
     ]
     for g in groups:
         g["max_size"] = g["nodes"] + draw(st.integers(0, g["nodes"] + 2))
+        g["min_size"] = draw(st.integers(0, g["nodes"]))     # min = desired: fixed-size groups too
     slots = sum(g["nodes"] * g["pods_per_node"] for g in groups)
     low = draw(st.integers(0, 3000))
     scenario = {

@@ -11,8 +11,12 @@ import argparse
 import json
 from typing import Any, Optional
 
+from unittest import mock
+
 import pytest
 from pulumi.automation.events import EngineEvent
+
+from automation.gate import EventRecorder
 
 from automation.rotate import cli as rotate_cli
 from automation.rotate.pipeline import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, STEPS, BadInput, IntentStore, Rotation,
@@ -44,6 +48,9 @@ class FakeStack:
         self.fail_up = False
         self.ups = 0
         self._seq = 0
+        # maxSize as the program declares it, as the engine's state has it, and as it is live in AWS:
+        # the engine sees a live change only after a refresh.
+        self.declared_max = self.state_max = self.live_max = 10
 
     def get_config(self, key: str) -> Optional[str]:
         return self.config.get(key)
@@ -61,9 +68,13 @@ class FakeStack:
             "op": op, "urn": f"urn:pulumi:prod::kiln::{type_}::{name}", "type": type_, "provider": "",
             "diffs": diffs}}})
 
-    def preview(self, on_event) -> None:
+    def preview(self, on_event, *, refresh: bool = False) -> None:
+        if refresh:
+            self.state_max = self.live_max
         changed = self.wanted_ami != self.lt_versions[-1]
         on_event(self._event("same", "aws:eks/cluster:Cluster", "kiln", []))
+        if self.state_max != self.declared_max:
+            on_event(self._event("update", "aws:autoscaling/group:Group", "gpu-a", ["maxSize"]))
         on_event(self._event("update" if changed else "same", "aws:ec2/launchTemplate:LaunchTemplate", "gpu",
                              ["imageId"] if changed else []))
         for asg in self.asg_version:
@@ -73,10 +84,14 @@ class FakeStack:
             for e in self.extra_events:
                 on_event(e)
 
-    def up(self, on_event=None) -> dict[str, Any]:
+    def up(self, on_event=None, *, refresh: bool = False) -> dict[str, Any]:
         self.ups += 1
         if self.fail_up:
             raise RuntimeError("engine error: rate exceeded")
+        if refresh:
+            self.state_max = self.live_max
+        if self.state_max != self.declared_max:
+            self.state_max = self.live_max = self.declared_max
         if self.wanted_ami != self.lt_versions[-1]:
             self.lt_versions.append(self.wanted_ami)
             for asg in self.asg_version:
@@ -350,7 +365,192 @@ def test_rollback_cli_without_history_exits_2(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("PATH", str(tmp_path))            # no pulumi CLI: the stand-in
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
-    args = _parse(rollback_cli.configure, ["--stack", "prod", "--state-dir", str(tmp_path / "state"), "--yes"])
+    args = _parse(rollback_cli.configure, ["--stack", "example", "--state-dir", str(tmp_path / "state"), "--yes"])
     assert rollback_cli.main(args) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "--ami" in err and "STAND-IN" in err
+
+
+# --------------------------------------------------------------------------------------------- review fixes
+
+
+def test_converge_restores_what_the_replacement_changed_outside_the_engine(tmp_path):
+    rotation, stack, fleet, _ = make(tmp_path)
+
+    def replace_leaving_a_surge(outputs):
+        report = fleet.replace(outputs)
+        stack.live_max = 20  # changed in AWS behind the engine's back; only a refresh shows it
+        return report
+
+    rotation.w.replace = replace_leaving_a_surge
+    report = rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert report.exit_code == EXIT_OK, report.message
+    assert stack.live_max == stack.declared_max
+
+
+def test_bad_input_found_mid_way_leaves_no_intent_and_the_corrected_command_runs(tmp_path):
+    rotation, stack, fleet, baker = make(tmp_path)
+    bake = rotation.w.bake
+
+    def bake_needing_a_uri(intent, family):
+        if not intent.model_uri:
+            raise BadInput(f"--model-uri is required: no AMI for model {intent.model_version} exists yet")
+        return bake(intent, family)
+
+    rotation.w.bake = bake_needing_a_uri
+    with pytest.raises(BadInput, match="--model-uri"):
+        rotation.rotate("prod", "v6", None)
+    assert IntentStore(tmp_path / "state").load("prod") is None
+    report = rotation.rotate("prod", "v6", "s3://models/llm/v6/")  # not refused as "other arguments"
+    assert report.exit_code == EXIT_OK and stack.node_amis() == {NEW_AMI}
+
+
+def test_yes_required_without_a_terminal_leaves_the_config_as_it_was(tmp_path):
+    def no_terminal(result):
+        raise BadInput("--yes is required when stdin is not a terminal")
+
+    rotation, stack, fleet, _ = make(tmp_path, confirm=no_terminal)
+    with pytest.raises(BadInput, match="--yes"):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert stack.config["kiln:nodeAmi"] == OLD_AMI and stack.config["kiln:modelVersion"] == "v5"
+    assert stack.ups == 0 and IntentStore(tmp_path / "state").load("prod") is None
+
+
+def test_bad_input_after_up_restores_and_applies_the_previous_ami(tmp_path):
+    rotation, stack, fleet, _ = make(tmp_path)
+
+    def no_kubeconfig(outputs):
+        raise BadInput("the stack has no kubeconfig output")
+
+    rotation.w.replace = no_kubeconfig
+    with pytest.raises(BadInput):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/")
+    assert stack.config["kiln:nodeAmi"] == OLD_AMI and stack.lt_versions[-1] == OLD_AMI
+
+
+def test_dry_run_whose_prediction_fails_leaves_the_config_as_it_was(tmp_path):
+    rotation, stack, fleet, _ = make(tmp_path)
+
+    def predict(outputs):
+        raise ConnectionError("API server unreachable")
+
+    rotation.w.predict = predict
+    with pytest.raises(ConnectionError):
+        rotation.rotate("prod", "v6", "s3://models/llm/v6/", dry_run=True)
+    assert stack.config["kiln:nodeAmi"] == OLD_AMI and stack.ups == 0
+    assert IntentStore(tmp_path / "state").load("prod") is None
+
+
+def test_cli_unknown_stack_exits_2_naming_the_flag(tmp_path, monkeypatch, capsys):
+    from pulumi import automation as auto
+    from pulumi.automation._cmd import CommandResult
+
+    from automation import stack as stack_module
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
+    argv = ["--stack", "no-such-stack", "--model-version", "v6", "--state-dir", str(tmp_path), "--yes"]
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)  # the stand-in: no stack file
+    assert rotate_cli.main(_parse(rotate_cli.configure, argv)) == EXIT_BAD_INPUT
+    assert "--stack" in capsys.readouterr().err
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: True)  # the Automation API: no such stack
+    not_found = auto.StackNotFoundError(CommandResult(stdout="", stderr="error: no stack named 'no-such-stack' found",
+                                                      code=255))
+    monkeypatch.setattr(auto, "select_stack", mock.create_autospec(auto.select_stack, side_effect=not_found))
+    assert rotate_cli.main(_parse(rotate_cli.configure, argv)) == EXIT_BAD_INPUT
+    assert "--stack" in capsys.readouterr().err
+
+
+def test_rollback_cli_bad_ami_exits_2_naming_the_flag(tmp_path, capsys):
+    from automation.rotate import rollback_cli
+
+    for bad in ("ami-xyz", "prod-v5", '{"nvidia": "ami-0123456789abcdef0"}'):
+        args = _parse(rollback_cli.configure, ["--stack", "prod", "--ami", bad, "--model-version", "v5",
+                                               "--state-dir", str(tmp_path)])
+        assert rollback_cli.main(args) == EXIT_BAD_INPUT
+        assert "--ami" in capsys.readouterr().err
+    assert rotate_cli._is_node_ami('{"standard": "ami-0123456789abcdef0", "nvidia": "ami-0123456789abcdef1"}')
+
+
+# ------------------------------------------------------------------- the real Automation API seam, no CLI
+# ``create_autospec`` copies the installed SDK's signatures (pulumi 3.272.0): a call or argument name
+# that does not exist there raises TypeError. Return values are the SDK's own types.
+
+
+def _autospec_stack(monkeypatch):
+    from pulumi import automation as auto
+
+    stack = mock.create_autospec(auto.Stack, instance=True)
+    select = mock.create_autospec(auto.select_stack, return_value=stack)
+    monkeypatch.setattr(auto, "select_stack", select)
+    return auto, select, stack
+
+
+def test_pulumi_stack_selects_the_stack_on_this_project_and_sets_config(monkeypatch, tmp_path):
+    from pulumi.automation._cmd import CommandResult
+
+    from automation.stack import PulumiStack
+
+    auto, select, api = _autospec_stack(monkeypatch)
+    stack = PulumiStack("prod", tmp_path)
+    select.assert_called_once_with(stack_name="prod", work_dir=str(tmp_path))
+
+    stack.set_config({"kiln:nodeAmi": NEW_AMI, "kiln:modelVersion": "v6"})
+    (config,), kwargs = api.set_all_config.call_args
+    assert {k: (v.value, v.secret) for k, v in config.items()} == {
+        "kiln:nodeAmi": (NEW_AMI, False), "kiln:modelVersion": ("v6", False)}
+    assert all(isinstance(v, auto.ConfigValue) for v in config.values())
+
+    api.get_config.return_value = auto.ConfigValue(value=OLD_AMI)
+    assert stack.get_config("kiln:nodeAmi") == OLD_AMI
+    api.get_config.side_effect = auto.CommandError(CommandResult(
+        stdout="", stderr="error: configuration key 'kiln:nodeAmi' not found for stack 'prod'", code=255))
+    assert stack.get_config("kiln:nodeAmi") is None
+
+
+def test_pulumi_stack_preview_up_and_outputs(monkeypatch, tmp_path):
+    import datetime
+
+    from automation.stack import PulumiStack
+
+    auto, _, api = _autospec_stack(monkeypatch)
+    lines = []
+    stack = PulumiStack("prod", tmp_path, on_output=lines.append)
+    recorder = EventRecorder()
+    stack.preview(recorder, refresh=True)
+    api.preview.assert_called_once_with(on_event=recorder, diff=True, refresh=True, on_output=lines.append)
+
+    outputs = {"clusterName": auto.OutputValue(value="kiln", secret=False),
+               "kubeconfig": auto.OutputValue(value={"apiVersion": "v1", "clusters": []}, secret=True),
+               "nodeGroups": auto.OutputValue(value={"gpu": [{"asgName": "gpu-a"}]}, secret=False)}
+    summary = auto.UpdateSummary(kind="update", start_time=datetime.datetime.now(), message="", environment={},
+                                 config={}, result="succeeded")
+    api.up.return_value = auto.UpResult(stdout="", stderr="", summary=summary, outputs=outputs)
+    plain = {"clusterName": "kiln", "kubeconfig": {"apiVersion": "v1", "clusters": []},
+             "nodeGroups": {"gpu": [{"asgName": "gpu-a"}]}}
+    assert stack.up() == plain  # the secret kubeconfig in plaintext, ready for the kubernetes client
+    api.up.assert_called_once_with(on_event=None, refresh=False, on_output=lines.append)
+    api.outputs.return_value = outputs
+    assert stack.outputs() == plain
+
+
+def test_a_second_rollback_goes_forward_again(tmp_path):
+    rotation, stack, fleet, _ = make(tmp_path)
+    assert rotation.rotate("prod", "v6", "s3://models/llm/v6/").exit_code == EXIT_OK
+    assert rotation.rollback("prod").exit_code == EXIT_OK and stack.node_amis() == {OLD_AMI}
+    report = rotation.rollback("prod")
+    assert report.exit_code == EXIT_OK and stack.config["kiln:nodeAmi"] == NEW_AMI
+    assert stack.config["kiln:modelVersion"] == "v6" and stack.node_amis() == {NEW_AMI}
+
+
+def test_rollback_to_another_ami_while_a_rollback_is_in_flight_is_bad_input(tmp_path):
+    rotation, stack, *_ = make(tmp_path)
+    assert rotation.rotate("prod", "v6", "s3://models/llm/v6/").exit_code == EXIT_OK
+    rotation.w.checkpoint = lambda step: (_ for _ in ()).throw(Interrupted()) if step == "up" else None
+    with pytest.raises(Interrupted):
+        rotation.rollback("prod")
+    rotation.w.checkpoint = lambda step: None
+    with pytest.raises(BadInput, match="--ami"):
+        rotation.rollback("prod", ami="ami-0000000000000cccc", model_version="v4")
+    assert stack.config["kiln:nodeAmi"] == OLD_AMI  # the rollback in flight is untouched ...
+    assert rotation.rollback("prod").exit_code == EXIT_OK  # ... and continues
+    assert stack.node_amis() == {OLD_AMI}

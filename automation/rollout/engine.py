@@ -82,6 +82,7 @@ class Terminate:
     asg: str
     instance_id: str
     node: Optional[str]
+    decrement: bool = True       # False only where a decrement would break the group's min size
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,8 @@ class _GroupView:
     new: list[Instance] = field(default_factory=list)
     new_ready: int = 0
     blocking: int = 0
-    terminated_now: int = 0
+    terminated_now: int = 0           # old instances terminated this cycle
+    decremented_now: int = 0          # of those, with desired decremented in the same call
     slots_per_node: float = 1.0
     labels: dict = field(default_factory=dict)
     free_slots: list[float] = field(default_factory=list)   # ready new nodes and nodes still booting
@@ -498,8 +500,7 @@ def propose_drain(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_
     for inst in view.old:
         node = nodes_by_instance.get(inst.id)
         if node is None:                 # never registered (or gone): nothing can run there
-            out.append(Terminate(asg, inst.id, None))
-            view.terminated_now += 1
+            out.append(_terminate_old(view, inst.id, None))
             continue
         pods = pods_by_node.get(node.name, ())
         if not is_cordoned_for_rollout(node) or node.annotations.get(CA_SCALE_DOWN_DISABLED) != "true":
@@ -528,9 +529,19 @@ def propose_drain(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_
             continue
         if any(still_leaving(p) for p in pods):
             continue
-        out.append(Terminate(asg, inst.id, node.name))
-        view.terminated_now += 1
+        out.append(_terminate_old(view, inst.id, node.name))
     return out
+
+
+def _terminate_old(view: _GroupView, instance_id: str, node: Optional[str]) -> Terminate:
+    """Terminate exactly this instance, decrementing desired in the same call —
+    unless desired is at the group's min size, where Auto Scaling refuses the
+    decrement (ValidationError) and the group would never get past it: then the
+    group replaces the instance itself, on its current launch template version."""
+    decrement = view.asg.desired_capacity - view.decremented_now > view.asg.min_size
+    view.terminated_now += 1
+    view.decremented_now += int(decrement)
+    return Terminate(view.asg.name, instance_id, node, decrement=decrement)
 
 
 def propose_protection(view: _GroupView) -> list[Command]:
@@ -581,7 +592,7 @@ def propose_capacity(view: _GroupView, strategy: Strategy, intent: RolloutIntent
     exact terminate-with-decrement, so nothing fights cluster-autoscaler."""
     orig = view.intent.original_desired
     old_after = len(view.old) - view.terminated_now
-    desired_after = view.asg.desired_capacity - view.terminated_now
+    desired_after = view.asg.desired_capacity - view.decremented_now
     if old_after <= 0 or not rolling:
         want_new = orig
     else:
@@ -614,7 +625,7 @@ def propose_trim(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_b
     busy ones as surplus and drain them like old nodes — never a running Job."""
     if len(view.old) - view.terminated_now > 0:
         return []
-    excess = view.asg.desired_capacity - view.terminated_now - view.intent.original_max
+    excess = view.asg.desired_capacity - view.decremented_now - view.intent.original_max
     view.excess = max(0, excess)
     if excess <= 0:
         return [Uncordon(view.asg.name, n.name) for n in (nodes_by_instance.get(i.id) for i in view.new)

@@ -358,13 +358,17 @@ class KubeCluster:
 
     # ---- node marks ------------------------------------------------------------------------
 
-    def _read_node(self, node: str) -> Optional[dict[str, Any]]:
+    def _read(self, read_call: Callable[..., Any], *args: Any) -> Optional[dict[str, Any]]:
+        """One object as plain JSON; None when it does not exist (404)."""
         try:
-            return _body(self.core.read_node(node, _preload_content=False, _request_timeout=self.request_timeout))
+            return _body(read_call(*args, _preload_content=False, _request_timeout=self.request_timeout))
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
+
+    def _read_node(self, node: str) -> Optional[dict[str, Any]]:
+        return self._read(self.core.read_node, node)
 
     def _patch_node_cas(self, node: str, make_patch: Callable[[dict[str, Any]], Optional[dict[str, Any]]]) -> None:
         """Read the node, build a patch from it, write it guarded by its resourceVersion; redo on 409."""
@@ -466,14 +470,9 @@ class KubeCluster:
 
     @_port_call
     def get_autoscaler_replicas(self) -> Optional[int]:
-        try:
-            scale = _body(self.apps.read_namespaced_deployment_scale(
-                self.autoscaler_name, self.autoscaler_namespace, _preload_content=False,
-                _request_timeout=self.request_timeout))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        scale = self._read(self.apps.read_namespaced_deployment_scale, self.autoscaler_name, self.autoscaler_namespace)
+        if scale is None:
+            return None
         return int((scale.get("spec") or {}).get("replicas") or 0)
 
     @_port_call
@@ -485,14 +484,7 @@ class KubeCluster:
     # ---- the Lease: lock and intent --------------------------------------------------------
 
     def _read_lease(self) -> Optional[dict[str, Any]]:
-        try:
-            return _body(self.coordination.read_namespaced_lease(
-                self.lease_name, self.lease_namespace, _preload_content=False,
-                _request_timeout=self.request_timeout))
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise
+        return self._read(self.coordination.read_namespaced_lease, self.lease_name, self.lease_namespace)
 
     def _create_lease(self, spec: Mapping[str, Any], annotations: Optional[Mapping[str, str]] = None) -> bool:
         """Create the Lease; False when someone else created it first (409)."""

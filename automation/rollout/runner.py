@@ -10,8 +10,12 @@ can reach (and by the next run after a hard crash, from the intent).
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, TypeVar
 
 from . import engine
@@ -23,9 +27,22 @@ from .report import RolloutReport
 from .strategies import Strategy, get_strategy, parse_surge
 
 T = TypeVar("T")
+
+
+def _unique_holder() -> str:
+    # Unique per RolloutOptions (host, process, random): two rollouts started
+    # with default options must not both "hold" the Lease under one name.
+    return f"kiln-rollout/{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+class StopRequested(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so the per-command
+    ``except Exception`` in :meth:`_Session.execute` cannot swallow it."""
+
 PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
 RETRIES = 8                 # attempts of one call that keeps being throttled, across backoffs
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
+MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's pod watch fires constantly: at most one full relist per this
 GRACE_AFTER_DEADLINE = 1800.0  # give up (outcome failed) this long after the deadline
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
 
@@ -40,7 +57,7 @@ class RolloutOptions:
     pause_autoscaler: bool = False
     dry_run: bool = False
     poll_seconds: float = 30
-    holder: str = "kiln-rollout"
+    holder: str = field(default_factory=_unique_holder)   # lock identity; the default is unique per options
 
     def validate(self) -> None:
         get_strategy(self.strategy)
@@ -64,6 +81,7 @@ class _Session:
         self.intent: Optional[RolloutIntent] = None
         self.autoscaler_restored = False
         self.failing_cycles = 0
+        self.lock_lost = False
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, event: str, **fields) -> None:
@@ -103,6 +121,8 @@ class _Session:
         ok = self.call(lambda: self.cluster.acquire_lock(self.options.holder, self.lease_ttl))
         if ok:
             self.lease_renewed_at = now
+        elif self.lease_renewed_at != float("-inf"):
+            self.lock_lost = True        # we held it and another holder has it now: write nothing more
         return ok
 
     # ------------------------------------------------------------------ intent
@@ -150,17 +170,35 @@ class _Session:
         return self.intent
 
     # ------------------------------------------------------------------ execution
-    def execute(self, commands: tuple[Command, ...]) -> None:
+    def execute(self, commands: tuple[Command, ...]) -> bool:
         """Run commands in order; a group whose command fails is skipped for the
-        rest of this cycle (e.g. no capacity change after a failed terminate)."""
+        rest of this cycle (e.g. no capacity change after a failed terminate).
+        Returns whether anything changed (False when every command was an
+        eviction a PodDisruptionBudget refused: then the runner backs off)."""
         failed_groups: set[str] = set()
         error: Optional[Exception] = None
+        progressed = False
+        busy_nodes: Optional[set[str]] = None
         for cmd in commands:
+            # A long cycle (a thousand cordons, throttled calls) must not outlive
+            # the Lease: renew it as we go, and stop acting the moment it is lost.
+            if not self.renew_lock():
+                return progressed
             group = getattr(cmd, "asg", None)
             if group and group in failed_groups:
                 continue
+            if isinstance(cmd, Terminate) and cmd.node is not None:
+                if busy_nodes is None:
+                    busy_nodes = self.nodes_with_work()
+                if cmd.node in busy_nodes:
+                    # A pod bound after the snapshot (one tolerating the cordon, say):
+                    # not now. The group's later commands assumed this terminate.
+                    self.emit("terminate_deferred", node=cmd.node, instance=cmd.instance_id,
+                              reason="a pod arrived on the node after the snapshot")
+                    failed_groups.add(cmd.asg)
+                    continue
             try:
-                self.apply(cmd)
+                progressed = (self.apply(cmd) is not EvictionResult.BLOCKED) or progressed
             except Throttled:
                 self.report.throttled_calls += 1
                 if group:
@@ -175,8 +213,17 @@ class _Session:
         self.failing_cycles = self.failing_cycles + 1 if error else 0
         if error is not None and self.failing_cycles >= MAX_FAILING_CYCLES:
             raise error
+        return progressed or error is not None
 
-    def apply(self, cmd: Command) -> None:
+    def nodes_with_work(self) -> set[str]:
+        """Nodes that host a pod the drain waits for or must evict, read fresh:
+        one more list call per cycle that terminates, to close the window between
+        the snapshot and the terminate."""
+        pods = self.call(lambda: self.cluster.list_pods())
+        return {p.node_name for p in pods if p.node_name
+                and (engine.blocks_drain(p) or engine.needs_eviction(p) or engine.still_leaving(p))}
+
+    def apply(self, cmd: Command) -> Optional[EvictionResult]:
         if isinstance(cmd, Cordon):
             taint = engine.SURPLUS_TAINT if cmd.surplus else engine.ROLLOUT_TAINT
             self.cluster.cordon(cmd.node, taint, {CA_SCALE_DOWN_DISABLED: "true"})
@@ -193,8 +240,9 @@ class _Session:
                 self.emit("evicted", pod=f"{cmd.namespace}/{cmd.name}", node=cmd.node, forced=cmd.forced)
             elif result is EvictionResult.BLOCKED:
                 self.report.evictions_blocked += 1
+            return result
         elif isinstance(cmd, Terminate):
-            self.cloud.terminate_instance(cmd.instance_id, decrement_desired=True)
+            self.cloud.terminate_instance(cmd.instance_id, decrement_desired=cmd.decrement)
             self.report.nodes_terminated += 1
             self.emit("terminated", instance=cmd.instance_id, node=cmd.node, group=cmd.asg)
         elif isinstance(cmd, SetCapacity):
@@ -212,11 +260,14 @@ class _Session:
         else:  # pragma: no cover - a new command type without an executor is a bug
             raise TypeError(f"no executor for {cmd!r}")
 
-    def wait(self, strategy: Strategy, acted: bool) -> None:
+    def wait(self, strategy: Strategy, acted: bool, cycle_started: float) -> None:
         if acted:
             self.clock.sleep(SETTLE_SECONDS)
         elif strategy.react_to_pod_changes:
             self.call(lambda: self.cluster.wait_for_pod_change(self.options.poll_seconds))
+            rest = MIN_RECONCILE_SECONDS - (self.clock.now() - cycle_started)
+            if rest > 0:
+                self.clock.sleep(rest)
         else:
             self.clock.sleep(strategy.poll_seconds or self.options.poll_seconds)
 
@@ -229,11 +280,30 @@ class _Session:
         self.emit("start", cluster=options.cluster_name, strategy=strategy.name, dry_run=options.dry_run)
         if options.dry_run:
             return self.dry_run(strategy)
+        caught, previous_sigterm = self._catch_sigterm()
+        try:
+            return self._run_locked(options, strategy)
+        finally:
+            if caught:
+                signal.signal(signal.SIGTERM, previous_sigterm if previous_sigterm is not None else signal.SIG_DFL)
+
+    @staticmethod
+    def _catch_sigterm():
+        """Turn SIGTERM (kubectl delete pod, systemd stop, CI cancel) into
+        StopRequested so the ``finally`` below restores the autoscaler; the
+        default action would kill the process on the spot. Main thread only."""
+        if threading.current_thread() is not threading.main_thread():
+            return False, None
+
+        def stop(signum, frame):
+            raise StopRequested("SIGTERM")
+        return True, signal.signal(signal.SIGTERM, stop)
+
+    def _run_locked(self, options: RolloutOptions, strategy: Strategy) -> RolloutReport:
         if not self.renew_lock():
             self.report.reason = "another rollout holds the lock"
             self.emit("locked", reason=self.report.reason)
             return self.finish_report("failed")
-        finished = False
         outcome = "failed"
         snapshot: Optional[Snapshot] = None
         try:
@@ -251,18 +321,22 @@ class _Session:
                 self.report.old_nodes_at_start = engine.old_node_count(snapshot)
                 outcome = self.loop(strategy, snapshot)
                 snapshot = None
-            finished = outcome != "failed"
         except Exception as exc:  # noqa: BLE001 - any failure must still restore the autoscaler
             self.report.reason = f"{type(exc).__name__}: {exc}"
+            self.emit("error", reason=self.report.reason)
+        except StopRequested:
+            self.report.reason = "stopped by SIGTERM; rerun the same command to resume"
             self.emit("error", reason=self.report.reason)
         finally:
             # Runs on every exit, a crash included (where the dead process's calls fail again).
             self.restore_autoscaler_if_paused()
-            if finished:
+            # Released on every exit we live through, failed ones too, so the rerun
+            # resumes at once (the intent stays); never once another holder has it.
+            if not self.lock_lost:
                 try:
                     self.call(lambda: self.cluster.release_lock(options.holder))
-                except Throttled:
-                    pass  # the lease expires by itself
+                except Exception:  # noqa: BLE001 - the lease expires by itself
+                    pass
         return self.finish_report(outcome, snapshot)
 
     def loop(self, strategy: Strategy, first: Optional[Snapshot] = None) -> str:
@@ -297,13 +371,18 @@ class _Session:
             if snapshot.now > self.intent.deadline_at + GRACE_AFTER_DEADLINE:
                 self.report.reason = f"not done {GRACE_AFTER_DEADLINE:.0f}s after the deadline: {decision.waiting_for}"
                 return "failed"
-            self.execute(decision.commands)
-            self.wait(strategy, acted=bool(decision.commands))
+            progressed = self.execute(decision.commands)
+            if self.lock_lost:
+                self.report.reason = "lost the lock to another rollout"
+                return "failed"
+            self.wait(strategy, acted=progressed, cycle_started=snapshot.now)
             snapshot = None
 
     def finalize(self, snapshot: Snapshot, intents: dict[str, GroupIntent], strategy: Strategy) -> None:
         assert self.intent is not None
         for cmd in engine.finish_commands(snapshot, self.intent, intents, strategy):
+            if not self.renew_lock():
+                raise RuntimeError("lost the lock to another rollout while finishing")
             self.call(lambda: self.apply(cmd))
         self.autoscaler_restored = True     # finish_commands restored it if this rollout paused it
         self.call(lambda: self.cluster.clear_intent())
@@ -316,13 +395,13 @@ class _Session:
         it at the end from the intent."""
         intent = self.intent
         if intent is None or not intent.pause_autoscaler or intent.autoscaler_replicas is None \
-                or self.autoscaler_restored:
-            return
+                or self.autoscaler_restored or self.lock_lost:
+            return      # lock lost: the rollout that holds it now owns the autoscaler too
         try:
             self.call(lambda: self.cluster.scale_autoscaler(intent.autoscaler_replicas))
             self.autoscaler_restored = True
-        except Throttled:
-            pass
+        except Exception as exc:  # noqa: BLE001 - never mask the original failure; the rerun restores it
+            self.emit("error", reason=f"could not restore cluster-autoscaler: {type(exc).__name__}: {exc}")
 
     def finish_report(self, outcome: str, snapshot: Optional[Snapshot] = None) -> RolloutReport:
         self.report.outcome = outcome

@@ -52,6 +52,10 @@ def validate(args: argparse.Namespace) -> None:
     uri = getattr(args, "model_uri", None)
     if uri is not None and not uri.startswith("s3://"):
         raise BadInput(f"--model-uri ({uri!r}) must look like s3://bucket/prefix/")
+    ami = getattr(args, "ami", None)
+    if ami is not None and not _is_node_ami(ami):
+        raise BadInput(f"--ami ({ami!r}) must be an AMI id such as ami-0123456789abcdef0, or a JSON map of "
+                       "family to AMI id as kiln:nodeAmi holds it")
     if args.deadline <= 0:
         raise BadInput("--deadline must be positive")
     from automation.rollout.strategies import get_strategy
@@ -60,6 +64,20 @@ def validate(args: argparse.Namespace) -> None:
         get_strategy(args.strategy)  # before anything changes, not after the stack update
     except (KeyError, ValueError) as e:
         raise BadInput(str(e)) from None
+
+
+def _is_node_ami(text: str) -> bool:
+    """An AMI id, or kiln:nodeAmi's family map (what `rollback` records as the previous AMI)."""
+    from infra.config import _AMI_RE
+
+    if text.strip().startswith("{"):
+        try:
+            amis = json.loads(text)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(amis, dict) and "standard" in amis and all(
+            isinstance(v, str) and _AMI_RE.fullmatch(v) for v in amis.values())
+    return bool(_AMI_RE.fullmatch(text))
 
 
 def print_report(report: RotationReport, as_json: bool, console: Any) -> None:

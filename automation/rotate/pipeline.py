@@ -148,6 +148,9 @@ class Rotation:
                  dry_run: bool = False) -> RotationReport:
         in_flight = self.store.load(stack)
         if in_flight is not None and in_flight.kind == "rollback":
+            if False:
+                raise BadInput(f"--ami {ami}: a rollback of stack {stack} to {in_flight.target_ami} is in progress; "
+                               "rerun it without --ami (or with the same one) to continue")
             return self._run(in_flight, dry_run=dry_run)
         source = in_flight or self.store.last(stack)
         if ami is None:
@@ -188,6 +191,20 @@ class Rotation:
             self.store.save(intent)
         report = RotationReport(EXIT_FAILED, "failed", stack=intent.stack, kind=intent.kind,
                                 model_version=intent.model_version, previous_ami=intent.previous_ami)
+        try:
+            return self._steps(intent, report, dry_run=dry_run)
+        except BadInput as exc:
+            # Found mid-way (no AMI for the model, --yes needed, no kubeconfig): exit 2 must leave nothing
+            # half-done, and no intent that would refuse the corrected command as "other arguments".
+            self._abort(intent, report, "bad_input", str(exc), run_up="up" in report.steps)
+            raise
+        except Exception as exc:
+            if dry_run:  # a dry run never leaves the stack's config changed
+                self._abort(intent, report, "failed", str(exc), run_up=False)
+            raise
+
+    def _steps(self, intent: RotationIntent, report: RotationReport, *, dry_run: bool) -> RotationReport:
+        w, log = self.w, self.w.log
 
         # 1. bake, or reuse (the bake itself reuses an AMI with the same recipe)
         if intent.kind == "rotate":
@@ -238,9 +255,10 @@ class Rotation:
                                f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')}", run_up=True)
         self._done(report, "replace")
 
-        # 6. converge: up again, then a preview that must show no changes
-        w.stack.up()
-        after = self._preview()
+        # 6. converge: up again, then a preview that must show no changes. Both refresh first: without
+        # it the engine compares the program with its own state and never sees what the replacement changed.
+        w.stack.up(refresh=True)
+        after = self._preview(refresh=True)
         report.converge = after.to_dict()
         if after.has_changes:
             report.outcome, report.exit_code = "failed", EXIT_FAILED
@@ -262,9 +280,9 @@ class Rotation:
         report.steps.append(step)
         self.w.checkpoint(step)
 
-    def _preview(self) -> GateResult:
+    def _preview(self, *, refresh: bool = False) -> GateResult:
         recorder = EventRecorder()
-        self.w.stack.preview(recorder)
+        self.w.stack.preview(recorder, refresh=refresh)
         return classify(recorder.events, self.w.rules)
 
     def _abort(self, intent: RotationIntent, report: RotationReport, outcome: str, message: str, *, run_up: bool,

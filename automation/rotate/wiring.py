@@ -137,11 +137,19 @@ def confirm_on_terminal(result: GateResult) -> bool:
 
 def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollout_event: Callable[[dict], None],
                rollout_options: dict[str, Any], project_dir: Path = PROJECT_DIR) -> World:
+    from pulumi.automation import StackNotFoundError
+
     from automation.stack import open_stack
 
-    stack = open_stack(stack_name, project_dir)
+    try:
+        stack = open_stack(stack_name, project_dir, on_output=log)
+    except StackNotFoundError:
+        raise BadInput(f"--stack {stack_name!r}: no such Pulumi stack for the project in {project_dir}") from None
     if getattr(stack, "notice", None):
         log(stack.notice)
+    stack_file = getattr(stack, "path", None)
+    if stack.kind == "stand-in" and stack_file is not None and not stack_file.exists():
+        raise BadInput(f"--stack {stack_name!r}: {stack_file} does not exist (the stand-in keeps the stack's config there)")
     return World(
         stack=stack, bake=make_bake(stack, project_dir, log),
         replace=make_replace(None, rollout_event, rollout_options),

@@ -571,6 +571,11 @@ class World:
     def terminate(self, iid: str, decrement: bool) -> None:
         if iid not in self.insts:
             return      # as the AWS adapter: an instance Auto Scaling no longer has is already done
+        g = self.groups[self.insts[iid].group]
+        if decrement and g.desired <= g.min_size:
+            # As Auto Scaling answers (ValidationError): the decrement would break the min size.
+            raise ValueError(f"Currently, desiredSize equals minSize ({g.min_size}). Terminating instance "
+                             "without replacement will violate group's min size constraint.")
         self._kill_instance(iid, cause="rollout", decrement=decrement)
         if self._sched_dirty:
             self._schedule()
