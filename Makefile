@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt | $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)  ## run the whole test suite
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 demo: $(STAMP)  ## rotate a simulated fleet on a local moto server; chart in out/
 	$(PY) -m automation demo

@@ -554,3 +554,15 @@ def test_rollback_to_another_ami_while_a_rollback_is_in_flight_is_bad_input(tmp_
     assert stack.config["kiln:nodeAmi"] == OLD_AMI  # the rollback in flight is untouched ...
     assert rotation.rollback("prod").exit_code == EXIT_OK  # ... and continues
     assert stack.node_amis() == {OLD_AMI}
+
+
+def test_cli_log_prints_engine_lines_verbatim():
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    log = rotate_cli.plain_log(Console(file=buffer, width=200, log_path=False))
+    line = "  +- aws:eks/cluster:Cluster kiln replacing [diff: ~version]; [/x]"
+    log(line)  # rich markup would drop "[diff: ~version]" and raise on "[/x]"
+    assert line.strip() in buffer.getvalue()

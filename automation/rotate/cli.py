@@ -18,7 +18,8 @@ _STACK_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 EPILOG = """steps: bake (or reuse) -> set kiln:nodeAmi/kiln:modelVersion -> preview behind the change gate -> up
 -> drain-aware node replacement -> converge (up, then a preview that must show no changes) -> report.
 Interrupted at any step, rerun with the same arguments to continue.
-exit codes: 0 done (or dry run), 1 failed, blocked or rolled back (config restored to the previous AMI), 2 bad input."""
+exit codes: 0 done (or dry run), 1 failed, blocked or rolled back (config restored to the previous AMI; not when
+the stack did not converge or a step raised: rerun to continue), 2 bad input (nothing left changed)."""
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +99,12 @@ def print_report(report: RotationReport, as_json: bool, console: Any) -> None:
         console.print(f"  config restored to the previous AMI {report.previous_ami}")
 
 
+def plain_log(console: Any) -> Any:
+    """Log lines verbatim: engine output and diffs contain brackets ("[diff: ~imageId]") that rich would
+    read as markup, dropping them or raising MarkupError inside the engine's output callback."""
+    return lambda message: console.log(message, markup=False, highlight=False)
+
+
 def run(args: argparse.Namespace, action: str) -> int:
     from rich.console import Console
 
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace, action: str) -> int:
         validate(args)
         # stdout carries only the final report with --json; progress and notices go to stderr.
         live = json_lines(sys.stderr) if args.json else LiveProgress(err, label="replacing nodes")
-        world = real_world(args.stack, yes=args.yes, log=err.log,
+        world = real_world(args.stack, yes=args.yes, log=plain_log(err),
                            rollout_event=live, rollout_options={
                                "strategy": args.strategy, "deadline_seconds": args.deadline})
         rotation = Rotation(world, IntentStore(Path(args.state_dir)))

@@ -148,7 +148,7 @@ class Rotation:
                  dry_run: bool = False) -> RotationReport:
         in_flight = self.store.load(stack)
         if in_flight is not None and in_flight.kind == "rollback":
-            if False:
+            if ami is not None and ami != in_flight.target_ami:
                 raise BadInput(f"--ami {ami}: a rollback of stack {stack} to {in_flight.target_ami} is in progress; "
                                "rerun it without --ami (or with the same one) to continue")
             return self._run(in_flight, dry_run=dry_run)
