@@ -166,7 +166,7 @@ def readme_job() -> dict:
 
     import yaml
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "20-cluster.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     [job] = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if "kind: Job" in block]
     return job
 
@@ -187,7 +187,7 @@ def test_readme_job_mounts_the_example_stacks_claim_read_only():
 def test_readme_documents_every_config_key():
     from infra.config import KEYS
 
-    text = (Path(__file__).resolve().parent.parent / "docs" / "readme" / "20-cluster.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for key in KEYS:
         assert f"| `{key}` |" in text, key
 
