@@ -27,11 +27,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import labels as L
+from infra.images import WARMUP_AGENT_IMAGE, WARMUP_PAUSE_IMAGE
 
 NAMESPACE = "kube-system"
 NAME = "kiln-model-warmup"
-AGENT_IMAGE = "public.ecr.aws/docker/library/python:3.12-slim"
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# Baked into every AMI by the bake (infra/images.py), so warming needs no registry pull.
+AGENT_IMAGE = WARMUP_AGENT_IMAGE
+PAUSE_IMAGE = WARMUP_PAUSE_IMAGE
 AGENT_SOURCE = Path(__file__).with_name("warmup_agent.py")
 MOUNT = "/model"
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"

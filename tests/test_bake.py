@@ -138,6 +138,23 @@ def test_step_commands_carry_the_script_and_inputs(world):
     assert "KILN_MODEL_VERSION=v6" in cmds[-1] and world["uri"] in cmds[-1]
 
 
+def test_prefetch_also_bakes_the_images_every_node_runs_before_its_first_job(world):
+    """A fresh node must warm its model without a registry pull: the warm-up images are baked too."""
+    import shlex
+
+    from automation.bake.baker import step_commands
+    from infra.images import NODE_SYSTEM_IMAGES
+
+    request = request_for(world)
+    [env] = [tok for tok in shlex.split(step_commands("prefetch", request, "us-east-2")[-1]) if tok.startswith("KILN_IMAGES=")]
+    pulled = env.split("=", 1)[1].split()
+    assert pulled[0] == request.prefetch_images[0]
+    assert set(NODE_SYSTEM_IMAGES) <= set(pulled) and len(pulled) == len(set(pulled))
+    # ... and they are part of the recipe: a new warm-up image means a new AMI, not a reused one.
+    from automation.bake.recipe import recipe_for
+    assert set(NODE_SYSTEM_IMAGES) <= set(recipe_for(request, "ami-0123456789abcdef0", b"m").prefetch_images)
+
+
 def test_failing_command_shows_its_output_and_terminates_the_builder(world):
     clients = world["clients"]
     commands: dict[str, str] = {}

@@ -191,3 +191,12 @@ def test_readme_documents_every_config_key():
     for key in KEYS:
         assert f"| `{key}` |" in text, key
 
+
+
+def test_warmup_daemonset_runs_only_images_the_bake_puts_into_the_ami():
+    """Warming a fresh node must not wait on a registry: every image it runs is baked."""
+    from infra.images import NODE_SYSTEM_IMAGES
+
+    spec = run(BASE).one(DS).inputs["spec"]["template"]["spec"]
+    images = {c["image"] for c in spec.get("initContainers", []) + spec["containers"]}
+    assert images and images <= set(NODE_SYSTEM_IMAGES)

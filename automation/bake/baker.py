@@ -101,7 +101,7 @@ def step_commands(step: str, request: BakeRequest, region: str) -> list[str]:
     env = {
         "KILN_MODEL_URI": request.model_uri, "KILN_MODEL_VERSION": request.model_version,
         "KILN_MODEL_PATH": request.model_path, "KILN_MODEL_DEVICE": request.model_device,
-        "KILN_IMAGES": " ".join(request.prefetch_images), "KILN_REGION": region,
+        "KILN_IMAGES": " ".join(request.images_to_pull), "KILN_REGION": region,
     }
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     return [

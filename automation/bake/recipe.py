@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Optional
 
+from infra.images import NODE_SYSTEM_IMAGES
+
 TAG_MODEL_VERSION = "kiln:model-version"
 TAG_BASE_AMI = "kiln:base-ami"
 TAG_RECIPE = "kiln:recipe"
@@ -92,6 +94,11 @@ class BakeRequest:
             raise BakeInputError("; ".join(problems))
 
     @property
+    def images_to_pull(self) -> tuple[str, ...]:
+        """The prefetch images plus the images every kiln node runs before its first Job."""
+        return tuple(dict.fromkeys((*self.prefetch_images, *NODE_SYSTEM_IMAGES)))
+
+    @property
     def base_ami_parameter(self) -> str:
         return (f"/aws/service/eks/optimized-ami/{self.kubernetes_version}/amazon-linux-2023/"
                 f"x86_64/{self.ami_family}/recommended/image_id")
@@ -122,7 +129,7 @@ class Recipe:
 def recipe_for(request: BakeRequest, base_ami: str, manifest: bytes) -> Recipe:
     return Recipe(
         base_ami=base_ami, model_version=request.model_version, model_uri=request.model_uri.rstrip("/") + "/",
-        manifest_sha256=hashlib.sha256(manifest).hexdigest(), prefetch_images=tuple(sorted(request.prefetch_images)),
+        manifest_sha256=hashlib.sha256(manifest).hexdigest(), prefetch_images=tuple(sorted(request.images_to_pull)),
         model_path=request.model_path, model_device=request.model_device,
         model_volume_size_gib=request.model_volume_size_gib, instance_type=request.instance_type,
         kubernetes_version=request.kubernetes_version, ami_family=request.ami_family,
