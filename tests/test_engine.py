@@ -99,13 +99,17 @@ def test_pod_filters_follow_kubectl_drain_rules():
 
 
 @pytest.mark.parametrize("phase,owner,deleting,mirror", itertools.product(
-    ["Pending", "Running", "Succeeded", "Failed", "Unknown"], ["Job", "ReplicaSet", "DaemonSet", "Node", None],
+    ["Pending", "Running", "Succeeded", "Failed", "Unknown"],
+    ["Job", "PyTorchJob", "Workflow", "RayCluster", "ReplicaSet", "DaemonSet", "Node", None],
     [False, True], [False, True]))
 def test_flat_filters_equal_the_composed_ones(phase, owner, deleting, mirror):
     pod = Pod("ns", "p", "n1", phase, owner_kind=owner, deleting=deleting,
               annotations={"kubernetes.io/config.mirror": "x"} if mirror else {})
     assert engine.blocks_drain(pod) == engine.blocks_drain_composed(pod)
     assert engine.needs_eviction(pod) == engine.needs_eviction_composed(pod)
+    with_ray = engine.DEFAULT_JOB_OWNER_KINDS | {"RayCluster"}
+    assert engine.blocks_drain(pod, with_ray) == engine.blocks_drain_rule(with_ray)(pod)
+    assert engine.needs_eviction(pod, with_ray) == engine.needs_eviction_rule(with_ray)(pod)
 
 
 # ---------------------------------------------------------------- drain
@@ -334,3 +338,82 @@ def test_terminate_at_the_min_size_lets_the_group_replace_the_instance_instead_o
                                          Terminate("gpu-a", "i-2", "n2", decrement=False)]
     # desired is 2 after the one decrement, and the group launches i-2's replacement itself.
     assert not of(SetCapacity, d.commands) or of(SetCapacity, d.commands)[0].desired is None
+
+
+# ---------------------------------------------------------------- owner kinds that count as Jobs
+
+def owned_pod(name: str, node_name, kind: str) -> Pod:
+    return Pod(namespace="ml", name=name, node_name=node_name, phase="Running", owner_kind=kind,
+               owner_name=f"{name}-owner", requests={RESOURCE_GPU: 1.0})
+
+
+def test_default_job_kinds_cover_kubeflow_and_argo_but_not_ray():
+    kinds = engine.DEFAULT_JOB_OWNER_KINDS
+    assert {"Job", "PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "JAXJob", "Workflow"} <= kinds
+    assert "RayCluster" not in kinds and not kinds & engine.NEVER_EVICTED_OWNER_KINDS
+
+
+@pytest.mark.parametrize("kind", ["PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "JAXJob", "Workflow"])
+def test_a_training_operator_or_workflow_pod_is_never_evicted_before_the_deadline_and_forced_after(kind):
+    g = group([inst("i-1")], desired=1)
+    pods = [owned_pod("train-0", "n1", kind), svc_pod("web", "n1")]
+    for now in (0.0, 3600.0, 7199.0):
+        d = decide(snap([g], [node("n1", "i-1")], pods, now=now), intent(), gi(desired=1), DEFAULT)
+        # Not the training pod, and not even the service pod: the node waits for its Job.
+        assert not of(Evict, d.commands) and not of(Terminate, d.commands)
+        assert d.blocking_jobs == 1 and d.waiting_for == "running Jobs on old nodes"
+    after = decide(snap([g], [node("n1", "i-1")], pods, now=7200.0), intent(), gi(desired=1), DEFAULT)
+    assert [(c.name, c.job, c.forced) for c in of(Evict, after.commands)] == [("train-0", True, True)]
+
+
+def test_a_pending_pytorchjob_pod_gets_replacement_capacity_like_a_job_pod():
+    g = group([inst("i-1")], desired=1, max_size=4)
+    pending = Pod("ml", "train-w1", None, "Pending", owner_kind="PyTorchJob", owner_name="train")
+    pods = [owned_pod("train-0", "n1", "PyTorchJob"), pending]
+    d = decide(snap([g], [node("n1", "i-1")], pods), intent(), gi(desired=1, max_size=4), DEFAULT)
+    assert d.pending_jobs == 1
+    assert of(SetCapacity, d.commands) and of(SetCapacity, d.commands)[0].desired == 3   # canary + the pending pod
+    without = decide(snap([g], [node("n1", "i-1")], pods), intent(), gi(desired=1, max_size=4), DEFAULT,
+                     job_kinds=frozenset({"Job"}))
+    assert without.pending_jobs == 0
+
+
+def test_a_raycluster_pod_is_evicted_like_a_service_by_default_and_waited_for_when_added():
+    g = group([inst("i-1")], desired=1)
+    pods = [owned_pod("ray-worker", "n1", "RayCluster")]
+    default = decide(snap([g], [node("n1", "i-1")], pods, now=10.0), intent(), gi(desired=1), DEFAULT)
+    assert [(c.name, c.job, c.forced) for c in of(Evict, default.commands)] == [("ray-worker", False, False)]
+    assert default.blocking_jobs == 0
+
+    with_ray = engine.DEFAULT_JOB_OWNER_KINDS | {"RayCluster"}
+    protected = decide(snap([g], [node("n1", "i-1")], pods, now=10.0), intent(), gi(desired=1), DEFAULT,
+                       job_kinds=with_ray)
+    assert not of(Evict, protected.commands) and protected.blocking_jobs == 1
+    forced = decide(snap([g], [node("n1", "i-1")], pods, now=7200.0), intent(), gi(desired=1), DEFAULT,
+                    job_kinds=with_ray)
+    assert [(c.name, c.forced) for c in of(Evict, forced.commands)] == [("ray-worker", True)]
+
+
+def test_a_kind_left_out_of_job_kinds_is_evicted_even_a_batch_job():
+    g = group([inst("i-1")], desired=1)
+    pods = [job_pod("j1", "n1"), owned_pod("train-0", "n1", "PyTorchJob")]
+    d = decide(snap([g], [node("n1", "i-1")], pods, now=10.0), intent(), gi(desired=1), DEFAULT,
+               job_kinds=frozenset({"PyTorchJob"}))
+    assert not of(Evict, d.commands) and d.blocking_jobs == 1   # the PyTorchJob pod still holds the node
+    d = decide(snap([g], [node("n1", "i-1")], [job_pod("j1", "n1")], now=10.0), intent(), gi(desired=1), DEFAULT,
+               job_kinds=frozenset({"PyTorchJob"}))
+    assert [(c.name, c.forced) for c in of(Evict, d.commands)] == [("j1", False)]
+
+
+def test_the_kube_adapter_reads_the_controller_owner_kind_the_filters_judge():
+    from automation.rollout.kube import pod_from_json
+    raw = {"metadata": {"name": "train-worker-0", "namespace": "ml", "ownerReferences": [
+        {"kind": "ConfigMap", "name": "unrelated"},
+        {"kind": "PyTorchJob", "name": "train", "controller": True}]},
+        "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
+    pod = pod_from_json(raw)
+    assert pod.owner_kind == "PyTorchJob" and engine.blocks_drain(pod) and not engine.needs_eviction(pod)
+    raw["metadata"]["ownerReferences"][1]["kind"] = "RayCluster"
+    ray = pod_from_json(raw)
+    assert not engine.blocks_drain(ray) and engine.needs_eviction(ray)
+    assert engine.blocks_drain(ray, engine.DEFAULT_JOB_OWNER_KINDS | {"RayCluster"})

@@ -138,6 +138,43 @@ def test_bad_input_exits_2_naming_the_flag(argv, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [
+    ["--job-kinds", ""], ["--job-kinds", "Job,,TFJob"], ["--job-kinds", "pytorchjob"], ["--job-kinds", "Py Torch"],
+    ["--also-job-kinds", "ray-cluster"], ["--also-job-kinds", "DaemonSet"], ["--job-kinds", " , "],
+])
+def test_bad_job_kinds_exit_2_naming_the_flag(argv, capsys):
+    assert run(["--cluster", "kiln", *argv]) == 2
+    assert argv[0] in capsys.readouterr().err
+
+
+def parse_options(argv: list[str]):
+    import argparse
+
+    from automation.rollout.cli import configure, options_from_args
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    return options_from_args(parser.parse_args(["--cluster", "kiln", *argv]))
+
+
+def test_job_kinds_default_replace_and_add():
+    from automation.rollout.engine import DEFAULT_JOB_OWNER_KINDS
+    assert parse_options([]).job_owner_kinds == DEFAULT_JOB_OWNER_KINDS
+    assert "PyTorchJob" in DEFAULT_JOB_OWNER_KINDS and "RayCluster" not in DEFAULT_JOB_OWNER_KINDS
+    assert parse_options(["--job-kinds", "Job, PyTorchJob"]).job_owner_kinds == {"Job", "PyTorchJob"}
+    assert parse_options(["--also-job-kinds", "RayCluster"]).job_owner_kinds == DEFAULT_JOB_OWNER_KINDS | {"RayCluster"}
+    assert parse_options(["--job-kinds", "Job", "--also-job-kinds", "RayCluster", "--also-job-kinds", "MyTrainJob,Foo"]
+                         ).job_owner_kinds == {"Job", "RayCluster", "MyTrainJob", "Foo"}
+    for options in (parse_options([]), parse_options(["--also-job-kinds", "RayCluster"])):
+        options.validate()
+
+
+def test_help_explains_the_job_kind_flags(capsys):
+    assert run(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--job-kinds KIND[,KIND...]" in text and "--also-job-kinds KIND[,KIND...]" in text
+    assert "PyTorchJob" in text and "RayCluster" in text
+
+
 def test_unknown_context_names_the_context_flag(kubeconfig, capsys):
     assert run(["--cluster", "kiln", "--kubeconfig", kubeconfig, "--context", "prod"]) == 2
     assert "--context" in capsys.readouterr().err

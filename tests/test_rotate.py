@@ -349,6 +349,24 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert "--strategy" in capsys.readouterr().err
 
 
+def test_cli_job_kind_flags_reach_the_rollout_options(tmp_path, capsys):
+    from automation.rollout.engine import DEFAULT_JOB_OWNER_KINDS
+    from automation.rollout.runner import RolloutOptions
+    from automation.rotate import rollback_cli
+
+    base = ["--stack", "prod", "--model-version", "v6", "--state-dir", str(tmp_path)]
+    options = rotate_cli.rollout_options(_parse(rotate_cli.configure, base))
+    assert options["job_owner_kinds"] == DEFAULT_JOB_OWNER_KINDS
+    options = rotate_cli.rollout_options(_parse(rotate_cli.configure, [*base, "--also-job-kinds", "RayCluster"]))
+    assert options["job_owner_kinds"] == DEFAULT_JOB_OWNER_KINDS | {"RayCluster"}
+    RolloutOptions(cluster_name="kiln", **options).validate()        # what wiring.make_replace builds
+    options = rotate_cli.rollout_options(_parse(rollback_cli.configure, ["--stack", "prod", "--job-kinds", "Job,TFJob"]))
+    assert options["job_owner_kinds"] == {"Job", "TFJob"}
+    with pytest.raises(SystemExit) as exit_:
+        _parse(rotate_cli.configure, [*base, "--job-kinds", "tfjob"])
+    assert exit_.value.code == EXIT_BAD_INPUT and "--job-kinds" in capsys.readouterr().err
+
+
 def test_the_program_exports_what_rotate_and_bake_consume():
     """The stack-output contract, checked on the real __main__.py under Pulumi mocks."""
     from tests._program_helpers import BASE, run

@@ -92,6 +92,25 @@ def test_thousand_nodes_once_cheaply():
     assert report["wall_seconds"] < 30
 
 
+def test_a_whole_rollout_with_pytorchjob_pods_interrupts_none_of_them():
+    s = load_scenario(scenario(jobs={"running": 6, "remaining_seconds": [600, 3000], "arrivals_per_hour": 6,
+                                     "duration_seconds": [600, 1800], "owner_kind": "PyTorchJob"}))
+    result = simulate(s)
+    assert_safe(result.report)
+    assert result.report["jobs_interrupted"] == 0 and result.report["jobs_force_evicted"] == 0
+    assert result.report["makespan_seconds"] >= 600          # it waited for the training runs
+    assert result.rollout.pods_evicted == 0                  # not one of them was evicted
+
+
+def test_raycluster_pods_are_evicted_by_default_and_protected_when_added():
+    s = load_scenario(scenario(jobs={"running": 6, "remaining_seconds": [1800, 3000], "owner_kind": "RayCluster"}))
+    default = simulate(s).report
+    assert default["outcome"] == "completed" and default["jobs_interrupted"] == 6   # a long-lived service to kiln
+    added = simulate(s, job_owner_kinds=frozenset({"Job", "RayCluster"})).report
+    assert_safe(added)
+    assert added["jobs_force_evicted"] == 0 and added["makespan_seconds"] >= 1800
+
+
 def test_double_and_drain_reproduces_the_script_and_surges_much_more():
     s = load_scenario(scenario(jobs={"running": 6, "remaining_seconds": [600, 3000]}))
     ours, dd = simulate(s).report, simulate(s, "double-and-drain").report
@@ -243,6 +262,9 @@ def test_runner_validates_options():
         run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, surge="lots"))
     with pytest.raises(ValueError, match="--deadline"):
         run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, deadline_seconds=0))
+    for kinds in (frozenset(), frozenset({"pytorchjob"}), frozenset({""}), frozenset({"DaemonSet"}), "Job"):
+        with pytest.raises(ValueError, match="--job-kinds"):
+            run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, job_owner_kinds=kinds))
     assert world.writes == 0 and world.reads == 0      # rejected before touching the world
 
 
@@ -260,6 +282,8 @@ def test_runner_validates_options():
     (lambda d: d.update(autoscaler="yes"), "autoscaler"),
     (lambda d: d.update(surge="many"), "surge"),
     (lambda d: d.pop("node_groups"), "node_groups"),
+    (lambda d: d["jobs"].update(owner_kind="pytorch job"), "jobs.owner_kind"),
+    (lambda d: d["jobs"].update(owner_kind=""), "jobs.owner_kind"),
 ])
 def test_bad_scenarios_name_the_key(mutate, key):
     data = scenario()

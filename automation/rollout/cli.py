@@ -40,6 +40,44 @@ def parse_surge_flag(text: str) -> str:
     return text.strip()
 
 
+_OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def parse_kinds_flag(text: str) -> list[str]:
+    """``PyTorchJob,TFJob`` -> ["PyTorchJob", "TFJob"]: non-empty CamelCase Kubernetes kinds."""
+    kinds = [part.strip() for part in text.split(",")]
+    if not any(kinds):
+        raise argparse.ArgumentTypeError("expected one or more owner kinds, e.g. Job,PyTorchJob")
+    for kind in kinds:
+        if not kind:
+            raise argparse.ArgumentTypeError(f"empty owner kind in {text!r}")
+        if not _OWNER_KIND.fullmatch(kind):
+            raise argparse.ArgumentTypeError(f"{kind!r} is not a Kubernetes kind (CamelCase, e.g. PyTorchJob)")
+        if kind in ("DaemonSet", "Node"):
+            raise argparse.ArgumentTypeError(f"{kind} pods are never evicted; they cannot be Jobs")
+    return kinds
+
+
+def job_kinds_from_flags(replace: list[str] | None, also: list[str] | None) -> frozenset[str]:
+    """--job-kinds replaces the default set; --also-job-kinds adds to it (or to --job-kinds)."""
+    from .engine import DEFAULT_JOB_OWNER_KINDS
+    base = frozenset(replace) if replace else DEFAULT_JOB_OWNER_KINDS
+    return base | frozenset(also or ())
+
+
+def add_job_kind_flags(group) -> None:
+    """--job-kinds / --also-job-kinds, shared by ``replace`` and ``rotate``."""
+    from .engine import DEFAULT_JOB_OWNER_KINDS
+    default = ",".join(sorted(DEFAULT_JOB_OWNER_KINDS))
+    group.add_argument("--job-kinds", type=parse_kinds_flag, default=None, metavar="KIND[,KIND...]",
+                       help="owner kinds whose pods are Jobs: never interrupted before the deadline, evicted after "
+                            f"it; replaces the default ({default})")
+    group.add_argument("--also-job-kinds", type=parse_kinds_flag, action="extend", default=None,
+                       metavar="KIND[,KIND...]",
+                       help="owner kinds to treat as Jobs on top of the default (or of --job-kinds), e.g. RayCluster "
+                            "when your Ray clusters run training; repeatable")
+
+
 def _strategy_names() -> list[str]:
     from .strategies import STRATEGIES
     return list(STRATEGIES)
@@ -74,6 +112,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                        help="longest wait between looks at the world; pod changes wake it sooner (default 30s)")
     knobs.add_argument("--pause-autoscaler", action="store_true",
                        help="scale cluster-autoscaler to 0 for the rollout (restored on every exit path)")
+    add_job_kind_flags(knobs)
 
     cluster = parser.add_argument_group("cluster objects")
     cluster.add_argument("--lease-namespace", default="kube-system", help="namespace of the rollout Lease (default kube-system)")
@@ -134,7 +173,8 @@ def options_from_args(args: argparse.Namespace):
     return RolloutOptions(
         cluster_name=args.cluster, strategy=args.strategy, surge=args.surge,
         deadline_seconds=args.deadline, ready_timeout_seconds=args.ready_timeout,
-        pause_autoscaler=args.pause_autoscaler, dry_run=args.dry_run, poll_seconds=args.poll, holder=holder)
+        pause_autoscaler=args.pause_autoscaler, dry_run=args.dry_run, poll_seconds=args.poll, holder=holder,
+        job_owner_kinds=job_kinds_from_flags(args.job_kinds, args.also_job_kinds))
 
 
 def main(args: argparse.Namespace) -> int:

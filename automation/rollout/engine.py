@@ -157,6 +157,19 @@ class Decision:
 
 PodFilter = Callable[[Pod], bool]
 
+#: Owner kinds (of a pod's controller ownerReference) whose pods are Jobs to
+#: the rollout: waited for until the deadline, force-evicted after it. Besides
+#: batch/v1 Job: the Kubeflow Training Operator's jobs and Argo Workflows, whose
+#: pods name them as owner directly. Kubeflow Trainer v2 TrainJob pods are owned
+#: by a batch Job (through a JobSet), so "Job" covers them. RayCluster is left
+#: out on purpose (a Ray cluster may be a long-lived service); add it with
+#: RolloutOptions.job_owner_kinds / --also-job-kinds RayCluster.
+DEFAULT_JOB_OWNER_KINDS: frozenset[str] = frozenset({
+    "Job", "PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "JAXJob", "Workflow"})
+
+#: Owner kinds that can never be Job kinds: their pods are never evicted at all.
+NEVER_EVICTED_OWNER_KINDS: frozenset[str] = frozenset({"DaemonSet", "Node"})
+
 
 def is_terminal(pod: Pod) -> bool:
     return pod.phase in ("Succeeded", "Failed")
@@ -174,8 +187,13 @@ def is_deleting(pod: Pod) -> bool:
     return pod.deleting
 
 
-def is_job(pod: Pod) -> bool:
-    return pod.owner_kind == "Job"
+def owned_by(kinds: frozenset[str]) -> PodFilter:
+    """Pods whose controller is of one of ``kinds``."""
+    return lambda pod: pod.owner_kind in kinds
+
+
+def is_job(pod: Pod, job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> bool:
+    return pod.owner_kind in job_kinds
 
 
 def is_unmanaged(pod: Pod) -> bool:
@@ -200,26 +218,39 @@ def any_of(*filters: PodFilter) -> PodFilter:
 _TERMINAL = frozenset({"Succeeded", "Failed"})
 
 
-def blocks_drain(pod: Pod) -> bool:
-    """Pods the rollout waits for (never interrupted before the deadline): Job and bare pods."""
-    return (pod.phase not in _TERMINAL and (pod.owner_kind == "Job" or pod.owner_kind is None)
+def blocks_drain(pod: Pod, job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> bool:
+    """Pods the rollout waits for (never interrupted before the deadline): pods
+    owned by one of ``job_kinds``, and bare pods."""
+    kind = pod.owner_kind
+    return (pod.phase not in _TERMINAL and (kind is None or kind in job_kinds)
             and "kubernetes.io/config.mirror" not in pod.annotations)
 
 
-def needs_eviction(pod: Pod) -> bool:
+def needs_eviction(pod: Pod, job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> bool:
     """Pods the rollout evicts through the Eviction API once no Job blocks the node."""
     kind = pod.owner_kind
-    return (pod.phase not in _TERMINAL and not pod.deleting and kind not in ("DaemonSet", "Node", "Job", None)
+    return (pod.phase not in _TERMINAL and not pod.deleting and kind is not None
+            and kind not in NEVER_EVICTED_OWNER_KINDS and kind not in job_kinds
             and "kubernetes.io/config.mirror" not in pod.annotations)
 
 
 #: Pods still leaving the node (deletion in progress) that the node must outlive.
 still_leaving: PodFilter = all_of(not_(is_terminal), not_(is_daemonset), not_(is_mirror), is_deleting)
 
-#: The same rules composed from the small filters (kept equal to the flat ones by the tests).
-blocks_drain_composed: PodFilter = all_of(not_(is_terminal), any_of(is_job, is_unmanaged), not_(is_mirror))
-needs_eviction_composed: PodFilter = all_of(not_(is_terminal), not_(is_daemonset), not_(is_mirror),
-                                            not_(is_deleting), not_(blocks_drain_composed))
+
+def blocks_drain_rule(job_kinds: frozenset[str]) -> PodFilter:
+    """:func:`blocks_drain` composed from the small filters (kept equal to the flat rule by the tests)."""
+    return all_of(not_(is_terminal), any_of(owned_by(job_kinds), is_unmanaged), not_(is_mirror))
+
+
+def needs_eviction_rule(job_kinds: frozenset[str]) -> PodFilter:
+    """:func:`needs_eviction` composed from the small filters."""
+    return all_of(not_(is_terminal), not_(is_daemonset), not_(is_mirror), not_(is_deleting),
+                  not_(blocks_drain_rule(job_kinds)))
+
+
+blocks_drain_composed: PodFilter = blocks_drain_rule(DEFAULT_JOB_OWNER_KINDS)
+needs_eviction_composed: PodFilter = needs_eviction_rule(DEFAULT_JOB_OWNER_KINDS)
 
 
 def pod_deadline(pod: Pod, deadline_at: float) -> float:
@@ -233,10 +264,10 @@ def pod_deadline(pod: Pod, deadline_at: float) -> float:
         return deadline_at
 
 
-def wants_job_slot(pod: Pod) -> bool:
+def wants_job_slot(pod: Pod, job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> bool:
     """A pending pod the rollout should find capacity for: a Job pod or one asking for the scarce resource."""
     return (pod.phase == "Pending" and pod.node_name is None and not pod.deleting
-            and (is_job(pod) or pod.requests.get(RESOURCE_GPU, 0) > 0))
+            and (is_job(pod, job_kinds) or pod.requests.get(RESOURCE_GPU, 0) > 0))
 
 
 # --------------------------------------------------------------------------- node predicates
@@ -349,9 +380,12 @@ class _Budgets:
 
 
 def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str, GroupIntent],
-           strategy: Strategy, first_seen: Mapping[str, float] | None = None) -> Decision:
+           strategy: Strategy, first_seen: Mapping[str, float] | None = None,
+           job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> Decision:
     """Commands for this cycle. ``first_seen``: when the runner first saw each
-    instance, used for the ready timeout when the cloud gives no launch time."""
+    instance, used for the ready timeout when the cloud gives no launch time.
+    ``job_kinds``: owner kinds whose pods are Jobs (``RolloutOptions.job_owner_kinds``;
+    taken from the options each run, not persisted: a rerun passes the same flags)."""
     first_seen = first_seen or {}
     now = snapshot.now
     rolling = intent.phase == "rolling"
@@ -361,7 +395,7 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
     for pod in snapshot.pods:
         if pod.node_name:
             pods_by_node[pod.node_name].append(pod)
-        elif wants_job_slot(pod):
+        elif wants_job_slot(pod, job_kinds):
             pending.append(pod)
 
     budgets = _Budgets(snapshot.pdbs)
@@ -385,11 +419,12 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
         _learn_group_shape(view, nodes_by_instance)
         views.append(view)
 
-        commands += propose_new_nodes(view, nodes_by_instance, pods_by_node, autoscaler_active, rolling)
+        commands += propose_new_nodes(view, nodes_by_instance, pods_by_node, autoscaler_active, rolling, job_kinds)
         if rolling and strategy.check_readiness and rollback_reason is None:
             rollback_reason = ready_timeout_reason(view, nodes_by_instance, first_seen, now,
                                                    intent.ready_timeout_seconds)
-        commands += propose_drain(view, nodes_by_instance, pods_by_node, budgets, intent.deadline_at, now)
+        commands += propose_drain(view, nodes_by_instance, pods_by_node, budgets, intent.deadline_at, now,
+                                  job_kinds)
         if strategy.protect_instances and rolling:
             commands += propose_protection(view)
 
@@ -397,7 +432,7 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
         rolling and strategy.add_for_pending and intent.surge is None) else {}
     for view in views:
         commands += propose_capacity(view, strategy, intent, rolling, extras.get(view.asg.name, 0))
-        commands += propose_trim(view, nodes_by_instance, pods_by_node, budgets)
+        commands += propose_trim(view, nodes_by_instance, pods_by_node, budgets, job_kinds)
 
     old_total = sum(len(v.old) - v.terminated_now for v in views)
     proven = all(v.new_ready > 0 or v.intent.original_desired == 0 for v in views)
@@ -447,7 +482,7 @@ def propose_autoscaler_pause(snapshot: Snapshot, intent: RolloutIntent) -> list[
 
 def propose_new_nodes(view: _GroupView, nodes_by_instance: Mapping[str, Node],
                       pods_by_node: Mapping[str, list[Pod]], autoscaler_active: bool,
-                      rolling: bool) -> list[Command]:
+                      rolling: bool, job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> list[Command]:
     """Count ready new nodes and their free slots; undo a rollout cordon on a
     node that is current again (after a rollback); keep cluster-autoscaler off
     replacement nodes while the rollout counts on them."""
@@ -463,7 +498,7 @@ def propose_new_nodes(view: _GroupView, nodes_by_instance: Mapping[str, Node],
             view.new_ready += 1
             if is_schedulable(node) or has_old_taint(node):
                 used = sum(p.requests.get(RESOURCE_GPU, 1.0) for p in pods_by_node.get(node.name, ())
-                           if not is_terminal(p) and wants_slot_on_node(p))
+                           if not is_terminal(p) and wants_slot_on_node(p, job_kinds))
                 view.free_slots.append(max(0.0, float(node.allocatable.get(RESOURCE_GPU, view.slots_per_node)) - used))
         elif not node.unschedulable:
             view.free_slots.append(float(node.allocatable.get(RESOURCE_GPU, view.slots_per_node)))
@@ -474,8 +509,8 @@ def propose_new_nodes(view: _GroupView, nodes_by_instance: Mapping[str, Node],
     return out
 
 
-def wants_slot_on_node(pod: Pod) -> bool:
-    return is_job(pod) or pod.requests.get(RESOURCE_GPU, 0) > 0
+def wants_slot_on_node(pod: Pod, job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> bool:
+    return is_job(pod, job_kinds) or pod.requests.get(RESOURCE_GPU, 0) > 0
 
 
 def ready_timeout_reason(view: _GroupView, nodes_by_instance: Mapping[str, Node],
@@ -491,7 +526,8 @@ def ready_timeout_reason(view: _GroupView, nodes_by_instance: Mapping[str, Node]
 
 
 def propose_drain(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_by_node: Mapping[str, list[Pod]],
-                  budgets: _Budgets, deadline_at: float, now: float) -> list[Command]:
+                  budgets: _Budgets, deadline_at: float, now: float,
+                  job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> list[Command]:
     """Cordon every old node; once no Job blocks it, evict the rest through the
     Eviction API; once empty, terminate that exact instance (with decrement).
     Past the deadline, Job pods are evicted too (counted as forced)."""
@@ -508,9 +544,9 @@ def propose_drain(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_
             if not node.unschedulable:
                 # Judge emptiness only on a node seen cordoned: a pod bound after
                 # this snapshot but before the cordon must not die with the node.
-                view.blocking += sum(1 for p in pods if blocks_drain(p))
+                view.blocking += sum(1 for p in pods if blocks_drain(p, job_kinds))
                 continue
-        blocking = [p for p in pods if blocks_drain(p)]
+        blocking = [p for p in pods if blocks_drain(p, job_kinds)]
         if blocking:
             if now < deadline_at:        # extensions only extend: nothing can be due yet
                 view.blocking += len(blocking)
@@ -521,7 +557,7 @@ def propose_drain(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_
                 elif not pod.deleting:
                     out.append(Evict(asg, node.name, pod.namespace, pod.name, job=True, forced=True))
             continue
-        to_evict = [p for p in pods if needs_eviction(p)]
+        to_evict = [p for p in pods if needs_eviction(p, job_kinds)]
         if to_evict:
             for pod in to_evict:
                 if budgets.try_spend(pod):
@@ -618,7 +654,7 @@ def propose_capacity(view: _GroupView, strategy: Strategy, intent: RolloutIntent
 
 
 def propose_trim(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_by_node: Mapping[str, list[Pod]],
-                 budgets: "_Budgets") -> list[Command]:
+                 budgets: "_Budgets", job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> list[Command]:
     """Once no old node is left, bring desired back within the original max
     (a node lost mid-rollout can leave both its replacement and the surge):
     terminate idle new nodes exactly; if too few are idle, cordon the least
@@ -635,7 +671,7 @@ def propose_trim(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_b
     for inst in view.new:
         node = nodes_by_instance.get(inst.id)
         pods = pods_by_node.get(node.name, ()) if node is not None else ()
-        work = [p for p in pods if blocks_drain(p) or needs_eviction(p) or still_leaving(p)]
+        work = [p for p in pods if blocks_drain(p, job_kinds) or needs_eviction(p, job_kinds) or still_leaving(p)]
         entry = (is_ready_new(node), -(inst.launched_at or 0.0), inst.id, node, work)
         if not work:
             idle.append(entry)
@@ -651,11 +687,11 @@ def propose_trim(view: _GroupView, nodes_by_instance: Mapping[str, Node], pods_b
             out.append(Terminate(view.asg.name, iid, node.name if node else None))
     still = excess - min(excess, len(idle))
     for _, _, _, node, work in draining[:still]:
-        if not any(blocks_drain(p) for p in work):
+        if not any(blocks_drain(p, job_kinds) for p in work):
             for pod in work:
-                if needs_eviction(pod) and budgets.try_spend(pod):
+                if needs_eviction(pod, job_kinds) and budgets.try_spend(pod):
                     out.append(Evict(view.asg.name, node.name, pod.namespace, pod.name))
-    busy.sort(key=lambda e: (sum(1 for p in e[4] if blocks_drain(p)), e[2]))
+    busy.sort(key=lambda e: (sum(1 for p in e[4] if blocks_drain(p, job_kinds)), e[2]))
     for _, _, _, node, _ in busy[: max(0, still - len(draining))]:
         out.append(Cordon(view.asg.name, node.name, surplus=True))
     return out

@@ -11,6 +11,7 @@ can reach (and by the next run after a hard crash, from the intent).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -45,6 +46,7 @@ SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods r
 MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's pod watch fires constantly: at most one full relist per this
 GRACE_AFTER_DEADLINE = 1800.0  # give up (outcome failed) this long after the deadline
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
+_OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")   # a Kubernetes kind: CamelCase, e.g. PyTorchJob
 
 
 @dataclass(frozen=True)
@@ -58,13 +60,30 @@ class RolloutOptions:
     dry_run: bool = False
     poll_seconds: float = 30
     holder: str = field(default_factory=_unique_holder)   # lock identity; the default is unique per options
+    # Owner kinds whose pods are Jobs: never interrupted before the deadline, force-evicted
+    # after it. Read from the options on every run (not persisted): a rerun passes the same flags.
+    job_owner_kinds: frozenset[str] = engine.DEFAULT_JOB_OWNER_KINDS
 
     def validate(self) -> None:
         get_strategy(self.strategy)
         parse_surge(self.surge)
+        validate_job_owner_kinds(self.job_owner_kinds)
         for name in ("deadline_seconds", "ready_timeout_seconds", "poll_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-').removesuffix('-seconds')}: must be positive")
+
+
+def validate_job_owner_kinds(kinds) -> None:
+    """Raise ValueError (naming --job-kinds) unless ``kinds`` is a non-empty set of CamelCase kinds."""
+    if isinstance(kinds, str) or not isinstance(kinds, (frozenset, set, tuple, list)):
+        raise ValueError(f"--job-kinds: expected a set of owner kinds, got {kinds!r}")
+    if not kinds:
+        raise ValueError("--job-kinds: must name at least one owner kind (e.g. Job)")
+    for kind in sorted(kinds, key=str):
+        if not isinstance(kind, str) or not _OWNER_KIND.fullmatch(kind):
+            raise ValueError(f"--job-kinds: {kind!r} is not a Kubernetes kind (CamelCase, e.g. PyTorchJob)")
+        if kind in engine.NEVER_EVICTED_OWNER_KINDS:
+            raise ValueError(f"--job-kinds: {kind} pods are never evicted; they cannot be Jobs")
 
 
 class _Session:
@@ -220,8 +239,9 @@ class _Session:
         one more list call per cycle that terminates, to close the window between
         the snapshot and the terminate."""
         pods = self.call(lambda: self.cluster.list_pods())
+        kinds = self.options.job_owner_kinds
         return {p.node_name for p in pods if p.node_name
-                and (engine.blocks_drain(p) or engine.needs_eviction(p) or engine.still_leaving(p))}
+                and (engine.blocks_drain(p, kinds) or engine.needs_eviction(p, kinds) or engine.still_leaving(p))}
 
     def apply(self, cmd: Command) -> Optional[EvictionResult]:
         if isinstance(cmd, Cordon):
@@ -355,7 +375,8 @@ class _Session:
             intents = self.group_intents(snapshot)
             if self.intent.phase == "rolling":
                 intents = self.remember_groups(snapshot)
-            decision = engine.decide(snapshot, self.intent, intents, strategy, self.first_seen)
+            decision = engine.decide(snapshot, self.intent, intents, strategy, self.first_seen,
+                                     job_kinds=self.options.job_owner_kinds)
             self.report.cycles += 1
             self.emit("cycle", phase=self.intent.phase, **decision.summary())
             if decision.rollback_reason and self.intent.phase == "rolling":
@@ -435,7 +456,7 @@ class _Session:
             pause_autoscaler=self.options.pause_autoscaler or strategy.pause_autoscaler,
             autoscaler_replicas=snapshot.autoscaler_replicas, ready_timeout_seconds=self.options.ready_timeout_seconds,
             groups=tuple(intents.values()))
-        decision = engine.decide(snapshot, intent, intents, strategy, {})
+        decision = engine.decide(snapshot, intent, intents, strategy, {}, job_kinds=self.options.job_owner_kinds)
         self.report.old_nodes_at_start = engine.old_node_count(snapshot)
         self.report.plan = [repr(c) for c in decision.commands]
         self.report.reason = f"{len(intents)} group(s) with old nodes; nothing changed"

@@ -33,6 +33,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="seconds a running Job may keep its old node before it is evicted (default 7200)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help=f"where the rotation's intent is kept between runs (default {DEFAULT_STATE_DIR})")
+    from automation.rollout.cli import add_job_kind_flags
+
+    add_job_kind_flags(parser)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +84,15 @@ def _is_node_ami(text: str) -> bool:
     return bool(_AMI_RE.fullmatch(text))
 
 
+def rollout_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RolloutOptions fields rotate/rollback set from their flags."""
+    from automation.rollout.cli import job_kinds_from_flags
+
+    return {"strategy": args.strategy, "deadline_seconds": args.deadline,
+            "job_owner_kinds": job_kinds_from_flags(getattr(args, "job_kinds", None),
+                                                    getattr(args, "also_job_kinds", None))}
+
+
 def print_report(report: RotationReport, as_json: bool, console: Any) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
@@ -118,8 +130,7 @@ def run(args: argparse.Namespace, action: str) -> int:
         # stdout carries only the final report with --json; progress and notices go to stderr.
         live = json_lines(sys.stderr) if args.json else LiveProgress(err, label="replacing nodes")
         world = real_world(args.stack, yes=args.yes, log=plain_log(err),
-                           rollout_event=live, rollout_options={
-                               "strategy": args.strategy, "deadline_seconds": args.deadline})
+                           rollout_event=live, rollout_options=rollout_options(args))
         rotation = Rotation(world, IntentStore(Path(args.state_dir)))
         if action == "rotate":
             report = rotation.rotate(args.stack, args.model_version, args.model_uri, dry_run=args.dry_run)

@@ -95,7 +95,8 @@ def _kube_cluster(outputs: dict[str, Any]) -> Any:
     return KubeCluster(kube_config.new_client_from_config_dict(doc))
 
 
-def make_predict(deadline_seconds: float, strategy: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def make_predict(deadline_seconds: float, strategy: str,
+                 job_owner_kinds: Optional[frozenset[str]] = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """--dry-run: the simulator over a snapshot of the live fleet.
 
     Every node of the groups in the stack outputs will be out of date after up;
@@ -119,7 +120,10 @@ def make_predict(deadline_seconds: float, strategy: str) -> Callable[[dict[str, 
                 groups.append({"name": g["AutoScalingGroupName"], "zone": (g.get("AvailabilityZones") or ["?"])[0],
                                "nodes": n, "max_size": max(g["MaxSize"], 2 * n)})
         pods = _kube_cluster(outputs).list_pods()
-        running_jobs = sum(1 for p in pods if p.owner_kind == "Job" and p.phase == "Running" and p.node_name)
+        from automation.rollout.engine import DEFAULT_JOB_OWNER_KINDS
+
+        kinds = job_owner_kinds or DEFAULT_JOB_OWNER_KINDS
+        running_jobs = sum(1 for p in pods if p.owner_kind in kinds and p.phase == "Running" and p.node_name)
         slots = sum(g["nodes"] for g in groups)
         scenario = scenario_for_groups(groups, jobs={"running": min(running_jobs, slots)},
                                        deadline_seconds=deadline_seconds, name="dry-run prediction")
@@ -153,5 +157,6 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
     return World(
         stack=stack, bake=make_bake(stack, project_dir, log),
         replace=make_replace(None, rollout_event, rollout_options),
-        predict=make_predict(rollout_options.get("deadline_seconds", 7200), rollout_options.get("strategy", "default")),
+        predict=make_predict(rollout_options.get("deadline_seconds", 7200), rollout_options.get("strategy", "default"),
+                             rollout_options.get("job_owner_kinds")),
         confirm=(lambda result: True) if yes else confirm_on_terminal, log=log)

@@ -33,8 +33,10 @@ class SimulationResult:
 
 
 def simulate(scenario: Scenario, strategy: str = "default",
-             on_event: Optional[Callable[[dict], None]] = None) -> SimulationResult:
-    """Run the rollout on a fresh simulated fleet until the runner returns."""
+             on_event: Optional[Callable[[dict], None]] = None,
+             job_owner_kinds: Optional[frozenset[str]] = None) -> SimulationResult:
+    """Run the rollout on a fresh simulated fleet until the runner returns.
+    ``job_owner_kinds``: RolloutOptions.job_owner_kinds (default: the engine's)."""
     get_strategy(strategy)
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
@@ -43,7 +45,8 @@ def simulate(scenario: Scenario, strategy: str = "default",
     options = RolloutOptions(cluster_name=CLUSTER, strategy=strategy, surge=scenario.surge,
                              deadline_seconds=scenario.deadline_seconds,
                              ready_timeout_seconds=scenario.ready_timeout_seconds,
-                             pause_autoscaler=scenario.pause_autoscaler, poll_seconds=scenario.poll_seconds)
+                             pause_autoscaler=scenario.pause_autoscaler, poll_seconds=scenario.poll_seconds,
+                             **({"job_owner_kinds": job_owner_kinds} if job_owner_kinds is not None else {}))
     restarts = 0
     while True:
         cloud, cluster, clock = connect(world)

@@ -7,6 +7,7 @@ from a snapshot of a live fleet for a dry-run prediction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -42,6 +43,7 @@ class JobsSpec:
     remaining_list: Optional[tuple[float, ...]] = None   # exact remaining times (overrides running/remaining)
     deadline_extension_seconds: float = 0.0   # annotated on every running Job pod
     selector_group: bool = False              # new Jobs target one random group by its node-group label
+    owner_kind: str = "Job"                   # owner kind of every Job pod, e.g. PyTorchJob or RayCluster
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ _TOP_KEYS = {"seed", "boot_seconds", "warm_seconds", "deadline_seconds", "ready_
              "jobs", "services", "faults"}
 _GROUP_KEYS = {"name", "zone", "nodes", "max_size", "min_size", "pods_per_node", "capacity_type"}
 _JOB_KEYS = {"running", "remaining_seconds", "arrivals_per_hour", "duration_seconds", "remaining_list",
-             "deadline_extension_seconds", "selector_group"}
+             "deadline_extension_seconds", "selector_group", "owner_kind"}
+_OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _SERVICE_KEYS = {"name", "replicas", "min_available", "start_seconds"}
 _FAULT_KEYS = {"crash": {"kind", "after_actions"}, "bad_ami": {"kind"}, "throttle": {"kind", "rate"},
                "node_loss": {"kind", "at_seconds"}}
@@ -241,6 +244,10 @@ def _jobs(raw: Any, groups: tuple[GroupSpec, ...]) -> JobsSpec:
         running = len(remaining_list)
     if running > slots:
         raise ScenarioError(f"jobs.running: {running} Jobs do not fit in {slots} slots (nodes x pods_per_node)")
+    owner_kind = raw.get("owner_kind", "Job")
+    if not isinstance(owner_kind, str) or not _OWNER_KIND.fullmatch(owner_kind):
+        raise ScenarioError(f"jobs.owner_kind: expected a Kubernetes kind such as Job or PyTorchJob, "
+                            f"got {owner_kind!r}")
     return JobsSpec(
         running=running, remaining_seconds=_range(raw, "remaining_seconds", (60.0, 3600.0), "jobs"),
         arrivals_per_hour=_num(raw, "arrivals_per_hour", 0.0, "jobs", minimum=0),
@@ -248,6 +255,7 @@ def _jobs(raw: Any, groups: tuple[GroupSpec, ...]) -> JobsSpec:
         remaining_list=remaining_list,
         deadline_extension_seconds=_num(raw, "deadline_extension_seconds", 0.0, "jobs", minimum=0),
         selector_group=_bool(raw, "selector_group", False, "jobs"),
+        owner_kind=owner_kind,
     )
 
 

@@ -434,8 +434,9 @@ class World:
 
     def _new_job_pod(self, seconds: float, *, arrival: bool, annotations=None, selector=None) -> str:
         self._ids += 1
-        pod = Pod(namespace="ml", name=f"job-{self._ids}-x", node_name=None, phase="Pending", owner_kind="Job",
-                  owner_name=f"job-{self._ids}", labels={"job-name": f"job-{self._ids}"},
+        pod = Pod(namespace="ml", name=f"job-{self._ids}-x", node_name=None, phase="Pending",
+                  owner_kind=self.s.jobs.owner_kind, owner_name=f"job-{self._ids}",
+                  labels={"job-name": f"job-{self._ids}"},
                   annotations=annotations or {}, created_at=self.now, requests={RESOURCE_GPU: 1.0},
                   node_selector=selector or {})
         key = self._add_pod(pod, _PodInfo(kind="job", run_seconds=seconds, arrival=arrival))
