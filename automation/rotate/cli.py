@@ -106,7 +106,10 @@ def print_report(report: RotationReport, as_json: bool, console: Any) -> None:
                       f"{r.get('jobs_force_evicted', 0)} Jobs force-evicted after the deadline, "
                       f"makespan {r.get('makespan_seconds', 0):.0f}s")
     if report.prediction:
-        console.print(f"  predicted replacement: {json.dumps(report.prediction, default=str)}")
+        from .predict import describe
+
+        console.print(f"  predicted replacement (simulated): {describe(report.prediction)}", markup=False)
+        console.print(f"    {json.dumps(report.prediction, default=str)}", markup=False)
     if report.config_restored:
         console.print(f"  config restored to the previous AMI {report.previous_ami}")
 

@@ -75,8 +75,13 @@ def report_of(result: Any) -> dict[str, Any]:
 def prediction(result: Any) -> dict[str, Any]:
     """The dry run's summary of a simulated replacement."""
     report = report_of(result)
-    peak = max((s["old_nodes"] + s["new_nodes"] for s in result.timeline), default=0)
-    start = result.timeline[0]["old_nodes"] + result.timeline[0]["new_nodes"] if result.timeline else 0
+    peak = report.get("peak_surge_nodes")
+    if peak is None:   # from the timeline's samples when the simulator does not track it
+        most = max((s["old_nodes"] + s["new_nodes"] for s in result.timeline), default=0)
+        start = result.timeline[0]["old_nodes"] + result.timeline[0]["new_nodes"] if result.timeline else 0
+        peak = max(0, most - start)
     return {"outcome": report.get("outcome"), "duration_seconds": report.get("makespan_seconds"),
-            "nodes_replaced": report.get("nodes_terminated"), "peak_surge_nodes": max(0, peak - start),
+            "nodes_replaced": report.get("nodes_terminated"), "peak_surge_nodes": peak,
+            "surge_node_seconds": report.get("surge_node_seconds"),
+            "jobs_running": result.timeline[0]["jobs_running"] if result.timeline else None,
             "jobs_outliving_deadline": report.get("jobs_force_evicted"), "simulated": True}

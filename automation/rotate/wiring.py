@@ -97,39 +97,25 @@ def _kube_cluster(outputs: dict[str, Any]) -> Any:
 
 def make_predict(deadline_seconds: float, strategy: str,
                  job_owner_kinds: Optional[frozenset[str]] = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """--dry-run: the simulator over a snapshot of the live fleet.
+    """--dry-run: the simulator over a snapshot of the live fleet, read through the real adapters.
 
-    Every node of the groups in the stack outputs will be out of date after up;
-    running Job pods are counted from the cluster. Their remaining run times are
-    not knowable, so the simulator's default spread (1-60 minutes) is assumed.
+    The groups named in the stack outputs, and the Job pods on their nodes, as
+    ``automation.rotate.predict`` explains (remaining run times are assumed).
     """
 
-    def predict(outputs: dict[str, Any]) -> dict[str, Any]:
-        import boto3
+    def predict_step(outputs: dict[str, Any]) -> dict[str, Any]:
+        from automation.rollout.aws import AwsCloud
 
-        from automation.rollout.aws import client_config
+        from .predict import predict
 
-        from .fleet import prediction, replace_with_simulator, scenario_for_groups
-
+        cluster_name = outputs.get("clusterName")
+        if not cluster_name:
+            raise BadInput("the stack has no clusterName output")
         asg_names = [g["asgName"] for groups in (outputs.get("nodeGroups") or {}).values() for g in groups]
-        autoscaling = boto3.Session().client("autoscaling", config=client_config())
-        groups = []
-        for page in autoscaling.get_paginator("describe_auto_scaling_groups").paginate(AutoScalingGroupNames=asg_names):
-            for g in page["AutoScalingGroups"]:
-                n = len(g.get("Instances", []))
-                groups.append({"name": g["AutoScalingGroupName"], "zone": (g.get("AvailabilityZones") or ["?"])[0],
-                               "nodes": n, "max_size": max(g["MaxSize"], 2 * n)})
-        pods = _kube_cluster(outputs).list_pods()
-        from automation.rollout.engine import DEFAULT_JOB_OWNER_KINDS
+        return predict(AwsCloud(), _kube_cluster(outputs), cluster_name, deadline_seconds=deadline_seconds,
+                       strategy=strategy, job_owner_kinds=job_owner_kinds, asg_names=asg_names or None)
 
-        kinds = job_owner_kinds or DEFAULT_JOB_OWNER_KINDS
-        running_jobs = sum(1 for p in pods if p.owner_kind in kinds and p.phase == "Running" and p.node_name)
-        slots = sum(g["nodes"] for g in groups)
-        scenario = scenario_for_groups(groups, jobs={"running": min(running_jobs, slots)},
-                                       deadline_seconds=deadline_seconds, name="dry-run prediction")
-        return prediction(replace_with_simulator(scenario, strategy=strategy))
-
-    return predict
+    return predict_step
 
 
 def confirm_on_terminal(result: GateResult) -> bool:

@@ -44,6 +44,10 @@ class JobsSpec:
     deadline_extension_seconds: float = 0.0   # annotated on every running Job pod
     selector_group: bool = False              # new Jobs target one random group by its node-group label
     owner_kind: str = "Job"                   # owner kind of every Job pod, e.g. PyTorchJob or RayCluster
+    # Per running Job (aligned with remaining_list, or with running): the group and the index of the node
+    # within that group it runs on (a snapshot of a live fleet); None places Jobs on random slots.
+    placement: Optional[tuple[tuple[str, int], ...]] = None
+    deadline_extension_list: Optional[tuple[float, ...]] = None   # per running Job; overrides deadline_extension_seconds
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ _TOP_KEYS = {"seed", "boot_seconds", "warm_seconds", "deadline_seconds", "ready_
              "jobs", "services", "faults"}
 _GROUP_KEYS = {"name", "zone", "nodes", "max_size", "min_size", "pods_per_node", "capacity_type"}
 _JOB_KEYS = {"running", "remaining_seconds", "arrivals_per_hour", "duration_seconds", "remaining_list",
-             "deadline_extension_seconds", "selector_group", "owner_kind"}
+             "deadline_extension_seconds", "selector_group", "owner_kind", "placement", "deadline_extension_list"}
 _OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _SERVICE_KEYS = {"name", "replicas", "min_available", "start_seconds"}
 _FAULT_KEYS = {"crash": {"kind", "after_actions"}, "bad_ami": {"kind"}, "throttle": {"kind", "rate"},
@@ -244,6 +248,14 @@ def _jobs(raw: Any, groups: tuple[GroupSpec, ...]) -> JobsSpec:
         running = len(remaining_list)
     if running > slots:
         raise ScenarioError(f"jobs.running: {running} Jobs do not fit in {slots} slots (nodes x pods_per_node)")
+    placement = _placement(raw.get("placement"), running, groups)
+    extensions = raw.get("deadline_extension_list")
+    if extensions is not None:
+        if (not isinstance(extensions, (list, tuple)) or len(extensions) != running or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in extensions)):
+            raise ScenarioError(f"jobs.deadline_extension_list: expected {running} non-negative seconds, "
+                                f"one per running Job")
+        extensions = tuple(float(v) for v in extensions)
     owner_kind = raw.get("owner_kind", "Job")
     if not isinstance(owner_kind, str) or not _OWNER_KIND.fullmatch(owner_kind):
         raise ScenarioError(f"jobs.owner_kind: expected a Kubernetes kind such as Job or PyTorchJob, "
@@ -255,8 +267,33 @@ def _jobs(raw: Any, groups: tuple[GroupSpec, ...]) -> JobsSpec:
         remaining_list=remaining_list,
         deadline_extension_seconds=_num(raw, "deadline_extension_seconds", 0.0, "jobs", minimum=0),
         selector_group=_bool(raw, "selector_group", False, "jobs"),
-        owner_kind=owner_kind,
+        owner_kind=owner_kind, placement=placement, deadline_extension_list=extensions,
     )
+
+
+def _placement(raw: Any, running: int, groups: tuple[GroupSpec, ...]) -> Optional[tuple[tuple[str, int], ...]]:
+    """jobs.placement: one [group, node index] per running Job, each node holding at most pods_per_node."""
+    if raw is None:
+        return None
+    if not isinstance(raw, (list, tuple)) or len(raw) != running:
+        raise ScenarioError(f"jobs.placement: expected {running} [group, node index] pairs, one per running Job")
+    by_name = {g.name: g for g in groups}
+    used: dict[tuple[str, int], int] = {}
+    out = []
+    for i, item in enumerate(raw):
+        where = f"jobs.placement[{i}]"
+        if (not isinstance(item, (list, tuple)) or len(item) != 2 or item[0] not in by_name
+                or isinstance(item[1], bool) or not isinstance(item[1], int)):
+            raise ScenarioError(f"{where}: expected [group name, node index], got {item!r}")
+        group = by_name[item[0]]
+        if not 0 <= item[1] < group.nodes:
+            raise ScenarioError(f"{where}: group {group.name!r} has {group.nodes} nodes, no node {item[1]}")
+        used[item[0], item[1]] = used.get((item[0], item[1]), 0) + 1
+        if used[item[0], item[1]] > group.pods_per_node:
+            raise ScenarioError(f"{where}: more Jobs on node {item[1]} of {group.name!r} than its "
+                                f"pods_per_node ({group.pods_per_node})")
+        out.append((item[0], item[1]))
+    return tuple(out)
 
 
 def _service(raw: Any, where: str) -> ServiceSpec:

@@ -139,6 +139,8 @@ class World:
         self.waits: list[float] = []
         self.live_count = 0
         self.surge_node_seconds = 0.0
+        self.peak_live_count = 0                      # most instances alive at once
+        self.initial_nodes: dict[str, list[str]] = {}  # group -> its nodes at start, in launch order
         self.timeline: list[dict] = []
         self._next_sample = start_at
         self._build()
@@ -155,17 +157,24 @@ class World:
                        tags={TAG_CLUSTER: CLUSTER, TAG_NODE_GROUP: spec.name})
             self.groups[g.name] = g
             self.free_by_group[g.name] = {}
+            nodes_of_group = []
             for _ in range(spec.nodes):
                 inst = self._launch(g, boot=False)
                 self._register_node(inst, warm=False)
-        # Jobs running at start, on random slots of the old nodes.
+                nodes_of_group.append(inst.node)
+            self.initial_nodes[g.name] = nodes_of_group
+        # Jobs running at start: where the scenario places them, else on random slots of the old nodes.
         slots = [name for name in self.nodes for _ in range(self.groups[self._group_of(name)].slots)]
         remaining = list(s.jobs.remaining_list) if s.jobs.remaining_list is not None else [
             self.rng.uniform(*s.jobs.remaining_seconds) for _ in range(s.jobs.running)]
-        chosen = self.rng.sample(slots, len(remaining)) if remaining else []
-        annotations = ({ANNOTATION_DEADLINE_EXTENSION: str(s.jobs.deadline_extension_seconds)}
-                       if s.jobs.deadline_extension_seconds else {})
-        for node, rem in zip(chosen, remaining):
+        if s.jobs.placement is not None:
+            chosen = [self.initial_nodes[group][index] for group, index in s.jobs.placement]
+        else:
+            chosen = self.rng.sample(slots, len(remaining)) if remaining else []
+        extensions = (list(s.jobs.deadline_extension_list) if s.jobs.deadline_extension_list is not None
+                      else [s.jobs.deadline_extension_seconds] * len(remaining))
+        for node, rem, extension in zip(chosen, remaining, extensions):
+            annotations = {ANNOTATION_DEADLINE_EXTENSION: str(extension)} if extension else {}
             key = self._new_job_pod(rem, arrival=False, annotations=annotations)
             self._bind(key, node)
         for svc in s.services:
@@ -337,6 +346,7 @@ class World:
         g.insts[inst.id] = inst
         g.frozen = None
         self.live_count += 1
+        self.peak_live_count = max(self.peak_live_count, self.live_count)
         if boot:
             self._push(self.now + self.s.boot_seconds, "boot", inst.id)
         return inst
