@@ -32,10 +32,11 @@ def document(*statements: Mapping[str, Any]) -> str:
     return json.dumps({"Version": VERSION, "Statement": list(statements)}, sort_keys=True)
 
 
-def trust(principal: Mapping[str, Any], action: str = "sts:AssumeRole",
+def trust(principal: Mapping[str, Any], action: str | Sequence[str] = "sts:AssumeRole",
           conditions: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
-    """A role trust policy with one statement."""
-    out: dict[str, Any] = {"Effect": "Allow", "Principal": dict(principal), "Action": action}
+    """A role trust policy with one statement (one action, or several)."""
+    out: dict[str, Any] = {"Effect": "Allow", "Principal": dict(principal),
+                           "Action": action if isinstance(action, str) else sorted(set(action))}
     if conditions:
         out["Condition"] = {op: dict(keys) for op, keys in conditions.items()}
     return json.dumps({"Version": VERSION, "Statement": [out]}, sort_keys=True)

@@ -38,6 +38,8 @@ TAG_RECIPE = "kiln:recipe"
 MANIFEST_NAME = "MANIFEST.sha256"
 BAKE_DOCUMENT = "AWS-RunShellScript"
 EKS_AMI_PARAMETERS = "aws/service/eks/optimized-ami/*"
+# Assuming the rollout role, with session tags: the trust and the CI role's grant must both allow these.
+ASSUME_ACTIONS = ["sts:AssumeRole", "sts:TagSession"]
 MAX_SESSION_SECONDS = 4 * 3600  # a bake copies ~30 GB and snapshots it; an hour is not always enough
 
 ASG_MUTATIONS = (
@@ -95,15 +97,24 @@ def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
         # --- the bake: a tagged builder instance
         pd.statement("LaunchOnlyTaggedBuilders", ["ec2:RunInstances"], [ec2("instance/*")],
                      {"StringEquals": {f"aws:RequestTag/{TAG_ROLE}": BUILDER_ROLE}}),
+        # UpdateAutoScalingGroup with a launch-template version makes Auto Scaling check that the
+        # caller could RunInstances from that template (instance, volume, ENI, ...); the nodes are not
+        # builders, so allow instances launched through a template (which itself must be this cluster's).
+        pd.statement("LaunchFromThisClustersTemplates", ["ec2:RunInstances"], [ec2("instance/*")],
+                     {"ArnLike": {"ec2:LaunchTemplate": ec2("launch-template/*")}}),
         pd.statement("LaunchBuilderFrom", ["ec2:RunInstances"],
                      [ec2("image/*"), ec2("subnet/*"), ec2("security-group/*"), ec2("network-interface/*"),
                       ec2("volume/*")]),
         pd.statement("TagOnCreateOnly", ["ec2:CreateTags"],
-                     [ec2("instance/*"), ec2("volume/*"), ec2("security-group/*")],
+                     # network-interface: the node launch templates tag their ENIs on launch.
+                     [ec2("instance/*"), ec2("volume/*"), ec2("network-interface/*"), ec2("security-group/*")],
                      {"StringEquals": {"ec2:CreateAction": ["CreateSecurityGroup", "RunInstances"]}}),
         pd.statement("BuilderInstancesOnly", ["ec2:CreateImage", "ec2:StopInstances", "ec2:TerminateInstances"],
                      [ec2("instance/*")], {"StringEquals": builder_tag}),
-        pd.statement("CreateAndTagImages", ["ec2:CopyImage", "ec2:CreateImage", "ec2:CreateTags"], images),
+        # Any region: `bake --copy-to-region` calls CopyImage and CreateTags in the destination region,
+        # where the new image and its snapshots live.
+        pd.statement("CreateAndTagImages", ["ec2:CopyImage", "ec2:CreateImage", "ec2:CreateTags"],
+                     [pd.ec2_arn(partition, "*", account, "image/*"), pd.ec2_arn(partition, "*", account, "snapshot/*")]),
         pd.statement("ManageOnlyKilnImages", ["ec2:DeleteSnapshot", "ec2:DeregisterImage",
                                               "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"],
                      images, baked_by_kiln),
@@ -128,7 +139,7 @@ def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
 
 
 def assume_policy(role_arn: str) -> str:
-    return pd.document(pd.statement("AssumeTheRolloutRole", ["sts:AssumeRole", "sts:TagSession"], [role_arn]))
+    return pd.document(pd.statement("AssumeTheRolloutRole", ASSUME_ACTIONS, [role_arn]))
 
 
 def oidc_trust(provider_arn: str, provider_url: str, audience: str, subject: str) -> str:
@@ -206,11 +217,13 @@ class RolloutRole(pulumi.ComponentResource):
         region = aws.get_region_output().region
         account = aws.get_caller_identity_output().account_id
 
+        # sts:TagSession too: a caller that passes session tags (CI role chaining does by default)
+        # is refused unless the trust allows it, and the CI role is granted it (assume_policy).
         if args.ci_role is not None:
-            trust = args.ci_role.arn.apply(lambda arn: pd.trust({"AWS": arn}))
+            trust = args.ci_role.arn.apply(lambda arn: pd.trust({"AWS": arn}, ASSUME_ACTIONS))
         else:
             trust = pulumi.Output.all(partition, account).apply(
-                lambda a: pd.trust({"AWS": f"arn:{a[0]}:iam::{a[1]}:root"}))
+                lambda a: pd.trust({"AWS": f"arn:{a[0]}:iam::{a[1]}:root"}, ASSUME_ACTIONS))
         self.role = aws.iam.Role(
             name,
             description="kiln automation: bake AMIs and replace this cluster's nodes",

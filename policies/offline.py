@@ -109,6 +109,8 @@ def load_stack_config(path: Path) -> dict[str, Any]:
         raise BadInput([f"{path}: no such stack config file"])
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput([f"{path}: cannot read: {exc}"]) from exc
     except yaml.YAMLError as exc:
         raise BadInput([f"{path}: not valid YAML: {exc}"]) from exc
     config = doc.get("config", {}) if isinstance(doc, Mapping) else None
@@ -131,6 +133,8 @@ def load_policy_config(path: Optional[Path]) -> dict[str, Any]:
         raise BadInput([f"{path}: no such policy config file"]) from exc
     except json.JSONDecodeError as exc:
         raise BadInput([f"{path}: not valid JSON: {exc}"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
+        raise BadInput([f"{path}: cannot read: {exc}"]) from exc
     if not isinstance(doc, dict):
         raise BadInput([f"{path}: must be a JSON object of policy name to level or settings"])
     known = {p.name: p for p in policies()}
@@ -140,7 +144,7 @@ def load_policy_config(path: Optional[Path]) -> dict[str, Any]:
             problems.append(f"{path}: {name!r} is not a policy of the {PACK_NAME} pack")
             continue
         level = value if isinstance(value, str) else value.get("enforcementLevel") if isinstance(value, dict) else None
-        if level is not None and level not in _LEVELS:
+        if level is not None and (not isinstance(level, str) or level not in _LEVELS):
             problems.append(f"{path}: {name}.enforcementLevel {level!r} must be one of {', '.join(_LEVELS)}")
         if isinstance(value, dict) and name in known:
             # Validated against the policy's config schema, as the CLI does before starting the pack.

@@ -11,8 +11,9 @@ them as kmock reactions or a subclass, the way kmock's docs suggest:
 * ``labelSelector``, ``limit`` and ``continue`` on lists;
 * ``watch=True`` as the official client spells it (kmock recognises only
   ``watch=true``), routed to kmock's own watch stream;
-* the ``pods/eviction`` subresource: 404 for a missing pod, 429 when a
-  PodDisruptionBudget selecting the pod allows no disruption, else delete;
+* the ``pods/eviction`` subresource: 404 for a missing pod, 500 when more than
+  one PodDisruptionBudget selects the pod (as the API server answers), 429 when
+  the PodDisruptionBudget selecting the pod allows no disruption, else delete;
 * the ``deployments/scale`` subresource rendered as an ``autoscaling/v1`` Scale.
 """
 
@@ -212,10 +213,15 @@ class KubeEmulator:
         if key not in self.emulator.objects or self.emulator.objects[key].deleted:
             raise _status(404, "NotFound", f'pods "{request.name}" not found')
         labels = self.emulator.objects[key].raw["metadata"].get("labels") or {}
-        for pdb in self._live(PDBS, request.namespace):
-            match = ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-            if match and all(labels.get(k) == v for k, v in match.items()) \
-                    and int((pdb.get("status") or {}).get("disruptionsAllowed") or 0) < 1:
+        selecting = [pdb for pdb in self._live(PDBS, request.namespace)
+                     if (match := ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+                     and all(labels.get(k) == v for k, v in match.items())]
+        if len(selecting) > 1:
+            # What the API server answers (errors.NewInternalError in its eviction REST handler).
+            raise _status(500, "InternalError", "Internal error occurred: This pod has more than one "
+                                                "PodDisruptionBudget, which the eviction subresource does not support.")
+        for pdb in selecting:
+            if int((pdb.get("status") or {}).get("disruptionsAllowed") or 0) < 1:
                 raise _status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
         # Delete through the emulator's own API so stored state and watch streams see it.
         async with self.emulator.delete(f"/api/v1/namespaces/{request.namespace}/pods/{request.name}") as response:

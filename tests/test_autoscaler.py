@@ -108,6 +108,20 @@ def test_irsa_trust_is_limited_to_the_autoscaler_service_account(program):
     assert irsa_problems(stmt) == []
 
 
+def test_irsa_condition_keys_never_carry_the_url_scheme():
+    # Given the issuer as a URL (pulumi-eks's oidc_provider_url is not documented as scheme-less),
+    # the keys must still be "<host/path>:sub" / ":aud", the form IAM matches.
+    from infra.irsa import trust_document
+    [stmt] = json.loads(trust_document(PROVIDER_ARN, f"https://{ISSUER}", "kube-system", "cluster-autoscaler"))["Statement"]
+    assert stmt["Condition"] == {"StringEquals": {
+        f"{ISSUER}:sub": "system:serviceaccount:kube-system:cluster-autoscaler",
+        f"{ISSUER}:aud": "sts.amazonaws.com",
+    }}
+    assert trust_document(PROVIDER_ARN, ISSUER, "kube-system", "cluster-autoscaler") == json.dumps(
+        json.loads(trust_document(PROVIDER_ARN, f"https://{ISSUER}", "kube-system", "cluster-autoscaler")),
+        sort_keys=True)
+
+
 def test_autoscaler_may_change_only_this_clusters_groups(program):
     policy = program.one(POLICY, "autoscaler-irsa")
     assert policy.inputs["role"] == program.one(ROLE, "autoscaler-irsa").outputs["id"]

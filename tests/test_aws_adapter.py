@@ -215,6 +215,32 @@ def test_scale_in_protection_is_set_in_batches_of_fifty_and_cleared(world, cloud
     assert unprotected == set(ids[:3])
 
 
+def test_protection_skips_an_instance_not_yet_in_service_and_protects_the_rest(world, cloud):
+    # AWS refuses the whole SetInstanceProtection call when one id is Pending (a surge node
+    # still booting) or Terminating; moto does not, so that answer is injected once at the
+    # HTTP boundary. The engine proposes the skipped instance again next cycle.
+    world.group("kiln-gpu-a", desired=3)
+    ids = [i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]]
+    booting = ids[1]
+    sent: list[str] = []
+
+    def pending_once(request, **_):
+        sent.append(request.body.decode() if isinstance(request.body, bytes) else str(request.body))
+        if len(sent) == 1:
+            body = (b"<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                    b"<Message>The instance " + booting.encode() + b" is not in InService or EnteringStandby or Standby."
+                    b"</Message></Error><RequestId>x</RequestId></ErrorResponse>")
+            return AWSResponse(request.url, 400, {}, _RawBody(body))
+        return None
+
+    cloud.autoscaling.meta.events.register("before-send.auto-scaling.SetInstanceProtection", pending_once)
+    cloud.set_instance_protection(world.n("kiln-gpu-a"), ids, True)
+
+    assert len(sent) == 2 and booting in sent[0] and booting not in sent[1]
+    [group] = cloud.list_groups(world.cluster)
+    assert {i.id for i in group.instances if i.protected_from_scale_in} == set(ids) - {booting}
+
+
 def test_terminate_with_decrement_removes_exactly_that_instance(world, cloud):
     world.group("kiln-gpu-a", desired=3)
     ids = [i["InstanceId"] for i in world.describe("kiln-gpu-a")["Instances"]]
@@ -361,6 +387,40 @@ def test_mixed_instances_groups_get_the_version_inside_their_policy(world, cloud
     assert "LaunchTemplate" not in world.describe("spot-a")
     [group] = cloud.list_groups(world.cluster)
     assert group.launch_template_version == "2"
+
+
+def test_mixed_policy_written_back_names_each_override_template_once(world, cloud):
+    # DescribeAutoScalingGroups answers a LaunchTemplateSpecification with both the id and the
+    # name; UpdateAutoScalingGroup refuses a spec carrying both ("Valid requests must contain
+    # either launchTemplateId or LaunchTemplateName"). moto does both for the policy's own spec
+    # but echoes an override's spec as given, so that one is created the way AWS describes it
+    # and the request the adapter sends is checked.
+    name = world.ec2.describe_launch_templates(LaunchTemplateIds=[world.template_id])["LaunchTemplates"][0]["LaunchTemplateName"]
+    both = {"LaunchTemplateId": world.template_id, "LaunchTemplateName": name, "Version": "1"}
+    world.asg.create_auto_scaling_group(
+        AutoScalingGroupName=world.n("arm-a"), MinSize=0, MaxSize=4, DesiredCapacity=0,
+        VPCZoneIdentifier=world.subnet,
+        MixedInstancesPolicy={
+            "LaunchTemplate": {"LaunchTemplateSpecification": {"LaunchTemplateId": world.template_id, "Version": "1"},
+                               "Overrides": [{"InstanceType": "t3.micro"},
+                                             {"InstanceType": "t4g.micro", "LaunchTemplateSpecification": dict(both)}]},
+        },
+        Tags=[{"Key": TAG_CLUSTER, "Value": world.cluster, "PropagateAtLaunch": True}])
+    sent: list = []
+    cloud.autoscaling.meta.events.register(
+        "provide-client-params.auto-scaling.UpdateAutoScalingGroup", lambda params, **_: sent.append(params))
+
+    cloud.set_launch_template_version(world.n("arm-a"), world.template_id, "2")
+
+    [params] = sent
+    template = params["MixedInstancesPolicy"]["LaunchTemplate"]
+    specs = [template["LaunchTemplateSpecification"]] + [
+        o["LaunchTemplateSpecification"] for o in template["Overrides"] if "LaunchTemplateSpecification" in o]
+    assert len(specs) == 2
+    for spec in specs:
+        assert ("LaunchTemplateId" in spec) != ("LaunchTemplateName" in spec), spec
+    assert template["Overrides"][1]["LaunchTemplateSpecification"] == {"LaunchTemplateId": world.template_id, "Version": "1"}
+    assert world.describe("arm-a")["MixedInstancesPolicy"]["LaunchTemplate"]["LaunchTemplateSpecification"]["Version"] == "2"
 
 
 def test_instances_reporting_a_symbolic_version_are_current_only_on_that_versions_ami():

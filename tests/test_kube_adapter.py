@@ -286,6 +286,21 @@ def test_eviction_evicts_blocks_on_a_pdb_and_reports_gone(kube, cluster):
     assert evictions[0].data["kind"] == "Eviction" and evictions[0].data["apiVersion"] == "policy/v1"
 
 
+def test_a_pod_under_two_pdbs_is_reported_blocked_not_a_failure(kube, cluster, caplog):
+    # The API server refuses such an eviction with a 500; one misconfigured PDB must hold back
+    # only its node, not fail the whole fleet's rollout after a few cycles.
+    kube.put(PODS, "web", pod("api-0", owner=("ReplicaSet", "api"), labels={"app": "api", "tier": "front"}))
+    for name, match in (("api", {"app": "api"}), ("front", {"tier": "front"})):
+        kube.put(PDBS, "web", {"metadata": {"name": name}, "spec": {"selector": {"matchLabels": match}},
+                               "status": {"disruptionsAllowed": 1}})
+
+    with caplog.at_level("WARNING", logger="automation.rollout.kube"):
+        assert cluster.evict("web", "api-0") is EvictionResult.BLOCKED
+    assert kube.get(PODS, "web", "api-0") is not None
+    assert "web/api-0" in caplog.text and "more than one PodDisruptionBudget" in caplog.text
+
+
+
 # ---- cluster-autoscaler -------------------------------------------------------------------
 
 def test_autoscaler_scale_is_read_and_patched_through_the_scale_subresource(kube, cluster):
@@ -421,6 +436,31 @@ def test_api_server_throttling_surfaces_as_throttled_but_eviction_429_is_blocked
         assert throttled.evict("web", "api-0") is EvictionResult.BLOCKED
     finally:
         throttling.close()
+
+
+def test_an_api_server_briefly_unavailable_is_transient_not_a_failure():
+    # One 503 (an API server restart during a two-hour rollout) must be retried by the
+    # runner, which retries Throttled; any other exception ends the rollout.
+    restarting = KubeEmulator()
+    try:
+        answered: list[int] = []
+
+        def unavailable_once(request):
+            answered.append(503 if not answered else 200)
+            if answered[-1] == 503:
+                raise kmock.KubernetesError(status=503, reason="ServiceUnavailable",
+                                            message="the server is currently unable to handle the request", details={})
+            return restarting._list(request)
+
+        restarting.call(lambda: restarting.emulator[kmock.action.LIST, PODS] ** 10 << unavailable_once)
+        restarting.put(PODS, "ml", pod("train-0"))
+        cluster = KubeCluster(restarting.api_client())
+        with pytest.raises(Throttled):
+            cluster.list_pods()
+        assert [p.name for p in cluster.list_pods()] == ["train-0"]   # the next try gets through
+        assert answered[0] == 503
+    finally:
+        restarting.close()
 
 
 def test_watch_from_an_expired_version_returns_and_relists_next_time():

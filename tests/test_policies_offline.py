@@ -264,6 +264,19 @@ def test_cli_bad_input_exits_2(programs, tmp_path, capsys):
     assert code == 2 and "'no-such-rule' is not a policy" in err
     assert "lt-imdsv2-required: Additional properties are not allowed ('hops' was unexpected)" in err
     assert "ecr-lifecycle-policy.maxImages: 'many' is not of type 'integer'" in err
+    # Unreadable input is bad input (2), not a policy failure (1).
+    not_utf8 = tmp_path / "Pulumi.latin1.yaml"
+    not_utf8.write_bytes(b"\xff\xfeconfig: {}\n")
+    code, err = main("--config", str(not_utf8), "--program", str(programs["good"]))
+    assert code == 2 and "cannot read" in err
+    code, err = main("--config", str(programs["stack"]), "--program", str(programs["good"]),
+                     "--policy-config", str(tmp_path))  # a directory
+    assert code == 2 and "cannot read" in err
+    odd_level = tmp_path / "odd-level.json"
+    odd_level.write_text(json.dumps({"ecr-lifecycle-policy": {"enforcementLevel": ["mandatory"]}}))
+    code, err = main("--config", str(programs["stack"]), "--program", str(programs["good"]),
+                     "--policy-config", str(odd_level))
+    assert code == 2 and "ecr-lifecycle-policy.enforcementLevel ['mandatory'] must be one of" in err
     with pytest.raises(SystemExit) as exc:  # neither --stack nor --config
         offline.main([])
     assert exc.value.code == 2
@@ -287,6 +300,26 @@ def test_pack_boots_the_way_pulumi_launches_it():
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_pack_boots_with_the_engines_logging_flags_first():
+    """Should the engine pass its logging flags (`--logtostderr -v=9`) before the address, the pack still serves."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen([PYTHON, "-u", "-m", "pulumi.policy", "--logtostderr", "-v=9", "127.0.0.1:1", "."],
+                            cwd=PROJECT_DIR / "policies", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        first = proc.stdout.readline().strip()
+        assert first.isdigit(), (first, proc.stderr.read() if proc.poll() is not None else "")
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_mistyped_subcommand_prints_usage_instead_of_serving():
+    typo = run_cli("chek", timeout=60)
+    assert typo.returncode == 2 and "usage: python -m policies check" in typo.stdout
+    assert run_cli("--help", timeout=60).returncode == 0
 
 
 def test_stack_rules_read_kiln_config_the_way_the_cli_passes_it(monkeypatch):

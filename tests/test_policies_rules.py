@@ -102,6 +102,30 @@ def test_lifecycle_without_tagged_cap_or_with_bad_priorities():
     assert lifecycle_problems(as_floats, 20) == []
 
 
+def test_earlier_rules_over_tagged_images_cannot_escape_the_cap():
+    cap = {"rulePriority": 5, "selection": {"tagStatus": "tagged", "tagPatternList": ["*"],
+                                            "countType": "imageCountMoreThan", "countNumber": 10},
+           "action": {"type": "expire"}}
+    # An image matched by an earlier rule's tags cannot be expired by a later rule (ECR's evaluation
+    # order), so a ten-year age rule on v* ahead of the cap keeps every v* image forever.
+    keep_releases = {"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["v"],
+                                                      "countType": "sinceImagePushed", "countUnit": "days",
+                                                      "countNumber": 3650}, "action": {"type": "expire"}}
+    found = violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": json.dumps(
+        {"rules": [keep_releases, cap]})})
+    assert found == ["the rule with rulePriority 1 selects tagged images before the image-count cap, "
+                     "so the images it keeps escape the cap"]
+    # The same rule after the cap is harmless; an earlier count rule adds its count to what is kept.
+    after = {**keep_releases, "rulePriority": 9}
+    assert violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": json.dumps(
+        {"rules": [cap, after]})}) == []
+    earlier_count = {"rulePriority": 1, "selection": {"tagStatus": "tagged", "tagPrefixList": ["v"],
+                                                      "countType": "imageCountMoreThan", "countNumber": 15},
+                     "action": {"type": "expire"}}
+    assert violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "t", "policy": json.dumps(
+        {"rules": [earlier_count, cap]})}) == ["keeps up to 25 tagged images; at most 20 allowed"]
+
+
 def test_every_repository_needs_a_lifecycle_policy():
     covered = resource(REPO, "trainer", {"name": "trainer"})
     bare = resource(REPO, "server", {"name": "server"})
@@ -271,6 +295,20 @@ def test_no_ingress_from_internet(type_, bad, good):
     assert violations("sg-no-ingress-from-internet", type_, good) == []
 
 
+@pytest.mark.parametrize("type_, props", [
+    ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", {"cidrIpv6": "::0/0"}),
+    ("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", {"cidrIpv4": "0.0.0.0/00"}),
+    ("aws:ec2/securityGroupRule:SecurityGroupRule", {"type": "ingress", "ipv6CidrBlocks": ["0:0:0:0:0:0:0:0/0"]}),
+    (SG, {"ingress": [{"fromPort": 22, "toPort": 22, "protocol": "tcp", "ipv6CidrBlocks": ["0::/0"]}]}),
+])
+def test_other_spellings_of_the_whole_internet(type_, props):
+    assert len(violations("sg-no-ingress-from-internet", type_, props)) == 1
+    narrow = {k: ("10.0.0.0/8" if k == "cidrIpv4" else "2001:db8::/32" if k == "cidrIpv6" else v)
+              for k, v in props.items()}
+    if type_ == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule":
+        assert violations("sg-no-ingress-from-internet", type_, narrow) == []
+
+
 # --------------------------------------------------------------------------- IAM
 
 def doc(*statements):
@@ -289,6 +327,18 @@ def test_no_star_on_star_in_policies(type_, key):
     # Deny * on * is fine; a statement as a single object (not a list) is read too.
     assert violations("iam-no-star-on-star", type_, {key: doc({**STAR, "Effect": "Deny"})}) == []
     assert len(violations("iam-no-star-on-star", type_, {key: json.dumps({"Statement": STAR})})) == 1
+
+
+@pytest.mark.parametrize("statement", [
+    {"Effect": "Allow", "NotAction": "iam:PassRole", "Resource": "*"},          # everything but one action
+    {"Effect": "Allow", "NotAction": ["iam:*"], "Resource": ["*"]},
+    {"Effect": "Allow", "Action": "*", "NotResource": "arn:aws:s3:::audit-logs"},  # every resource but one
+])
+def test_not_action_and_not_resource_count_as_star(statement):
+    assert violations("iam-no-star-on-star", "aws:iam/policy:Policy", {"policy": doc(statement)}) == [
+        "policy Statement[0] allows '*' on '*'"]
+    scoped = {**statement, "Resource": "arn:aws:s3:::bucket/*"} if "NotAction" in statement else {**SCOPED}
+    assert violations("iam-no-star-on-star", "aws:iam/policy:Policy", {"policy": doc(scoped)}) == []
 
 
 def test_no_star_on_star_in_role_inline_policies():
@@ -332,6 +382,16 @@ def test_irsa_trust_scoped_to_one_service_account():
                                        "Principal": {"Federated": "arn:aws:iam::1:oidc-provider/token.actions.githubusercontent.com"},
                                        "Condition": {"StringLike": {"token.actions.githubusercontent.com:sub": "repo:o/r:*"}}})}
     assert violations("iam-irsa-trust-scoped", role, github) == []
+
+
+@pytest.mark.parametrize("grant", [{"Action": "sts:*"}, {"Action": ["*"]}, {"Action": "STS:AssumeRoleWith*"},
+                                   {"NotAction": "sts:AssumeRole"}])
+def test_irsa_trust_granted_by_wildcard_or_not_action(grant):
+    statement = {"Effect": "Allow", **grant, "Principal": {"Federated": f"arn:aws:iam::1:oidc-provider/{ISSUER}"}}
+    # Any token from the cluster's issuer (every service account) may assume this role.
+    assert len(violations("iam-irsa-trust-scoped", "aws:iam/role:Role", {"assumeRolePolicy": doc(statement)})) == 1
+    scoped = {**statement, "Condition": {"StringEquals": {f"{ISSUER}:sub": "system:serviceaccount:ns:sa"}}}
+    assert violations("iam-irsa-trust-scoped", "aws:iam/role:Role", {"assumeRolePolicy": doc(scoped)}) == []
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -382,6 +442,26 @@ def test_hostpath_in_pod_templates():
     assert len(violations("k8s-hostpath-model-only-readonly", "kubernetes:apps/v1:Deployment", root)) == 1
     assert len(violations("k8s-hostpath-model-only-readonly", "kubernetes:core/v1:Pod", {"spec": pod("/", read_only=False)})) == 2
     assert len(violations("k8s-hostpath-model-only-readonly", JOB, job(read_only=False))) == 1
+
+
+@pytest.mark.parametrize("type_, wrap", [
+    ("kubernetes:batch/v1:CronJob", lambda spec: {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}),
+    ("kubernetes:apps/v1:StatefulSet", lambda spec: {"spec": {"template": {"spec": spec}}}),
+    # Server-side-apply patches carry the same pod spec and could add a writable hostPath.
+    ("kubernetes:apps/v1:DeploymentPatch", lambda spec: {"spec": {"template": {"spec": spec}}}),
+    ("kubernetes:apps/v1:DaemonSetPatch", lambda spec: {"spec": {"template": {"spec": spec}}}),
+    ("kubernetes:batch/v1:CronJobPatch", lambda spec: {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}),
+    ("kubernetes:core/v1:PodPatch", lambda spec: {"spec": spec}),
+])
+def test_hostpath_in_every_pod_template_shape(type_, wrap):
+    assert violations("k8s-hostpath-model-only-readonly", type_, wrap(pod("/opt/models"))) == []
+    assert len(violations("k8s-hostpath-model-only-readonly", type_, wrap(pod("/etc", read_only=False)))) == 2
+
+
+def test_hostpath_persistent_volume_patch():
+    patch = "kubernetes:core/v1:PersistentVolumePatch"
+    assert violations("k8s-hostpath-model-only-readonly", patch, pv("/opt/models")) == []
+    assert len(violations("k8s-hostpath-model-only-readonly", patch, pv("/", modes=["ReadWriteMany"]))) == 2
 
 
 def test_jobs_need_requests_and_ttl():

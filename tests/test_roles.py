@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from functools import lru_cache
@@ -61,7 +62,7 @@ def allows(stmt: dict, actions: list[str], resources, conditions=None) -> None:
 def test_rollout_statements_are_exactly_these(program):
     assert set(rollout_statements(program)) == {
         "AsgMutationsThisClusterOnly", "KeepOwnershipTags", "LaunchTemplatesThisClusterOnly", "DescribeThisCluster",
-        "LaunchOnlyTaggedBuilders", "LaunchBuilderFrom", "TagOnCreateOnly", "BuilderInstancesOnly",
+        "LaunchOnlyTaggedBuilders", "LaunchFromThisClustersTemplates", "LaunchBuilderFrom", "TagOnCreateOnly", "BuilderInstancesOnly",
         "CreateAndTagImages", "ManageOnlyKilnImages", "BuilderSecurityGroupIn", "CreateOnlyKilnSecurityGroups",
         "DeleteOnlyKilnSecurityGroups", "PassOnlyTheBuilderRoleToEc2", "RunOnlyTheBakeDocument", "OnlyOnBuilders",
         "ReadEksAmiParameters", "ReadModelManifests", "DescribeReadOnly",
@@ -98,16 +99,76 @@ def test_builder_is_launched_tagged_and_only_tagged_builders_are_stopped_imaged_
            [f"arn:aws:ec2:{REGION}::image/*", f"{EC2}:subnet/*", f"{EC2}:security-group/*",
             f"{EC2}:network-interface/*", f"{EC2}:volume/*"])
     allows(s["TagOnCreateOnly"], ["ec2:CreateTags"],
-           [f"{EC2}:instance/*", f"{EC2}:volume/*", f"{EC2}:security-group/*"],
+           [f"{EC2}:instance/*", f"{EC2}:volume/*", f"{EC2}:network-interface/*", f"{EC2}:security-group/*"],
            {"StringEquals": {"ec2:CreateAction": ["CreateSecurityGroup", "RunInstances"]}})
     allows(s["BuilderInstancesOnly"], ["ec2:CreateImage", "ec2:StopInstances", "ec2:TerminateInstances"],
            [f"{EC2}:instance/*"], {"StringEquals": {"aws:ResourceTag/kiln.dev/role": "ami-builder"}})
 
 
+def permits(statements, action: str, resource: str, context: dict) -> bool:
+    """IAM's verdict for one (action, resource) under ``context``: an explicit Deny wins, else any Allow.
+
+    Only the condition operators kiln's documents use; a missing key fails every operator but Null.
+    """
+    def values(v):
+        return v if isinstance(v, list) else [v]
+
+    def holds(op: str, key: str, want) -> bool:
+        have = context.get(key)
+        if op == "Null":
+            return (have is None) == (str(want).lower() == "true")
+        if have is None:
+            return False
+        if op == "StringEquals":
+            return any(h in values(want) for h in values(have))
+        if op in ("StringLike", "ArnLike", "ForAnyValue:StringLike"):
+            return any(fnmatch.fnmatchcase(h, w) for h in values(have) for w in values(want))
+        raise AssertionError(f"operator {op} not modelled")
+
+    def matches(stmt) -> bool:
+        return (action in values(stmt["Action"])
+                and any(fnmatch.fnmatchcase(resource, r) for r in values(stmt["Resource"]))
+                and all(holds(op, k, v) for op, keys in stmt.get("Condition", {}).items() for k, v in keys.items()))
+
+    hits = [s for s in statements if matches(s)]
+    return bool(hits) and all(s["Effect"] == "Allow" for s in hits)
+
+
+def test_asg_update_to_a_template_version_passes_autoscalings_run_instances_check(program):
+    # UpdateAutoScalingGroup(LaunchTemplate=<id, version>) is refused ("not authorized to use launch template")
+    # unless the caller could RunInstances from that template: every resource it launches, tagged on create.
+    s = list(rollout_statements(program).values())
+    lt = f"{EC2}:launch-template/lt-0123456789abcdef0"
+    via_lt = {"ec2:LaunchTemplate": lt}
+    assert permits(s, "ec2:RunInstances", lt, {**via_lt, "aws:ResourceTag/kiln.dev/cluster": "kiln-test"})
+    for res in (f"{EC2}:instance/*", f"{EC2}:volume/*", f"{EC2}:network-interface/*", f"{EC2}:subnet/subnet-1",
+                f"{EC2}:security-group/sg-1", f"arn:aws:ec2:{REGION}::image/ami-1"):
+        assert permits(s, "ec2:RunInstances", res, via_lt), res
+    for kind in ("instance", "volume", "network-interface"):   # the node templates' tag specifications
+        assert permits(s, "ec2:CreateTags", f"{EC2}:{kind}/x", {"ec2:CreateAction": "RunInstances"}), kind
+    # Still no instance outside a template unless it is a tagged builder, and no other cluster's template.
+    assert not permits(s, "ec2:RunInstances", f"{EC2}:instance/*", {})
+    assert permits(s, "ec2:RunInstances", f"{EC2}:instance/*", {"aws:RequestTag/kiln.dev/role": "ami-builder"})
+    assert not permits(s, "ec2:RunInstances", lt, {**via_lt, "aws:ResourceTag/kiln.dev/cluster": "other"})
+    assert not permits(s, "ec2:CreateTags", f"{EC2}:instance/x", {})
+
+
+def test_bake_may_copy_and_tag_its_image_in_another_region(program):
+    # `bake --copy-to-region eu-west-1` calls CopyImage and CreateTags with a client in eu-west-1: IAM
+    # authorises them against the new image and snapshots there, not in the stack's region.
+    s = list(rollout_statements(program).values())
+    for action in ("ec2:CopyImage", "ec2:CreateTags"):
+        assert permits(s, action, "arn:aws:ec2:eu-west-1::image/ami-0copy", {}), action
+    assert permits(s, "ec2:CopyImage", "arn:aws:ec2:eu-west-1::snapshot/snap-0copy", {})
+    # Deleting or sharing stays limited to kiln's own images.
+    assert not permits(s, "ec2:DeregisterImage", f"arn:aws:ec2:{REGION}::image/ami-1", {})
+
+
 def test_images_created_by_the_bake_and_only_kiln_images_deleted_or_shared(program):
     s = rollout_statements(program)
     images = [f"arn:aws:ec2:{REGION}::image/*", f"arn:aws:ec2:{REGION}::snapshot/*"]
-    allows(s["CreateAndTagImages"], ["ec2:CopyImage", "ec2:CreateImage", "ec2:CreateTags"], images)
+    allows(s["CreateAndTagImages"], ["ec2:CopyImage", "ec2:CreateImage", "ec2:CreateTags"],
+           ["arn:aws:ec2:*::image/*", "arn:aws:ec2:*::snapshot/*"])
     allows(s["ManageOnlyKilnImages"],
            ["ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute"],
            images, {"Null": {"aws:ResourceTag/kiln:recipe": "false"}})
@@ -230,7 +291,7 @@ def test_the_rollout_role_allows_every_call_the_bake_and_rollout_make(program):
 def test_without_ci_the_account_is_trusted_and_there_is_no_ci_role(program):
     trust = json.loads(program.one(ROLE, "rollout").inputs["assumeRolePolicy"])
     assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
-                                   "Action": "sts:AssumeRole"}]
+                                   "Action": ["sts:AssumeRole", "sts:TagSession"]}]
     assert program.of_type(OIDC) == [] and program.of_type("kiln:infra:CiDeployRole") == []
     assert "ciDeployRoleArn" not in program.outputs
     assert program.outputs["rolloutRoleArn"] == program.one(ROLE, "rollout").outputs["arn"]
@@ -257,11 +318,14 @@ def test_with_ci_only_the_ci_role_may_assume_the_rollout_role_and_it_may(with_ci
     ci_arn = with_ci.one(ROLE, "ci-deploy").outputs["arn"]
     rollout = with_ci.one(ROLE, "rollout")
     trust = json.loads(rollout.inputs["assumeRolePolicy"])
-    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"AWS": ci_arn}, "Action": "sts:AssumeRole"}]
+    # AssumeRole with session tags (CI role chaining passes them by default) needs sts:TagSession on both sides.
+    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"AWS": ci_arn},
+                                   "Action": ["sts:AssumeRole", "sts:TagSession"]}]
     grant = with_ci.one(POLICY, "rollout-assume")
     assert grant.inputs["role"] == with_ci.one(ROLE, "ci-deploy").outputs["id"]
     [stmt] = json.loads(grant.inputs["policy"])["Statement"]
     allows(stmt, ["sts:AssumeRole", "sts:TagSession"], [rollout.outputs["arn"]])
+    assert set(stmt["Action"]) <= set(trust["Statement"][0]["Action"])   # what the CI may ask, the trust grants
 
 
 def test_a_subject_pattern_uses_string_like():

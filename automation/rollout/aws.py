@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import boto3
@@ -67,6 +68,19 @@ def _port_call(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_NOT_IN_SERVICE = re.compile(r"instance (i-[0-9a-f]+) is not in InService")
+
+
+def _instance_not_in_service(error: ClientError) -> Optional[str]:
+    """The instance id of SetInstanceProtection's "The instance i-… is not in InService
+    or EnteringStandby or Standby." ValidationError; None for any other error."""
+    details = error.response.get("Error", {})
+    if details.get("Code") != "ValidationError":
+        return None
+    match = _NOT_IN_SERVICE.search(details.get("Message", ""))
+    return match.group(1) if match else None
+
+
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
         yield list(items[start:start + size])
@@ -78,6 +92,20 @@ def _group_launch_template(group: Mapping[str, Any]) -> Optional[Mapping[str, An
         return group["LaunchTemplate"]
     policy = group.get("MixedInstancesPolicy") or {}
     return (policy.get("LaunchTemplate") or {}).get("LaunchTemplateSpecification")
+
+
+def _writable_override(override: Mapping[str, Any]) -> dict[str, Any]:
+    """An override as Describe shows it -> as Update accepts it.
+
+    Describe names an override's launch template by id *and* name; Update refuses a
+    specification with both ("Valid requests must contain either launchTemplateId or
+    LaunchTemplateName"), so the id alone is sent back.
+    """
+    out = dict(override)
+    spec = out.get("LaunchTemplateSpecification")
+    if spec and spec.get("LaunchTemplateId") and spec.get("LaunchTemplateName"):
+        out["LaunchTemplateSpecification"] = {k: v for k, v in spec.items() if k != "LaunchTemplateName"}
+    return out
 
 
 def group_from_describe(
@@ -269,17 +297,35 @@ class AwsCloud:
             # written back whole with only the specification changed: overrides and the
             # instances distribution stay exactly as they were.
             policy = dict(policy)
-            policy["LaunchTemplate"] = dict(policy.get("LaunchTemplate") or {}, LaunchTemplateSpecification=spec)
+            template = dict(policy.get("LaunchTemplate") or {}, LaunchTemplateSpecification=spec)
+            if template.get("Overrides"):
+                template["Overrides"] = [_writable_override(o) for o in template["Overrides"]]
+            policy["LaunchTemplate"] = template
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, MixedInstancesPolicy=policy)
         else:
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, LaunchTemplate=spec)
 
     @_port_call
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
+        """Protect (or unprotect) these instances, 50 a call.
+
+        AWS refuses a whole call when one instance is not InService or Standby (a
+        surge instance still Pending, one already Terminating). That instance is
+        left out and the rest of its batch sent again: the next snapshot shows it
+        unprotected and the engine asks again once it is in service.
+        """
         for ids in _chunks(list(instance_ids), PROTECTION_BATCH):
-            self.autoscaling.set_instance_protection(
-                AutoScalingGroupName=asg, InstanceIds=ids, ProtectedFromScaleIn=protected
-            )
+            while ids:
+                try:
+                    self.autoscaling.set_instance_protection(
+                        AutoScalingGroupName=asg, InstanceIds=ids, ProtectedFromScaleIn=protected
+                    )
+                    break
+                except ClientError as error:
+                    refused = _instance_not_in_service(error)
+                    if refused not in ids:
+                        raise
+                    ids = [i for i in ids if i != refused]
 
     @_port_call
     def put_tags(self, asg: str, tags: Mapping[str, str]) -> None:

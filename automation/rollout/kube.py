@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import functools
 import json
+import logging
 import math
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
@@ -45,6 +46,9 @@ DEFAULT_LEASE_NAME = "kiln-rollout"
 DEFAULT_AUTOSCALER_NAMESPACE = "kube-system"
 DEFAULT_AUTOSCALER_NAME = "cluster-autoscaler"
 CONFLICT_ATTEMPTS = 5
+# The API server's 500 for a pod selected by several PDBs (it cannot pick one to honour).
+MULTIPLE_PDBS = "more than one PodDisruptionBudget"
+log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -52,15 +56,22 @@ class ClusterError(RuntimeError):
     """The cluster refused a change after repeated conflicting writes."""
 
 
+# 429 is API priority and fairness saying "slow down"; 502/503/504 are an API server (or
+# the load balancer in front of it) briefly unable to answer: a restart, an upgrade, an etcd
+# leader election. The official client retries none of them, and over a two-hour rollout
+# one of them must not end the run: they are the port's transient ``Throttled``.
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
 def _port_call(method: F) -> F:
-    """429 from API priority and fairness (anywhere but an eviction) becomes the port's ``Throttled``."""
+    """A transient API answer (anywhere but an eviction's 429) becomes the port's ``Throttled``."""
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
         except ApiException as error:
-            if error.status == 429:
-                raise Throttled(f"{method.__name__}: {error.reason}") from error
+            if error.status in TRANSIENT_STATUSES:
+                raise Throttled(f"{method.__name__}: {error.status} {error.reason}") from error
             raise
     return wrapper  # type: ignore[return-value]
 
@@ -197,6 +208,14 @@ def intent_from_json(text: str) -> RolloutIntent:
     return RolloutIntent(**fields, groups=groups)
 
 
+def _status_message(error: ApiException) -> str:
+    """The ``message`` of the Status an API error carries ("" when the body is not one)."""
+    try:
+        return str((json.loads(error.body or "{}") or {}).get("message") or "")
+    except (TypeError, ValueError, AttributeError):
+        return ""
+
+
 def _body(response: Any) -> dict[str, Any]:
     data = response.data
     return json.loads(data) if data else {}
@@ -235,6 +254,7 @@ class KubeCluster:
         # What the last pod list saw: the watch starts there and ignores replays of it.
         self._pods_resource_version: Optional[str] = None
         self._pods_seen: dict[str, Optional[str]] = {}
+        self._misconfigured_pdbs_warned: set[tuple[str, str]] = set()
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Optional[str] = None, context: Optional[str] = None, **kwargs: Any) -> "KubeCluster":
@@ -455,6 +475,14 @@ class KubeCluster:
                 return EvictionResult.BLOCKED
             if error.status == 404:
                 return EvictionResult.GONE
+            message = _status_message(error)
+            if error.status == 500 and MULTIPLE_PDBS in message:
+                # A misconfiguration only a person can fix, and only this pod's node waits
+                # for it: blocked (retried each cycle), not a failure that ends the rollout.
+                if (namespace, name) not in self._misconfigured_pdbs_warned:   # once per pod, not per cycle
+                    self._misconfigured_pdbs_warned.add((namespace, name))
+                    log.warning("cannot evict %s/%s until its PodDisruptionBudgets are fixed: %s", namespace, name, message)
+                return EvictionResult.BLOCKED
             raise
         return EvictionResult.EVICTED
 

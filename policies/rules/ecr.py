@@ -8,7 +8,7 @@ its threshold, ``maxImages``, is part of the pack's config.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
@@ -34,21 +34,44 @@ def lifecycle_problems(document: Any, max_images: int) -> list[str]:
     problems = lifecycle_rule_problems(doc)
     if not (isinstance(doc, Mapping) and isinstance(doc.get("rules"), list) and doc["rules"]):
         return problems  # not a policy at all: the validator said why
-    bounded: list[int] = []
-    for rule in doc["rules"]:
-        selection = get(rule, "selection", default={})
-        status = get(selection, "tagStatus")
-        covers_all_tagged = status == "any" or (status == "tagged" and "*" in as_list(get(selection, "tagPatternList")))
-        count = as_number(get(selection, "countNumber"))
-        if (covers_all_tagged and get(selection, "countType") == "imageCountMoreThan" and count is not None
-                and get(rule, "action", "type") == "expire"):
-            bounded.append(int(count))
-    if not bounded:
+    # ECR evaluates rules by rulePriority, and an image that matches the tags of an earlier rule
+    # cannot be expired by a later one: every earlier rule over tagged images must itself be an
+    # image-count rule (their counts add up), or the images it keeps escape the cap.
+    rules = sorted((r for r in doc["rules"] if isinstance(r, Mapping) and as_number(get(r, "rulePriority")) is not None),
+                   key=lambda r: as_number(get(r, "rulePriority")))
+    if not any(_covers_all_tagged(r) and _count(r) is not None for r in rules):
         problems.append(f"no rule caps the number of tagged images (need an imageCountMoreThan rule over "
                         f"all tagged images with countNumber <= {max_images})")
-    elif min(bounded) > max_images:
-        problems.append(f"keeps up to {min(bounded)} tagged images; at most {max_images} allowed")
+        return problems
+    kept = 0
+    for rule in rules:
+        if get(rule, "selection", "tagStatus") not in ("tagged", "any"):
+            continue
+        if _count(rule) is None:
+            problems.append(f"the rule with rulePriority {int(as_number(get(rule, 'rulePriority')))} selects tagged "
+                            "images before the image-count cap, so the images it keeps escape the cap")
+            return problems
+        kept += _count(rule)
+        if _covers_all_tagged(rule):
+            break
+    if kept > max_images:
+        problems.append(f"keeps up to {kept} tagged images; at most {max_images} allowed")
     return problems
+
+
+def _count(rule: Any) -> Optional[int]:
+    """The number of images an expiring ``imageCountMoreThan`` rule keeps, else None."""
+    selection = get(rule, "selection", default={})
+    count = as_number(get(selection, "countNumber"))
+    if get(selection, "countType") != "imageCountMoreThan" or count is None or get(rule, "action", "type") != "expire":
+        return None
+    return int(count)
+
+
+def _covers_all_tagged(rule: Any) -> bool:
+    selection = get(rule, "selection", default={})
+    status = get(selection, "tagStatus")
+    return status == "any" or (status == "tagged" and "*" in as_list(get(selection, "tagPatternList")))
 
 
 def validate_lifecycle(args, report_violation) -> None:

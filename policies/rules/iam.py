@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Any, Iterator
@@ -28,6 +29,7 @@ ATTACHMENTS = {
 }
 _ADMIN_ARN = re.compile(r"^arn:aws[a-z-]*:iam::aws:policy/AdministratorAccess$")
 _EKS_OIDC = "oidc.eks."
+_WEB_IDENTITY = "sts:assumerolewithwebidentity"
 _SERVICE_ACCOUNT = re.compile(r"^system:serviceaccount:[a-z0-9-]+:[a-z0-9.-]+$")
 
 
@@ -47,11 +49,16 @@ def _documents(args) -> Iterator[tuple[str, Any]]:
 
 
 def star_on_star(statement: Mapping[str, Any]) -> bool:
+    """An Allow on every action and every resource.
+
+    ``NotAction``/``NotResource`` in an Allow grant everything *except* what they list,
+    so ``NotAction: iam:PassRole`` with ``Resource: "*"`` is ``*`` on ``*`` in all but name.
+    """
     if statement.get("Effect", "Allow") != "Allow":
         return False
-    actions = as_list(statement.get("Action"))
-    resources = as_list(statement.get("Resource"))
-    return any(a in ("*", "*:*") for a in actions) and "*" in resources
+    all_actions = "NotAction" in statement or any(a in ("*", "*:*") for a in as_list(statement.get("Action")))
+    all_resources = "NotResource" in statement or "*" in as_list(statement.get("Resource"))
+    return all_actions and all_resources
 
 
 def validate_no_star_on_star(args, report_violation) -> None:
@@ -74,14 +81,23 @@ def validate_no_admin(args, report_violation) -> None:
             report_violation(f"{key} attaches {arn}", None)
 
 
+def _allows_web_identity(statement: Mapping[str, Any]) -> bool:
+    """Whether the statement grants sts:AssumeRoleWithWebIdentity, also via ``sts:*``, ``*`` or ``NotAction``.
+
+    IAM action names are case-insensitive and may use ``*``/``?`` wildcards.
+    """
+    if "NotAction" in statement:
+        return not any(fnmatch.fnmatchcase(_WEB_IDENTITY, str(a).lower()) for a in as_list(statement["NotAction"]))
+    return any(fnmatch.fnmatchcase(_WEB_IDENTITY, str(a).lower()) for a in as_list(statement.get("Action")))
+
+
 def irsa_problems(statement: Mapping[str, Any]) -> list[str]:
     """Problems of one trust statement if it trusts an EKS OIDC provider, else []."""
-    actions = as_list(statement.get("Action"))
     federated = as_list(get(statement, "Principal", "Federated"))
     conditions = statement.get("Condition") or {}
     keys = [k for op in conditions for k in (conditions[op] or {})]
     is_eks = any(_EKS_OIDC in str(f) for f in federated) or any(_EKS_OIDC in str(k) for k in keys)
-    if statement.get("Effect", "Allow") != "Allow" or not is_eks or "sts:AssumeRoleWithWebIdentity" not in actions:
+    if statement.get("Effect", "Allow") != "Allow" or not is_eks or not _allows_web_identity(statement):
         return []
     problems = []
     equals = conditions.get("StringEquals") or {}

@@ -28,6 +28,12 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     JOB: ("spec", "template", "spec"),
     CRON_JOB: ("spec", "jobTemplate", "spec", "template", "spec"),
 }
+# Server-side-apply patches (``<Kind>Patch``) and the older batch/v1beta1 CronJob carry the same
+# pod spec, and a patch can add a writable hostPath to a workload declared elsewhere.
+POD_SPEC_PATHS.update({f"{kind}Patch": path for kind, path in list(POD_SPEC_PATHS.items())})
+POD_SPEC_PATHS["kubernetes:batch/v1beta1:CronJob"] = POD_SPEC_PATHS[CRON_JOB]
+POD_SPEC_PATHS["kubernetes:batch/v1beta1:CronJobPatch"] = POD_SPEC_PATHS[CRON_JOB]
+PERSISTENT_VOLUMES = (PERSISTENT_VOLUME, f"{PERSISTENT_VOLUME}Patch")
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 DEFAULT_MODEL_PATH = "/opt/models"
 
@@ -61,7 +67,7 @@ def hostpath_problems(spec: Any, model_path: str) -> list[str]:
 
 def validate_hostpath(args, report_violation) -> None:
     model_path = config(args, "modelPath", DEFAULT_MODEL_PATH)
-    if args.resource_type == PERSISTENT_VOLUME:
+    if args.resource_type in PERSISTENT_VOLUMES:
         spec = get(args.props, "spec")
         path = get(spec, "hostPath", "path")
         if get(spec, "hostPath") is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from pulumi_policy import ResourceValidationPolicy
 
 from policies.rules._props import MANDATORY, as_list, as_number, get, iter_mappings
@@ -12,8 +14,18 @@ SG_RULE = "aws:ec2/securityGroupRule:SecurityGroupRule"
 WORLD = ("0.0.0.0/0", "::/0")
 
 
+def _is_world(cidr: object) -> bool:
+    """Any spelling of a /0 (``::0/0``, ``0:0:0:0:0:0:0:0/0``, ``0.0.0.0/00``): EC2 normalises them all."""
+    if cidr in WORLD:
+        return True
+    try:
+        return ipaddress.ip_network(str(cidr).strip(), strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
 def _world(cidrs) -> list[str]:
-    return [c for c in as_list(cidrs) if c in WORLD]
+    return [c for c in as_list(cidrs) if _is_world(c)]
 
 
 def validate_no_world_ingress(args, report_violation) -> None:
