@@ -7,6 +7,7 @@ import time
 
 import kmock
 import pytest
+import urllib3
 
 from automation.rollout.kube import ANNOTATION_INTENT, KubeCluster, format_micro_time
 from automation.rollout.model import ANNOTATION_DEADLINE_EXTENSION, CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Taint
@@ -461,6 +462,22 @@ def test_an_api_server_briefly_unavailable_is_transient_not_a_failure():
         assert answered[0] == 503
     finally:
         restarting.close()
+
+
+def test_a_lost_connection_is_transient_once_the_server_has_answered():
+    # Mid-rollout the API server can vanish for seconds (a control-plane upgrade); a
+    # server never reached (a wrong --context) must still fail at once.
+    going = KubeEmulator()
+    going.put(NODES, None, node("n1"))
+    cluster = KubeCluster(going.api_client())
+    never_reached = KubeCluster(going.api_client())
+    assert [n.name for n in cluster.list_nodes()] == ["n1"]
+    going.close()
+
+    with pytest.raises(Throttled):
+        cluster.list_nodes()
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        never_reached.list_nodes()
 
 
 def test_watch_from_an_expired_version_returns_and_relists_next_time():

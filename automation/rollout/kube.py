@@ -64,15 +64,28 @@ TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 
 
 def _port_call(method: F) -> F:
-    """A transient API answer (anywhere but an eviction's 429) becomes the port's ``Throttled``."""
+    """A transient API answer (anywhere but an eviction's 429) becomes the port's ``Throttled``.
+
+    So does a lost connection (urllib3 gave up after its own retries: an API server
+    restart, a control-plane upgrade, a network blip) once the API server has answered
+    this adapter at least once; before that it is most likely a wrong endpoint or
+    context, and that must fail at once rather than be retried.
+    """
     @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(*args, **kwargs)
+            result = method(self, *args, **kwargs)
         except ApiException as error:
+            self._answered = True
             if error.status in TRANSIENT_STATUSES:
                 raise Throttled(f"{method.__name__}: {error.status} {error.reason}") from error
             raise
+        except urllib3.exceptions.HTTPError as error:
+            if getattr(self, "_answered", False):
+                raise Throttled(f"{method.__name__}: API server unreachable: {error}") from error
+            raise
+        self._answered = True
+        return result
     return wrapper  # type: ignore[return-value]
 
 
