@@ -8,7 +8,8 @@ them as kmock reactions or a subclass, the way kmock's docs suggest:
 
 * ``resourceVersion`` on every write and 409 Conflict when a write carries a
   stale one (optimistic concurrency);
-* ``labelSelector``, ``limit`` and ``continue`` on lists;
+* ``labelSelector``, ``fieldSelector`` (``=``, ``==``, ``!=`` on a dotted field path such
+  as ``status.phase``), ``limit`` and ``continue`` on lists;
 * ``watch=True`` as the official client spells it (kmock recognises only
   ``watch=true``), routed to kmock's own watch stream;
 * the ``pods/eviction`` subresource: 404 for a missing pod, 500 when more than
@@ -64,6 +65,26 @@ def _selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
             if term[1:] in labels:
                 return False
         elif term not in labels:
+            return False
+    return True
+
+
+def _field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
+    """Kubernetes field-selector syntax: terms ``path=v``, ``path==v``, ``path!=v``, all of them must hold.
+
+    A field the object does not have reads as "" (a pod with no phase yet matches
+    ``status.phase!=Succeeded``), as the API server's field sets do.
+    """
+    for term in selector.split(","):
+        term = term.strip()
+        if not term:
+            continue
+        negate = "!=" in term
+        path, value = (s.strip() for s in (term.split("!=", 1) if negate else term.replace("==", "=").split("=", 1)))
+        field: Any = obj
+        for part in path.split("."):
+            field = field.get(part) if isinstance(field, Mapping) else None
+        if ((field if isinstance(field, str) else "") == value) == negate:
             return False
     return True
 
@@ -200,6 +221,9 @@ class KubeEmulator:
         selector = request.params.get("labelSelector", "")
         if selector:
             items = [o for o in items if _selector_matches(selector, o["metadata"].get("labels") or {})]
+        fields = request.params.get("fieldSelector", "")
+        if fields:
+            items = [o for o in items if _field_selector_matches(fields, o)]
         start = int(request.params.get("continue") or 0)
         limit = int(request.params.get("limit") or 0)
         page = items[start:start + limit] if limit else items[start:]

@@ -96,6 +96,7 @@ def test_list_nodes_passes_the_label_selector_to_the_server(kube, cluster):
 def test_list_pods_across_namespaces_with_owners_phases_and_deletion(kube, cluster):
     kube.put(PODS, "ml", pod("train-1", annotations={"kiln.dev/rollout-deadline-extension-seconds": "600"}))
     kube.put(PODS, "ml", pod("done-1", phase="Succeeded"))
+    kube.put(PODS, "ml", pod("crashed-1", phase="Failed"))
     kube.put(PODS, "web", pod("api-1", owner=("ReplicaSet", "api-5d8"), labels={"app": "api"}))
     kube.put(PODS, "kube-system", pod("proxy", owner=("DaemonSet", "kube-proxy")))
     mirror = pod("etcd-n1", owner=None, annotations={"kubernetes.io/config.mirror": "abc"})
@@ -104,19 +105,45 @@ def test_list_pods_across_namespaces_with_owners_phases_and_deletion(kube, clust
     leaving["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
     kube.put(PODS, "ml", leaving)
     kube.put(PODS, "ml", pod("pending-1", node_name=None, phase="Pending"))
+    kube.put(PODS, "ml", pod("unknown-1", phase="Unknown"))   # node lost: not finished, still listed
 
     pods = {p.key: p for p in cluster.list_pods()}
 
-    assert len(pods) == 7
+    # Finished pods are not returned: the API server leaves them out of the list.
+    assert set(pods) == {"ml/train-1", "web/api-1", "kube-system/proxy", "kube-system/etcd-n1", "ml/old-1",
+                         "ml/pending-1", "ml/unknown-1"}
     assert (pods["ml/train-1"].owner_kind, pods["ml/train-1"].owner_name, pods["ml/train-1"].node_name) == ("Job", "train", "n1")
     assert pods["ml/train-1"].annotations["kiln.dev/rollout-deadline-extension-seconds"] == "600"
-    assert pods["ml/done-1"].phase == "Succeeded"
     assert pods["web/api-1"].owner_kind == "ReplicaSet" and pods["web/api-1"].labels == {"app": "api"}
     assert pods["kube-system/proxy"].owner_kind == "DaemonSet"
     assert pods["kube-system/etcd-n1"].owner_kind == "Node"
     assert pods["ml/old-1"].deleting and not pods["ml/train-1"].deleting
-    assert pods["ml/pending-1"].node_name is None
-    assert len(list_requests(kube, PODS)) == 3   # 7 pods, 3 a page, one paginated list
+    assert pods["ml/pending-1"].node_name is None and pods["ml/pending-1"].phase == "Pending"
+    assert pods["ml/unknown-1"].phase == "Unknown"
+    # 7 live pods of 9, 3 a page: one paginated list of 3 pages, each page asking for live pods only.
+    pages = list_requests(kube, PODS)
+    assert [(r.params.get("fieldSelector"), r.params.get("continue")) for r in pages] == [
+        ("status.phase!=Succeeded,status.phase!=Failed", None),
+        ("status.phase!=Succeeded,status.phase!=Failed", "3"),
+        ("status.phase!=Succeeded,status.phase!=Failed", "6")]
+
+
+def test_a_pod_with_no_phase_yet_is_listed_as_pending(kube, cluster):
+    fresh = pod("fresh-1", node_name=None)
+    del fresh["status"]          # just created: the API server has not set a phase
+    kube.put(PODS, "ml", fresh)
+    [seen] = cluster.list_pods()
+    assert (seen.key, seen.phase) == ("ml/fresh-1", "Pending")
+
+
+def test_only_finished_pods_means_an_empty_list_and_no_job_list(kube, cluster):
+    # A finished Job's pods are not read, so they cost no Job lookup either.
+    kube.put(JOBS, "ml", job("train", "ml", {ANNOTATION_DEADLINE_EXTENSION: "900"}))
+    for n in range(5):
+        kube.put(PODS, "ml", pod(f"train-{n}", phase="Succeeded" if n % 2 else "Failed"))
+    assert cluster.list_pods() == []
+    assert len(list_requests(kube, PODS)) == 1
+    assert list_requests(kube, JOBS) == []
 
 
 def job(name, namespace, annotations=None):

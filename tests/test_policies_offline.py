@@ -106,7 +106,10 @@ aws.iam.RolePolicyAttachment("admin", role=role.name, policy_arn="arn:aws:iam::a
 aws.eks.Cluster("eks", role_arn=role.arn, vpc_config={"subnet_ids": ["subnet-0aaa1111"],
     "public_access_cidrs": ["0.0.0.0/0"]}, access_config={"authentication_mode": "CONFIG_MAP"})
 k8s.core.v1.PersistentVolume("pv", spec={"access_modes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"},
-    "host_path": {"path": "/var/lib"}})
+    "host_path": {"path": "/var/lib"}, "claim_ref": {"namespace": "default", "name": "model-v5"}})
+k8s.batch.v1.Job("writer", spec={"template": {"spec": {"restart_policy": "Never",
+    "containers": [{"name": "c", "image": "busybox", "volume_mounts": [{"name": "m", "mount_path": "/m"}]}],
+    "volumes": [{"name": "m", "persistent_volume_claim": {"claim_name": "model-v5"}}]}}})
 k8s.batch.v1.Job("job", spec={"template": {"spec": {"restart_policy": "Never",
     "containers": [{"name": "c", "image": "busybox", "volume_mounts": [{"name": "m", "mount_path": "/m"}]}],
     "volumes": [{"name": "m", "host_path": {"path": "/opt/models"}}]}}})
@@ -120,6 +123,7 @@ EXPECTED_BAD = {
     "eks-control-plane-logging", "eks-api-authentication-mode", "sg-no-ingress-from-internet",
     "iam-no-star-on-star", "iam-no-administrator-access", "iam-irsa-trust-scoped",
     "k8s-hostpath-model-only-readonly", "k8s-job-requests-and-ttl", "k8s-job-pod-failure-policy",
+    "k8s-model-claim-mounted-readonly",
     "stack-asg-per-group-and-zone", "stack-model-volume-for-version",
 }
 
@@ -169,6 +173,8 @@ def test_bad_program_reports_each_rule(programs):
     assert by_policy["stack-model-volume-for-version"].type == ""  # a stack-level violation
     # ASG options reach the policy: the bad ASG has no ignore_changes.
     assert by_policy["asg-desired-capacity-ignored"].type == "aws:autoscaling/group:Group"
+    # A writable mount of the claim bound to the hostPath PV, attributed to the Job that mounts it.
+    assert by_policy["k8s-model-claim-mounted-readonly"].name == "writer"
 
 
 def test_policy_config_sets_levels_and_thresholds(runs):

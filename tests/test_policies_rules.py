@@ -480,6 +480,102 @@ def test_pod_failure_policy_is_advisory():
     assert len(violations("k8s-job-pod-failure-policy", JOB, job({"podFailurePolicy": None}))) == 1
 
 
+
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+
+
+def claim_pod(claim="model-v5", *, source_read_only=None, mounts=(True,)):
+    """A pod spec mounting ``claim``; one container per entry of ``mounts`` (its readOnly)."""
+    source = {"claimName": claim}
+    if source_read_only is not None:
+        source["readOnly"] = source_read_only
+    containers = [{"name": f"c{i}", "image": "busybox",
+                   "volumeMounts": [{"name": "model", "mountPath": "/model", **({} if ro is None else {"readOnly": ro})}]}
+                  for i, ro in enumerate(mounts)]
+    return {"containers": containers, "volumes": [{"name": "model", "persistentVolumeClaim": source}]}
+
+
+def model_pv(claim_ref=True):
+    props = pv("/opt/models")
+    if claim_ref:
+        props["spec"]["claimRef"] = {"namespace": "ml-jobs", "name": "model-v5"}
+    return props
+
+
+def model_pvc(volume_name="model-v5", name="model-v5"):
+    return {"metadata": {"name": name, "namespace": "ml-jobs"},
+            "spec": {"accessModes": ["ReadOnlyMany"], "volumeName": volume_name}}
+
+
+def test_model_claim_mounted_readonly_passes():
+    stack = [resource(PV, "pv", model_pv()), resource(PVC, "pvc", model_pvc()),
+             resource(JOB, "ro-mounts", {"metadata": {"namespace": "ml-jobs"},
+                                         "spec": {"template": {"spec": claim_pod(mounts=(True, True))}}}),
+             resource(DS, "ro-source", {"spec": {"template": {"spec": claim_pod(source_read_only=True, mounts=(None,))}}}),
+             # A writable mount of some other claim is not this rule's business.
+             resource("kubernetes:core/v1:Pod", "scratch", {"spec": claim_pod("scratch", mounts=(False,))})]
+    assert stack_violations("k8s-model-claim-mounted-readonly", stack) == []
+
+
+def test_model_claim_mounted_writable_is_reported():
+    stack = [resource(PV, "pv", model_pv()), resource(PVC, "pvc", model_pvc()),
+             resource(JOB, "train", {"spec": {"template": {"spec": claim_pod(mounts=(True, None))}}}),
+             resource("kubernetes:apps/v1:DeploymentPatch", "serve",
+                      {"spec": {"template": {"spec": claim_pod(source_read_only=False, mounts=(False,))}}})]
+    assert stack_violations("k8s-model-claim-mounted-readonly", stack) == [
+        "kubernetes:batch/v1:Job 'train': containers[1] (c1) mounts volume 'model' (claim 'model-v5', bound to "
+        "hostPath PersistentVolume 'model-v5') without readOnly: true",
+        "kubernetes:apps/v1:DeploymentPatch 'serve': containers[0] (c0) mounts volume 'model' (claim 'model-v5', "
+        "bound to hostPath PersistentVolume 'model-v5') without readOnly: true"]
+
+
+@pytest.mark.parametrize("type_, wrap", [
+    ("kubernetes:batch/v1:CronJob", lambda spec: {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}}),
+    ("kubernetes:apps/v1:StatefulSet", lambda spec: {"spec": {"template": {"spec": spec}}}),
+    ("kubernetes:apps/v1:ReplicaSetPatch", lambda spec: {"spec": {"template": {"spec": spec}}}),
+    ("kubernetes:core/v1:Pod", lambda spec: {"spec": spec}),
+])
+def test_model_claim_binding_by_claim_ref_or_volume_name(type_, wrap):
+    writable = resource(type_, "w", wrap(claim_pod(mounts=(False,))))
+    # Bound through the PV's claimRef alone (no claim declared here) ...
+    assert len(stack_violations("k8s-model-claim-mounted-readonly", [resource(PV, "pv", model_pv()), writable])) == 1
+    # ... or through the claim's volumeName alone.
+    by_volume_name = [resource(PV, "pv", model_pv(claim_ref=False)), resource(PVC, "pvc", model_pvc()), writable]
+    assert len(stack_violations("k8s-model-claim-mounted-readonly", by_volume_name)) == 1
+    # A claim bound to a PV that is not a hostPath (or to no PV we know) is not the model.
+    other = model_pv(claim_ref=False)
+    del other["spec"]["hostPath"]
+    other["spec"]["csi"] = {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"}
+    assert stack_violations("k8s-model-claim-mounted-readonly",
+                            [resource(PV, "pv", other), resource(PVC, "pvc", model_pvc()), writable]) == []
+    assert stack_violations("k8s-model-claim-mounted-readonly",
+                            [resource(PVC, "pvc", model_pvc(volume_name="elsewhere")), writable]) == []
+
+
+def test_model_claim_in_another_namespace_is_another_claim():
+    stack = [resource(PV, "pv", model_pv()),
+             resource(JOB, "elsewhere", {"metadata": {"namespace": "team-b"},
+                                         "spec": {"template": {"spec": claim_pod(mounts=(False,))}}})]
+    assert stack_violations("k8s-model-claim-mounted-readonly", stack) == []
+    stack[1] = resource(JOB, "same", {"metadata": {"namespace": "ml-jobs"},
+                                      "spec": {"template": {"spec": claim_pod(mounts=(False,))}}})
+    assert len(stack_violations("k8s-model-claim-mounted-readonly", stack)) == 1
+
+
+def test_model_claim_binding_survives_values_unknown_during_preview():
+    """A new namespace's name and the PV's name are unknown in a first preview; the claimRef still binds."""
+    unknown = pulumi.runtime.rpc.UNKNOWN
+    pv_props = model_pv()
+    pv_props["metadata"]["name"] = unknown
+    pvc = {"metadata": {"name": "model-v5", "namespace": unknown}, "spec": {"volumeName": unknown}}
+    writable = resource(JOB, "train", {"metadata": {"namespace": unknown},
+                                       "spec": {"template": {"spec": claim_pod(mounts=(False,))}}})
+    found = stack_violations("k8s-model-claim-mounted-readonly",
+                             [resource(PV, "pv", pv_props), resource(PVC, "pvc", pvc), writable])
+    assert found == ["kubernetes:batch/v1:Job 'train': containers[0] (c0) mounts volume 'model' (claim 'model-v5', "
+                     "bound to hostPath PersistentVolume 'pv') without readOnly: true"]
+
+
 # --------------------------------------------------------------------------- stack
 
 STACK_CONFIG = {

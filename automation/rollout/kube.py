@@ -1,7 +1,7 @@
 """ClusterPort over the official ``kubernetes`` client.
 
 Reads are paginated lists (``limit`` + ``_continue``) across all namespaces:
-four calls' worth of pages per reconcile (nodes, pods with their Jobs, PDBs)
+four calls' worth of pages per reconcile (nodes, live pods with their Jobs, PDBs)
 at any fleet size, never a call per node or pod. Responses are read as plain JSON
 (``_preload_content=False``) rather than turned into generated model objects:
 at tens of thousands of pods the model deserialisation costs more than the
@@ -48,6 +48,8 @@ DEFAULT_AUTOSCALER_NAME = "cluster-autoscaler"
 CONFLICT_ATTEMPTS = 5
 # The API server's 500 for a pod selected by several PDBs (it cannot pick one to honour).
 MULTIPLE_PDBS = "more than one PodDisruptionBudget"
+# Pods that are not finished: the field selector ``list_pods`` sends (status.phase is a pod field selector).
+LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -325,7 +327,10 @@ class KubeCluster:
 
     @_port_call
     def list_pods(self) -> list[Pod]:
-        items, version = self._list_all(self.core.list_pod_for_all_namespaces)
+        # Finished pods (a Job's Succeeded/Failed pods kept until their TTL) can outnumber live
+        # ones many times over on an ML cluster, and nothing in the rollout reads them: the API
+        # server filters them out rather than sending and parsing them on every reconcile.
+        items, version = self._list_all(self.core.list_pod_for_all_namespaces, field_selector=LIVE_PODS)
         pods = [pod_from_json(item) for item in items]
         self._pods_resource_version = version
         self._pods_seen = {pod.key: (item.get("metadata") or {}).get("resourceVersion") for pod, item in zip(pods, items)}

@@ -56,7 +56,7 @@ class ClusterPort(Protocol):
     def list_nodes(self, label_selector: str = "") -> list[Node]: ...
 
     def list_pods(self) -> list[Pod]:
-        """Every pod in every namespace (paginated)."""
+        """Every pod in every namespace that is not finished (phase neither Succeeded nor Failed), paginated."""
 
     def list_pdbs(self) -> list[PodDisruptionBudget]: ...
 

@@ -117,7 +117,9 @@ class SimCluster:
                                             if all(n.labels.get(k) == v for k, v in wanted.items())])
 
     def list_pods(self) -> list[Pod]:
-        return self._p.call(False, lambda: list(self._w.pods.values()))
+        # One read, as the real adapter's one list: finished pods are filtered as the API server would.
+        return self._p.call(False, lambda: [p for p in self._w.pods.values()
+                                            if p.phase not in ("Succeeded", "Failed")])
 
     def list_pdbs(self) -> list[PodDisruptionBudget]:
         return self._p.call(False, self._w.pdb_views)
