@@ -349,6 +349,15 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert "--strategy" in capsys.readouterr().err
 
 
+def test_cli_deadline_takes_the_same_durations_as_replace(tmp_path, capsys):
+    base = ["--stack", "prod", "--model-version", "v6", "--state-dir", str(tmp_path)]
+    assert rotate_cli.rollout_options(_parse(rotate_cli.configure, [*base, "--deadline", "1h30m"]))["deadline_seconds"] == 5400
+    assert rotate_cli.rollout_options(_parse(rotate_cli.configure, [*base, "--deadline", "7200"]))["deadline_seconds"] == 7200
+    with pytest.raises(SystemExit) as exit_:
+        _parse(rotate_cli.configure, [*base, "--deadline", "soon"])
+    assert exit_.value.code == EXIT_BAD_INPUT and "--deadline" in capsys.readouterr().err
+
+
 def test_cli_job_kind_flags_reach_the_rollout_options(tmp_path, capsys):
     from automation.rollout.engine import DEFAULT_JOB_OWNER_KINDS
     from automation.rollout.runner import RolloutOptions

@@ -29,8 +29,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                         help="stop after the gated preview, print the predicted replacement; config is restored")
     parser.add_argument("--json", action="store_true", help="print the final report as JSON")
     parser.add_argument("--strategy", default="default", help="rollout strategy: default or double-and-drain")
-    parser.add_argument("--deadline", type=float, default=7200, metavar="SECONDS",
-                        help="seconds a running Job may keep its old node before it is evicted (default 7200)")
+    from automation.rollout.cli import parse_duration
+
+    parser.add_argument("--deadline", type=parse_duration, default=7200.0, metavar="DURATION",
+                        help="how long a running Job may keep its old node before it is evicted: "
+                             "7200, 90m, 2h or 1h30m (default 2h)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help=f"where the rotation's intent is kept between runs (default {DEFAULT_STATE_DIR})")
     from automation.rollout.cli import add_job_kind_flags
