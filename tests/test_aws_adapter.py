@@ -10,9 +10,10 @@ import uuid
 
 import boto3
 import pytest
+
+from tests._aws_env import use_dummy_aws_credentials
 from botocore.awsrequest import AWSResponse
 
-from automation.localaws import moto_server
 from automation.rollout.aws import AwsCloud, group_from_describe
 from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
 from automation.rollout.ports import Throttled
@@ -22,21 +23,11 @@ AMI_V1 = "ami-12c6146b"   # moto ships these two image ids
 AMI_V2 = "ami-1234abcd"
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    with moto_server() as url:
-        yield url
-
-
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch):
-    for key in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    use_dummy_aws_credentials(monkeypatch, "AWS_ENDPOINT_URL", "AWS_SHARED_CREDENTIALS_FILE")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/kiln-test-aws-config")
 
 
 @pytest.fixture(scope="module")

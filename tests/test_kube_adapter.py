@@ -17,17 +17,10 @@ from tests._kube_emulator import DEPLOYMENTS, JOBS, LEASES, NODES, PDBS, PODS, K
 NOW = 1_790_000_000.0   # a fixed wall clock for the lease tests
 
 
-@pytest.fixture(scope="module")
-def server():
-    emulator = KubeEmulator()
-    yield emulator
-    emulator.close()
-
-
 @pytest.fixture
-def kube(server):
-    server.reset()
-    return server
+def kube(kube_server):
+    kube_server.reset()
+    return kube_server
 
 
 @pytest.fixture

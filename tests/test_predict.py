@@ -8,15 +8,17 @@ import uuid
 
 import boto3
 import pytest
+
+from tests._aws_env import use_dummy_aws_credentials
 import yaml
 
-from automation.localaws import create_fleet, moto_server
+from automation.localaws import create_fleet
 from automation.rollout.model import (ANNOTATION_DEADLINE_EXTENSION, AutoScalingGroup, Instance, Node, Pod)
 from automation.rollout.sim import ScenarioError, load_scenario, simulate
 from automation.rotate.fleet import prediction
 from automation.rotate.predict import describe, predict, scenario_from_snapshot
 from automation.rotate.wiring import make_predict
-from tests._kube_emulator import JOBS, NODES, PODS, KubeEmulator
+from tests._kube_emulator import JOBS, NODES, PODS
 
 REGION = "us-east-2"
 
@@ -163,26 +165,9 @@ def test_bad_placement_names_the_key(jobs, key):
 
 # ---- through the real adapters: AwsCloud on a moto server, KubeCluster on kmock ---------------
 
-@pytest.fixture(scope="module")
-def moto_url():
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def kube_server():
-    emulator = KubeEmulator()
-    yield emulator
-    emulator.close()
-
-
 @pytest.fixture
 def aws_env(monkeypatch, moto_url):
-    for key in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/kiln-test-aws-config")
+    use_dummy_aws_credentials(monkeypatch, "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     monkeypatch.setenv("AWS_REGION", REGION)
 

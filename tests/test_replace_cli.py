@@ -10,11 +10,12 @@ import uuid
 import boto3
 import pytest
 
+from tests._aws_env import use_dummy_aws_credentials
+
 from automation.cli import main as automation_main
-from automation.localaws import moto_server
 from automation.rollout.kube import format_micro_time
 from automation.rollout.model import TAG_CLUSTER
-from tests._kube_emulator import LEASES, NODES, PODS, KubeEmulator
+from tests._kube_emulator import LEASES, NODES, PODS
 
 REGION = "us-east-2"
 
@@ -24,19 +25,6 @@ def run(argv: list[str]) -> int:
         return automation_main(["replace", *argv])
     except SystemExit as exit_:
         return int(exit_.code or 0)
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    with moto_server() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def kube_server():
-    emulator = KubeEmulator()
-    yield emulator
-    emulator.close()
 
 
 @pytest.fixture
@@ -53,11 +41,7 @@ def kubeconfig(tmp_path, kube_server):
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch, moto_url, kube_server):
-    for key in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION", "KUBECONFIG"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/kiln-test-aws-config")
+    use_dummy_aws_credentials(monkeypatch, "AWS_DEFAULT_REGION", "AWS_REGION", "KUBECONFIG")
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     monkeypatch.setenv("AWS_REGION", REGION)
 

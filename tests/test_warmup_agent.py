@@ -10,18 +10,16 @@ import os
 
 import pytest
 
-from _kube_emulator import NODES, KubeEmulator
+from tests._kube_emulator import NODES
 from infra import warmup_agent as agent
 
 WARMING = {"key": "kiln.dev/model-warming", "value": "true", "effect": "NoSchedule"}
 GPU = {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
 
 
-@pytest.fixture(scope="module")
-def kube():
-    emulator = KubeEmulator()
-    yield emulator
-    emulator.close()
+@pytest.fixture
+def kube(kube_server):
+    return kube_server
 
 
 def node(name, *taints):
