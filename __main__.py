@@ -1,13 +1,16 @@
 """kiln: the EKS cluster, its per-AZ model node groups and the read-only model volume.
 
-Configuration is read and validated once, before any resource is declared; an
-invalid stack registers nothing.
+Configuration is read and validated once, then checked against the account
+(infra/awsfacts.py: the VPC's CIDRs, instance type sizes, the AMIs' model
+snapshots), before any resource is declared; an invalid stack registers nothing.
 """
 
 import pulumi
 
-from infra import config
-from infra.cluster import Cluster, ClusterArgs, service_cidr_for
+from infra import awsfacts, config
+from infra.builder import BakeBuilder, BakeBuilderArgs
+from infra.ci_access import CiAccessArgs, CiClusterAccess
+from infra.cluster import Cluster, ClusterArgs
 from infra.gpu import GpuDevicePlugin, GpuDevicePluginArgs
 from infra.labels import TAG_CLUSTER
 from infra.network import Network, NetworkArgs
@@ -21,6 +24,9 @@ from infra.roles import CiDeployRole, CiDeployRoleArgs, RolloutRole, RolloutRole
 from infra.rollout_access import RolloutAccessArgs, RolloutClusterAccess
 
 cfg = config.load()
+plan = awsfacts.check(cfg)
+for warning in plan.warnings:
+    pulumi.log.warn(warning)
 tags = {TAG_CLUSTER: cfg.cluster_name}
 
 network = Network("network", NetworkArgs(
@@ -39,7 +45,7 @@ cluster = Cluster("cluster", ClusterArgs(
     private_subnet_ids=network.private_subnet_ids,
     public_subnet_ids=network.public_subnet_ids,
     endpoint_public_access_cidrs=cfg.endpoint_public_access_cidrs,
-    service_cidr=service_cidr_for(None if cfg.uses_existing_vpc else cfg.vpc_cidr),
+    service_cidr=plan.service_cidr,
     tags=tags,
 ))
 on_cluster = pulumi.ResourceOptions(providers={"kubernetes": cluster.k8s_provider})
@@ -63,8 +69,10 @@ node_groups = {
         security_group_ids=[cluster.node_security_group_id],
         model_version=cfg.model_version,
         model_path=cfg.model_path,
-        model_volume=ModelDisk(cfg.model_volume_device, cfg.model_volume_size_gib, cfg.model_volume_init_rate_mibps),
+        model_volume=ModelDisk(cfg.model_volume_device, plan.model_volume_gib[group.ami_family],
+                               cfg.model_volume_init_rate_mibps),
         tags=tags,
+        accelerator=plan.accelerators.get(group.name),
         depends_on=(cluster.vpc_cni, warmup),
     ))
     for group in cfg.node_groups
@@ -90,8 +98,15 @@ ClusterAutoscaler("autoscaler", AutoscalerArgs(
     cluster.cluster_name, cfg.kubernetes_version, cluster.oidc_provider_arn, cluster.oidc_provider_url,
     cluster.k8s_provider, cfg.autoscaler_chart_version, tags))
 ci = cfg.ci_oidc and CiDeployRole("ci-deploy", CiDeployRoleArgs(
-    cfg.ci_oidc.provider_url, cfg.ci_oidc.audience, cfg.ci_oidc.subject, tags))
-rollout = RolloutRole("rollout", RolloutRoleArgs(cluster.cluster_name, [cluster.node_role.arn], ci and ci.role, tags))
+    cfg.ci_oidc.provider_url, cfg.ci_oidc.audience, cfg.ci_oidc.subject, tags, cfg.ci_oidc.provider_arn))
+if ci:
+    # Later `pulumi up`s run by CI manage every Kubernetes object above.
+    CiClusterAccess("ci-access", CiAccessArgs(cluster.cluster_name, ci.role.arn, tags))
+# The bake's builder reads the model bucket with its own role, never the node role.
+builder = cfg.model_bucket and BakeBuilder("bake-builder", BakeBuilderArgs(cfg.model_bucket, tags))
+rollout = RolloutRole("rollout", RolloutRoleArgs(
+    cluster.cluster_name, [cluster.node_role.arn, *([builder.role.arn] if builder else [])], ci and ci.role, tags,
+    model_bucket=cfg.model_bucket))
 RolloutClusterAccess("rollout-access", RolloutAccessArgs(
     cluster.cluster_name, rollout.role.arn, cluster.k8s_provider, tags))
 
@@ -102,8 +117,10 @@ pulumi.export("modelVersion", cfg.model_version)
 pulumi.export("nodeAmi", cfg.node_amis[0][1] if len(cfg.node_amis) == 1 else dict(cfg.node_amis))
 pulumi.export("ecrRepositories", registry.urls)
 pulumi.export("rolloutRoleArn", rollout.role.arn)
-# For `automation bake --stack`: where the builder runs and the profile it runs with (SSM core attached).
+# For `automation bake --stack`: where the builder runs and the profile it runs with.
 pulumi.export("privateSubnetIds", network.private_subnet_ids)
 pulumi.export("nodeInstanceProfile", cluster.node_instance_profile.name)
+if builder:
+    pulumi.export("builderInstanceProfile", builder.instance_profile.name)
 if ci:
     pulumi.export("ciDeployRoleArn", ci.role.arn)

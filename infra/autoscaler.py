@@ -86,6 +86,10 @@ def helm_values(cluster_name: str, region: str, role_arn: str, kubernetes_versio
             "startup-taint": TAINT_WARMING,
         },
         "image": {"tag": image_tag(kubernetes_version)},
+        # Resolve AWS endpoints with the node's resolver (the VPC's), not CoreDNS: on a first deploy every
+        # node is still warming and CoreDNS does not tolerate that taint, so with cluster DNS the autoscaler
+        # would crash-loop (and its release time out) until a node is warm. It reaches the API server by IP.
+        "dnsPolicy": "Default",
         # It needs no model: run on a node that is still warming, so a fresh cluster gets an
         # autoscaler minutes earlier (the Release waits for it to be ready).
         "tolerations": [{"key": TAINT_WARMING, "operator": "Exists", "effect": TAINT_WARMING_EFFECT}],

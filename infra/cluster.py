@@ -6,7 +6,6 @@ but the role those nodes assume is: the cluster's EC2_LINUX access entry needs i
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -16,6 +15,7 @@ import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
 from infra import irsa
+from infra.awsfacts import SERVICE_CIDR_CANDIDATES
 
 # Every control-plane log type: who did what (api, audit), who authenticated, and
 # why pods were (not) scheduled — what an incident review needs.
@@ -33,21 +33,6 @@ NODE_MANAGED_POLICIES = (
 # (IRSA) rather than through the node role, so no pod on the node inherits them.
 CNI_POLICY = "AmazonEKS_CNI_Policy"
 
-_DEFAULT_SERVICE_CIDR = ipaddress.ip_network("172.20.0.0/16")
-_FALLBACK_SERVICE_CIDR = ipaddress.ip_network("10.100.0.0/16")
-
-
-def service_cidr_for(vpc_cidr: Optional[str]) -> str:
-    """The Kubernetes service range: EKS's own rule, made explicit so nodeadm can be told it.
-
-    EKS picks 10.100.0.0/16 when the VPC overlaps 172.20.0.0/16 and 172.20.0.0/16
-    otherwise; kiln pins the choice instead of reading it back after creation.
-    """
-    if vpc_cidr and ipaddress.ip_network(vpc_cidr).overlaps(_DEFAULT_SERVICE_CIDR):
-        return str(_FALLBACK_SERVICE_CIDR)
-    return str(_DEFAULT_SERVICE_CIDR)
-
-
 def managed_policy_arn(partition: str, name: str) -> str:
     return f"arn:{partition}:iam::aws:policy/{name}"
 
@@ -60,7 +45,9 @@ class ClusterArgs:
     private_subnet_ids: pulumi.Input[Sequence[str]]
     public_subnet_ids: Optional[pulumi.Input[Sequence[str]]] = None
     endpoint_public_access_cidrs: tuple[str, ...] = ()
-    service_cidr: str = str(_DEFAULT_SERVICE_CIDR)
+    # Pinned, so nodeadm can be told it: kiln:serviceCidr, or the default range that avoids every
+    # CIDR of the VPC (infra/awsfacts.py plan()).
+    service_cidr: str = SERVICE_CIDR_CANDIDATES[0]
     tags: dict[str, str] = field(default_factory=dict)
 
 

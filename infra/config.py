@@ -43,7 +43,9 @@ KEYS: dict[str, str] = {
     "ecrKeepImages": "Tagged images each ECR repository keeps (default 10).",
     "prefetchImages": "Images every node pulls as it joins (and the bake pre-pulls).",
     "autoscalerChartVersion": "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py).",
-    "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject}.",
+    "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject, providerArn}; providerArn reuses an existing IAM OIDC provider.",
+    "modelBucket": "S3 bucket the bake reads the model from; kiln creates a builder instance profile that may read only this bucket.",
+    "serviceCidr": "Kubernetes service range (default: 172.20.0.0/16, or 10.100.0.0/16 when that overlaps a CIDR of the VPC).",
 }
 
 # Keys a stack must set. Every other key has a default; Pulumi.yaml declares those
@@ -115,6 +117,9 @@ class CiOidcConfig:
     provider_url: str
     audience: str
     subject: str
+    # An IAM OIDC provider that already exists for provider_url (an account holds one per URL):
+    # used instead of creating one.
+    provider_arn: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,8 @@ class KilnConfig:
     prefetch_images: tuple[str, ...] = ()
     autoscaler_chart_version: Optional[str] = None
     ci_oidc: Optional[CiOidcConfig] = None
+    model_bucket: Optional[str] = None
+    service_cidr: Optional[str] = None
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -149,9 +156,8 @@ class KilnConfig:
         return f"model-{self.model_version}"
 
     def ami_for(self, group: NodeGroupConfig) -> str:
-        """The AMI a group boots: its family's entry, or the single AMI for all."""
-        amis = dict(self.node_amis)
-        return amis.get(group.ami_family) or amis["standard"]
+        """The AMI a group boots: its family's entry (parse() makes sure a GPU group has one)."""
+        return dict(self.node_amis)[group.ami_family]
 
 
 # --------------------------------------------------------------------------- parsing
@@ -327,6 +333,119 @@ def _parse_group(p: _Problems, i: int, raw: Any) -> Optional[NodeGroupConfig]:
     )
 
 
+# ---- rules, one small function each ------------------------------------------------------------
+
+
+def _check_zone_count(p: _Problems, zones: list[Any]) -> None:
+    # EKS refuses a cluster whose subnets are not in at least two availability zones.
+    if len(zones) < 2:
+        p.add("availabilityZones", f"({len(zones)} given) must list at least two zones: EKS requires subnets "
+                                   "in two or more availability zones")
+
+
+def _check_gpu_groups_have_an_nvidia_ami(p: _Problems, raw_ami: Any, amis: Mapping[str, str],
+                                         groups: list[NodeGroupConfig]) -> None:
+    """A GPU group booting the standard AMI has no driver: no nvidia.com/gpu, and the autoscaler keeps adding nodes."""
+    if not amis or "nvidia" in amis:
+        return
+    gpu = [g.name for g in groups if g.gpu]
+    if not gpu:
+        return
+    if isinstance(raw_ami, Mapping):
+        p.add("nodeAmi.nvidia", f"is required because nodeGroups ({gpu[0]!r}) has gpu: true")
+    else:
+        p.add("nodeAmi", f"({raw_ami!r}) must be a map with an nvidia entry (the GPU AMI) because nodeGroups "
+                         f"({gpu[0]!r}) has gpu: true; a single AMI id is the standard AMI")
+
+
+def instance_size(instance_type: str) -> str:
+    """The size part of an EC2 instance type: ``2xlarge`` of ``g5.2xlarge``."""
+    return instance_type.split(".", 1)[1]
+
+
+def _check_one_instance_size(p: _Problems, i: int, group: NodeGroupConfig) -> None:
+    """cluster-autoscaler builds a group's node template from its first instance type only.
+
+    Types of different sizes in one group make it promise too little (pods that fit
+    the larger types never scale the group up) or too much. Sizes across families are
+    compared exactly (vCPU, memory, GPUs) at preview time, see infra/awsfacts.py.
+    """
+    sizes = sorted({instance_size(t) for t in group.instance_types})
+    if len(sizes) > 1:
+        p.add(f"nodeGroups[{i}].instanceTypes",
+              f"({', '.join(group.instance_types)}) must all be one size, not {', '.join(sizes)}: cluster-autoscaler "
+              f"sizes the group's nodes from the first type ({group.instance_types[0]}); put other sizes in another group")
+
+
+_CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn"}
+_OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:iam::\d{12}:oidc-provider/(?P<issuer>\S+)$")
+
+
+def _parse_ci_provider_arn(p: _Problems, value: Any, provider_url: Optional[str]) -> Optional[str]:
+    """An existing IAM OIDC provider (an account holds one per URL; creating a second fails ``up``)."""
+    if value is None:
+        return None
+    arn = _as_str(p, "ciOidc.providerArn", value, _OIDC_PROVIDER_ARN_RE,
+                  "must be an IAM OIDC provider ARN such as "
+                  "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com")
+    if arn is None or provider_url is None:
+        return None
+    issuer = _OIDC_PROVIDER_ARN_RE.fullmatch(arn)["issuer"].rstrip("/")
+    expected = provider_url.removeprefix("https://").rstrip("/")
+    if issuer != expected:
+        p.add("ciOidc.providerArn", f"({arn!r}) is the provider for {issuer}, not for ciOidc.providerUrl ({provider_url})")
+        return None
+    return arn
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _parse_model_bucket(p: _Problems, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.startswith("s3://"):
+        p.add("modelBucket", f"({value!r}) must be a bucket name alone, without s3:// or a prefix")
+        return None
+    bucket = _as_str(p, "modelBucket", value, _BUCKET_RE,
+                     "must be an S3 bucket name: 3-63 lower-case letters, digits, '.' and '-'")
+    if bucket is None:
+        return None
+    try:
+        ipaddress.ip_address(bucket)
+        p.add("modelBucket", f"({bucket!r}) must not be formatted as an IP address")
+        return None
+    except ValueError:
+        pass
+    if ".." in bucket or bucket.startswith("xn--") or bucket.endswith(("-s3alias", "--ol-s3")):
+        p.add("modelBucket", f"({bucket!r}) is not a valid S3 bucket name")
+        return None
+    return bucket
+
+
+# EKS: the service range lies in one of these blocks, is /12 to /24, and overlaps no CIDR of the VPC.
+SERVICE_CIDR_BLOCKS = tuple(ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def _parse_service_cidr(p: _Problems, value: Any, new_vpc_cidr: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    cidr = _as_cidr(p, "serviceCidr", value)
+    if cidr is None:
+        return None
+    net = ipaddress.ip_network(cidr)
+    if net.version != 4 or not any(net.subnet_of(block) for block in SERVICE_CIDR_BLOCKS):
+        p.add("serviceCidr", f"({cidr}) must lie in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
+        return None
+    if not 12 <= net.prefixlen <= 24:
+        p.add("serviceCidr", f"({cidr}) must be between /12 and /24")
+        return None
+    if new_vpc_cidr is not None and net.overlaps(ipaddress.ip_network(new_vpc_cidr)):
+        p.add("serviceCidr", f"({cidr}) must not overlap vpcCidr ({new_vpc_cidr})")
+        return None
+    return cidr
+
+
 def parse(raw: Mapping[str, Any]) -> KilnConfig:
     """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
 
@@ -361,8 +480,7 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
     if raw_zones is not None:
         lst = _as_list(p, "availabilityZones", raw_zones)
         if lst is not None:
-            if not lst:
-                p.add("availabilityZones", "must list at least one zone")
+            _check_zone_count(p, lst)
             for i, z in enumerate(lst):
                 if _as_str(p, f"availabilityZones[{i}]", z, _AZ_RE, "must be an availability zone such as us-east-2a"):
                     zones.append(z)
@@ -433,17 +551,14 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
             for i, g in enumerate(lst):
                 parsed = _parse_group(p, i, g)
                 if parsed is not None:
+                    _check_one_instance_size(p, i, parsed)
                     groups.append(parsed)
             seen: set[str] = set()
             for i, g in enumerate(groups):
                 if g.name in seen:
                     p.add(f"nodeGroups[{i}].name", f"({g.name!r}) is used by another node group")
                 seen.add(g.name)
-    if amis and isinstance(_decode(raw.get("nodeAmi")), Mapping):
-        for i, g in enumerate(groups):
-            if g.gpu and "nvidia" not in amis:
-                p.add("nodeAmi.nvidia", f"is required because nodeGroups ({g.name!r}) has gpu: true")
-                break
+    _check_gpu_groups_have_an_nvidia_ami(p, _decode(raw.get("nodeAmi")), amis, groups)
 
     cidrs: list[str] = []
     for i, c in enumerate(_as_list(p, "endpointPublicAccessCidrs", raw.get("endpointPublicAccessCidrs", [])) or []):
@@ -486,8 +601,13 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
             if sub is not None and sub.strip() in ("*", "repo:*"):
                 p.add("ciOidc.subject", f"({sub!r}) must name one repository (and branch), not any")
                 sub = None
+            for unknown in sorted(set(raw_ci) - _CI_OIDC_FIELDS):
+                p.add(f"ciOidc.{unknown}", f"is not a ciOidc field (known: {', '.join(sorted(_CI_OIDC_FIELDS))})")
+            provider_arn = _parse_ci_provider_arn(p, raw_ci.get("providerArn"), url)
             if url and aud and sub:
-                ci = CiOidcConfig(url, aud, sub)
+                ci = CiOidcConfig(url, aud, sub, provider_arn)
+    model_bucket = _parse_model_bucket(p, raw.get("modelBucket"))
+    service_cidr = _parse_service_cidr(p, raw.get("serviceCidr"), None if vpc_id is not None else vpc_cidr)
 
     if p.lines:
         raise ConfigError(p.lines)
@@ -498,6 +618,7 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
         model_volume_device=device, model_volume_size_gib=model_size, model_volume_init_rate_mibps=init_rate,
         endpoint_public_access_cidrs=tuple(cidrs), jobs_namespace=namespace, ecr_repositories=tuple(repos),
         ecr_keep_images=keep, prefetch_images=tuple(images), autoscaler_chart_version=chart, ci_oidc=ci,
+        model_bucket=model_bucket, service_cidr=service_cidr,
     )
 
 

@@ -7,6 +7,8 @@ strings, so they are a contract: ``tests/test_labels.py`` keeps both copies equa
 # Node labels (set by nodeadm from the launch template's user data).
 LABEL_MODEL_VERSION = "kiln.dev/model-version"
 LABEL_NODE_GROUP = "kiln.dev/node-group"
+# On GPU nodes: the label cluster-autoscaler's AWS provider recognises GPU nodes (and node templates) by.
+LABEL_ACCELERATOR = "k8s.amazonaws.com/accelerator"
 
 # A node registers with this taint; the warm-up DaemonSet removes it once the
 # model has been read end to end, so model Jobs only land on warm nodes.

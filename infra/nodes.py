@@ -50,6 +50,8 @@ class NodeGroupArgs:
     model_path: str
     model_volume: ModelDisk
     tags: dict[str, str] = field(default_factory=dict)
+    # GPU groups: the k8s.amazonaws.com/accelerator label value (infra/awsfacts.py).
+    accelerator: Optional[str] = None
     # What must exist before a node boots: the VPC CNI (else pods get no IP) and the
     # warm-up DaemonSet (else the warming taint is never removed).
     depends_on: Sequence[pulumi.Resource] = ()
@@ -90,14 +92,14 @@ class NodeGroup(pulumi.ComponentResource):
     def __init__(self, name: str, args: NodeGroupArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kiln:infra:NodeGroup", name, None, opts)
         g = args.group
-        labels = userdata.node_labels(args.model_version, g.name, g.labels_dict)
+        labels = userdata.node_labels(args.model_version, g.name, g.labels_dict, args.accelerator)
         taints = [userdata.NodeTaint(t.key, t.value, t.effect) for t in g.taints]
         b = args.bootstrap
         user_data = pulumi.Output.all(b.name, b.endpoint, b.certificate_authority).apply(
             lambda v: base64.b64encode(userdata.render(
                 cluster_name=v[0], endpoint=v[1], certificate_authority=v[2], service_cidr=b.service_cidr,
                 model_version=args.model_version, group=g.name, extra_labels=g.labels_dict, taints=taints,
-                model_device=args.model_volume.device, model_path=args.model_path,
+                model_device=args.model_volume.device, model_path=args.model_path, accelerator=args.accelerator,
             ).encode()).decode())
 
         resource_tags = pulumi.Output.from_input(args.cluster_name).apply(

@@ -73,8 +73,11 @@ READ_ONLY = (
 
 
 def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
-                   pass_role_arns: Sequence[str]) -> str:
-    """The rollout role's permissions, one statement per job."""
+                   pass_role_arns: Sequence[str], model_bucket: Optional[str] = None) -> str:
+    """The rollout role's permissions, one statement per job.
+
+    ``model_bucket`` (``kiln:modelBucket``) narrows the manifest read to that bucket.
+    """
     ec2 = lambda resource: pd.ec2_arn(partition, region, account, resource)  # noqa: E731
     cluster_tag = {f"aws:ResourceTag/{TAG_CLUSTER}": cluster_name}
     builder_tag = {f"aws:ResourceTag/{TAG_ROLE}": BUILDER_ROLE}
@@ -132,7 +135,8 @@ def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
         pd.statement("ReadEksAmiParameters", ["ssm:GetParameter", "ssm:GetParameters"],
                      [f"arn:{partition}:ssm:{region}::parameter/{EKS_AMI_PARAMETERS}"]),
         pd.statement("ReadModelManifests", ["s3:GetObject"],
-                     [f"arn:{partition}:s3:::*/{MANIFEST_NAME}", f"arn:{partition}:s3:::*/*/{MANIFEST_NAME}"]),
+                     [f"arn:{partition}:s3:::{model_bucket or '*'}/{MANIFEST_NAME}",
+                      f"arn:{partition}:s3:::{model_bucket or '*'}/*/{MANIFEST_NAME}"]),
         # --- reads IAM cannot scope
         pd.statement("DescribeReadOnly", READ_ONLY, "*"),
     )
@@ -162,30 +166,40 @@ class CiDeployRoleArgs:
     audience: str
     subject: str
     tags: dict[str, str] = field(default_factory=dict)
+    # An IAM OIDC provider that already exists for provider_url: trusted instead of creating one
+    # (an account holds one provider per URL, so creating a second fails `pulumi up`).
+    provider_arn: Optional[str] = None
 
 
 class CiDeployRole(pulumi.ComponentResource):
     """The CI system's OIDC provider in IAM and the role its pipelines assume with their token.
 
-    The role's only permission is to assume the rollout role (granted by
+    Its AWS permission is to assume the rollout role (granted by
     :class:`RolloutRole`); permissions for a full ``pulumi up`` are the
-    account administrator's to attach.
+    account administrator's to attach. Its Kubernetes access is
+    :class:`infra.ci_access.CiClusterAccess`. With ``provider_arn`` the
+    account's existing provider is trusted and none is created.
     """
 
     def __init__(self, name: str, args: CiDeployRoleArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kiln:infra:CiDeployRole", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.provider = aws.iam.OpenIdConnectProvider(
-            f"{name}-oidc",
-            url=args.provider_url,
-            client_id_lists=[args.audience],
-            tags=args.tags,
-            opts=child,
-        )
+        self.provider: Optional[aws.iam.OpenIdConnectProvider] = None
+        if args.provider_arn:
+            provider_arn = pulumi.Output.from_input(args.provider_arn)
+        else:
+            self.provider = aws.iam.OpenIdConnectProvider(
+                f"{name}-oidc",
+                url=args.provider_url,
+                client_id_lists=[args.audience],
+                tags=args.tags,
+                opts=child,
+            )
+            provider_arn = self.provider.arn
         self.role = aws.iam.Role(
             name,
             description=f"CI pipelines ({args.subject}) through {args.provider_url}",
-            assume_role_policy=self.provider.arn.apply(
+            assume_role_policy=provider_arn.apply(
                 lambda arn: oidc_trust(arn, args.provider_url, args.audience, args.subject)),
             max_session_duration=MAX_SESSION_SECONDS,
             tags=args.tags,
@@ -197,12 +211,13 @@ class CiDeployRole(pulumi.ComponentResource):
 @dataclass(frozen=True)
 class RolloutRoleArgs:
     cluster_name: pulumi.Input[str]
-    # Roles the bake may hand to its builder instance (the node role by default: the bake
-    # uses the node instance profile unless --instance-profile says otherwise).
+    # Roles the rollout role may pass to EC2: the node role (an ASG update that names a launch
+    # template checks it) and, with kiln:modelBucket, the bake builder's role (infra/builder.py).
     builder_role_arns: Sequence[pulumi.Input[str]]
     # The CI deploy role, if any: it becomes the only principal trusted, and is allowed to assume.
     ci_role: Optional[aws.iam.Role] = None
     tags: dict[str, str] = field(default_factory=dict)
+    model_bucket: Optional[str] = None     # kiln:modelBucket: the only bucket manifests are read from
 
 
 class RolloutRole(pulumi.ComponentResource):
@@ -237,7 +252,7 @@ class RolloutRole(pulumi.ComponentResource):
             role=self.role.id,
             policy=pulumi.Output.all(partition, region, account, args.cluster_name,
                                      pulumi.Output.all(*args.builder_role_arns)).apply(
-                lambda a: rollout_policy(a[0], a[1], a[2], a[3], a[4])),
+                lambda a: rollout_policy(a[0], a[1], a[2], a[3], a[4], args.model_bucket)),
             opts=child,
         )
         if args.ci_role is not None:

@@ -2,9 +2,9 @@
 
 Part 1 (``application/node.eks.aws``) is the nodeadm ``NodeConfig``: which cluster
 to join, the node's labels (model version, node group, the group's own) and the
-taints it registers with — always the model-warming taint. Part 2 mounts the
-model volume read-only where the hostPath PersistentVolume expects it; cloud-init
-runs it before nodeadm starts the kubelet.
+taints it registers with — always the model-warming taint. Part 2 makes sure the
+model volume is mounted read-only where the hostPath PersistentVolume expects it;
+cloud-init runs it before nodeadm starts the kubelet.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import yaml
 
@@ -33,9 +33,16 @@ def warming_taint() -> NodeTaint:
     return NodeTaint(L.TAINT_WARMING, L.TAINT_WARMING_VALUE, L.TAINT_WARMING_EFFECT)
 
 
-def node_labels(model_version: str, group: str, extra: Mapping[str, str]) -> dict[str, str]:
-    """kiln's own labels win over a group's (config refuses kiln.dev/ keys anyway)."""
-    return {**dict(extra), L.LABEL_MODEL_VERSION: model_version, L.LABEL_NODE_GROUP: group}
+def node_labels(model_version: str, group: str, extra: Mapping[str, str],
+                accelerator: Optional[str] = None) -> dict[str, str]:
+    """kiln's own labels win over a group's (config refuses kiln.dev/ keys anyway).
+
+    ``accelerator``: GPU groups carry ``k8s.amazonaws.com/accelerator``, the label
+    cluster-autoscaler's AWS provider knows GPU nodes by (it then waits for the
+    device plugin instead of scaling up again for a GPU that is not advertised yet).
+    """
+    gpu = {L.LABEL_ACCELERATOR: accelerator} if accelerator else {}
+    return {**dict(extra), **gpu, L.LABEL_MODEL_VERSION: model_version, L.LABEL_NODE_GROUP: group}
 
 
 def node_config(*, cluster_name: str, endpoint: str, certificate_authority: str, service_cidr: str,
@@ -67,19 +74,31 @@ def node_config(*, cluster_name: str, endpoint: str, certificate_authority: str,
 
 
 def mount_script(device: str, path: str) -> str:
-    """Mount the AMI's model volume read-only at ``path`` unless the image already does.
+    """Make sure the AMI's model volume is mounted read-only at ``path``.
 
-    On Nitro instances the EBS device appears as NVMe; AL2023's udev rules add the
-    ``/dev/xvdX`` name from the block device mapping, which we wait for.
+    The bake's fstab entry mounts it read-only at boot; AMIs baked before that
+    mounted it read-write, so a mount found in place is remounted read-only. If
+    the mount still is not read-only, it is unmounted: the model directory is
+    then empty, the warm-up finds no model and the node keeps its warming taint,
+    so no Job can write to the model (fail closed). On Nitro instances the EBS
+    device appears as NVMe; AL2023's udev rules add the ``/dev/xvdX`` name from
+    the block device mapping, which we wait for.
     """
     d, p = shlex.quote(device), shlex.quote(path)
     return "\n".join([
         "#!/bin/bash",
         "set -euo pipefail",
         f"mkdir -p {p}",
-        f"if ! mountpoint -q {p}; then",
+        f"if mountpoint -q {p}; then",
+        f"  mount -o remount,ro {p} || true",
+        "else",
         f"  for _ in $(seq 1 120); do [ -e {d} ] && break; sleep 1; done",
         f"  mount -o ro,noatime {d} {p}",
+        "fi",
+        f"if ! findmnt -n -o OPTIONS --mountpoint {p} | tr , '\\n' | grep -qx ro; then",
+        f"  echo \"kiln: the model at {path} is not read-only; unmounting it\" >&2",
+        f"  umount {p} || umount -l {p}",
+        "  exit 1",
         "fi",
         "",
     ])
@@ -87,11 +106,11 @@ def mount_script(device: str, path: str) -> str:
 
 def render(*, cluster_name: str, endpoint: str, certificate_authority: str, service_cidr: str,
            model_version: str, group: str, extra_labels: Mapping[str, str], taints: Sequence[NodeTaint],
-           model_device: str, model_path: str) -> str:
+           model_device: str, model_path: str, accelerator: Optional[str] = None) -> str:
     """The whole user data document (plain text; the launch template base64-encodes it)."""
     config = node_config(
         cluster_name=cluster_name, endpoint=endpoint, certificate_authority=certificate_authority,
-        service_cidr=service_cidr, labels=node_labels(model_version, group, extra_labels),
+        service_cidr=service_cidr, labels=node_labels(model_version, group, extra_labels, accelerator),
         taints=[warming_taint(), *[t for t in taints if t.key != L.TAINT_WARMING]],
     )
     doc = MIMEMultipart(boundary=BOUNDARY)

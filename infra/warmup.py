@@ -40,22 +40,39 @@ NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 
 # CEL for the admission policy. object/oldObject are the Node after/before the change.
 _TAINTS = "(has({o}.spec.taints) ? {o}.spec.taints : [])"
+
+
+def _unchanged(path: str) -> str:
+    """CEL: the field at ``path`` (below object/oldObject) is present in both or neither, and equal."""
+    return (f"has(object.{path}) == has(oldObject.{path}) && "
+            f"(!has(object.{path}) || object.{path} == oldObject.{path})")
+
+
+# Everything the warm-up service account could change on a Node with `patch`, except the taints;
+# metadata fields the API server maintains itself (resourceVersion, managedFields) are not the caller's.
+LOCKED_NODE_FIELDS = (
+    ("metadata.labels", "node labels"),
+    ("metadata.annotations", "node annotations (e.g. cluster-autoscaler's scale-down-disabled)"),
+    ("metadata.finalizers", "node finalizers"),
+    ("metadata.ownerReferences", "node owner references"),
+    ("spec.unschedulable", "whether the node is cordoned"),
+    ("spec.podCIDR", "the node's pod CIDR"),
+    ("spec.podCIDRs", "the node's pod CIDRs"),
+    ("spec.providerID", "the node's provider ID"),
+    ("spec.configSource", "the node's config source"),
+    ("spec.externalID", "the node's external ID"),
+)
 POLICY_VALIDATIONS = (
     (f"has(request.userInfo.extra) && '{NODE_NAME_EXTRA}' in request.userInfo.extra && "
      f"request.userInfo.extra['{NODE_NAME_EXTRA}'][0] == object.metadata.name",
      "kiln-model-warmup may only change the node its pod runs on"),
-    (_TAINTS.format(o="object") + ".all(t, " + _TAINTS.format(o="oldObject")
-     + ".exists(o, o.key == t.key && o.effect == t.effect))",
-     "kiln-model-warmup may not add taints"),
-    (_TAINTS.format(o="oldObject") + f".all(o, o.key == '{L.TAINT_WARMING}' || "
-     + _TAINTS.format(o="object") + ".exists(t, t.key == o.key && t.effect == o.effect))",
-     f"kiln-model-warmup may only remove the {L.TAINT_WARMING} taint"),
-    ("(has(object.metadata.labels) ? object.metadata.labels : {}) == "
-     "(has(oldObject.metadata.labels) ? oldObject.metadata.labels : {})",
-     "kiln-model-warmup may not change node labels"),
-    ("(has(object.spec.unschedulable) && object.spec.unschedulable) == "
-     "(has(oldObject.spec.unschedulable) && oldObject.spec.unschedulable)",
-     "kiln-model-warmup may not cordon or uncordon nodes"),
+    # Taints compared whole (key, value, effect, timeAdded): the only change allowed is dropping the
+    # warming taint and keeping every other taint as it was, which is exactly the agent's patch.
+    (_TAINTS.format(o="object") + " == " + _TAINTS.format(o="oldObject") + " || "
+     + _TAINTS.format(o="object") + " == " + _TAINTS.format(o="oldObject")
+     + f".filter(t, t.key != '{L.TAINT_WARMING}')",
+     f"kiln-model-warmup may only remove the {L.TAINT_WARMING} taint, and change no other taint"),
+    *((_unchanged(path), f"kiln-model-warmup may not change {what}") for path, what in LOCKED_NODE_FIELDS),
 )
 
 

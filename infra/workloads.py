@@ -5,6 +5,11 @@ For the current model version there is one PersistentVolume, a hostPath at
 and one claim, ``model-<version>``, bound to it by name. The scheduler honours a
 PV's node affinity for every pod that uses its claim, so a Job that mounts
 ``model-v5`` can only run on a node that carries model v5.
+
+The Jobs namespace **enforces** the restricted Pod Security Standard: a
+privileged or host-network pod there could write to the node or reach IMDS
+(and so the node role) whatever the hop limit. A PersistentVolumeClaim volume
+is allowed under restricted, so Jobs mount the model as before.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ import pulumi_kubernetes as k8s
 from infra import labels as L
 
 ACCESS_MODE = "ReadOnlyMany"
+POD_SECURITY_LEVEL = "restricted"
+# enforce refuses violating pods; warn and audit report them too (kubectl shows the warning).
+POD_SECURITY_LABELS = {f"pod-security.kubernetes.io/{mode}": POD_SECURITY_LEVEL for mode in ("enforce", "warn", "audit")}
+# The size of a hostPath volume is not enforced by anything; the claim's request is fixed when the
+# version's claim is created. A bound claim cannot be resized (no storage class can expand it), so a
+# later kiln:modelVolumeSizeGiB change must not reach it: only the next model version's claim takes it.
+PV_SIZE_FIELDS = ["spec.capacity"]
+PVC_SIZE_FIELDS = ["spec.resources"]
 
 
 def volume_name(model_version: str) -> str:
@@ -57,8 +70,8 @@ class ModelVolume(pulumi.ComponentResource):
             f"{name}-ns",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=args.namespace, labels={
                 "app.kubernetes.io/part-of": "kiln",
-                # Jobs here run as restricted pods; hostPath is reached only through the PV.
-                "pod-security.kubernetes.io/warn": "restricted",
+                # Jobs here must run as restricted pods; hostPath is reached only through the PV.
+                **POD_SECURITY_LABELS,
             }),
             opts=child,
         )
@@ -81,7 +94,7 @@ class ModelVolume(pulumi.ComponentResource):
                     ])],
                 )),
             ),
-            opts=versioned,
+            opts=pulumi.ResourceOptions.merge(versioned, pulumi.ResourceOptions(ignore_changes=PV_SIZE_FIELDS)),
         )
         self.claim = k8s.core.v1.PersistentVolumeClaim(
             f"{name}-pvc",
@@ -93,7 +106,7 @@ class ModelVolume(pulumi.ComponentResource):
                 volume_name=self.volume.metadata.name,
                 resources=k8s.core.v1.VolumeResourceRequirementsArgs(requests={"storage": size}),
             ),
-            opts=versioned,
+            opts=pulumi.ResourceOptions.merge(versioned, pulumi.ResourceOptions(ignore_changes=PVC_SIZE_FIELDS)),
         )
         self.claim_name = self.claim.metadata.name
         self.register_outputs({"claimName": self.claim_name, "volumeName": self.volume.metadata.name})

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from policies.program import ProgramRun, Registration, run_program
+from policies.program import KilnMocks, ProgramRun, Registration, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 AMI = "ami-0123456789abcdef0"
@@ -56,6 +56,59 @@ EXISTING_GPU_SPOT: dict[str, Any] = {
 del EXISTING_GPU_SPOT["kiln:vpcCidr"]
 
 
+# ---- the AWS account the program checks its config against (infra/awsfacts.py) ------------------------
+
+# DescribeInstanceTypes: vCPUs, memory (MiB), GPUs and their model, as AWS reports them.
+INSTANCE_TYPES: dict[str, tuple[int, int, int, str]] = {
+    "m7i.large": (2, 8192, 0, ""), "m7i.xlarge": (4, 16384, 0, ""), "m7i.2xlarge": (8, 32768, 0, ""),
+    "r7i.2xlarge": (8, 65536, 0, ""), "c7i.2xlarge": (8, 16384, 0, ""),
+    "g5.2xlarge": (8, 32768, 1, "A10G"), "g5.4xlarge": (16, 65536, 1, "A10G"), "g6.2xlarge": (8, 32768, 1, "L4"),
+    "g6.xlarge": (4, 16384, 1, "L4"), "g6e.2xlarge": (8, 65536, 1, "L40S"), "p5.48xlarge": (192, 2097152, 8, "H100"),
+}
+# Every AMI of the account is a kiln bake: the root volume and the model volume (DescribeImages).
+MODEL_SNAPSHOT_GIB = 100
+
+
+class AccountMocks(KilnMocks):
+    """KilnMocks plus the Describe calls of infra/awsfacts.py, answered from ``account``.
+
+    ``account`` keys: ``vpcCidrs`` (the existing VPC's CIDR blocks, primary first),
+    ``amis`` ({ami id: {device: snapshot GiB}}; an AMI not listed maps the root and
+    ``/dev/xvdb`` with a 100 GiB snapshot), ``failing`` (invoke tokens that fail).
+    Unknown instance types fail as the provider's DescribeInstanceTypes read does.
+    """
+
+    def __init__(self, account: dict[str, Any]) -> None:
+        super().__init__()
+        self.world = account
+
+    def call(self, args):
+        token, a = args.token, dict(args.args)
+        # A provider error reaches the program as the invoke's failures (as the engine reports it).
+        if token in self.world.get("failing", ()):
+            return {}, [("", "UnauthorizedOperation: You are not authorized to perform this operation")]
+        if token == "aws:ec2/getVpc:getVpc":
+            cidrs = self.world.get("vpcCidrs", ["10.40.0.0/16"])
+            return {"id": a.get("id"), "cidrBlock": cidrs[0], "cidrBlockAssociations": [
+                {"associationId": f"vpc-cidr-assoc-{i}", "cidrBlock": c, "state": "associated"}
+                for i, c in enumerate(cidrs)]}
+        if token == "aws:ec2/getInstanceType:getInstanceType":
+            name = a["instanceType"]
+            if name not in INSTANCE_TYPES:
+                return {}, [("instanceType", f"reading EC2 Instance Type ({name}): couldn't find resource")]
+            vcpus, memory, gpus, model = INSTANCE_TYPES[name]
+            gpu_info = [{"count": gpus, "manufacturer": "NVIDIA", "memorySize": 24576, "name": model}] if gpus else []
+            return {"instanceType": name, "defaultVcpus": vcpus, "memorySize": memory, "gpuses": gpu_info}
+        if token == "aws:ec2/getAmi:getAmi":
+            [ami] = [f["values"][0] for f in a["filters"] if f["name"] == "image-id"]
+            devices = self.world.get("amis", {}).get(ami, {"/dev/xvdb": MODEL_SNAPSHOT_GIB})
+            mappings = [{"deviceName": "/dev/xvda", "ebs": {"snapshot_id": "snap-0root", "volume_size": "20"}}]
+            mappings += [{"deviceName": d, "ebs": {"snapshot_id": f"snap-0{i}", "volume_size": str(size)}}
+                         for i, (d, size) in enumerate(devices.items())]
+            return {"id": ami, "imageId": ami, "blockDeviceMappings": mappings}
+        return super().call(args)
+
+
 def with_changes(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A copy of ``base`` with ``kiln:`` keys replaced (``None`` removes a key)."""
     out = copy.deepcopy(base)
@@ -72,13 +125,13 @@ def example_config() -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def _run_cached(frozen: str) -> ProgramRun:
-    return run_program(json.loads(frozen))
+def _run_cached(frozen: str, account: str) -> ProgramRun:
+    return run_program(json.loads(frozen), mocks=AccountMocks(json.loads(account)))
 
 
-def run(config: dict[str, Any]) -> ProgramRun:
-    """Run ``__main__.py`` under mocks once per distinct config (runs are deterministic)."""
-    return _run_cached(json.dumps(config, sort_keys=True))
+def run(config: dict[str, Any], account: dict[str, Any] | None = None) -> ProgramRun:
+    """Run ``__main__.py`` under mocks (:class:`AccountMocks`) once per distinct config and account."""
+    return _run_cached(json.dumps(config, sort_keys=True), json.dumps(account or {}, sort_keys=True))
 
 
 def user_data(lt: Registration) -> tuple[dict, str, list[str]]:

@@ -15,6 +15,9 @@ from policies.program import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 
+CI = {"providerUrl": "https://token.actions.githubusercontent.com", "audience": "sts.amazonaws.com",
+      "subject": "repo:o/r:ref:refs/heads/main"}
+
 GOOD = {
     "clusterName": "kiln-dev",
     "kubernetesVersion": "1.33",
@@ -57,7 +60,9 @@ RULES = [
     ("kubernetesVersion-minimum", {"kubernetesVersion": "1.28"}, "kubernetesVersion", ">= 1.29"),
     ("availabilityZones-required", {"availabilityZones": None}, "availabilityZones", "is required"),
     ("availabilityZones-list", {"availabilityZones": "us-east-2a"}, "availabilityZones", "must be a list"),
-    ("availabilityZones-empty", {"availabilityZones": []}, "availabilityZones", "at least one zone"),
+    ("availabilityZones-empty", {"availabilityZones": []}, "availabilityZones", "at least two zones"),
+    # EKS needs subnets in two zones (issue 12, point 5).
+    ("availabilityZones-one", {"availabilityZones": ["us-east-2a"]}, "availabilityZones", "(1 given) must list at least two zones"),
     ("availabilityZones-item", {"availabilityZones": ["us-east-2a", "east"]}, "availabilityZones[1]", "availability zone"),
     ("availabilityZones-repeat", {"availabilityZones": ["us-east-2a", "us-east-2a"]}, "availabilityZones", "must not repeat"),
     ("availabilityZones-region", {"availabilityZones": ["us-east-2a", "us-west-2a"]}, "availabilityZones", "one region"),
@@ -81,6 +86,9 @@ RULES = [
     ("nodeAmi-map-standard", {"nodeAmi": {"nvidia": "ami-0123456789abcdef0"}}, "nodeAmi.standard", "required when nodeAmi is a map"),
     ("nodeAmi-nvidia-for-gpu", {"nodeAmi": {"standard": "ami-0123456789abcdef0"}, "nodeGroups": [group(gpu=True)]},
      "nodeAmi.nvidia", "gpu: true"),
+    # A single AMI id is the standard AMI: a GPU group would boot it without a driver (point 6).
+    ("nodeAmi-single-for-gpu", {"nodeGroups": [group(), group(name="gpu", gpu=True)]},
+     "nodeAmi", "must be a map with an nvidia entry (the GPU AMI) because nodeGroups ('gpu') has gpu: true"),
     ("modelVersion-required", {"modelVersion": None}, "modelVersion", "is required"),
     ("modelVersion-pattern", {"modelVersion": "V5_final"}, "modelVersion", "label value"),
     ("modelPath-pattern", {"modelPath": "models"}, "modelPath", "absolute path"),
@@ -101,6 +109,9 @@ RULES = [
     ("nodeGroups-name-unique", {"nodeGroups": [group(), group()]}, "nodeGroups[1].name", "used by another"),
     ("nodeGroups-types-empty", {"nodeGroups": [group(instanceTypes=[])]}, "nodeGroups[0].instanceTypes", "at least one"),
     ("nodeGroups-type", {"nodeGroups": [group(instanceTypes=["huge"])]}, "nodeGroups[0].instanceTypes[0]", "instance type"),
+    # cluster-autoscaler sizes a group from its first instance type (point 12).
+    ("nodeGroups-types-one-size", {"nodeGroups": [group(), group(name="gpu", instanceTypes=["g5.2xlarge", "g6.2xlarge", "g5.4xlarge"])]},
+     "nodeGroups[1].instanceTypes", "must all be one size, not 2xlarge, 4xlarge"),
     ("nodeGroups-minSize-negative", {"nodeGroups": [group(minSize=-1)]}, "nodeGroups[0].minSize", ">= 0"),
     ("nodeGroups-max-lt-min", {"nodeGroups": [group(minSize=5, maxSize=2, desiredSize=5)]},
      "nodeGroups[0].maxSize", "(2) must be >= minSize (5)"),
@@ -135,6 +146,19 @@ RULES = [
      "ciOidc.audience", "non-empty"),
     ("ciOidc-subject-wildcard", {"ciOidc": {"providerUrl": "https://x", "audience": "a", "subject": "*"}},
      "ciOidc.subject", "must name one repository"),
+    ("ciOidc-field", {"ciOidc": {**CI, "providerARN": "arn"}}, "ciOidc.providerARN", "not a ciOidc field"),
+    ("ciOidc-providerArn-pattern", {"ciOidc": {**CI, "providerArn": "token.actions.githubusercontent.com"}},
+     "ciOidc.providerArn", "must be an IAM OIDC provider ARN"),
+    ("ciOidc-providerArn-other-url", {"ciOidc": {**CI, "providerArn": "arn:aws:iam::123456789012:oidc-provider/gitlab.com"}},
+     "ciOidc.providerArn", "is the provider for gitlab.com, not for ciOidc.providerUrl"),
+    ("modelBucket-uri", {"modelBucket": "s3://models/v5/"}, "modelBucket", "without s3://"),
+    ("modelBucket-name", {"modelBucket": "Models_Bucket"}, "modelBucket", "must be an S3 bucket name"),
+    ("modelBucket-ip", {"modelBucket": "192.168.5.4"}, "modelBucket", "IP address"),
+    ("modelBucket-dots", {"modelBucket": "my..models"}, "modelBucket", "not a valid S3 bucket name"),
+    ("serviceCidr-cidr", {"serviceCidr": "172.20.0.0/33"}, "serviceCidr", "must be a CIDR"),
+    ("serviceCidr-private", {"serviceCidr": "100.64.0.0/16"}, "serviceCidr", "must lie in 10.0.0.0/8"),
+    ("serviceCidr-size", {"serviceCidr": "10.100.0.0/25"}, "serviceCidr", "between /12 and /24"),
+    ("serviceCidr-vpc", {"serviceCidr": "10.0.128.0/20"}, "serviceCidr", "must not overlap vpcCidr (10.0.0.0/16)"),
 ]
 
 
@@ -167,6 +191,27 @@ def test_gpu_groups_get_the_gpu_taint_and_the_accelerated_ami():
     cpu, gpu = cfg.node_groups
     assert [str(t) for t in gpu.taints] == ["nvidia.com/gpu=true:NoSchedule"] and not cpu.taints
     assert cfg.ami_for(gpu) == "ami-0fedcba9876543210" and cfg.ami_for(cpu) == "ami-0123456789abcdef0"
+
+
+def test_new_keys_parse_into_the_typed_config():
+    cfg = parse({**GOOD, "modelBucket": "ml-models.example", "serviceCidr": "192.168.0.0/16",
+                 "ciOidc": {**CI, "providerArn": "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com/"}})
+    assert cfg.model_bucket == "ml-models.example" and cfg.service_cidr == "192.168.0.0/16"
+    assert cfg.ci_oidc.provider_arn.endswith("oidc-provider/token.actions.githubusercontent.com/")
+    plain = parse({**GOOD, "ciOidc": CI})
+    assert plain.ci_oidc.provider_arn is None and plain.model_bucket is None and plain.service_cidr is None
+
+
+def test_an_existing_vpc_is_not_checked_against_vpc_cidr():
+    """vpcCidr only describes a VPC kiln creates; an existing VPC's CIDRs are looked up (infra/awsfacts.py)."""
+    cfg = parse({**GOOD, "vpcId": "vpc-0123456789abcdef0", "serviceCidr": "10.0.128.0/20",
+                 "privateSubnetIds": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]})
+    assert cfg.service_cidr == "10.0.128.0/20"
+
+
+def test_one_instance_size_across_families_is_accepted():
+    cfg = parse({**GOOD, "nodeGroups": [group(instanceTypes=["g5.2xlarge", "g6.2xlarge"], spot=True)]})
+    assert cfg.node_groups[0].instance_types == ("g5.2xlarge", "g6.2xlarge")
 
 
 def test_a_config_error_stops_the_program_before_any_resource():

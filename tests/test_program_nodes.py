@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from _program_helpers import AMI, BASE, EXISTING_GPU_SPOT, GPU_AMI, asg_tags, example_config, of_component, run, user_data
+from _program_helpers import (AMI, BASE, EXISTING_GPU_SPOT, GPU_AMI, INSTANCE_TYPES, asg_tags, example_config,
+                              of_component, run, user_data, with_changes)
+from infra.config import ConfigError
 from policies.program import KilnMocks, run_program
 
 LT = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -100,7 +102,7 @@ def test_user_data_labels_and_taints_every_node(name):
         [flag] = node_config["spec"]["kubelet"]["flags"]
         labels = dict(kv.split("=", 1) for kv in flag.removeprefix("--node-labels=").split(","))
         assert labels == {"kiln.dev/model-version": cfg["kiln:modelVersion"], "kiln.dev/node-group": group,
-                          **spec.get("labels", {})}
+                          **spec.get("labels", {}), **accelerator_label(spec)}
         taints = {(t["key"], t["value"], t["effect"]) for t in node_config["spec"]["kubelet"]["config"]["registerWithTaints"]}
         assert ("kiln.dev/model-warming", "true", "NoSchedule") in taints
         assert (("nvidia.com/gpu", "true", "NoSchedule") in taints) == bool(spec.get("gpu"))
@@ -109,6 +111,15 @@ def test_user_data_labels_and_taints_every_node(name):
             value, effect = rest.split(":")
             assert (key, value, effect) in taints
         assert f"{cfg.get('kiln:modelPath', '/opt/models')}" in script
+
+
+def accelerator_label(spec) -> dict[str, str]:
+    """GPU groups: cluster-autoscaler's name for the group's one GPU model, ``nvidia`` when they differ."""
+    if not spec.get("gpu"):
+        return {}
+    models = {INSTANCE_TYPES[t][3] for t in spec["instanceTypes"]}
+    names = {"A10G": "nvidia-a10g", "L4": "nvidia-l4", "L40S": "nvidia-l40s", "H100": "nvidia-h100"}
+    return {"k8s.amazonaws.com/accelerator": names[models.pop()] if len(models) == 1 else "nvidia"}
 
 
 def test_gpu_groups_boot_the_accelerated_ami():
@@ -215,3 +226,112 @@ def test_nodes_wait_for_the_vpc_cni_and_the_warmup_daemonset():
     daemon_set = r.one("kubernetes:apps/v1:DaemonSet", "model-warmup-ds")   # depending on a component means on its children
     for asg in r.of_type(ASG):
         assert addon.urn in asg.dependencies and daemon_set.urn in asg.dependencies, asg.name
+
+
+# ---- issue 12: what cluster-autoscaler and EC2 need from a group ------------------------------------------
+
+GPU_ONLY = with_changes(BASE, nodeAmi={"standard": AMI, "nvidia": GPU_AMI}, nodeGroups=[
+    {"name": "cpu", "instanceTypes": ["m7i.2xlarge"], "minSize": 1, "maxSize": 3, "desiredSize": 1},
+    {"name": "a10g", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 2, "desiredSize": 0, "gpu": True},
+    {"name": "h100", "instanceTypes": ["p5.48xlarge"], "minSize": 0, "maxSize": 1, "desiredSize": 0, "gpu": True},
+])
+
+
+def node_labels_of(lt) -> dict[str, str]:
+    node_config, _, _ = user_data(lt)
+    [flag] = node_config["spec"]["kubelet"]["flags"]
+    return dict(kv.split("=", 1) for kv in flag.removeprefix("--node-labels=").split(","))
+
+
+@pytest.mark.parametrize("cfg,expected", [
+    (GPU_ONLY, {"cpu": None, "a10g": "nvidia-a10g", "h100": "nvidia-h100"}),
+    (EXISTING_GPU_SPOT, {"system": None, "gpu": "nvidia"}),     # A10G and L4 in one group: the generic value
+], ids=["one-model-per-group", "mixed-models"])
+def test_gpu_nodes_and_their_autoscaler_templates_carry_the_accelerator_label(cfg, expected):
+    """cluster-autoscaler's AWS provider knows GPU nodes by k8s.amazonaws.com/accelerator: without it a GPU node
+    whose device plugin has not registered yet looks like a node without GPUs, and the group scales up again."""
+    for group, (lt, asgs) in groups(run(cfg)).items():
+        assert node_labels_of(lt).get("k8s.amazonaws.com/accelerator") == expected[group], group
+        for asg in asgs.values():
+            tag = asg_tags(asg).get("k8s.io/cluster-autoscaler/node-template/label/k8s.amazonaws.com/accelerator")
+            assert (tag and tag[0]) == expected[group] or (tag is None and expected[group] is None), group
+
+
+def program_error(cfg, account=None, mocks=None) -> list[str]:
+    """Run the program expecting a config error; it must have registered nothing."""
+    from _program_helpers import AccountMocks
+
+    with pytest.raises(ConfigError) as info:
+        run_program(cfg, mocks=mocks or AccountMocks(account or {}))
+    assert info.value.program_run.resources == []
+    return info.value.problems
+
+
+def test_a_group_whose_types_differ_in_memory_is_refused_before_any_resource():
+    """Same size name, different size: m7i.2xlarge has 32 GiB, r7i.2xlarge 64 GiB."""
+    cfg = with_changes(BASE, nodeGroups=[{"name": "cpu", "instanceTypes": ["m7i.2xlarge", "r7i.2xlarge"],
+                                          "minSize": 1, "maxSize": 3, "desiredSize": 1}])
+    [problem] = program_error(cfg)
+    assert problem.startswith("kiln:nodeGroups[0].instanceTypes must all be one size (m7i.2xlarge: 8 vCPU, 32 GiB; "
+                              "r7i.2xlarge: 8 vCPU, 64 GiB)")
+    assert "first type (m7i.2xlarge)" in problem
+
+
+def test_gpu_count_is_part_of_the_size():
+    from infra import awsfacts
+    from infra.config import parse
+
+    cfg = parse({"clusterName": "c", "kubernetesVersion": "1.33", "availabilityZones": ["us-east-2a", "us-east-2b"],
+                 "nodeAmi": {"standard": AMI, "nvidia": GPU_AMI}, "modelVersion": "v1",
+                 "nodeGroups": [{"name": "g", "instanceTypes": ["g5.2xlarge", "x.2xlarge"], "gpu": True,
+                                 "minSize": 0, "maxSize": 1, "desiredSize": 0}]})
+    facts = awsfacts.AwsFacts(instance_types={"g5.2xlarge": awsfacts.InstanceSpec(8, 32768, 1, ("A10G",)),
+                                              "x.2xlarge": awsfacts.InstanceSpec(8, 32768, 2, ("A10G",))})
+    with pytest.raises(ConfigError) as info:
+        awsfacts.plan(cfg, facts)
+    assert "kiln:nodeGroups[0].instanceTypes must all be one size" in info.value.problems[0]
+    assert "2 GPU (A10G)" in info.value.problems[0]
+
+
+def test_an_instance_type_aws_does_not_know_names_its_key():
+    cfg = with_changes(BASE, nodeGroups=[{"name": "cpu", "instanceTypes": ["m7i.2xlarge"], "minSize": 1,
+                                          "maxSize": 3, "desiredSize": 1},
+                                         {"name": "typo", "instanceTypes": ["m7i.2xlarge", "m9z.2xlarge"],
+                                          "minSize": 1, "maxSize": 3, "desiredSize": 1}])
+    [problem] = program_error(cfg)
+    assert problem.startswith("kiln:nodeGroups[1].instanceTypes[1] (m9z.2xlarge) could not be read from AWS:")
+
+
+def model_volume_size(run_, group):
+    lt, _ = groups(run_)[group]
+    return {m["deviceName"]: m["ebs"] for m in lt.inputs["blockDeviceMappings"]}["/dev/xvdb"]["volumeSize"]
+
+
+def test_the_model_volume_is_never_smaller_than_the_amis_snapshot():
+    """EC2 refuses a launch whose volume is smaller than its snapshot: the ASG would never get a node."""
+    bigger_model = {"amis": {GPU_AMI: {"/dev/xvdb": 150}}}
+    r = run(EXISTING_GPU_SPOT, bigger_model)
+    assert model_volume_size(r, "gpu") == 150          # the nvidia AMI's snapshot wins over modelVolumeSizeGiB 100
+    assert model_volume_size(r, "system") == 100       # the standard AMI's snapshot is 100 GiB
+    larger_config = with_changes(EXISTING_GPU_SPOT, modelVolumeSizeGiB=200)
+    assert model_volume_size(run(larger_config, bigger_model), "gpu") == 200
+
+
+@pytest.mark.parametrize("cfg,key", [(EXISTING_GPU_SPOT, "nodeAmi.nvidia"), (BASE, "nodeAmi")])
+def test_an_ami_without_a_model_snapshot_is_refused(cfg, key):
+    """Not a kiln bake (or baked with another device): its nodes would find no model and never warm."""
+    ami = GPU_AMI if key.endswith("nvidia") else AMI
+    [problem] = program_error(cfg, {"amis": {ami: {"/dev/sdb": 100}}})
+    assert problem.startswith(f"kiln:{key} ({ami}) has no EBS snapshot on kiln:modelVolumeDevice (/dev/xvdb)")
+
+
+def test_a_gpu_group_never_boots_the_standard_ami():
+    cfg = with_changes(EXISTING_GPU_SPOT, nodeAmi=AMI)
+    [problem] = program_error(cfg)
+    assert problem.startswith("kiln:nodeAmi ") and "must be a map with an nvidia entry" in problem
+
+
+def test_one_availability_zone_is_refused_before_any_resource():
+    cfg = with_changes(BASE, availabilityZones=["us-east-2a"])
+    assert program_error(cfg) == ["kiln:availabilityZones (1 given) must list at least two zones: EKS requires "
+                                  "subnets in two or more availability zones"]
