@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from _program_helpers import BASE, asg_tags, run, with_changes
+from _program_helpers import AMI, BASE, GPU_AMI, asg_tags, run, with_changes
 from automation.rollout.kube import DEFAULT_AUTOSCALER_NAME, DEFAULT_AUTOSCALER_NAMESPACE
 from infra.autoscaler import DEFAULT_CHART_VERSION
 from policies.rules.iam import irsa_problems, star_on_star
@@ -17,7 +17,7 @@ POLICY = "aws:iam/rolePolicy:RolePolicy"
 ASG = "aws:autoscaling/group:Group"
 ISSUER = "oidc.eks.us-east-2.amazonaws.com/id/EXAMPLE"   # what KilnMocks gives the EKS cluster
 PROVIDER_ARN = f"arn:aws:iam::123456789012:oidc-provider/{ISSUER}"
-TWO_GROUPS = with_changes(BASE, nodeGroups=[
+TWO_GROUPS = with_changes(BASE, nodeAmi={"standard": AMI, "nvidia": GPU_AMI}, nodeGroups=[
     {"name": "cpu", "instanceTypes": ["m7i.2xlarge"], "minSize": 1, "maxSize": 5, "desiredSize": 2},
     {"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4, "desiredSize": 0, "gpu": True},
 ])
@@ -76,6 +76,12 @@ def test_autoscaler_runs_on_nodes_that_are_still_warming_the_model(program):
     # New nodes register with the warming taint; the autoscaler must treat it as temporary, or it
     # would think a scaled-up node can never take a model Job and never scale up for one.
     assert values["extraArgs"]["startup-taint"] == "kiln.dev/model-warming"
+
+
+def test_autoscaler_resolves_aws_endpoints_without_coredns(program):
+    """On a first deploy every node is still warming and CoreDNS does not tolerate that taint: with cluster DNS
+    the autoscaler could not resolve AWS endpoints and would crash-loop until a node is warm."""
+    assert release(program).inputs["values"]["dnsPolicy"] == "Default"
 
 
 @pytest.mark.parametrize("version, tag", [("1.33", "v1.33.0"), ("1.31", "v1.31.0")])

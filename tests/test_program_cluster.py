@@ -6,7 +6,11 @@ import json
 
 from pulumi.runtime import rpc
 
-from _program_helpers import BASE, EXISTING_GPU_SPOT, example_config, run, with_changes
+import pytest
+
+from _program_helpers import BASE, EXISTING_GPU_SPOT, AccountMocks, example_config, run, user_data, with_changes
+from infra.config import ConfigError
+from policies.program import KilnMocks, run_program
 
 EKS = "eks:index:Cluster"
 ROLE = "aws:iam/role:Role"
@@ -50,10 +54,61 @@ def test_no_cidrs_means_a_private_endpoint_only():
     assert "publicAccessCidrs" not in eks.inputs
 
 
+def service_ranges(r) -> set[str]:
+    """The service range EKS is given and the one every node's nodeadm config carries: one value."""
+    ranges = {r.one(EKS, "cluster-eks").inputs["kubernetesServiceIpAddressRange"]}
+    ranges |= {user_data(lt)[0]["spec"]["cluster"]["cidr"] for lt in r.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    return ranges
+
+
 def test_service_cidr_is_pinned_and_avoids_the_vpc():
-    assert run(BASE).one(EKS, "cluster-eks").inputs["kubernetesServiceIpAddressRange"] == "172.20.0.0/16"
+    assert service_ranges(run(BASE)) == {"172.20.0.0/16"}
     overlapping = with_changes(BASE, vpcCidr="172.16.0.0/12")
-    assert run(overlapping).one(EKS, "cluster-eks").inputs["kubernetesServiceIpAddressRange"] == "10.100.0.0/16"
+    assert service_ranges(run(overlapping)) == {"10.100.0.0/16"}
+
+
+@pytest.mark.parametrize("vpc_cidrs,expected", [
+    (["10.40.0.0/16"], "172.20.0.0/16"),
+    (["10.40.0.0/16", "172.20.128.0/20"], "10.100.0.0/16"),    # a secondary CIDR counts too
+    (["172.20.0.0/16"], "10.100.0.0/16"),
+], ids=["primary-only", "secondary-overlaps", "primary-overlaps"])
+def test_an_existing_vpcs_cidrs_are_looked_up_and_avoided(vpc_cidrs, expected):
+    """EKS refuses a service range that overlaps any CIDR of the VPC, secondary ones included."""
+    assert service_ranges(run(EXISTING_GPU_SPOT, {"vpcCidrs": vpc_cidrs})) == {expected}
+
+
+def test_a_vpc_that_overlaps_both_default_ranges_needs_kiln_service_cidr():
+    account = {"vpcCidrs": ["10.0.0.0/8", "172.16.0.0/12"]}
+    with pytest.raises(ConfigError) as info:
+        run_program(EXISTING_GPU_SPOT, mocks=AccountMocks(account))
+    assert info.value.program_run.resources == []
+    [problem] = info.value.problems
+    assert problem.startswith("kiln:serviceCidr is required: VPC vpc-0123456789abcdef0 holds 10.0.0.0/8, 172.16.0.0/12")
+    chosen = with_changes(EXISTING_GPU_SPOT, serviceCidr="192.168.0.0/16")
+    assert service_ranges(run(chosen, account)) == {"192.168.0.0/16"}
+
+
+def test_a_chosen_service_cidr_inside_the_existing_vpc_is_refused():
+    cfg = with_changes(EXISTING_GPU_SPOT, serviceCidr="10.100.0.0/16")
+    with pytest.raises(ConfigError) as info:
+        run_program(cfg, mocks=AccountMocks({"vpcCidrs": ["10.40.0.0/16", "10.100.64.0/18"]}))
+    assert info.value.problems == ["kiln:serviceCidr (10.100.0.0/16) must not overlap VPC vpc-0123456789abcdef0, which "
+                                   "holds 10.100.64.0/18: EKS refuses a service range inside the VPC"]
+    assert info.value.program_run.resources == []
+
+
+def test_a_vpc_lookup_that_fails_names_vpc_id():
+    with pytest.raises(ConfigError) as info:
+        run_program(EXISTING_GPU_SPOT, mocks=AccountMocks({"failing": ["aws:ec2/getVpc:getVpc"]}))
+    [problem] = info.value.problems
+    assert problem.startswith("kiln:vpcId (vpc-0123456789abcdef0) could not be read from AWS:")
+    assert "UnauthorizedOperation" in problem
+
+
+def test_without_answers_from_aws_the_program_still_runs_offline():
+    """The offline policy runner has no account: unknown facts skip their checks (with a warning)."""
+    r = run_program(EXISTING_GPU_SPOT, mocks=KilnMocks())
+    assert service_ranges(r) == {"172.20.0.0/16"}
 
 
 def test_node_role_has_exactly_worker_ecr_pull_and_ssm_policies():
@@ -116,3 +171,35 @@ def test_cluster_name_and_secret_kubeconfig_outputs():
     assert out["clusterName"] == "kiln-test"
     kubeconfig = out["kubeconfig"]
     assert isinstance(kubeconfig, dict) and kubeconfig.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+# ---- the CI deploy role can run later `pulumi up`s (issue 12, point 1) ---------------------------------------
+
+CI = {"providerUrl": "https://token.actions.githubusercontent.com", "audience": "sts.amazonaws.com",
+      "subject": "repo:acme/kiln:ref:refs/heads/main"}
+
+
+def test_the_ci_deploy_role_gets_an_access_entry_with_cluster_admin():
+    """With API authentication only the cluster's creator is admin; CI's later ups manage RBAC, Helm
+    releases (and their Secrets), PVs and an admission policy, which only cluster admin can."""
+    r = run(with_changes(BASE, ciOidc=CI))
+    ci_role = r.one(ROLE, "ci-deploy")
+    entry = r.one("aws:eks/accessEntry:AccessEntry", "ci-access")
+    assert entry.inputs["principalArn"] == ci_role.outputs["arn"]
+    assert entry.inputs["clusterName"] == "kiln-test" and entry.inputs["type"] == "STANDARD"
+    assert "kubernetesGroups" not in entry.inputs            # RBAC comes from the access policy
+    association = r.one("aws:eks/accessPolicyAssociation:AccessPolicyAssociation", "ci-access")
+    assert association.inputs["principalArn"] == ci_role.outputs["arn"]
+    assert association.inputs["clusterName"] == "kiln-test"
+    assert association.inputs["policyArn"] == "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    assert association.inputs["accessScope"] == {"type": "cluster"}
+    assert entry.urn in association.dependencies
+    # Nobody else: the rollout role keeps its own narrow entry, the nodes theirs.
+    assert [a.inputs["principalArn"] for a in r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation")] == \
+        [ci_role.outputs["arn"]]
+
+
+def test_without_ci_there_is_no_ci_access_entry():
+    r = run(BASE)
+    assert [e for e in r.of_type("aws:eks/accessEntry:AccessEntry") if e.name == "ci-access"] == []
+    assert r.of_type("aws:eks/accessPolicyAssociation:AccessPolicyAssociation") == []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pulumi.runtime import rpc
 
-from _program_helpers import BASE, EXISTING_GPU_SPOT, example_config, run, with_changes
+from _program_helpers import BASE, EXISTING_GPU_SPOT, example_config, run, user_data, with_changes
 
 PV = "kubernetes:core/v1:PersistentVolume"
 PVC = "kubernetes:core/v1:PersistentVolumeClaim"
@@ -47,6 +47,28 @@ def test_a_new_model_version_never_deletes_the_claim_running_jobs_use():
     r = run(BASE)
     assert r.one(PV, "model-volume-pv").retain_on_delete and r.one(PVC, "model-volume-pvc").retain_on_delete
     assert not r.one("kubernetes:core/v1:Namespace", "model-volume-ns").retain_on_delete
+
+
+def test_jobs_namespace_enforces_the_restricted_pod_security_standard():
+    """Warn only would admit privileged and host-network Jobs; a host-network pod reaches IMDS and the node role."""
+    labels = run(BASE).one("kubernetes:core/v1:Namespace", "model-volume-ns").inputs["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+    assert "pod-security.kubernetes.io/enforce-version" not in labels   # latest: the cluster's own rules
+
+
+def test_a_size_change_never_resizes_a_bound_claim():
+    """A statically bound claim cannot be resized (the API server refuses it): the size is fixed when the
+    version's claim is created, and a new modelVolumeSizeGiB reaches only the next version's claim."""
+    r = run(with_changes(BASE, modelVolumeSizeGiB=250))
+    pv, pvc = r.one(PV, "model-volume-pv"), r.one(PVC, "model-volume-pvc")
+    assert pvc.inputs["spec"]["resources"]["requests"]["storage"] == "250Gi"      # a new claim takes it
+    assert "spec.resources" in pvc.ignore_changes                                 # a bound one never changes
+    assert "spec.capacity" in pv.ignore_changes
+    assert pv.inputs["spec"]["capacity"]["storage"] == "250Gi"
+    # Nothing that matters to a bound claim is ignored.
+    assert not {"spec.volumeName", "spec.accessModes", "metadata"} & set(pvc.ignore_changes)
 
 
 def test_jobs_namespace_is_created_and_configurable():
@@ -200,3 +222,128 @@ def test_warmup_daemonset_runs_only_images_the_bake_puts_into_the_ami():
     spec = run(BASE).one(DS).inputs["spec"]["template"]["spec"]
     images = {c["image"] for c in spec.get("initContainers", []) + spec["containers"]}
     assert images and images <= set(NODE_SYSTEM_IMAGES)
+
+
+# ---- the README's example Job schedules onto the example GPU group (issue 12, point 7) ---------------------
+
+
+def tolerates(tolerations: list[dict], taint: dict) -> bool:
+    """Kubernetes' toleration matching (k8s.io/api core/v1 Toleration.ToleratesTaint)."""
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != taint["effect"]:
+            continue
+        if not t.get("key"):
+            if t.get("operator") == "Exists":
+                return True
+            continue
+        if t["key"] != taint["key"]:
+            continue
+        operator = t.get("operator", "Equal")
+        if operator == "Exists" or (operator == "Equal" and t.get("value", "") == taint.get("value", "")):
+            return True
+    return False
+
+
+def selects(term: dict, labels: dict[str, str]) -> bool:
+    """One NodeSelectorTerm's matchExpressions against a node's labels."""
+    for e in term.get("matchExpressions", []):
+        have = labels.get(e["key"])
+        ok = {"In": lambda: have in e["values"], "NotIn": lambda: have not in e["values"],
+              "Exists": lambda: have is not None, "DoesNotExist": lambda: have is None}[e["operator"]]()
+        if not ok:
+            return False
+    return True
+
+
+def schedulable(pod: dict, pv: dict, labels: dict[str, str], taints: list[dict]) -> list[str]:
+    """Why the scheduler would refuse ``pod`` on a node with these labels and taints ([] = it fits)."""
+    why = [f"taint {t['key']}={t.get('value', '')}:{t['effect']} not tolerated" for t in taints
+           if t["effect"] in ("NoSchedule", "NoExecute") and not tolerates(pod.get("tolerations", []), t)]
+    why += [f"nodeSelector {k}={v}" for k, v in pod.get("nodeSelector", {}).items() if labels.get(k) != v]
+    required = (pod.get("affinity", {}).get("nodeAffinity", {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution", {}).get("nodeSelectorTerms"))
+    if required and not any(selects(t, labels) for t in required):
+        why.append("node affinity")
+    if not any(selects(t, labels) for t in pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]):
+        why.append("the model volume's node affinity")
+    return why
+
+
+def example_gpu_node(r, group: str) -> tuple[dict[str, str], list[dict]]:
+    """The labels and taints a node of ``group`` registers with, from its launch template's nodeadm config."""
+    [lt] = [lt for lt in r.of_type("aws:ec2/launchTemplate:LaunchTemplate") if lt.name == f"nodes-{group}"]
+    node_config, _, _ = user_data(lt)
+    [flag] = node_config["spec"]["kubelet"]["flags"]
+    labels = dict(kv.split("=", 1) for kv in flag.removeprefix("--node-labels=").split(","))
+    return labels, node_config["spec"]["kubelet"]["config"]["registerWithTaints"]
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The restricted Pod Security Standard's checks (kubernetes.io/docs/concepts/security/pod-security-standards)
+    that a Job spec can fail; the API server's admission is the real check (README: `kubectl apply --dry-run=server`)."""
+    out = []
+    allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                       "projected", "secret"}
+    for v in pod.get("volumes", []):
+        out += [f"volume {v['name']}: {k}" for k in v if k != "name" and k not in allowed_volumes]
+    out += [f"spec.{k}" for k in ("hostNetwork", "hostPID", "hostIPC") if pod.get(k)]
+    pod_sc = pod.get("securityContext", {})
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            out.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{c['name']}: capabilities must drop ALL")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) or sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: must run as non-root")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile must be RuntimeDefault or Localhost")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{c['name']}: hostPort")
+    return out
+
+
+def test_readme_job_schedules_on_the_example_gpu_group_once_it_is_warm():
+    job, r = readme_job(), run(example_config())
+    pod = job["spec"]["template"]["spec"]
+    pv = r.one(PV, "model-volume-pv").inputs
+    gpu_group = next(g for g in example_config()["kiln:nodeGroups"] if g.get("gpu"))["name"]
+    labels, taints = example_gpu_node(r, gpu_group)
+    warm = [t for t in taints if t["key"] != "kiln.dev/model-warming"]
+    assert len(warm) == 2                                   # the group's own taint and nvidia.com/gpu
+    assert schedulable(pod, pv, labels, warm) == []
+    # Not before the warm-up has read the model, and not on a node that carries another model version.
+    assert schedulable(pod, pv, labels, taints) == ["taint kiln.dev/model-warming=true:NoSchedule not tolerated"]
+    assert schedulable(pod, pv, {**labels, "kiln.dev/model-version": "v4"}, warm) == ["the model volume's node affinity"]
+    # It asks for the GPU the group's nodes advertise (the device plugin runs on that group).
+    [container] = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu_group in r.one("kubernetes:helm.sh/v3:Release", "gpu-device-plugin").inputs["values"]["affinity"][
+        "nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+
+
+def test_the_scheduling_check_catches_a_missing_toleration():
+    """The check above could fail: the Job as the README had it (only nvidia.com/gpu) does not fit."""
+    job, r = readme_job(), run(example_config())
+    pod = job["spec"]["template"]["spec"]
+    labels, taints = example_gpu_node(r, "gpu-train")
+    warm = [t for t in taints if t["key"] != "kiln.dev/model-warming"]
+    only_gpu = {**pod, "tolerations": [t for t in pod["tolerations"] if t["key"] == "nvidia.com/gpu"]}
+    assert schedulable(only_gpu, r.one(PV, "model-volume-pv").inputs, labels, warm) == [
+        "taint workload=training:NoSchedule not tolerated"]
+
+
+def test_readme_job_is_admitted_by_the_restricted_namespace():
+    pod = readme_job()["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    # ...and the check is real: a host-network or privileged variant is refused.
+    assert restricted_violations({**pod, "hostNetwork": True}) == ["spec.hostNetwork"]
+    [c] = pod["containers"]
+    privileged = {**pod, "containers": [{**c, "securityContext": {"privileged": True}}]}
+    assert "train: privileged" in restricted_violations(privileged)
+    assert any("hostPath" in v for v in restricted_violations(
+        {**pod, "volumes": [{"name": "model", "hostPath": {"path": "/opt/models"}}]}))

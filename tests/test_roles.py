@@ -28,7 +28,8 @@ ASGS = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:autoScalingGr
 CI = {"providerUrl": "https://token.actions.githubusercontent.com", "audience": "sts.amazonaws.com",
       "subject": "repo:acme/kiln:ref:refs/heads/main"}
 # IAM permissions that are not API operations.
-PERMISSION_ONLY = {"iam:PassRole", "sts:TagSession"}
+PERMISSION_ONLY = {"iam:PassRole", "sts:TagSession", "s3:ListBucket"}
+BUCKET = "example-ml-models"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def program():
 
 @pytest.fixture(scope="module")
 def with_ci():
-    return run(with_changes(BASE, ciOidc=CI))
+    return run(with_changes(BASE, ciOidc=CI, modelBucket=BUCKET))
 
 
 def rollout_statements(program) -> dict[str, dict]:
@@ -418,3 +419,95 @@ def test_rollout_policy_fits_the_inline_policy_size_limit(program):
     # IAM counts every character except whitespace; an inline role policy may hold 10,240.
     text = program.one(POLICY, "rollout").inputs["policy"]
     assert len(re.sub(r"\s", "", text)) < 10_240
+
+
+# ---- the bake builder: its own role, reading only kiln:modelBucket (issue 12, point 2) ----------------------
+
+
+@pytest.fixture(scope="module")
+def with_bucket():
+    return run(with_changes(BASE, modelBucket=BUCKET))
+
+
+def builder_statements(program) -> list[dict]:
+    return json.loads(program.one(POLICY, "bake-builder").inputs["policy"])["Statement"]
+
+
+def test_builder_reads_the_model_bucket_and_no_other(with_bucket):
+    s = builder_statements(with_bucket)
+    assert permits(s, "s3:GetObject", f"arn:aws:s3:::{BUCKET}/v6/weights.bin", {})
+    assert permits(s, "s3:ListBucket", f"arn:aws:s3:::{BUCKET}", {})
+    for action, resource in (("s3:GetObject", "arn:aws:s3:::other-bucket/v6/weights.bin"),
+                             ("s3:GetObject", f"arn:aws:s3:::{BUCKET}-backup/v6/weights.bin"),
+                             ("s3:ListBucket", "arn:aws:s3:::other-bucket"),
+                             ("s3:PutObject", f"arn:aws:s3:::{BUCKET}/v6/weights.bin"),
+                             ("s3:DeleteObject", f"arn:aws:s3:::{BUCKET}/v6/weights.bin")):
+        assert not permits(s, action, resource, {}), (action, resource)
+    assert {a for st in s for a in st["Action"] if a.startswith("s3:")} == {"s3:GetObject", "s3:ListBucket"}
+
+
+def test_builder_decrypts_only_this_buckets_objects_and_only_through_s3(with_bucket):
+    s = builder_statements(with_bucket)
+    key = "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    via_s3 = {"kms:ViaService": "s3.us-east-2.amazonaws.com"}
+    assert permits(s, "kms:Decrypt", key, {**via_s3, "kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{BUCKET}/v6/w"})
+    assert permits(s, "kms:Decrypt", key, {**via_s3, "kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{BUCKET}"})
+    assert not permits(s, "kms:Decrypt", key, {**via_s3, "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::other/x"})
+    assert not permits(s, "kms:Decrypt", key, {"kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{BUCKET}/v6/w"})
+    assert not permits(s, "kms:Decrypt", key, {"kms:ViaService": "secretsmanager.us-east-2.amazonaws.com",
+                                               "kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{BUCKET}/v6/w"})
+
+
+def test_builder_writes_logs_only_under_kiln_bake(with_bucket):
+    s = builder_statements(with_bucket)
+    logs = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group"
+    assert permits(s, "logs:PutLogEvents", f"{logs}:/kiln/bake/v6:log-stream:i-0abc", {})
+    assert permits(s, "logs:CreateLogStream", f"{logs}:/kiln/bake/v6", {})
+    assert not permits(s, "logs:PutLogEvents", f"{logs}:/aws/eks/kiln-test/cluster:log-stream:x", {})
+
+
+def test_builder_runs_ssm_and_pulls_from_ecr_with_the_managed_policies_only(with_bucket):
+    role = with_bucket.one(ROLE, "bake-builder")
+    trust = json.loads(role.inputs["assumeRolePolicy"])
+    assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                                   "Action": "sts:AssumeRole"}]
+    attach = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+    attached = sorted(a.inputs["policyArn"] for a in with_bucket.of_type(attach) if a.inputs["role"] == role.outputs["name"])
+    assert attached == ["arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
+                        "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
+    # The node role gains nothing: no model bucket on nodes.
+    node = with_bucket.one(ROLE, "cluster-node")
+    assert not [p for p in with_bucket.of_type(POLICY) if p.inputs["role"] == node.outputs["name"]]
+    profile = with_bucket.one("aws:iam/instanceProfile:InstanceProfile", "bake-builder")
+    assert profile.inputs["role"] == role.outputs["name"]
+    grants = {r.urn for r in with_bucket.of_type(attach) + with_bucket.of_type(POLICY)
+              if r.inputs["role"] in (role.outputs["name"], role.outputs["id"])}
+    assert len(grants) == 3 and grants <= set(profile.dependencies)   # no builder boots without its permissions
+    assert with_bucket.outputs["builderInstanceProfile"] == profile.outputs["name"]
+
+
+def test_rollout_role_may_pass_the_builder_role_and_reads_manifests_only_in_the_model_bucket(with_bucket):
+    s = rollout_statements(with_bucket)
+    allows(s["PassOnlyTheBuilderRoleToEc2"], ["iam:PassRole"],
+           [with_bucket.one(ROLE, "cluster-node").outputs["arn"], with_bucket.one(ROLE, "bake-builder").outputs["arn"]],
+           {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}})
+    allows(s["ReadModelManifests"], ["s3:GetObject"],
+           [f"arn:aws:s3:::{BUCKET}/MANIFEST.sha256", f"arn:aws:s3:::{BUCKET}/*/MANIFEST.sha256"])
+
+
+def test_without_a_model_bucket_there_is_no_builder(program):
+    assert program.of_type("kiln:infra:BakeBuilder") == []
+    assert "builderInstanceProfile" not in program.outputs
+    assert [r.name for r in program.of_type(ROLE) if r.name == "bake-builder"] == []
+
+
+# ---- an existing CI OIDC provider (issue 12, point 13) ---------------------------------------------------------
+
+
+def test_an_existing_oidc_provider_is_trusted_and_none_is_created():
+    arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    r = run(with_changes(BASE, ciOidc={**CI, "providerArn": arn}))
+    assert r.of_type(OIDC) == []
+    [stmt] = json.loads(r.one(ROLE, "ci-deploy").inputs["assumeRolePolicy"])["Statement"]
+    assert stmt["Principal"] == {"Federated": arn}
+    assert stmt["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == CI["subject"]

@@ -60,7 +60,73 @@ def test_script_mounts_the_model_volume_read_only_at_the_model_path():
     script = parts(userdata.render(model_version="v5", group="cpu", extra_labels={}, taints=[], **COMMON))[1].get_payload()
     assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
     assert "mount -o ro,noatime /dev/xvdb /opt/models" in script
-    assert "mountpoint -q /opt/models" in script   # an AMI that mounts it itself is left alone
+    assert "mount -o remount,ro /opt/models" in script   # an AMI that mounts it itself is made read-only
+
+
+# ---- the script run, with mount(8) and friends stubbed: what a node ends up with -------------------------
+
+STUBS = {
+    # State: $STATE/options holds the mount options while mounted; $STATE/log every call.
+    "mountpoint": 'echo "mountpoint $*" >> "$STATE/log"; [ -f "$STATE/options" ]',
+    "mount": '''echo "mount $*" >> "$STATE/log"
+case "$2" in
+  remount,ro) [ -f "$STATE/remount-fails" ] && exit 32; echo ro > "$STATE/options" ;;
+  *) [ -e "$3" ] || exit 32; echo "$2" > "$STATE/options" ;;
+esac''',
+    "findmnt": 'echo "findmnt $*" >> "$STATE/log"; [ -f "$STATE/options" ] && cat "$STATE/options"',
+    "umount": 'echo "umount $*" >> "$STATE/log"; rm -f "$STATE/options"',
+    "sleep": "true",
+}
+
+
+def run_mount_script(tmp_path, *, mounted=None, remount_fails=False, device_present=True):
+    import os
+    import subprocess
+
+    bin_dir, state = tmp_path / "bin", tmp_path / "state"
+    bin_dir.mkdir()
+    state.mkdir()
+    for name, body in STUBS.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body + "\n")
+        (bin_dir / name).chmod(0o755)
+    device, path = tmp_path / "xvdb", tmp_path / "models"
+    if device_present:
+        device.write_text("")
+    if mounted:
+        (state / "options").write_text(mounted + "\n")
+    if remount_fails:
+        (state / "remount-fails").write_text("")
+    script = tmp_path / "mount.sh"
+    script.write_text(userdata.mount_script(str(device), str(path)))
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:{os.environ['PATH']}", "STATE": str(state)})
+    options = (state / "options").read_text().strip() if (state / "options").exists() else None
+    return done.returncode, options, (state / "log").read_text().splitlines(), done.stderr
+
+
+def test_a_fresh_node_mounts_the_model_read_only(tmp_path):
+    code, options, log, _ = run_mount_script(tmp_path)
+    assert (code, options) == (0, "ro,noatime")
+    assert f"mount -o ro,noatime {tmp_path}/xvdb {tmp_path}/models" in log
+
+
+def test_a_read_write_mount_from_an_older_amis_fstab_is_made_read_only(tmp_path):
+    """AMIs baked before issue 12 mount the model read-write from /etc/fstab before user data runs."""
+    code, options, log, _ = run_mount_script(tmp_path, mounted="rw,relatime")
+    assert (code, options) == (0, "ro")
+    assert f"mount -o remount,ro {tmp_path}/models" in log
+
+
+def test_a_model_that_cannot_be_made_read_only_is_unmounted(tmp_path):
+    """Fail closed: the directory is empty, the warm-up finds no model, the node keeps its warming taint."""
+    code, options, log, err = run_mount_script(tmp_path, mounted="rw,relatime", remount_fails=True)
+    assert code != 0 and options is None
+    assert f"umount {tmp_path}/models" in log and "is not read-only" in err
+
+
+def test_no_model_device_means_no_mount_and_a_failed_script(tmp_path):
+    code, options, _, _ = run_mount_script(tmp_path, device_present=False)
+    assert code != 0 and options is None
 
 
 @settings(max_examples=30, deadline=None)

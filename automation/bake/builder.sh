@@ -35,8 +35,11 @@ mount_volume() {
   fi
   mkdir -p "$KILN_MODEL_PATH"
   mountpoint -q "$KILN_MODEL_PATH" || mount "$dev" "$KILN_MODEL_PATH"
-  # Nodes mount the volume by label at boot; the Job's hostPath volume is read-only.
-  grep -q "LABEL=kiln-model" /etc/fstab || echo "LABEL=kiln-model $KILN_MODEL_PATH xfs defaults,nofail 0 2" >> /etc/fstab
+  # Nodes mount the volume by label at boot, read-only: a Job that mounts the claim without readOnly still
+  # cannot write to the model (user data remounts it read-only too). Replaces an entry a base AMI brought.
+  local fstab="${KILN_FSTAB:-/etc/fstab}"
+  sed -i '/^LABEL=kiln-model /d' "$fstab"
+  echo "LABEL=kiln-model $KILN_MODEL_PATH xfs ro,noatime,nofail 0 0" >> "$fstab"
   log "mounted $dev on $KILN_MODEL_PATH"
 }
 
@@ -76,7 +79,8 @@ record() {
   local etc="${KILN_ETC_DIR:-/etc/kiln}"
   mkdir -p "$etc"
   echo "$KILN_MODEL_VERSION" > "$etc/model-version"
-  ln -sfn "$KILN_MODEL_PATH/$KILN_MODEL_VERSION" "$KILN_MODEL_PATH/current"
+  # Relative, so it resolves wherever the volume is mounted (in a Job's container too).
+  ln -sfn "$KILN_MODEL_VERSION" "$KILN_MODEL_PATH/current"
   sync
   log "model version $KILN_MODEL_VERSION recorded"
 }
