@@ -8,7 +8,8 @@ scoped to this cluster's tag, kiln's own images, or the builder instance:
 * launch-template versions only on this cluster's templates;
 * the builder: launched only with ``kiln.dev/role=ami-builder``, and stopped,
   imaged, terminated and sent commands only when it carries that tag;
-* ``iam:PassRole`` only for the builder's role, only to EC2;
+* ``iam:PassRole`` only for the node role and the bake builder's role
+  (``infra/builder.py``), only to EC2;
 * images and snapshots deregistered or shared only when kiln baked them
   (they carry ``kiln:recipe``);
 * describes (which IAM cannot scope) read-only.

@@ -214,6 +214,17 @@ def test_one_instance_size_across_families_is_accepted():
     assert cfg.node_groups[0].instance_types == ("g5.2xlarge", "g6.2xlarge")
 
 
+def test_ami_for_never_falls_back_to_the_standard_ami_for_a_gpu_group():
+    """parse() refuses such a config; ami_for() itself refuses too, rather than booting GPUs without a driver."""
+    import dataclasses
+
+    cfg = parse({**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
+                 "nodeGroups": [group(name="gpu", gpu=True)]})
+    standard_only = dataclasses.replace(cfg, node_amis=(("standard", "ami-0123456789abcdef0"),))
+    with pytest.raises(KeyError):
+        standard_only.ami_for(cfg.node_groups[0])
+
+
 def test_a_config_error_stops_the_program_before_any_resource():
     raw = {f"kiln:{k}": v for k, v in GOOD.items()}
     raw["kiln:nodeGroups"] = [group(minSize=5, maxSize=2, desiredSize=5)]
