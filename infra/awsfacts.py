@@ -1,10 +1,12 @@
 """What the stack file cannot say: facts of the AWS account the config is checked against.
 
-Three things decide whether a valid-looking config works, and only the account
+Four things decide whether a valid-looking config works, and only the account
 knows them:
 
 * the CIDRs an **existing VPC** holds (primary and secondary): EKS refuses a
   Kubernetes service range that overlaps any of them;
+* the **running cluster** of that name, if an earlier ``up`` created it: its
+  service range cannot change (a new one replaces the cluster), so it is kept;
 * the **sizes of the instance types**: cluster-autoscaler builds a group's node
   template from its first type only, so every type of a group must have the same
   vCPUs, memory and GPUs; and which GPU they carry (the
@@ -13,14 +15,18 @@ knows them:
   smaller than its snapshot, and an AMI without a snapshot on the model device
   was not baked by kiln (its nodes would find no model).
 
-:func:`lookup` reads them with Pulumi invokes (DescribeVpcs, DescribeInstanceTypes,
-DescribeImages), which run in ``pulumi preview`` as in ``up``; ``__main__.py``
-calls it before declaring any resource, so a problem stops the program exactly
-like a config error (:class:`~infra.config.ConfigError`, every line naming its key).
-:func:`plan` is pure: it turns config and facts into what the program declares.
-A fact the invoke did not return (only under test mocks: a real Describe call
-either answers or fails) is treated as unknown, and the rule that needs it is
-skipped with a warning.
+:func:`lookup` reads them with Pulumi invokes (DescribeVpcs, ListClusters and
+DescribeCluster, DescribeInstanceTypes, DescribeImages), which run in ``pulumi
+preview`` as in ``up``; ``__main__.py`` calls it before declaring any resource, so
+a problem stops the program exactly like a config error
+(:class:`~infra.config.ConfigError`, every line naming its key). :func:`plan` is
+pure: it turns config and facts into what the program declares.
+
+Fail closed: in a real ``preview``/``up`` a lookup that fails, or that answers
+without the fact, is an error naming its key — a check is never skipped. Only
+when the program runs under Pulumi's mocks (the tests and ``python -m policies
+check``, which have no account) is a fact the mocks do not answer treated as
+unknown, and the rule that needs it skipped with a warning.
 """
 
 from __future__ import annotations
@@ -70,8 +76,17 @@ class ModelSnapshot:
 
 
 @dataclass(frozen=True)
+class ExistingCluster:
+    """The EKS cluster named ``kiln:clusterName`` in the region, if an earlier ``up`` created it."""
+
+    exists: bool
+    service_cidr: Optional[str] = None       # its Kubernetes service range (when it exists)
+
+
+@dataclass(frozen=True)
 class AwsFacts:
     vpc_cidrs: Optional[tuple[str, ...]] = None                       # existing VPC only; None: unknown
+    cluster: Optional[ExistingCluster] = None                          # None: unknown
     instance_types: Mapping[str, InstanceSpec] = field(default_factory=dict)    # absent: unknown
     model_snapshots: Mapping[str, ModelSnapshot] = field(default_factory=dict)  # AMI id -> snapshot; absent: unknown
     errors: tuple[str, ...] = ()                                       # lookups that failed, naming the key
@@ -99,16 +114,39 @@ def choose_service_cidr(vpc_cidrs: Sequence[str]) -> Optional[str]:
     return None
 
 
+def _overlapping(cidrs: Sequence[str], cidr: str) -> list[str]:
+    return [c for c in cidrs if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(cidr))]
+
+
 def _service_cidr(cfg: KilnConfig, facts: AwsFacts, problems: list[str], warnings: list[str]) -> str:
     if cfg.uses_existing_vpc:
         vpc_cidrs, where = facts.vpc_cidrs, f"VPC {cfg.vpc_id}"
     else:
         vpc_cidrs, where = (cfg.vpc_cidr,), f"vpcCidr ({cfg.vpc_cidr})"
+    running = facts.cluster
+    if running is None:
+        warnings.append(f"whether cluster {cfg.cluster_name} already exists is unknown: the service range was not "
+                        f"checked against a running cluster's")
+    elif running.exists and running.service_cidr:
+        # EKS cannot change a cluster's service range: a different one would make `up` replace the cluster
+        # (and everything running on it). The running cluster's range is the truth; keep it.
+        current = running.service_cidr
+        if cfg.service_cidr and ipaddress.ip_network(cfg.service_cidr) != ipaddress.ip_network(current):
+            problems.append(
+                f"{NAMESPACE}:serviceCidr ({cfg.service_cidr}) differs from the service range of the running cluster "
+                f"{cfg.cluster_name} ({current}): EKS cannot change it, so `pulumi up` would replace the cluster; "
+                f"set {NAMESPACE}:serviceCidr to {current} or remove it")
+        clash = _overlapping(vpc_cidrs or (), current)
+        if clash:
+            warnings.append(f"{where} now holds {', '.join(clash)}, which overlaps the service range of the running "
+                            f"cluster {cfg.cluster_name} ({current}); the range is kept (changing it would replace "
+                            f"the cluster), but addresses in the overlap are not reachable from pods")
+        return current
     if vpc_cidrs is None:
         warnings.append(f"the CIDRs of {where} are unknown: the service range was not checked against them")
         return cfg.service_cidr or SERVICE_CIDR_CANDIDATES[0]
     if cfg.service_cidr:
-        clash = [c for c in vpc_cidrs if ipaddress.ip_network(c).overlaps(ipaddress.ip_network(cfg.service_cidr))]
+        clash = _overlapping(vpc_cidrs, cfg.service_cidr)
         if clash:
             problems.append(f"{NAMESPACE}:serviceCidr ({cfg.service_cidr}) must not overlap {where}, which holds "
                             f"{', '.join(clash)}: EKS refuses a service range inside the VPC")
@@ -227,6 +265,19 @@ def _describe_vpc(vpc_id: str) -> Optional[tuple[str, ...]]:
     return found or None
 
 
+def _describe_cluster(name: str) -> Optional[ExistingCluster]:
+    import pulumi_aws as aws
+
+    names = aws.eks.get_clusters().names
+    if names is None:
+        return None
+    if name not in names:
+        return ExistingCluster(exists=False)
+    configs = aws.eks.get_cluster(name=name).kubernetes_network_configs or []
+    cidrs = [_get(c, "service_ipv4_cidr") for c in configs if _get(c, "service_ipv4_cidr")]
+    return ExistingCluster(exists=True, service_cidr=cidrs[0]) if cidrs else None
+
+
 def _describe_instance_type(instance_type: str) -> Optional[InstanceSpec]:
     import pulumi_aws as aws
 
@@ -250,39 +301,62 @@ def _describe_model_snapshot(ami: str, device: str) -> Optional[ModelSnapshot]:
     for m in mappings:
         if _get(m, "device_name") == device:
             ebs = _get(m, "ebs") or {}
-            return ModelSnapshot(ebs.get("snapshot_id") or None, _int(ebs.get("volume_size")))
+            snapshot, size = ebs.get("snapshot_id") or None, _int(ebs.get("volume_size"))
+            if snapshot and size is None:
+                return None         # a snapshot of unknown size: the size check could not be made
+            return ModelSnapshot(snapshot, size)
     return ModelSnapshot(None, None)
 
 
-def lookup(cfg: KilnConfig) -> AwsFacts:
-    """Read the facts ``cfg`` depends on. A lookup that fails becomes an error line naming the key."""
+def running_under_mocks() -> bool:
+    """True when Pulumi's runtime is mocked (the tests, ``python -m policies check``): there is no account."""
+    from pulumi.runtime import mocks, settings
+
+    return isinstance(settings.get_monitor(), mocks.MockMonitor)
+
+
+def lookup(cfg: KilnConfig, *, strict: bool = True) -> AwsFacts:
+    """Read the facts ``cfg`` depends on. A lookup that fails becomes an error line naming the key.
+
+    ``strict`` (a real deployment): a lookup that answers without the fact is an error too, so no
+    check is skipped. Otherwise (mocks) the fact stays unknown and :func:`plan` warns.
+    """
     errors: list[str] = []
 
-    def attempt(key: str, value: str, read):
+    def attempt(key: str, value: str, read, missing: str):
         try:
-            return read()
+            found = read()
         except Exception as exc:  # noqa: BLE001 - the provider's message, reported against the key
             errors.append(f"{NAMESPACE}:{key} ({value}) could not be read from AWS: {exc}")
             return None
+        if found is None and strict:
+            errors.append(f"{NAMESPACE}:{key} ({value}) could not be checked: {missing}")
+        return found
 
-    vpc_cidrs = attempt("vpcId", cfg.vpc_id, lambda: _describe_vpc(cfg.vpc_id)) if cfg.uses_existing_vpc else None
+    vpc_cidrs = attempt("vpcId", cfg.vpc_id, lambda: _describe_vpc(cfg.vpc_id),
+                        "DescribeVpcs answered without its CIDR blocks") if cfg.uses_existing_vpc else None
+    cluster = attempt("clusterName", cfg.cluster_name, lambda: _describe_cluster(cfg.cluster_name),
+                      "ListClusters/DescribeCluster answered without the cluster list or its service range")
     types: dict[str, InstanceSpec] = {}
     for i, g in enumerate(cfg.node_groups):
         for j, t in enumerate(g.instance_types):
             if t not in types:
-                spec = attempt(f"nodeGroups[{i}].instanceTypes[{j}]", t, lambda t=t: _describe_instance_type(t))
+                spec = attempt(f"nodeGroups[{i}].instanceTypes[{j}]", t, lambda t=t: _describe_instance_type(t),
+                               "DescribeInstanceTypes answered without its vCPUs or memory")
                 if spec is not None:
                     types[t] = spec
     snapshots: dict[str, ModelSnapshot] = {}
     for family, ami in cfg.node_amis:
         if any(g.ami_family == family for g in cfg.node_groups) and ami not in snapshots:
             snap = attempt(_ami_key(cfg, family), ami,
-                           lambda ami=ami: _describe_model_snapshot(ami, cfg.model_volume_device))
+                           lambda ami=ami: _describe_model_snapshot(ami, cfg.model_volume_device),
+                           "DescribeImages answered without its block device mappings")
             if snap is not None:
                 snapshots[ami] = snap
-    return AwsFacts(vpc_cidrs=vpc_cidrs, instance_types=types, model_snapshots=snapshots, errors=tuple(errors))
+    return AwsFacts(vpc_cidrs=vpc_cidrs, cluster=cluster, instance_types=types, model_snapshots=snapshots,
+                    errors=tuple(errors))
 
 
-def check(cfg: KilnConfig) -> Plan:
-    """:func:`lookup`, then :func:`plan`."""
-    return plan(cfg, lookup(cfg))
+def check(cfg: KilnConfig, *, strict: Optional[bool] = None) -> Plan:
+    """:func:`lookup`, then :func:`plan`; strict unless the runtime is mocked."""
+    return plan(cfg, lookup(cfg, strict=not running_under_mocks() if strict is None else strict))

@@ -73,8 +73,10 @@ class AccountMocks(KilnMocks):
     """KilnMocks plus the Describe calls of infra/awsfacts.py, answered from ``account``.
 
     ``account`` keys: ``vpcCidrs`` (the existing VPC's CIDR blocks, primary first),
-    ``amis`` ({ami id: {device: snapshot GiB}}; an AMI not listed maps the root and
-    ``/dev/xvdb`` with a 100 GiB snapshot), ``failing`` (invoke tokens that fail).
+    ``clusters`` ({name: service range} of the EKS clusters already in the region; none
+    by default), ``amis`` ({ami id: {device: snapshot GiB}}; an AMI not listed maps the
+    root and ``/dev/xvdb`` with a 100 GiB snapshot), ``failing`` (invoke tokens that
+    fail), ``empty`` (invoke tokens that answer with nothing).
     Unknown instance types fail as the provider's DescribeInstanceTypes read does.
     """
 
@@ -87,6 +89,15 @@ class AccountMocks(KilnMocks):
         # A provider error reaches the program as the invoke's failures (as the engine reports it).
         if token in self.world.get("failing", ()):
             return {}, [("", "UnauthorizedOperation: You are not authorized to perform this operation")]
+        if token in self.world.get("empty", ()):
+            return {}
+        clusters = self.world.get("clusters", {})
+        if token == "aws:eks/getClusters:getClusters":
+            return {"id": self.region, "names": sorted(clusters)}
+        if token == "aws:eks/getCluster:getCluster" and a.get("name") in clusters:
+            answer = super().call(args)
+            return {**answer, "kubernetesNetworkConfigs": [
+                {"ipFamily": "ipv4", "serviceIpv4Cidr": clusters[a["name"]], "serviceIpv6Cidr": ""}]}
         if token == "aws:ec2/getVpc:getVpc":
             cidrs = self.world.get("vpcCidrs", ["10.40.0.0/16"])
             return {"id": a.get("id"), "cidrBlock": cidrs[0], "cidrBlockAssociations": [

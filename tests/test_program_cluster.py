@@ -111,6 +111,109 @@ def test_without_answers_from_aws_the_program_still_runs_offline():
     assert service_ranges(r) == {"172.20.0.0/16"}
 
 
+# ---- an upgrade: the running cluster's service range is kept (EKS cannot change it) ----------------------------
+
+VPC_GAINED_172_20 = ["10.40.0.0/16", "172.20.5.0/24"]     # a secondary CIDR added after the cluster was created
+
+
+def test_a_running_clusters_service_range_is_kept_when_the_vpc_gains_an_overlapping_cidr():
+    """Choosing again would pick 10.100.0.0/16, and `up` would replace the cluster and everything on it."""
+    account = {"vpcCidrs": VPC_GAINED_172_20, "clusters": {"kiln-gpu": "172.20.0.0/16"}}
+    assert service_ranges(run(EXISTING_GPU_SPOT, account)) == {"172.20.0.0/16"}
+    # Pinning the running range explicitly is accepted too (before: refused as overlapping the VPC).
+    pinned = with_changes(EXISTING_GPU_SPOT, serviceCidr="172.20.0.0/16")
+    assert service_ranges(run(pinned, account)) == {"172.20.0.0/16"}
+    # A cluster of another name is not this stack's: the choice avoids the VPC as for a new cluster.
+    other = {"vpcCidrs": VPC_GAINED_172_20, "clusters": {"someone-elses": "172.20.0.0/16"}}
+    assert service_ranges(run(EXISTING_GPU_SPOT, other)) == {"10.100.0.0/16"}
+
+
+def test_a_running_cluster_keeps_a_range_the_defaults_would_not_choose():
+    """Created with kiln:serviceCidr, which was later removed from the stack: the range stays."""
+    account = {"vpcCidrs": ["10.40.0.0/16"], "clusters": {"kiln-gpu": "192.168.0.0/16"}}
+    assert service_ranges(run(EXISTING_GPU_SPOT, account)) == {"192.168.0.0/16"}
+
+
+def test_a_service_cidr_that_would_replace_the_running_cluster_is_refused():
+    cfg = with_changes(EXISTING_GPU_SPOT, serviceCidr="10.100.0.0/16")
+    with pytest.raises(ConfigError) as info:
+        run_program(cfg, mocks=AccountMocks({"clusters": {"kiln-gpu": "172.20.0.0/16"}}))
+    assert info.value.problems == [
+        "kiln:serviceCidr (10.100.0.0/16) differs from the service range of the running cluster kiln-gpu "
+        "(172.20.0.0/16): EKS cannot change it, so `pulumi up` would replace the cluster; set kiln:serviceCidr "
+        "to 172.20.0.0/16 or remove it"]
+    assert info.value.program_run.resources == []
+
+
+def test_a_cluster_list_that_fails_names_cluster_name():
+    with pytest.raises(ConfigError) as info:
+        run_program(BASE, mocks=AccountMocks({"failing": ["aws:eks/getClusters:getClusters"]}))
+    [problem] = info.value.problems
+    assert problem.startswith("kiln:clusterName (kiln-test) could not be read from AWS:")
+    assert info.value.program_run.resources == []
+
+
+# ---- fail closed: in a real deployment a lookup that answers without the fact stops the program --------------
+
+SILENT_ACCOUNT = {"empty": ["aws:ec2/getVpc:getVpc", "aws:eks/getClusters:getClusters",
+                            "aws:ec2/getInstanceType:getInstanceType", "aws:ec2/getAmi:getAmi"]}
+
+
+def test_a_real_deployment_never_skips_a_check_for_a_fact_aws_did_not_give(monkeypatch):
+    from infra import awsfacts
+
+    monkeypatch.setattr(awsfacts, "running_under_mocks", lambda: False)    # as under `pulumi up`
+    with pytest.raises(ConfigError) as info:
+        run_program(EXISTING_GPU_SPOT, mocks=AccountMocks(SILENT_ACCOUNT))
+    assert info.value.program_run.resources == []
+    assert sorted(p.split(" could not be checked: ")[0] for p in info.value.problems) == [
+        "kiln:clusterName (kiln-gpu)",
+        "kiln:nodeAmi.nvidia (ami-0fedcba9876543210)",
+        "kiln:nodeAmi.standard (ami-0123456789abcdef0)",
+        "kiln:nodeGroups[0].instanceTypes[0] (m7i.xlarge)",
+        "kiln:nodeGroups[1].instanceTypes[0] (g5.2xlarge)",
+        "kiln:nodeGroups[1].instanceTypes[1] (g6.2xlarge)",
+        "kiln:vpcId (vpc-0123456789abcdef0)",
+    ]
+    assert "DescribeVpcs answered without its CIDR blocks" in info.value.problems[0]
+
+
+def test_a_real_deployment_refuses_a_model_snapshot_of_unknown_size(monkeypatch):
+    from infra import awsfacts
+
+    class SizelessSnapshots(AccountMocks):
+        def call(self, args):
+            answer = super().call(args)
+            if args.token == "aws:ec2/getAmi:getAmi":
+                for m in answer["blockDeviceMappings"]:
+                    m["ebs"].pop("volume_size")
+            return answer
+
+    monkeypatch.setattr(awsfacts, "running_under_mocks", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        run_program(BASE, mocks=SizelessSnapshots({}))
+    assert [p.split(" could not be checked: ")[0] for p in info.value.problems] == [
+        "kiln:nodeAmi (ami-0123456789abcdef0)"]
+
+
+def test_only_a_mocked_runtime_lets_unknown_facts_through():
+    """The same silent account under mocks (the offline policy runner): the program runs, with warnings."""
+    from infra import awsfacts
+
+    seen = []
+    real = awsfacts.running_under_mocks
+
+    class Recording(AccountMocks):
+        def call(self, args):
+            if args.token == "aws:ec2/getVpc:getVpc":
+                seen.append(real())
+            return super().call(args)
+
+    r = run_program(EXISTING_GPU_SPOT, mocks=Recording(SILENT_ACCOUNT))
+    assert seen == [True]
+    assert service_ranges(r) == {"172.20.0.0/16"}
+
+
 def test_node_role_has_exactly_worker_ecr_pull_and_ssm_policies():
     r = run(BASE)
     role = node_role(r)
