@@ -377,6 +377,38 @@ def _check_one_instance_size(p: _Problems, i: int, group: NodeGroupConfig) -> No
               f"sizes the group's nodes from the first type ({group.instance_types[0]}); put other sizes in another group")
 
 
+# Taint effects that keep a pod without the matching toleration off a node.
+_REPELLING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+def _check_a_group_runs_cluster_services(p: _Problems, groups: list[NodeGroupConfig]) -> None:
+    """Cluster services need a node that none of a group's own taints repel, from the first ``up`` on.
+
+    CoreDNS, cluster-autoscaler and the charts' controllers tolerate no group taint (and every
+    ``gpu: true`` group carries ``nvidia.com/gpu``). On a cluster whose every group is tainted, or
+    starts empty, they never run: no cluster DNS, and no autoscaler to add the nodes Jobs wait for
+    (its Helm release then times out on the first ``up``). Once running, cluster-autoscaler never
+    removes the last node they fit on, so ``desiredSize >= 1`` is enough.
+    """
+    def repels(g: NodeGroupConfig) -> bool:
+        return any(t.effect in _REPELLING_EFFECTS for t in g.taints)
+
+    if any(g.desired_size >= 1 and not repels(g) for g in groups):
+        return
+    tainted = [g.name for g in groups if repels(g)]
+    why = []
+    if tainted:
+        why.append(f"{', '.join(tainted)} {'carries' if len(tainted) == 1 else 'carry'} NoSchedule/NoExecute taints"
+                   + (" (gpu: true adds nvidia.com/gpu)" if any(g.gpu for g in groups) else ""))
+    empty = [g.name for g in groups if not repels(g)]
+    if empty:
+        why.append(f"{', '.join(empty)} {'starts' if len(empty) == 1 else 'start'} with no node (desiredSize 0)")
+    p.add("nodeGroups", f"must include a group without NoSchedule/NoExecute taints and with desiredSize >= 1: "
+                        f"{'; '.join(why)}, so CoreDNS and cluster-autoscaler, which tolerate no group taint, would "
+                        "have no node to run on; add a small CPU group, e.g. {name: system, instanceTypes: "
+                        "[m7i.large], minSize: 1, maxSize: 2, desiredSize: 1}")
+
+
 _CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn"}
 _OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:iam::\d{12}:oidc-provider/(?P<issuer>\S+)$")
 
@@ -558,6 +590,8 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
                 if g.name in seen:
                     p.add(f"nodeGroups[{i}].name", f"({g.name!r}) is used by another node group")
                 seen.add(g.name)
+            if groups and len(groups) == len(lst):      # judged only once every group is valid
+                _check_a_group_runs_cluster_services(p, groups)
     _check_gpu_groups_have_an_nvidia_ami(p, _decode(raw.get("nodeAmi")), amis, groups)
 
     cidrs: list[str] = []

@@ -155,6 +155,17 @@ RULES = [
     ("modelBucket-name", {"modelBucket": "Models_Bucket"}, "modelBucket", "must be an S3 bucket name"),
     ("modelBucket-ip", {"modelBucket": "192.168.5.4"}, "modelBucket", "IP address"),
     ("modelBucket-dots", {"modelBucket": "my..models"}, "modelBucket", "not a valid S3 bucket name"),
+    # CoreDNS and cluster-autoscaler tolerate no group taint: some untainted group must have a node.
+    ("nodeGroups-gpu-only", {"nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
+                             "nodeGroups": [group(name="gpu", gpu=True)]},
+     "nodeGroups", "must include a group without NoSchedule/NoExecute taints and with desiredSize >= 1: gpu carries "
+                   "NoSchedule/NoExecute taints (gpu: true adds nvidia.com/gpu)"),
+    ("nodeGroups-all-tainted", {"nodeGroups": [group(taints=["dedicated=batch:NoSchedule"]),
+                                               group(name="b", taints=["dedicated=infer:NoExecute"])]},
+     "nodeGroups", "cpu, b carry NoSchedule/NoExecute taints, so CoreDNS and cluster-autoscaler"),
+    ("nodeGroups-untainted-starts-empty", {"nodeGroups": [group(minSize=0, desiredSize=0),
+                                                          group(name="b", taints=["dedicated=batch:NoSchedule"])]},
+     "nodeGroups", "b carries NoSchedule/NoExecute taints; cpu starts with no node (desiredSize 0)"),
     ("serviceCidr-cidr", {"serviceCidr": "172.20.0.0/33"}, "serviceCidr", "must be a CIDR"),
     ("serviceCidr-private", {"serviceCidr": "100.64.0.0/16"}, "serviceCidr", "must lie in 10.0.0.0/8"),
     ("serviceCidr-size", {"serviceCidr": "10.100.0.0/25"}, "serviceCidr", "between /12 and /24"),
@@ -219,10 +230,10 @@ def test_ami_for_never_falls_back_to_the_standard_ami_for_a_gpu_group():
     import dataclasses
 
     cfg = parse({**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
-                 "nodeGroups": [group(name="gpu", gpu=True)]})
+                 "nodeGroups": [group(), group(name="gpu", gpu=True)]})
     standard_only = dataclasses.replace(cfg, node_amis=(("standard", "ami-0123456789abcdef0"),))
     with pytest.raises(KeyError):
-        standard_only.ami_for(cfg.node_groups[0])
+        standard_only.ami_for(cfg.node_groups[1])
 
 
 def test_a_config_error_stops_the_program_before_any_resource():
@@ -232,6 +243,38 @@ def test_a_config_error_stops_the_program_before_any_resource():
         run_program(raw)
     assert "kiln:nodeGroups[0].maxSize (2) must be >= minSize (5)" in str(info.value)
     assert info.value.program_run.resources == []
+
+
+def test_a_gpu_only_stack_stops_the_program_before_any_resource():
+    """The example stack without its CPU group: every node carries nvidia.com/gpu, so cluster-autoscaler's
+    release would wait 900 s for a pod that can never schedule, and CoreDNS would never run."""
+    raw = yaml.safe_load((ROOT / "Pulumi.example.yaml").read_text())["config"]
+    raw["kiln:nodeGroups"] = [g for g in raw["kiln:nodeGroups"] if g.get("gpu")]
+    with pytest.raises(ConfigError) as info:
+        run_program(raw)
+    assert [p for p in info.value.problems if p.startswith("kiln:nodeGroups ")] == [
+        "kiln:nodeGroups must include a group without NoSchedule/NoExecute taints and with desiredSize >= 1: "
+        "gpu-train carries NoSchedule/NoExecute taints (gpu: true adds nvidia.com/gpu), so CoreDNS and "
+        "cluster-autoscaler, which tolerate no group taint, would have no node to run on; add a small CPU group, "
+        "e.g. {name: system, instanceTypes: [m7i.large], minSize: 1, maxSize: 2, desiredSize: 1}"]
+    assert info.value.program_run.resources == []
+
+
+@pytest.mark.parametrize("groups", [
+    [group(taints=["dedicated=batch:PreferNoSchedule"])],                 # a soft taint repels nothing
+    [group(name="gpu", gpu=True), group(minSize=0, desiredSize=1)],       # the autoscaler keeps its own node
+    [group(name="gpu", gpu=True, minSize=0, desiredSize=0), group(name="system", minSize=1, desiredSize=1)],
+], ids=["prefer-no-schedule", "untainted-min-0", "gpu-and-system"])
+def test_a_stack_with_room_for_cluster_services_is_accepted(groups):
+    raw = {**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
+           "nodeGroups": groups}
+    assert parse(raw).node_groups
+
+
+def test_the_cluster_services_rule_waits_for_valid_groups():
+    """A group with its own error is not judged twice: only its error is reported."""
+    found = problems(nodeGroups=[group(minSize=5, maxSize=2, desiredSize=5), group(name="b", taints=["a=b:NoSchedule"])])
+    assert not [p for p in found if p.startswith("kiln:nodeGroups ")], found
 
 
 # ---- Pulumi.yaml declares exactly the keys config.py reads -----------------------------------------

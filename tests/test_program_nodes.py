@@ -283,13 +283,15 @@ def test_gpu_count_is_part_of_the_size():
 
     cfg = parse({"clusterName": "c", "kubernetesVersion": "1.33", "availabilityZones": ["us-east-2a", "us-east-2b"],
                  "nodeAmi": {"standard": AMI, "nvidia": GPU_AMI}, "modelVersion": "v1",
-                 "nodeGroups": [{"name": "g", "instanceTypes": ["g5.2xlarge", "x.2xlarge"], "gpu": True,
+                 "nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 1,
+                                 "desiredSize": 1},
+                                {"name": "g", "instanceTypes": ["g5.2xlarge", "x.2xlarge"], "gpu": True,
                                  "minSize": 0, "maxSize": 1, "desiredSize": 0}]})
     facts = awsfacts.AwsFacts(instance_types={"g5.2xlarge": awsfacts.InstanceSpec(8, 32768, 1, ("A10G",)),
                                               "x.2xlarge": awsfacts.InstanceSpec(8, 32768, 2, ("A10G",))})
     with pytest.raises(ConfigError) as info:
         awsfacts.plan(cfg, facts)
-    assert "kiln:nodeGroups[0].instanceTypes must all be one size" in info.value.problems[0]
+    assert "kiln:nodeGroups[1].instanceTypes must all be one size" in info.value.problems[0]
     assert "2 GPU (A10G)" in info.value.problems[0]
 
 
