@@ -57,6 +57,8 @@ class InstanceSpec:
     memory_mib: int
     gpus: int = 0
     gpu_names: tuple[str, ...] = ()    # e.g. ("A10G",)
+    gpu_makers: tuple[str, ...] = ()   # e.g. ("NVIDIA",)
+    architectures: tuple[str, ...] = ("x86_64",)    # what AMIs it boots: x86_64, arm64, ...
 
     def __str__(self) -> str:
         gpus = f", {self.gpus} GPU ({'/'.join(self.gpu_names)})" if self.gpus else ""
@@ -69,10 +71,14 @@ class InstanceSpec:
 
 @dataclass(frozen=True)
 class ModelSnapshot:
-    """The AMI's mapping for the model device: its snapshot and size (None: the AMI maps no snapshot there)."""
+    """The AMI's mapping for the model device: its snapshot and size (None: the AMI maps no snapshot there).
+
+    ``architecture`` is the AMI's (x86_64, arm64, ...): an instance type must support it.
+    """
 
     snapshot_id: Optional[str]
     size_gib: Optional[int]
+    architecture: str = "x86_64"
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,45 @@ def _one_size_per_group(cfg: KilnConfig, facts: AwsFacts, problems: list[str], w
                 f"from the first type ({g.instance_types[0]}); put other sizes in another group")
 
 
+def _gpu_groups_have_nvidia_gpus(cfg: KilnConfig, facts: AwsFacts, problems: list[str], warnings: list[str]) -> None:
+    """A ``gpu: true`` node boots the nvidia AMI, carries ``nvidia.com/gpu`` and the accelerator label.
+
+    On a type without an NVIDIA GPU (a CPU type, Inferentia/Trainium, Gaudi) the device plugin finds
+    nothing: cluster-autoscaler counts such a node as a GPU node whose GPUs never become ready, and
+    GPU Jobs never fit it.
+    """
+    for i, g in enumerate(cfg.node_groups):
+        if not g.gpu:
+            continue
+        unknown = [t for t in g.instance_types if t not in facts.instance_types]
+        if unknown:
+            warnings.append(f"GPUs of {', '.join(unknown)} are unknown: nodeGroups[{i}] ({g.name}) was not checked "
+                            f"for NVIDIA GPUs")
+        for j, t in enumerate(g.instance_types):
+            spec = facts.instance_types.get(t)
+            if spec is not None and not (spec.gpus and "NVIDIA" in {m.upper() for m in spec.gpu_makers}):
+                problems.append(
+                    f"{NAMESPACE}:nodeGroups[{i}].instanceTypes[{j}] ({t}) has no NVIDIA GPU, but nodeGroups[{i}] "
+                    f"({g.name}) has gpu: true: its nodes would boot the nvidia AMI and advertise no nvidia.com/gpu, "
+                    f"and cluster-autoscaler would wait for GPUs that never come; use a GPU type or gpu: false")
+
+
+def _architectures_match(cfg: KilnConfig, facts: AwsFacts, problems: list[str]) -> None:
+    """EC2 launches an AMI only on a type of its architecture: an arm64 type in an x86_64 group never boots."""
+    for i, g in enumerate(cfg.node_groups):
+        ami = cfg.ami_for(g)
+        image = facts.model_snapshots.get(ami)
+        if image is None:
+            continue        # unknown: _model_volumes warns
+        for j, t in enumerate(g.instance_types):
+            spec = facts.instance_types.get(t)
+            if spec is not None and image.architecture not in spec.architectures:
+                problems.append(
+                    f"{NAMESPACE}:nodeGroups[{i}].instanceTypes[{j}] ({t}) runs {'/'.join(spec.architectures)}, but "
+                    f"{NAMESPACE}:{_ami_key(cfg, g.ami_family)} ({ami}) is {image.architecture}: EC2 cannot launch it "
+                    f"and the group's ASGs would never get that node")
+
+
 def accelerator_name(gpu_names: Sequence[str]) -> str:
     """The accelerator label value: cluster-autoscaler's name for the group's one GPU model, else ``nvidia``."""
     models = set(gpu_names)
@@ -230,7 +275,9 @@ def plan(cfg: KilnConfig, facts: AwsFacts) -> Plan:
     problems, warnings = list(facts.errors), []
     service_cidr = _service_cidr(cfg, facts, problems, warnings)
     _one_size_per_group(cfg, facts, problems, warnings)
+    _gpu_groups_have_nvidia_gpus(cfg, facts, problems, warnings)
     volumes = _model_volumes(cfg, facts, problems, warnings)
+    _architectures_match(cfg, facts, problems)
     if problems:
         raise ConfigError(problems)
     return Plan(service_cidr=service_cidr, accelerators=_accelerators(cfg, facts), model_volume_gib=volumes,
@@ -283,11 +330,14 @@ def _describe_instance_type(instance_type: str) -> Optional[InstanceSpec]:
 
     r = aws.ec2.get_instance_type(instance_type=instance_type)
     vcpus, memory = _int(r.default_vcpus), _int(r.memory_size)
-    if vcpus is None or memory is None:
+    architectures = tuple(r.supported_architectures or ())
+    if vcpus is None or memory is None or not architectures:
         return None
     gpus = list(r.gpuses or [])
     return InstanceSpec(vcpus=vcpus, memory_mib=memory, gpus=sum(_int(_get(g, "count")) or 0 for g in gpus),
-                        gpu_names=tuple(sorted({_get(g, "name") for g in gpus if _get(g, "name")})))
+                        gpu_names=tuple(sorted({_get(g, "name") for g in gpus if _get(g, "name")})),
+                        gpu_makers=tuple(sorted({_get(g, "manufacturer") for g in gpus if _get(g, "manufacturer")})),
+                        architectures=architectures)
 
 
 def _describe_model_snapshot(ami: str, device: str) -> Optional[ModelSnapshot]:
@@ -295,8 +345,8 @@ def _describe_model_snapshot(ami: str, device: str) -> Optional[ModelSnapshot]:
 
     image = aws.ec2.get_ami(filters=[aws.ec2.GetAmiFilterArgs(name="image-id", values=[ami])],
                             include_deprecated=True)
-    mappings = image.block_device_mappings
-    if mappings is None:
+    mappings, architecture = image.block_device_mappings, image.architecture
+    if mappings is None or not architecture:
         return None
     for m in mappings:
         if _get(m, "device_name") == device:
@@ -304,8 +354,8 @@ def _describe_model_snapshot(ami: str, device: str) -> Optional[ModelSnapshot]:
             snapshot, size = ebs.get("snapshot_id") or None, _int(ebs.get("volume_size"))
             if snapshot and size is None:
                 return None         # a snapshot of unknown size: the size check could not be made
-            return ModelSnapshot(snapshot, size)
-    return ModelSnapshot(None, None)
+            return ModelSnapshot(snapshot, size, architecture)
+    return ModelSnapshot(None, None, architecture)
 
 
 def running_under_mocks() -> bool:
@@ -342,7 +392,7 @@ def lookup(cfg: KilnConfig, *, strict: bool = True) -> AwsFacts:
         for j, t in enumerate(g.instance_types):
             if t not in types:
                 spec = attempt(f"nodeGroups[{i}].instanceTypes[{j}]", t, lambda t=t: _describe_instance_type(t),
-                               "DescribeInstanceTypes answered without its vCPUs or memory")
+                               "DescribeInstanceTypes answered without its vCPUs, memory or architectures")
                 if spec is not None:
                     types[t] = spec
     snapshots: dict[str, ModelSnapshot] = {}
@@ -350,7 +400,7 @@ def lookup(cfg: KilnConfig, *, strict: bool = True) -> AwsFacts:
         if any(g.ami_family == family for g in cfg.node_groups) and ami not in snapshots:
             snap = attempt(_ami_key(cfg, family), ami,
                            lambda ami=ami: _describe_model_snapshot(ami, cfg.model_volume_device),
-                           "DescribeImages answered without its block device mappings")
+                           "DescribeImages answered without its architecture or block device mappings")
             if snap is not None:
                 snapshots[ami] = snap
     return AwsFacts(vpc_cidrs=vpc_cidrs, cluster=cluster, instance_types=types, model_snapshots=snapshots,

@@ -64,7 +64,12 @@ INSTANCE_TYPES: dict[str, tuple[int, int, int, str]] = {
     "r7i.2xlarge": (8, 65536, 0, ""), "c7i.2xlarge": (8, 16384, 0, ""),
     "g5.2xlarge": (8, 32768, 1, "A10G"), "g5.4xlarge": (16, 65536, 1, "A10G"), "g6.2xlarge": (8, 32768, 1, "L4"),
     "g6.xlarge": (4, 16384, 1, "L4"), "g6e.2xlarge": (8, 65536, 1, "L40S"), "p5.48xlarge": (192, 2097152, 8, "H100"),
+    # Graviton (arm64 only), Gaudi (GPUs, not NVIDIA's), Inferentia (Neuron devices, no GPU).
+    "m7g.2xlarge": (8, 32768, 0, ""), "g5g.2xlarge": (8, 16384, 1, "T4g"), "dl1.24xlarge": (96, 786432, 8, "Gaudi HL-205"),
+    "inf2.xlarge": (4, 16384, 0, ""),
 }
+GPU_MAKERS = {"Gaudi HL-205": "Habana"}                      # every other GPU here is NVIDIA's
+ARM64_TYPES = {"m7g.2xlarge", "g5g.2xlarge"}
 # Every AMI of the account is a kiln bake: the root volume and the model volume (DescribeImages).
 MODEL_SNAPSHOT_GIB = 100
 
@@ -75,8 +80,9 @@ class AccountMocks(KilnMocks):
     ``account`` keys: ``vpcCidrs`` (the existing VPC's CIDR blocks, primary first),
     ``clusters`` ({name: service range} of the EKS clusters already in the region; none
     by default), ``amis`` ({ami id: {device: snapshot GiB}}; an AMI not listed maps the
-    root and ``/dev/xvdb`` with a 100 GiB snapshot), ``failing`` (invoke tokens that
-    fail), ``empty`` (invoke tokens that answer with nothing).
+    root and ``/dev/xvdb`` with a 100 GiB snapshot), ``architectures`` ({ami id: arch};
+    x86_64 by default), ``failing`` (invoke tokens that fail), ``empty`` (invoke tokens
+    that answer with nothing).
     Unknown instance types fail as the provider's DescribeInstanceTypes read does.
     """
 
@@ -108,15 +114,18 @@ class AccountMocks(KilnMocks):
             if name not in INSTANCE_TYPES:
                 return {}, [("instanceType", f"reading EC2 Instance Type ({name}): couldn't find resource")]
             vcpus, memory, gpus, model = INSTANCE_TYPES[name]
-            gpu_info = [{"count": gpus, "manufacturer": "NVIDIA", "memorySize": 24576, "name": model}] if gpus else []
-            return {"instanceType": name, "defaultVcpus": vcpus, "memorySize": memory, "gpuses": gpu_info}
+            gpu_info = [{"count": gpus, "manufacturer": GPU_MAKERS.get(model, "NVIDIA"), "memorySize": 24576,
+                         "name": model}] if gpus else []
+            return {"instanceType": name, "defaultVcpus": vcpus, "memorySize": memory, "gpuses": gpu_info,
+                    "supportedArchitectures": ["arm64"] if name in ARM64_TYPES else ["i386", "x86_64"]}
         if token == "aws:ec2/getAmi:getAmi":
             [ami] = [f["values"][0] for f in a["filters"] if f["name"] == "image-id"]
             devices = self.world.get("amis", {}).get(ami, {"/dev/xvdb": MODEL_SNAPSHOT_GIB})
             mappings = [{"deviceName": "/dev/xvda", "ebs": {"snapshot_id": "snap-0root", "volume_size": "20"}}]
             mappings += [{"deviceName": d, "ebs": {"snapshot_id": f"snap-0{i}", "volume_size": str(size)}}
                          for i, (d, size) in enumerate(devices.items())]
-            return {"id": ami, "imageId": ami, "blockDeviceMappings": mappings}
+            return {"id": ami, "imageId": ami, "blockDeviceMappings": mappings,
+                    "architecture": self.world.get("architectures", {}).get(ami, "x86_64")}
         return super().call(args)
 
 

@@ -337,3 +337,45 @@ def test_one_availability_zone_is_refused_before_any_resource():
     cfg = with_changes(BASE, availabilityZones=["us-east-2a"])
     assert program_error(cfg) == ["kiln:availabilityZones (1 given) must list at least two zones: EKS requires "
                                   "subnets in two or more availability zones"]
+
+
+# ---- what an instance type can boot and carry (review of issue 12) -----------------------------------------
+
+def with_groups(*groups, base=EXISTING_GPU_SPOT):
+    system = {"name": "system", "instanceTypes": ["m7i.xlarge"], "minSize": 1, "maxSize": 2, "desiredSize": 1}
+    return with_changes(base, nodeGroups=[system, *groups])
+
+
+def gpu_group(*types):
+    return {"name": "gpu", "instanceTypes": list(types), "minSize": 0, "maxSize": 2, "desiredSize": 0, "gpu": True}
+
+
+@pytest.mark.parametrize("instance_type", ["inf2.xlarge", "dl1.24xlarge"], ids=["inferentia", "gaudi"])
+def test_a_gpu_group_of_a_type_without_an_nvidia_gpu_is_refused(instance_type):
+    """The nvidia AMI and the accelerator label on a node whose device plugin finds no GPU: cluster-autoscaler
+    would count it as a GPU node whose GPUs never become ready."""
+    [problem] = program_error(with_groups(gpu_group(instance_type)))
+    assert problem.startswith(f"kiln:nodeGroups[1].instanceTypes[0] ({instance_type}) has no NVIDIA GPU, but "
+                              "nodeGroups[1] (gpu) has gpu: true")
+
+
+def test_an_arm64_type_in_a_group_booting_an_x86_ami_is_refused():
+    problems = program_error(with_groups(gpu_group("g5g.2xlarge"),
+                                         {"name": "arm", "instanceTypes": ["m7g.2xlarge"], "minSize": 0,
+                                          "maxSize": 1, "desiredSize": 0}))
+    assert problems == [
+        f"kiln:nodeGroups[1].instanceTypes[0] (g5g.2xlarge) runs arm64, but kiln:nodeAmi.nvidia ({GPU_AMI}) is x86_64: "
+        "EC2 cannot launch it and the group's ASGs would never get that node",
+        f"kiln:nodeGroups[2].instanceTypes[0] (m7g.2xlarge) runs arm64, but kiln:nodeAmi.standard ({AMI}) is x86_64: "
+        "EC2 cannot launch it and the group's ASGs would never get that node",
+    ]
+
+
+def test_an_arm64_ami_boots_arm64_types_only():
+    cfg = with_changes(BASE, nodeGroups=[{"name": "arm", "instanceTypes": ["m7g.2xlarge"], "minSize": 1,
+                                          "maxSize": 2, "desiredSize": 1}])
+    arm_ami = {"architectures": {AMI: "arm64"}}
+    assert groups(run(cfg, arm_ami))["arm"][0].inputs["imageId"] == AMI
+    [problem] = program_error(BASE, arm_ami)         # its group is m7i.2xlarge
+    assert problem.startswith(f"kiln:nodeGroups[0].instanceTypes[0] (m7i.2xlarge) runs i386/x86_64, but kiln:nodeAmi "
+                              f"({AMI}) is arm64")
