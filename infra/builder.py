@@ -51,7 +51,8 @@ def builder_policy(partition: str, region: str, account: str, bucket: str) -> st
         pd.statement("DecryptTheModelBucketThroughS3", ["kms:Decrypt"], [f"arn:{partition}:kms:*:*:key/*"], {
             "StringLike": {"kms:ViaService": ["s3.*.amazonaws.com", "s3.*.amazonaws.com.cn"],
                            "kms:EncryptionContext:aws:s3:arn": [bucket_arn, f"{bucket_arn}/*"]}}),
-        pd.statement("WriteBakeLogs", LOG_ACTIONS, [f"{logs}*", f"{logs}*:log-stream:*"]),
+        # The group /kiln/bake itself or one below it (/kiln/bake/...), never a sibling such as /kiln/bakery.
+        pd.statement("WriteBakeLogs", LOG_ACTIONS, [logs, f"{logs}:*", f"{logs}/*"]),
         pd.statement("FindLogGroups", ["logs:DescribeLogGroups"],
                      [f"arn:{partition}:logs:{region}:{account}:log-group:*"]),
     )

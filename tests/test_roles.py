@@ -464,6 +464,13 @@ def test_builder_writes_logs_only_under_kiln_bake(with_bucket):
     assert permits(s, "logs:PutLogEvents", f"{logs}:/kiln/bake/v6:log-stream:i-0abc", {})
     assert permits(s, "logs:CreateLogStream", f"{logs}:/kiln/bake/v6", {})
     assert not permits(s, "logs:PutLogEvents", f"{logs}:/aws/eks/kiln-test/cluster:log-stream:x", {})
+    # The group /kiln/bake itself (bake --log-group /kiln/bake) ...
+    assert permits(s, "logs:CreateLogGroup", f"{logs}:/kiln/bake", {})
+    assert permits(s, "logs:PutLogEvents", f"{logs}:/kiln/bake:log-stream:cmd/i-0abc/aws-runShellScript/stdout", {})
+    # ... but no group that merely starts with the same letters.
+    for sibling in ("/kiln/bakery", "/kiln/bake-prod", "/kiln/bake2"):
+        assert not permits(s, "logs:CreateLogGroup", f"{logs}:{sibling}", {}), sibling
+        assert not permits(s, "logs:PutLogEvents", f"{logs}:{sibling}:log-stream:x", {}), sibling
 
 
 def test_builder_runs_ssm_and_pulls_from_ecr_with_the_managed_policies_only(with_bucket):
