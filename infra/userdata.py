@@ -78,7 +78,8 @@ def mount_script(device: str, path: str) -> str:
 
     The bake's fstab entry mounts it read-only at boot; AMIs baked before that
     mounted it read-write, so a mount found in place is remounted read-only. If
-    the mount still is not read-only, it is unmounted: the model directory is
+    the mount a process sees there (the topmost, if mounts are stacked) still is
+    not read-only, it is unmounted: the model directory is
     then empty, the warm-up finds no model and the node keeps its warming taint,
     so no Job can write to the model (fail closed). On Nitro instances the EBS
     device appears as NVMe; AL2023's udev rules add the ``/dev/xvdX`` name from
@@ -95,7 +96,10 @@ def mount_script(device: str, path: str) -> str:
         f"  for _ in $(seq 1 120); do [ -e {d} ] && break; sleep 1; done",
         f"  mount -o ro,noatime {d} {p}",
         "fi",
-        f"if ! findmnt -n -o OPTIONS --mountpoint {p} | tr , '\\n' | grep -qx ro; then",
+        # The options of the mount a process sees there: the last one stacked on the path. Not a pipe into
+        # `grep -q` (under pipefail its early exit can fail the check), and no findmnt at all reads as "not ro".
+        f"top=$(findmnt -n -o OPTIONS --mountpoint {p} | tail -n 1) || top=''",
+        'if [[ ",$top," != *,ro,* ]]; then',
         f"  echo \"kiln: the model at {path} is not read-only; unmounting it\" >&2",
         f"  umount {p} || umount -l {p}",
         "  exit 1",

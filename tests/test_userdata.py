@@ -79,14 +79,14 @@ esac''',
 }
 
 
-def run_mount_script(tmp_path, *, mounted=None, remount_fails=False, device_present=True):
+def run_mount_script(tmp_path, *, mounted=None, remount_fails=False, device_present=True, stubs=None):
     import os
     import subprocess
 
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
     state.mkdir()
-    for name, body in STUBS.items():
+    for name, body in {**STUBS, **(stubs or {})}.items():
         (bin_dir / name).write_text("#!/bin/bash\n" + body + "\n")
         (bin_dir / name).chmod(0o755)
     device, path = tmp_path / "xvdb", tmp_path / "models"
@@ -122,6 +122,30 @@ def test_a_model_that_cannot_be_made_read_only_is_unmounted(tmp_path):
     code, options, log, err = run_mount_script(tmp_path, mounted="rw,relatime", remount_fails=True)
     assert code != 0 and options is None
     assert f"umount {tmp_path}/models" in log and "is not read-only" in err
+
+
+def test_a_read_only_mount_under_a_writable_one_is_not_taken_for_read_only(tmp_path):
+    """Stacked mounts: processes see the topmost. A read-only one below it must not pass the check."""
+    code, options, log, err = run_mount_script(tmp_path, mounted="ro,noatime\nrw,relatime", remount_fails=True)
+    assert code != 0 and options is None
+    assert f"umount {tmp_path}/models" in log and "is not read-only" in err
+
+
+def test_an_already_read_only_model_is_left_mounted(tmp_path):
+    code, options, log, _ = run_mount_script(tmp_path, mounted="ro,noatime,attr2,inode64,noquota")
+    assert (code, options) == (0, "ro")
+    assert not [line for line in log if line.startswith("umount")]
+
+
+def test_without_findmnt_the_mount_cannot_be_shown_read_only_and_is_unmounted(tmp_path):
+    """Fail closed: a check that cannot see the options does not let the model through."""
+    code, options, log, err = run_mount_script(tmp_path, stubs={"findmnt": "exit 127"})
+    assert code != 0 and options is None and "is not read-only" in err
+
+
+def test_an_option_that_merely_contains_ro_is_not_read_only(tmp_path):
+    code, options, _, _ = run_mount_script(tmp_path, mounted="rw,errors=remount-ro", remount_fails=True)
+    assert code != 0 and options is None
 
 
 def test_no_model_device_means_no_mount_and_a_failed_script(tmp_path):
