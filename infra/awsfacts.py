@@ -1,6 +1,6 @@
 """What the stack file cannot say: facts of the AWS account the config is checked against.
 
-Four things decide whether a valid-looking config works, and only the account
+These decide whether a valid-looking config works, and only the account
 knows them:
 
 * the CIDRs an **existing VPC** holds (primary and secondary): EKS refuses a
@@ -11,12 +11,14 @@ knows them:
   template from its first type only, so every type of a group must have the same
   vCPUs, memory and GPUs; and which GPU they carry (the
   ``k8s.amazonaws.com/accelerator`` label);
+* the **client IDs of an existing CI OIDC provider** (``ciOidc.providerArn``):
+  STS refuses a token whose audience the provider does not list;
 * the **model snapshot in each node AMI**: EC2 refuses a launch whose volume is
   smaller than its snapshot, and an AMI without a snapshot on the model device
   was not baked by kiln (its nodes would find no model).
 
 :func:`lookup` reads them with Pulumi invokes (DescribeVpcs, ListClusters and
-DescribeCluster, DescribeInstanceTypes, DescribeImages), which run in ``pulumi
+DescribeCluster, DescribeInstanceTypes, DescribeImages, GetOpenIDConnectProvider), which run in ``pulumi
 preview`` as in ``up``; ``__main__.py`` calls it before declaring any resource, so
 a problem stops the program exactly like a config error
 (:class:`~infra.config.ConfigError`, every line naming its key). :func:`plan` is
@@ -95,6 +97,7 @@ class AwsFacts:
     cluster: Optional[ExistingCluster] = None                          # None: unknown
     instance_types: Mapping[str, InstanceSpec] = field(default_factory=dict)    # absent: unknown
     model_snapshots: Mapping[str, ModelSnapshot] = field(default_factory=dict)  # AMI id -> snapshot; absent: unknown
+    ci_provider_audiences: Optional[tuple[str, ...]] = None           # ciOidc.providerArn's client IDs; None: unknown
     errors: tuple[str, ...] = ()                                       # lookups that failed, naming the key
 
 
@@ -270,6 +273,21 @@ def _model_volumes(cfg: KilnConfig, facts: AwsFacts, problems: list[str], warnin
     return sizes
 
 
+def _existing_ci_provider_accepts_the_audience(cfg: KilnConfig, facts: AwsFacts, problems: list[str],
+                                               warnings: list[str]) -> None:
+    """An existing IAM OIDC provider refuses tokens whose audience is not among its client IDs."""
+    ci = cfg.ci_oidc
+    if ci is None or not ci.provider_arn:
+        return
+    if facts.ci_provider_audiences is None:
+        warnings.append(f"the client IDs of {ci.provider_arn} are unknown: ciOidc.audience was not checked against them")
+    elif ci.audience not in facts.ci_provider_audiences:
+        problems.append(
+            f"{NAMESPACE}:ciOidc.providerArn ({ci.provider_arn}) does not list ciOidc.audience ({ci.audience}) among its "
+            f"client IDs ({', '.join(facts.ci_provider_audiences) or 'none'}): STS would refuse every CI token; add the "
+            f"audience to the provider or use one of its client IDs")
+
+
 def plan(cfg: KilnConfig, facts: AwsFacts) -> Plan:
     """Check ``cfg`` against ``facts``; raise :class:`ConfigError` naming every key at fault."""
     problems, warnings = list(facts.errors), []
@@ -278,6 +296,7 @@ def plan(cfg: KilnConfig, facts: AwsFacts) -> Plan:
     _gpu_groups_have_nvidia_gpus(cfg, facts, problems, warnings)
     volumes = _model_volumes(cfg, facts, problems, warnings)
     _architectures_match(cfg, facts, problems)
+    _existing_ci_provider_accepts_the_audience(cfg, facts, problems, warnings)
     if problems:
         raise ConfigError(problems)
     return Plan(service_cidr=service_cidr, accelerators=_accelerators(cfg, facts), model_volume_gib=volumes,
@@ -358,6 +377,13 @@ def _describe_model_snapshot(ami: str, device: str) -> Optional[ModelSnapshot]:
     return ModelSnapshot(None, None, architecture)
 
 
+def _describe_oidc_provider(arn: str) -> Optional[tuple[str, ...]]:
+    import pulumi_aws as aws
+
+    audiences = aws.iam.get_open_id_connect_provider(arn=arn).client_id_lists
+    return None if audiences is None else tuple(audiences)
+
+
 def running_under_mocks() -> bool:
     """True when Pulumi's runtime is mocked (the tests, ``python -m policies check``): there is no account."""
     from pulumi.runtime import mocks, settings
@@ -403,8 +429,12 @@ def lookup(cfg: KilnConfig, *, strict: bool = True) -> AwsFacts:
                            "DescribeImages answered without its architecture or block device mappings")
             if snap is not None:
                 snapshots[ami] = snap
+    ci = cfg.ci_oidc
+    audiences = attempt("ciOidc.providerArn", ci.provider_arn, lambda: _describe_oidc_provider(ci.provider_arn),
+                        "GetOpenIDConnectProvider answered without its client IDs") \
+        if ci is not None and ci.provider_arn else None
     return AwsFacts(vpc_cidrs=vpc_cidrs, cluster=cluster, instance_types=types, model_snapshots=snapshots,
-                    errors=tuple(errors))
+                    ci_provider_audiences=audiences, errors=tuple(errors))
 
 
 def check(cfg: KilnConfig, *, strict: Optional[bool] = None) -> Plan:

@@ -81,8 +81,9 @@ class AccountMocks(KilnMocks):
     ``clusters`` ({name: service range} of the EKS clusters already in the region; none
     by default), ``amis`` ({ami id: {device: snapshot GiB}}; an AMI not listed maps the
     root and ``/dev/xvdb`` with a 100 GiB snapshot), ``architectures`` ({ami id: arch};
-    x86_64 by default), ``failing`` (invoke tokens that fail), ``empty`` (invoke tokens
-    that answer with nothing).
+    x86_64 by default), ``oidcAudiences`` (client IDs of the account's existing IAM OIDC
+    providers; ``sts.amazonaws.com``), ``failing`` (invoke tokens that fail), ``empty``
+    (invoke tokens that answer with nothing).
     Unknown instance types fail as the provider's DescribeInstanceTypes read does.
     """
 
@@ -97,6 +98,12 @@ class AccountMocks(KilnMocks):
             return {}, [("", "UnauthorizedOperation: You are not authorized to perform this operation")]
         if token in self.world.get("empty", ()):
             return {}
+        if token == "aws:iam/getOpenIdConnectProvider:getOpenIdConnectProvider":
+            arn = a["arn"]
+            if arn.split(":")[4] != self.account:      # IAM reads only this account's providers
+                return {}, [("arn", f"reading IAM OIDC Provider ({arn}): NoSuchEntity: not found")]
+            return {"arn": arn, "id": arn, "url": arn.split("oidc-provider/", 1)[1],
+                    "clientIdLists": self.world.get("oidcAudiences", ["sts.amazonaws.com"]), "thumbprintLists": []}
         clusters = self.world.get("clusters", {})
         if token == "aws:eks/getClusters:getClusters":
             return {"id": self.region, "names": sorted(clusters)}

@@ -518,3 +518,34 @@ def test_an_existing_oidc_provider_is_trusted_and_none_is_created():
     [stmt] = json.loads(r.one(ROLE, "ci-deploy").inputs["assumeRolePolicy"])["Statement"]
     assert stmt["Principal"] == {"Federated": arn}
     assert stmt["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == CI["subject"]
+
+
+def test_an_existing_oidc_provider_must_accept_the_audience():
+    """STS refuses a web identity token whose audience the provider does not list: every CI `up` would fail."""
+    from _program_helpers import AccountMocks
+    from infra.config import ConfigError
+    from policies.program import run_program
+
+    arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    cfg = with_changes(BASE, ciOidc={**CI, "providerArn": arn})
+    with pytest.raises(ConfigError) as info:
+        run_program(cfg, mocks=AccountMocks({"oidcAudiences": ["https://github.com/acme"]}))
+    assert info.value.problems == [
+        f"kiln:ciOidc.providerArn ({arn}) does not list ciOidc.audience (sts.amazonaws.com) among its client IDs "
+        "(https://github.com/acme): STS would refuse every CI token; add the audience to the provider or use one "
+        "of its client IDs"]
+    assert info.value.program_run.resources == []
+    assert run(cfg, {"oidcAudiences": ["https://github.com/acme", "sts.amazonaws.com"]}).of_type(OIDC) == []
+
+
+def test_an_oidc_provider_iam_cannot_read_names_provider_arn():
+    """Another account's provider (or a deleted one): the role could never be assumed with it."""
+    from _program_helpers import AccountMocks
+    from infra.config import ConfigError
+    from policies.program import run_program
+
+    arn = "arn:aws:iam::999999999999:oidc-provider/token.actions.githubusercontent.com"
+    with pytest.raises(ConfigError) as info:
+        run_program(with_changes(BASE, ciOidc={**CI, "providerArn": arn}), mocks=AccountMocks({}))
+    [problem] = info.value.problems
+    assert problem.startswith(f"kiln:ciOidc.providerArn ({arn}) could not be read from AWS:") and "NoSuchEntity" in problem
