@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
+
+from infra import validation
+from infra.imageref import image_reference_problem
 
 NAMESPACE = "kiln"
 
@@ -246,11 +250,16 @@ def _parse_taint(p: _Problems, key: str, value: Any) -> Optional[Taint]:
     if not _LABEL_KEY_RE.fullmatch(m["key"]):
         p.add(key, f"({value!r}) key is not a valid Kubernetes key")
         return None
+    if m["value"] and not _LABEL_VALUE_RE.fullmatch(m["value"]):
+        p.add(key, f"({value!r}) value must be a Kubernetes label value: at most 63 ASCII letters, digits, "
+                   "'-', '_' and '.', starting and ending with a letter or digit")
+        return None
     return Taint(m["key"], m["value"] or "", m["effect"])
 
 
 _GROUP_FIELDS = {
     "name", "instanceTypes", "minSize", "maxSize", "desiredSize", "spot", "gpu", "labels", "taints", "volumeSizeGiB",
+    "allowSingleSpotType",  # read by infra/validation.py only
 }
 
 
@@ -327,10 +336,11 @@ def _parse_group(p: _Problems, i: int, raw: Any) -> Optional[NodeGroupConfig]:
     )
 
 
-def parse(raw: Mapping[str, Any]) -> KilnConfig:
+def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
     """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
 
     Values may be native (YAML) or JSON strings (how Pulumi passes objects).
+    ``region`` is the stack's AWS region (``aws:region``), when known: zones must be in it.
     Raises :class:`ConfigError` naming every offending key.
     """
     p = _Problems()
@@ -466,8 +476,10 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
     keep = _as_int(p, "ecrKeepImages", raw.get("ecrKeepImages", 10), minimum=1, maximum=1000)
     images: list[str] = []
     for i, img in enumerate(_as_list(p, "prefetchImages", raw.get("prefetchImages", [])) or []):
-        if _as_str(p, f"prefetchImages[{i}]", img, re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$"),
-                   "must be a full image reference such as 123456789012.dkr.ecr.us-east-2.amazonaws.com/trainer:1.4"):
+        problem = image_reference_problem(img)
+        if problem:
+            p.add(f"prefetchImages[{i}]", problem)
+        else:
             images.append(img)
     chart = raw.get("autoscalerChartVersion")
     if chart is not None:
@@ -489,6 +501,8 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
             if url and aud and sub:
                 ci = CiOidcConfig(url, aud, sub)
 
+    for key, rule in validation.problems(raw, region):  # what well-formed values mean (infra/validation.py)
+        p.add(key, rule)
     if p.lines:
         raise ConfigError(p.lines)
     return KilnConfig(
@@ -509,7 +523,21 @@ def load(get: Optional[Callable[[str], Any]] = None) -> KilnConfig:
         cfg = pulumi.Config(NAMESPACE)
         get = cfg.get
     raw = {key: get(key) for key in KEYS}
-    return parse({k: v for k, v in raw.items() if v is not None})
+    return parse({k: v for k, v in raw.items() if v is not None}, region=stack_region())
+
+
+def stack_region(config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The stack's AWS region as the AWS provider resolves it: ``aws:region``, else AWS_REGION / AWS_DEFAULT_REGION.
+
+    ``config`` is a stack file's ``config:`` mapping; without it, the running program's config.
+    """
+    if config is not None:
+        region = config.get("aws:region")
+    else:
+        import pulumi
+
+        region = pulumi.Config("aws").get("region")
+    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
 
 
 def load_stack_file(path: str) -> KilnConfig:
@@ -521,4 +549,4 @@ def load_stack_file(path: str) -> KilnConfig:
     config = doc.get("config") or {}
     if not isinstance(config, Mapping):
         raise ConfigError([f"{path}: 'config' must be a mapping"])
-    return parse({k: v for k, v in config.items() if str(k).startswith(NAMESPACE + ":")})
+    return parse({k: v for k, v in config.items() if str(k).startswith(NAMESPACE + ":")}, region=stack_region(config))

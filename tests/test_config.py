@@ -163,7 +163,7 @@ def test_values_arrive_as_pulumi_passes_them():
 
 def test_gpu_groups_get_the_gpu_taint_and_the_accelerated_ami():
     cfg = parse({**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
-                 "nodeGroups": [group(), group(name="gpu", gpu=True)]})
+                 "nodeGroups": [group(), group(name="gpu", gpu=True, instanceTypes=["g5.xlarge"])]})
     cpu, gpu = cfg.node_groups
     assert [str(t) for t in gpu.taints] == ["nvidia.com/gpu=true:NoSchedule"] and not cpu.taints
     assert cfg.ami_for(gpu) == "ami-0fedcba9876543210" and cfg.ami_for(cpu) == "ami-0123456789abcdef0"
