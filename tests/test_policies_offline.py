@@ -117,7 +117,8 @@ k8s.batch.v1.Job("job", spec={"template": {"spec": {"restart_policy": "Never",
 
 EXPECTED_BAD = {
     "ecr-repository-has-lifecycle-policy", "ecr-immutable-tags", "ecr-scan-on-push", "ecr-kms-encryption",
-    "lt-imdsv2-required", "lt-ebs-encrypted", "lt-no-public-ip", "lt-no-key-pair", "lt-model-volume-init-rate",
+    "compute-imdsv2-required", "compute-ebs-encrypted", "compute-no-public-ip", "compute-no-ssh-access",
+    "lt-model-volume-init-rate",
     "asg-single-zone", "asg-autoscaler-discovery-tags", "asg-launch-template-version-pinned",
     "asg-desired-capacity-ignored", "eks-endpoint-not-public-to-world", "eks-secrets-encryption",
     "eks-control-plane-logging", "eks-api-authentication-mode", "sg-no-ingress-from-internet",
@@ -185,8 +186,8 @@ def test_policy_config_sets_levels_and_thresholds(runs):
     report = offline.evaluate(runs["good"], policy_config={"ecr-lifecycle-policy": {"maxImages": 5}})
     assert [(v.policy, v.message) for v in report.violations] == [
         ("ecr-lifecycle-policy", "keeps up to 10 tagged images; at most 5 allowed")]
-    report = offline.evaluate(runs["bad"], policy_config={"lt-no-key-pair": "disabled"})
-    assert "lt-no-key-pair" not in {v.policy for v in report.violations}
+    report = offline.evaluate(runs["bad"], policy_config={"compute-no-ssh-access": "disabled"})
+    assert "compute-no-ssh-access" not in {v.policy for v in report.violations}
 
 
 class PreviewMocks(KilnMocks):
@@ -263,12 +264,12 @@ def test_cli_bad_input_exits_2(programs, tmp_path, capsys):
     code, err = main("--config", str(invalid), "--program", str(programs["good"]))
     assert code == 2 and "kiln:nodeGroups[0].maxSize (2) must be >= minSize (5)" in err
     unknown_policy = tmp_path / "policy.json"
-    unknown_policy.write_text(json.dumps({"no-such-rule": "advisory", "lt-imdsv2-required": {"hops": 1},
+    unknown_policy.write_text(json.dumps({"no-such-rule": "advisory", "compute-imdsv2-required": {"hops": 1},
                                           "ecr-lifecycle-policy": {"maxImages": "many"}}))
     code, err = main("--config", str(programs["stack"]), "--program", str(programs["good"]),
                      "--policy-config", str(unknown_policy))
     assert code == 2 and "'no-such-rule' is not a policy" in err
-    assert "lt-imdsv2-required: Additional properties are not allowed ('hops' was unexpected)" in err
+    assert "compute-imdsv2-required: Additional properties are not allowed ('hops' was unexpected)" in err
     assert "ecr-lifecycle-policy.maxImages: 'many' is not of type 'integer'" in err
     # Unreadable input is bad input (2), not a policy failure (1).
     not_utf8 = tmp_path / "Pulumi.latin1.yaml"

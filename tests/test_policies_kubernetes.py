@@ -1,0 +1,213 @@
+"""The Kubernetes rules walk every resource: pod templates of every kind, custom resources, Helm values."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+from pulumi_policy.proxy import UnknownValueError
+
+from _policy_helpers import POLICIES, resource, stack_violations, violations
+from policies.program import config_to_pulumi
+
+HOSTPATH = "k8s-hostpath-model-only-readonly"
+PRIVILEGED = "k8s-no-privileged-or-host-namespaces"
+ADMIN = "k8s-no-cluster-admin-binding"
+PV = "kubernetes:core/v1:PersistentVolume"
+
+
+def container(name="main", **extra):
+    return {"name": name, "image": "busybox", **extra}
+
+
+def mount(name="m", read_only=True):
+    return {"name": name, "mountPath": "/m", **({"readOnly": True} if read_only else {})}
+
+
+def host_volume(path, name="m"):
+    return {"name": name, "hostPath": {"path": path}}
+
+
+SHAPES = {
+    "kubernetes:core/v1:Pod": lambda spec: {"spec": spec},
+    "kubernetes:apps/v1:Deployment": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:apps/v1:StatefulSet": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:apps/v1:DaemonSetPatch": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:batch/v1:Job": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:batch/v1:CronJob": lambda spec: {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}},
+    # Custom resources: wherever their authors put a pod spec.
+    "kubernetes:kubeflow.org/v1:PyTorchJob": lambda spec: {"spec": {"pytorchReplicaSpecs": {"Worker": {"template": {
+        "spec": spec}}}}},
+    "kubernetes:ray.io/v1:RayCluster": lambda spec: {"spec": {"workerGroupSpecs": [{"template": {"spec": spec}}]}},
+    "kubernetes:helm.sh/v3:Release": lambda spec: {"values": {"daemonset": {"podSpec": spec}}},
+}
+
+
+@pytest.mark.parametrize("type_", SHAPES)
+@pytest.mark.parametrize("spec, fragment", [
+    ({"containers": [container(securityContext={"privileged": True})]}, "privileged: true"),
+    ({"initContainers": [container(securityContext={"privileged": True})], "containers": [container()]}, "privileged"),
+    ({"ephemeralContainers": [container(securityContext={"privileged": True})], "containers": [container()]},
+     "ephemeralContainers[0].securityContext.privileged"),
+    ({"containers": [container()], "hostPID": True}, "hostPID: true shares the node's processes"),
+    ({"containers": [container()], "hostIPC": True}, "hostIPC"),
+    ({"containers": [container()], "hostNetwork": True}, "hostNetwork"),
+    ({"containers": [container(securityContext={"capabilities": {"add": ["NET_RAW", "CAP_SYS_ADMIN"]}})]},
+     "capabilities.add grants SYS_ADMIN"),
+    ({"containers": [container(securityContext={"capabilities": {"add": ["all"]}})]}, "grants ALL"),
+])
+def test_privileged_and_host_namespaces_everywhere(type_, spec, fragment):
+    found = violations(PRIVILEGED, type_, SHAPES[type_](spec))
+    assert len(found) == 1 and fragment in found[0], found
+
+
+@pytest.mark.parametrize("type_", SHAPES)
+def test_restricted_pods_pass(type_):
+    spec = {"containers": [container(securityContext={"privileged": False, "allowPrivilegeEscalation": False,
+                                                      "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}})],
+            "hostNetwork": False, "hostPID": False}
+    assert violations(PRIVILEGED, type_, SHAPES[type_](spec)) == []
+
+
+def test_schemas_and_strings_are_not_pods():
+    crd = {"spec": {"versions": [{"schema": {"openAPIV3Schema": {"properties": {
+        "hostNetwork": {"type": "boolean"}, "securityContext": {"type": "object", "properties": {
+            "privileged": {"type": "boolean"}}}}}}}]}}
+    assert violations(PRIVILEGED, "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition", crd) == []
+    config_map = {"data": {"pod.yaml": "hostNetwork: true\nprivileged: true\n"}}
+    assert violations(PRIVILEGED, "kubernetes:core/v1:ConfigMap", config_map) == []
+    assert violations(PRIVILEGED, "aws:ec2/instance:Instance", {"hostNetwork": True}) == []
+
+
+@pytest.mark.parametrize("type_", SHAPES)
+def test_host_paths_outside_the_model_and_writable_mounts_everywhere(type_):
+    wrap = SHAPES[type_]
+    inside = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models/v5")]}
+    assert violations(HOSTPATH, type_, wrap(inside)) == []
+    evil = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models-evil")]}
+    found = violations(HOSTPATH, type_, wrap(evil))
+    assert len(found) == 1 and "mounts host path '/opt/models-evil', outside the model path /opt/models" in found[0]
+    escape = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models/../../etc")]}
+    assert len(violations(HOSTPATH, type_, wrap(escape))) == 1
+    writable_init = {"initContainers": [container("seed", volumeMounts=[mount(read_only=False)])],
+                     "containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models")]}
+    found = violations(HOSTPATH, type_, wrap(writable_init))
+    assert found == ["initContainers[0] (seed) mounts host path volume 'm' without readOnly: true"]
+    local = {"containers": [container()], "volumes": [{"name": "l", "local": {"path": "/var/lib"}}]}
+    assert len(violations(HOSTPATH, type_, wrap(local))) == 1
+
+
+def test_argo_workflow_volumes_and_template_mounts():
+    argo = "kubernetes:argoproj.io/v1alpha1:Workflow"
+    workflow = {"spec": {"volumes": [host_volume("/opt/models", "model")], "templates": [
+        {"name": "train", "container": {"image": "x", "volumeMounts": [{"name": "model", "mountPath": "/m"}]}}]}}
+    assert violations(HOSTPATH, argo, workflow) == [
+        "templates[0].container mounts host path volume 'model' without readOnly: true"]
+    workflow["spec"]["templates"][0]["container"]["volumeMounts"][0]["readOnly"] = True
+    assert violations(HOSTPATH, argo, workflow) == []
+    workflow["spec"]["volumes"] = [host_volume("/", "model")]
+    assert len(violations(HOSTPATH, argo, workflow)) == 1
+    # A host path anywhere in a custom resource, even outside a volumes list, must be under the model path.
+    odd = {"spec": {"storage": {"hostPath": {"path": "/var/run/docker.sock"}}}}
+    assert len(violations(HOSTPATH, "kubernetes:example.com/v1:Thing", odd)) == 1
+
+
+def test_local_persistent_volumes_are_host_paths():
+    local = {"spec": {"accessModes": ["ReadWriteOnce"], "local": {"path": "/"}}}
+    assert violations(HOSTPATH, PV, local) == ["local '/' is outside the model path /opt/models",
+                                               "a local volume must be ReadOnlyMany only, has accessModes ['ReadWriteOnce']"]
+    model = {"spec": {"accessModes": ["ReadOnlyMany"], "local": {"path": "/opt/models"}}}
+    assert violations(HOSTPATH, PV, model) == []
+
+
+@pytest.fixture
+def stack_model_path():
+    def use(path):
+        pulumi.runtime.set_all_config(config_to_pulumi({
+            "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33", "kiln:availabilityZones": ["us-east-2a"],
+            "kiln:nodeAmi": "ami-0123456789abcdef0", "kiln:modelVersion": "v5", "kiln:modelPath": path,
+            "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 0, "maxSize": 1,
+                                 "desiredSize": 0}]}), [])
+    yield use
+    pulumi.runtime.set_all_config({}, [])
+
+
+def test_the_model_path_follows_the_stack_unless_the_pack_sets_it(stack_model_path):
+    pod = {"spec": {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/data/models")]}}
+    assert len(violations(HOSTPATH, "kubernetes:core/v1:Pod", pod)) == 1  # no stack config: /opt/models
+    stack_model_path("/data/models")
+    assert violations(HOSTPATH, "kubernetes:core/v1:Pod", pod) == []
+    assert len(violations(HOSTPATH, "kubernetes:core/v1:Pod", pod, config={"modelPath": "/srv/models"})) == 1
+
+
+@pytest.mark.parametrize("model_path", ["/", "/etc", "/var/lib", "relative"])
+def test_a_system_directory_as_the_model_path_allows_nothing(model_path):
+    pod = {"spec": {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/etc/passwd")]}}
+    found = violations(HOSTPATH, "kubernetes:core/v1:Pod", pod, config={"modelPath": model_path})
+    assert len(found) == 1 and found[0].startswith(f"the model path {model_path!r}")
+
+
+def test_unknown_values_skip_what_cannot_matter_and_defer_what_can():
+    unknown = pulumi.runtime.rpc.UNKNOWN
+    pod = {"metadata": {"namespace": unknown, "annotations": {"a": unknown}},
+           "spec": {"containers": [container(image=unknown, volumeMounts=[mount()])], "volumes": [host_volume("/opt/models")]}}
+    assert violations(HOSTPATH, "kubernetes:core/v1:Pod", pod) == []
+    assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", pod) == []
+    hidden = {"spec": {"containers": [container()], "volumes": unknown}}
+    with pytest.raises(UnknownValueError):
+        violations(HOSTPATH, "kubernetes:core/v1:Pod", hidden)
+    hidden_privilege = {"spec": {"containers": [container(securityContext={"privileged": unknown})]}}
+    with pytest.raises(UnknownValueError):
+        violations(PRIVILEGED, "kubernetes:core/v1:Pod", hidden_privilege)
+
+
+def test_claims_bound_to_the_model_are_read_only_in_custom_resources_too():
+    pv = resource(PV, "pv", {"metadata": {"name": "model-v5"}, "spec": {"hostPath": {"path": "/opt/models"},
+                                                                         "claimRef": {"namespace": "ml-jobs", "name": "model-v5"}}})
+    workflow = resource("kubernetes:argoproj.io/v1alpha1:Workflow", "wf", {"metadata": {"namespace": "ml-jobs"}, "spec": {
+        "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": "model-v5"}}],
+        "templates": [{"name": "t", "container": {"image": "x", "volumeMounts": [{"name": "model", "mountPath": "/m"}]}}]}})
+    found = stack_violations("k8s-model-claim-mounted-readonly", [pv, workflow])
+    assert len(found) == 1 and found[0].startswith("kubernetes:argoproj.io/v1alpha1:Workflow 'wf': templates[0].container")
+
+
+# --------------------------------------------------------------------------- cluster-admin
+
+RBAC = "kubernetes:rbac.authorization.k8s.io/v1:"
+
+
+@pytest.mark.parametrize("type_, props", [
+    (f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}, "subjects": []}),
+    (f"{RBAC}RoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}),
+    (f"{RBAC}ClusterRoleBindingPatch", {"roleRef": {"kind": "ClusterRole", "name": "view"},
+                                        "subjects": [{"kind": "Group", "name": "system:masters"}]}),
+    (f"{RBAC}ClusterRole", {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
+    ("aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+     {"principalArn": "arn:aws:iam::1:role/x",
+      "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}),
+    ("aws:eks/accessEntry:AccessEntry", {"principalArn": "arn:aws:iam::1:role/x", "kubernetesGroups": ["system:masters"]}),
+    ("eks:index:Cluster", {"accessEntries": {"ops": {"principalArn": "arn:aws:iam::1:role/ops", "accessPolicies": {
+        "admin": {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}}}}}),
+    ("eks:index:Cluster", {"roleMappings": [{"roleArn": "arn:aws:iam::1:role/x", "groups": ["system:masters"]}]}),
+])
+def test_cluster_admin_grants(type_, props):
+    assert len(violations(ADMIN, type_, props)) == 1
+
+
+def test_narrow_grants_and_allowed_principals():
+    assert violations(ADMIN, f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "kiln-rollout"},
+                                                           "subjects": [{"kind": "Group", "name": "kiln-rollout"}]}) == []
+    assert violations(ADMIN, f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["*"],
+                                                                "verbs": ["get", "list"]}]}) == []
+    view = {"principalArn": "arn:aws:iam::1:role/x",
+            "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"}
+    assert violations(ADMIN, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", view) == []
+    admin = {**view, "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}
+    assert violations(ADMIN, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", admin,
+                      config={"allowedPrincipalArns": ["arn:aws:iam::1:role/x"]}) == []
+    nodes = {"accessEntries": {"nodes": {"principalArn": "arn:aws:iam::1:role/n", "type": "EC2_LINUX"}}}
+    assert violations(ADMIN, "eks:index:Cluster", nodes) == []
+
+
+def test_kubernetes_rules_are_mandatory():
+    for name in (HOSTPATH, PRIVILEGED, ADMIN):
+        assert POLICIES[name].enforcement_level.value == "mandatory"
