@@ -36,10 +36,10 @@ def under(path: object, root: str) -> bool:
 
 def system_directory_problem(path: str) -> Optional[str]:
     """Why ``path`` cannot hold the model, or None. ``path`` must already be absolute."""
-    if normalise(path) != path or path.endswith("/"):
-        return f"must be a normalised absolute path (no '.', '..', '//' or trailing '/'; here {normalise(path)!r})"
     if path == "/":
         return "must not be / (the node's root)"
+    if normalise(path) != path or path.endswith("/"):
+        return f"must be a normalised absolute path (no '.', '..', '//' or trailing '/'; here {normalise(path)!r})"
     for system in SYSTEM_DIRECTORIES:
         if under(path, system):
             return f"is inside {system}, a system directory the node needs"
