@@ -158,6 +158,13 @@ def test_unknown_values_skip_what_cannot_matter_and_defer_what_can():
     hidden_privilege = {"spec": {"containers": [container(securityContext={"privileged": unknown})]}}
     with pytest.raises(UnknownValueError):
         violations(PRIVILEGED, "kubernetes:core/v1:Pod", hidden_privilege)
+    # A whole template or container not known yet could hold anything: never taken for safe.
+    for hidden in ({"spec": {"template": unknown}}, {"spec": {"template": {"spec": {"containers": [unknown]}}}}):
+        for rule in (HOSTPATH, PRIVILEGED):
+            with pytest.raises(UnknownValueError):
+                violations(rule, "kubernetes:apps/v1:Deployment", hidden)
+    env = {"spec": {"containers": [container(env=[{"name": "A", "value": unknown}], resources={"limits": unknown})]}}
+    assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", env) == []
 
 
 def test_claims_bound_to_the_model_are_read_only_in_custom_resources_too():

@@ -290,6 +290,9 @@ def test_ingress_is_judged_per_security_group_over_all_its_rules():
     # Two different security groups: each alone is fine.
     other = resource(INGRESS_RULE, "other", {"securityGroupId": "sg-2", "cidrIpv4": "4.0.0.0/8"})
     assert sg_violations(inline, low, other) == []
+    # An inline rule and a separate rule of the same security group add up too.
+    public_inline = resource(SG, "sg-public", {"id": "sg-1", "ingress": [{"cidrBlocks": ["4.0.0.0/8"]}]})
+    assert len(sg_violations(public_inline, low)) == 2 and sg_violations(public_inline) == []
     assert sg_violations(low, high, config={"ipv4MinPrefix": 7}) == []
 
 

@@ -59,29 +59,35 @@ HOST_NAMESPACES = {"hostPID": "the node's processes", "hostIPC": "the node's IPC
 # Capabilities that break out of a container, or let it reconfigure the node's network or kernel.
 DANGEROUS_CAPABILITIES = ("ALL", "SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO", "SYS_BOOT", "DAC_READ_SEARCH",
                           "NET_ADMIN", "BPF", "PERFMON", "MAC_ADMIN", "MAC_OVERRIDE")
-# An unknown value under one of these keys could hide a host path or a privilege: the rule cannot run.
-_SENSITIVE_KEYS = frozenset({*HOST_VOLUME_SOURCES, *HOST_NAMESPACES, *CONTAINER_LISTS, "path", "privileged",
-                             "securityContext", "capabilities", "add", "volumes", "volumeMounts", "readOnly"})
+# Values not known during preview that cannot hide a host path or a privilege: skipped. Any other unknown
+# value (a whole template, a volume list, a securityContext) stops the rule ("can't run during preview").
+_HARMLESS_KEYS = frozenset({"image", "value", "namespace", "volumeName", "serviceAccountName", "serviceName",
+                            "command", "args", "workingDir", "storageClassName", "priorityClassName", "schedule"})
+_HARMLESS_UNDER = frozenset({"metadata", "env", "envFrom", "data", "stringData", "binaryData", "resources"})
 DEFAULT_MODEL_PATH = "/opt/models"
 
 
 def walk(value: Any, trail: tuple = ()) -> Iterator[tuple[tuple, Mapping[str, Any]]]:
-    """Every mapping in ``value`` with the keys leading to it. Values not known during preview are skipped,
-    unless they sit under a key that matters to these rules (then the SDK's "can't run during preview")."""
+    """Every mapping in ``value`` with the keys leading to it.
+
+    A value not known during preview is skipped where it cannot matter (an image, a namespace, anything
+    under ``metadata`` or ``env``); anywhere else it raises the SDK's UnknownValueError, which reports
+    "can't run during preview" and leaves the rule to ``up`` — an unknown is never taken for safe.
+    """
     if isinstance(value, Mapping):
         yield trail, value
-        children = [(key, key) for key in value]
+        keys: list[Any] = list(value)
     elif is_list(value):
-        children = [(i, trail[-1] if trail else None) for i in range(len(value))]
+        keys = list(range(len(value)))
     else:
         return
-    for key, owner in children:
+    for key in keys:
         try:
             child = value[key]
         except UnknownValueError:
-            if owner in _SENSITIVE_KEYS:
-                raise
-            continue
+            if key in _HARMLESS_KEYS or _HARMLESS_UNDER.intersection(k for k in trail + (key,) if isinstance(k, str)):
+                continue
+            raise
         yield from walk(child, trail + (key,))
 
 
