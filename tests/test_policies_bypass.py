@@ -157,6 +157,18 @@ aws.ecr.LifecyclePolicy("x-other-lifecycle", repository="trainer", policy=json.d
 aws.s3.BucketPolicy("x-bucket-policy", bucket="kiln-models", policy=doc(
     {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::kiln-models/*"}))
 '''),
+    ("s3-model-bucket-public-acl", "x-bucket-acl", ("s3-no-public-access",), '''
+aws.s3.BucketAclV2("x-bucket-acl", bucket="kiln-models", acl="public-read")
+'''),
+    ("s3-public-access-block-switched-off", "x-bucket-pab", ("s3-no-public-access",), '''
+aws.s3.BucketPublicAccessBlock("x-bucket-pab", bucket="kiln-models", block_public_acls=True,
+    block_public_policy=False, ignore_public_acls=True, restrict_public_buckets=False)
+'''),
+    ("bucket-policy-org-wildcard", "x-bucket-org-wildcard", ("iam-no-public-principal",), '''
+aws.s3.BucketPolicy("x-bucket-org-wildcard", bucket="kiln-models", policy=doc(
+    {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::kiln-models/*",
+     "Condition": {"StringLike": {"aws:PrincipalOrgID": "o-*"}}}))
+'''),
     ("kms-key-policy-public", "x-key", ("iam-no-public-principal",), '''
 aws.kms.Key("x-key", enable_key_rotation=True, policy=doc(
     {"Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"}))

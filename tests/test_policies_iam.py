@@ -141,6 +141,8 @@ def test_public_principals_in_every_resource_policy(type_, key, principal):
 @pytest.mark.parametrize("condition", [
     {"StringNotEquals": {"aws:PrincipalOrgID": "o-abc123"}},   # negated: lets everyone else in
     {"StringEquals": {"aws:PrincipalOrgID": "*"}},             # pins nothing
+    {"StringLike": {"aws:PrincipalOrgID": "o-*"}},             # any organisation
+    {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/ci"}},  # a role named ci in any account
     {"StringEqualsIfExists": {"aws:SourceAccount": "123456789012"}},
     {"Bool": {"aws:SecureTransport": "true"}},                # says how, not who
 ])
@@ -264,3 +266,33 @@ def test_unknown_issuers_and_cognito():
     assert violations("iam-web-identity-trust-scoped", ROLE, cognito) == []
     cognito_open = oidc_trust("cognito-identity.amazonaws.com", {}, principal="cognito-identity.amazonaws.com")
     assert len(violations("iam-web-identity-trust-scoped", ROLE, cognito_open)) == 1
+
+
+def test_arn_conditions_may_wildcard_the_resource_part_only():
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                 "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/ci-*"}}}
+    assert violations("iam-no-public-principal", "aws:s3/bucketPolicy:BucketPolicy", {"policy": doc(statement)}) == []
+
+
+# --------------------------------------------------------------------------- S3 ACLs and public access blocks
+
+S3 = "s3-no-public-access"
+
+
+@pytest.mark.parametrize("type_, props, bad", [
+    ("aws:s3/bucketV2:BucketV2", {"bucket": "models"}, False),
+    ("aws:s3/bucketV2:BucketV2", {"acl": "private"}, False),
+    ("aws:s3/bucket:Bucket", {"acl": "public-read"}, True),
+    ("aws:s3/bucketAclV2:BucketAclV2", {"acl": "authenticated-read"}, True),
+    ("aws:s3/bucketAcl:BucketAcl", {"accessControlPolicy": {"grants": [{"permission": "READ", "grantee": {
+        "type": "Group", "uri": "http://acs.amazonaws.com/groups/global/AllUsers"}}]}}, True),
+    ("aws:s3/bucketAclV2:BucketAclV2", {"accessControlPolicy": {"grants": [{"permission": "READ", "grantee": {
+        "type": "CanonicalUser", "id": "abc"}}]}}, False),
+    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", {"bucket": "m", "blockPublicAcls": True,
+     "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}, False),
+    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", {"bucket": "m", "blockPublicAcls": True,
+     "blockPublicPolicy": True, "ignorePublicAcls": True}, True),
+    ("aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock", {"blockPublicPolicy": False}, True),
+])
+def test_s3_acls_and_public_access_blocks(type_, props, bad):
+    assert bool(violations(S3, type_, props)) is bad

@@ -238,8 +238,16 @@ def _principals(statement: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         yield "NotPrincipal", "*"
 
 
+def _pinning(value: Any) -> bool:
+    """A condition value that names something: no wildcard, except in an ARN's resource part."""
+    if not isinstance(value, str) or not value:
+        return False
+    head = value.split(":", 5)[:5] if value.startswith("arn:") else [value]
+    return not any(ch in part for part in head for ch in "*?")
+
+
 def _pins_principal(statement: Mapping[str, Any]) -> bool:
-    """A condition (not a negated one) on who the caller is or where it comes from."""
+    """A condition (not a negated one) on who the caller is or where it comes from, naming it without wildcards."""
     conditions = statement.get("Condition") or {}
     for op in conditions:
         if "Not" in str(op) or "IfExists" in str(op):
@@ -247,7 +255,7 @@ def _pins_principal(statement: Mapping[str, Any]) -> bool:
         block = conditions[op] or {}
         for key in block:
             values = as_list(block[key])
-            if str(key).lower() in PRINCIPAL_CONDITION_KEYS and values and "*" not in values:
+            if str(key).lower() in PRINCIPAL_CONDITION_KEYS and values and all(_pinning(v) for v in values):
                 return True
     return False
 
