@@ -324,6 +324,23 @@ k8s.batch.v1.CronJob("x-cron-writer", spec={"schedule": "@daily", "job_template"
         init_containers=[container("seed", volume_mounts=[{"name": "m", "mount_path": "/m"}])],
         volumes=[{"name": "m", "host_path": {"path": "/opt/models"}}])}}}})
 '''),
+    ("config-group-yaml-node-shell", "x-yaml", ("k8s-no-privileged-or-host-namespaces",
+                                               "k8s-hostpath-model-only-readonly"), '''
+k8s.yaml.v2.ConfigGroup("x-yaml", yaml="""
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-shell, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: node-shell}}
+  template:
+    metadata: {labels: {app: node-shell}}
+    spec:
+      hostPID: true
+      containers: [{name: shell, image: public.ecr.aws/docker/library/busybox:1.36,
+                    volumeMounts: [{name: root, mountPath: /host}]}]
+      volumes: [{name: root, hostPath: {path: /}}]
+""")
+'''),
     ("cluster-admin-binding", "x-cluster-admin", ("k8s-no-cluster-admin-binding",), '''
 k8s.rbac.v1.ClusterRoleBinding("x-cluster-admin", role_ref={"api_group": "rbac.authorization.k8s.io",
     "kind": "ClusterRole", "name": "cluster-admin"},

@@ -218,3 +218,30 @@ def test_narrow_grants_and_allowed_principals():
 def test_kubernetes_rules_are_mandatory():
     for name in (HOSTPATH, PRIVILEGED, ADMIN):
         assert POLICIES[name].enforcement_level.value == "mandatory"
+
+
+def test_config_group_yaml_is_read_like_any_other_object():
+    group = "kubernetes:yaml/v2:ConfigGroup"
+    manifest = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: harmless}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-shell}
+spec:
+  template:
+    spec:
+      hostPID: true
+      containers: [{name: c, image: busybox, volumeMounts: [{name: root, mountPath: /host}]}]
+      volumes: [{name: root, hostPath: {path: /}}]
+"""
+    assert len(violations(PRIVILEGED, group, {"yaml": manifest})) == 1
+    assert len(violations(HOSTPATH, group, {"yaml": manifest})) == 2  # outside the model path, and writable
+    assert violations(PRIVILEGED, group, {"yaml": "apiVersion: v1\nkind: ConfigMap\n"}) == []
+    for rule in (PRIVILEGED, HOSTPATH):
+        found = violations(rule, group, {"yaml": "kind: [unclosed"})
+        assert len(found) == 1 and "cannot be parsed" in found[0]
+    objs = {"objs": [{"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "containers": []}}]}
+    assert len(violations(PRIVILEGED, group, objs)) == 1

@@ -19,7 +19,7 @@ autoscaler's bin-packing; Jobs without a TTL pile up forever.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
@@ -89,6 +89,25 @@ def walk(value: Any, trail: tuple = ()) -> Iterator[tuple[tuple, Mapping[str, An
                 continue
             raise
         yield from walk(child, trail + (key,))
+
+
+CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+
+
+def manifests(resource_type: str, props: Any) -> tuple[list[Any], Optional[str]]:
+    """What a resource declares: its own properties, plus the objects in a ConfigGroup's inline ``yaml``
+    (under the offline runner its children are not registered). The second item says why the yaml
+    could not be read: then nothing it declares can be judged, which is itself a violation."""
+    out = [props]
+    text = get(props, "yaml") if resource_type == CONFIG_GROUP else None
+    if isinstance(text, str):
+        import yaml
+
+        try:
+            out.extend(d for d in yaml.safe_load_all(text) if d is not None)
+        except yaml.YAMLError as exc:
+            return out, f"yaml cannot be parsed ({type(exc).__name__}), so what it declares cannot be checked"
+    return out, None
 
 
 def where(trail: tuple) -> str:
@@ -173,7 +192,8 @@ def validate_hostpath(args, report_violation) -> None:
             if modes != ["ReadOnlyMany"]:
                 report_violation(f"a {kind} volume must be ReadOnlyMany only, has accessModes {modes}", None)
         return
-    for problem in hostpath_problems(args.props, model_path):
+    objects, unreadable = manifests(args.resource_type, args.props)
+    for problem in [unreadable] if unreadable else (p for o in objects for p in hostpath_problems(o, model_path)):
         report_violation(problem, None)
 
 
@@ -195,7 +215,8 @@ def privilege_problems(props: Any) -> Iterator[str]:
 
 def validate_no_privileged(args, report_violation) -> None:
     if args.resource_type.startswith(KUBERNETES):
-        for problem in privilege_problems(args.props):
+        objects, unreadable = manifests(args.resource_type, args.props)
+        for problem in [unreadable] if unreadable else (p for o in objects for p in privilege_problems(o)):
             report_violation(problem, None)
 
 
