@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import textwrap
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 import yaml

@@ -65,6 +65,7 @@ _HARMLESS_KEYS = frozenset({"image", "value", "namespace", "volumeName", "servic
                             "command", "args", "workingDir", "storageClassName", "priorityClassName", "schedule"})
 _HARMLESS_UNDER = frozenset({"metadata", "env", "envFrom", "data", "stringData", "binaryData", "resources"})
 DEFAULT_MODEL_PATH = "/opt/models"
+CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 
 
 def walk(value: Any, trail: tuple = ()) -> Iterator[tuple[tuple, Mapping[str, Any]]]:
@@ -89,9 +90,6 @@ def walk(value: Any, trail: tuple = ()) -> Iterator[tuple[tuple, Mapping[str, An
                 continue
             raise
         yield from walk(child, trail + (key,))
-
-
-CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 
 
 def manifests(resource_type: str, props: Any) -> tuple[list[Any], Optional[str]]:
@@ -152,14 +150,14 @@ def writable_mounts(scope: Mapping[str, Any], name: Any) -> Iterator[str]:
     """Mounts of volume ``name`` anywhere in ``scope`` (containers, init and ephemeral containers, a CR's
     templates) without ``readOnly: true``."""
     for trail, node in walk(scope):
-        for i, mount in enumerate(iter_mappings(node.get("volumeMounts") if "volumeMounts" in node else None)):
+        for mount in iter_mappings(node.get("volumeMounts") if "volumeMounts" in node else None):
             if get(mount, "name") == name and get(mount, "readOnly") is not True:
                 label = f" ({get(node, 'name')})" if isinstance(get(node, "name"), str) else ""
                 yield f"{where(trail)}{label}"
 
 
 def hostpath_problems(props: Any, model_path: str) -> Iterator[str]:
-    """Host volumes outside ``model_path`` anywhere in ``props``; writable mounts of those inside it."""
+    """Host volumes outside ``model_path`` anywhere in ``props``, and every mount of a host volume without readOnly."""
     for trail, _, name, path in host_volumes(props):
         if not under_path(path, model_path):
             yield f"{where(trail)}: volume {name!r} mounts host path {path!r}, outside the model path {model_path}"
