@@ -157,7 +157,7 @@ aws.s3.BucketPolicy("x-bucket-policy", bucket="kiln-models", policy=doc(
     {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "s3:GetObject", "Resource": "arn:aws:s3:::kiln-models/*"}))
 '''),
     ("s3-model-bucket-public-acl", "x-bucket-acl", ("s3-no-public-access",), '''
-aws.s3.BucketAclV2("x-bucket-acl", bucket="kiln-models", acl="public-read")
+aws.s3.BucketAcl("x-bucket-acl", bucket="kiln-models", acl="public-read")
 '''),
     ("s3-public-access-block-switched-off", "x-bucket-pab", ("s3-no-public-access",), '''
 aws.s3.BucketPublicAccessBlock("x-bucket-pab", bucket="kiln-models", block_public_acls=True,
