@@ -14,7 +14,7 @@ from policies.program import PROJECT_DIR
 
 ECR = "123456789012.dkr.ecr.us-east-2.amazonaws.com"
 DIGEST = "sha256:" + "ab" * 32
-STACK = {"clusterName": "kiln", "kubernetesVersion": "1.33", "availabilityZones": ["us-east-2a"],
+STACK = {"clusterName": "kiln", "kubernetesVersion": "1.33", "availabilityZones": ["us-east-2a", "us-east-2b"],
          "nodeAmi": "ami-0123456789abcdef0", "modelVersion": "v5",
          "nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 0, "maxSize": 1, "desiredSize": 0}]}
 REFERENCES = [

@@ -123,7 +123,7 @@ def test_local_persistent_volumes_are_host_paths():
 def stack_model_path():
     def use(path):
         pulumi.runtime.set_all_config(config_to_pulumi({
-            "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33", "kiln:availabilityZones": ["us-east-2a"],
+            "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33", "kiln:availabilityZones": ["us-east-2a", "us-east-2b"],
             "kiln:nodeAmi": "ami-0123456789abcdef0", "kiln:modelVersion": "v5", "kiln:modelPath": path,
             "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 0, "maxSize": 1,
                                  "desiredSize": 0}]}), [])

@@ -581,10 +581,11 @@ def test_model_claim_binding_survives_values_unknown_during_preview():
 
 STACK_CONFIG = {
     "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33",
-    "kiln:availabilityZones": ["us-east-2a", "us-east-2b"], "kiln:nodeAmi": "ami-0123456789abcdef0",
+    "kiln:availabilityZones": ["us-east-2a", "us-east-2b"],
     "kiln:modelVersion": "v5",
     "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4, "desiredSize": 1,
                          "gpu": True}],
+    "kiln:nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
 }
 
 
