@@ -50,8 +50,9 @@ def write_stack_config(project: Path, fleet: Any, nodes_per_zone: int) -> Path:
         "kiln:clusterName": CLUSTER, "kiln:kubernetesVersion": K8S, "kiln:availabilityZones": fleet.zones,
         "kiln:vpcId": fleet.vpc_id, "kiln:privateSubnetIds": fleet.subnet_ids,
         "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5", "kiln:prefetchImages": [IMAGE],
-        # Not `gpu: true`: the demo's fleet boots one (standard) AMI, and a GPU group needs the nvidia one.
-        "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0,
+        # A CPU type, not `gpu: true`: the demo's fleet boots one (standard) AMI, and GPU types need gpu: true and
+        # the nvidia AMI (infra/config.py, infra/validation.py).
+        "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["m7i.2xlarge"], "minSize": 0,
                              "maxSize": nodes_per_zone * 2 + 2, "desiredSize": nodes_per_zone}],
     }}, sort_keys=False), encoding="utf-8")
     load_stack_file(str(path))  # the demo's stack file is a valid kiln config

@@ -10,7 +10,10 @@ knows them:
 * the **sizes of the instance types**: cluster-autoscaler builds a group's node
   template from its first type only, so every type of a group must have the same
   vCPUs, memory and GPUs; and which GPU they carry (the
-  ``k8s.amazonaws.com/accelerator`` label);
+  ``k8s.amazonaws.com/accelerator`` label). Whether a ``gpu: true`` group's
+  types have an NVIDIA GPU at all is decided from the type's family, offline, by
+  ``infra/validation.py`` (``infra/instance_types.py``): one rule, one message,
+  in every tool that parses the stack;
 * the **client IDs of an existing CI OIDC provider** (``ciOidc.providerArn``):
   STS refuses a token whose audience the provider does not list;
 * the **model snapshot in each node AMI**: EC2 refuses a launch whose volume is
@@ -184,29 +187,6 @@ def _one_size_per_group(cfg: KilnConfig, facts: AwsFacts, problems: list[str], w
                 f"from the first type ({g.instance_types[0]}); put other sizes in another group")
 
 
-def _gpu_groups_have_nvidia_gpus(cfg: KilnConfig, facts: AwsFacts, problems: list[str], warnings: list[str]) -> None:
-    """A ``gpu: true`` node boots the nvidia AMI, carries ``nvidia.com/gpu`` and the accelerator label.
-
-    On a type without an NVIDIA GPU (a CPU type, Inferentia/Trainium, Gaudi) the device plugin finds
-    nothing: cluster-autoscaler counts such a node as a GPU node whose GPUs never become ready, and
-    GPU Jobs never fit it.
-    """
-    for i, g in enumerate(cfg.node_groups):
-        if not g.gpu:
-            continue
-        unknown = [t for t in g.instance_types if t not in facts.instance_types]
-        if unknown:
-            warnings.append(f"GPUs of {', '.join(unknown)} are unknown: nodeGroups[{i}] ({g.name}) was not checked "
-                            f"for NVIDIA GPUs")
-        for j, t in enumerate(g.instance_types):
-            spec = facts.instance_types.get(t)
-            if spec is not None and not (spec.gpus and "NVIDIA" in {m.upper() for m in spec.gpu_makers}):
-                problems.append(
-                    f"{NAMESPACE}:nodeGroups[{i}].instanceTypes[{j}] ({t}) has no NVIDIA GPU, but nodeGroups[{i}] "
-                    f"({g.name}) has gpu: true: its nodes would boot the nvidia AMI and advertise no nvidia.com/gpu, "
-                    f"and cluster-autoscaler would wait for GPUs that never come; use a GPU type or gpu: false")
-
-
 def _architectures_match(cfg: KilnConfig, facts: AwsFacts, problems: list[str]) -> None:
     """EC2 launches an AMI only on a type of its architecture: an arm64 type in an x86_64 group never boots."""
     for i, g in enumerate(cfg.node_groups):
@@ -293,7 +273,6 @@ def plan(cfg: KilnConfig, facts: AwsFacts) -> Plan:
     problems, warnings = list(facts.errors), []
     service_cidr = _service_cidr(cfg, facts, problems, warnings)
     _one_size_per_group(cfg, facts, problems, warnings)
-    _gpu_groups_have_nvidia_gpus(cfg, facts, problems, warnings)
     volumes = _model_volumes(cfg, facts, problems, warnings)
     _architectures_match(cfg, facts, problems)
     _existing_ci_provider_accepts_the_audience(cfg, facts, problems, warnings)

@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
+
+from infra import validation
+from infra.imageref import image_reference_problem
 
 NAMESPACE = "kiln"
 
@@ -36,14 +40,14 @@ KEYS: dict[str, str] = {
     "modelVolumeDevice": "Device name of the EBS volume that holds the model (default /dev/xvdb).",
     "modelVolumeSizeGiB": "Size of the model volume in GiB (default 100).",
     "modelVolumeInitRateMiBps": "EBS volume initialization rate for the model volume, 100-300 MiB/s (default 300).",
-    "nodeGroups": "Node groups: list of {name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, volumeSizeGiB}; sizes are per availability zone (each zone has its own ASG).",
+    "nodeGroups": "Node groups: list of {name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, volumeSizeGiB, allowSingleSpotType}; sizes are per availability zone (each zone has its own ASG).",
     "endpointPublicAccessCidrs": "CIDRs allowed to reach the public API endpoint; empty means a private endpoint only.",
     "jobsNamespace": "Namespace for ML Jobs that mount the model (default ml-jobs).",
     "ecrRepositories": "ECR repositories to create, by name.",
     "ecrKeepImages": "Tagged images each ECR repository keeps (default 10).",
     "prefetchImages": "Images every node pulls as it joins (and the bake pre-pulls).",
     "autoscalerChartVersion": "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py).",
-    "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject, providerArn}; providerArn reuses an existing IAM OIDC provider.",
+    "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject, providerArn, allowCustomIssuer}; providerArn reuses an existing IAM OIDC provider.",
     "modelBucket": "S3 bucket the bake reads the model from; kiln creates a builder instance profile that may read only this bucket.",
     "serviceCidr": "Kubernetes service range (default: 172.20.0.0/16, or 10.100.0.0/16 when that overlaps a CIDR of the VPC).",
 }
@@ -252,11 +256,16 @@ def _parse_taint(p: _Problems, key: str, value: Any) -> Optional[Taint]:
     if not _LABEL_KEY_RE.fullmatch(m["key"]):
         p.add(key, f"({value!r}) key is not a valid Kubernetes key")
         return None
+    if m["value"] and not _LABEL_VALUE_RE.fullmatch(m["value"]):
+        p.add(key, f"({value!r}) value must be a Kubernetes label value: at most 63 ASCII letters, digits, "
+                   "'-', '_' and '.', starting and ending with a letter or digit")
+        return None
     return Taint(m["key"], m["value"] or "", m["effect"])
 
 
 _GROUP_FIELDS = {
     "name", "instanceTypes", "minSize", "maxSize", "desiredSize", "spot", "gpu", "labels", "taints", "volumeSizeGiB",
+    "allowSingleSpotType",  # read by infra/validation.py only
 }
 
 
@@ -283,6 +292,11 @@ def _parse_group(p: _Problems, i: int, raw: Any) -> Optional[NodeGroupConfig]:
         for j, t in enumerate(types):
             _as_str(p, f"{base}.instanceTypes[{j}]", t, re.compile(r"^[a-z0-9-]+\.[a-z0-9]+$"),
                     "must be an EC2 instance type such as g5.2xlarge")
+        repeated = sorted({t for t in types if isinstance(t, str) and types.count(t) > 1})
+        if repeated:
+            # Each type is one override of the group's ASGs: a repeat adds no capacity (and no second spot pool).
+            p.add(f"{base}.instanceTypes", f"({', '.join(map(str, types))}) must not repeat an instance type "
+                                           f"({', '.join(repeated)}): a repeat adds no capacity and no second spot pool")
     min_size = _as_int(p, f"{base}.minSize", raw["minSize"], minimum=0)
     max_size = _as_int(p, f"{base}.maxSize", raw["maxSize"], minimum=0)
     desired = _as_int(p, f"{base}.desiredSize", raw["desiredSize"], minimum=0)
@@ -409,7 +423,7 @@ def _check_a_group_runs_cluster_services(p: _Problems, groups: list[NodeGroupCon
                         "[m7i.large], minSize: 1, maxSize: 2, desiredSize: 1}")
 
 
-_CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn"}
+_CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn", "allowCustomIssuer"}  # allowCustomIssuer: infra/validation.py
 _OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:iam::\d{12}:oidc-provider/(?P<issuer>\S+)$")
 
 
@@ -478,10 +492,11 @@ def _parse_service_cidr(p: _Problems, value: Any, new_vpc_cidr: Optional[str]) -
     return cidr
 
 
-def parse(raw: Mapping[str, Any]) -> KilnConfig:
+def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
     """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
 
     Values may be native (YAML) or JSON strings (how Pulumi passes objects).
+    ``region`` is the stack's AWS region (``aws:region``), when known: zones must be in it.
     Raises :class:`ConfigError` naming every offending key.
     """
     p = _Problems()
@@ -518,12 +533,11 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
                     zones.append(z)
             if len(set(zones)) != len(zones):
                 p.add("availabilityZones", "must not repeat a zone")
-            regions = {z[:-1] for z in zones}
-            if len(regions) > 1:
-                p.add("availabilityZones", f"must all be in one region (got {', '.join(sorted(regions))})")
+            # Which region the zones are in (one, existing, the stack's): infra/validation.py.
 
     vpc_cidr = _as_cidr(p, "vpcCidr", raw.get("vpcCidr", "10.0.0.0/16"))
-    if vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).prefixlen > 20:
+    # IPv6 is refused by infra/validation.py (a VPC's primary CIDR is IPv4): one error per mistake.
+    if vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).version == 4 and ipaddress.ip_network(vpc_cidr).prefixlen > 20:
         p.add("vpcCidr", f"({vpc_cidr}) must be /20 or larger to hold a public and a private subnet per zone")
     vpc_id = raw.get("vpcId")
     subnet_ids: list[str] = []
@@ -615,8 +629,10 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
     keep = _as_int(p, "ecrKeepImages", raw.get("ecrKeepImages", 10), minimum=1, maximum=1000)
     images: list[str] = []
     for i, img in enumerate(_as_list(p, "prefetchImages", raw.get("prefetchImages", [])) or []):
-        if _as_str(p, f"prefetchImages[{i}]", img, re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[\w.-]+|@sha256:[0-9a-f]{64})$"),
-                   "must be a full image reference such as 123456789012.dkr.ecr.us-east-2.amazonaws.com/trainer:1.4"):
+        problem = image_reference_problem(img)
+        if problem:
+            p.add(f"prefetchImages[{i}]", problem)
+        else:
             images.append(img)
     chart = raw.get("autoscalerChartVersion")
     if chart is not None:
@@ -643,6 +659,8 @@ def parse(raw: Mapping[str, Any]) -> KilnConfig:
     model_bucket = _parse_model_bucket(p, raw.get("modelBucket"))
     service_cidr = _parse_service_cidr(p, raw.get("serviceCidr"), None if vpc_id is not None else vpc_cidr)
 
+    for key, rule in validation.problems(raw, region):  # what well-formed values mean (infra/validation.py)
+        p.add(key, rule)
     if p.lines:
         raise ConfigError(p.lines)
     return KilnConfig(
@@ -664,7 +682,21 @@ def load(get: Optional[Callable[[str], Any]] = None) -> KilnConfig:
         cfg = pulumi.Config(NAMESPACE)
         get = cfg.get
     raw = {key: get(key) for key in KEYS}
-    return parse({k: v for k, v in raw.items() if v is not None})
+    return parse({k: v for k, v in raw.items() if v is not None}, region=stack_region())
+
+
+def stack_region(config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The stack's AWS region as the AWS provider resolves it: ``aws:region``, else AWS_REGION / AWS_DEFAULT_REGION.
+
+    ``config`` is a stack file's ``config:`` mapping; without it, the running program's config.
+    """
+    if config is not None:
+        region = config.get("aws:region")
+    else:
+        import pulumi
+
+        region = pulumi.Config("aws").get("region")
+    return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
 
 
 def load_stack_file(path: str) -> KilnConfig:
@@ -676,4 +708,4 @@ def load_stack_file(path: str) -> KilnConfig:
     config = doc.get("config") or {}
     if not isinstance(config, Mapping):
         raise ConfigError([f"{path}: 'config' must be a mapping"])
-    return parse({k: v for k, v in config.items() if str(k).startswith(NAMESPACE + ":")})
+    return parse({k: v for k, v in config.items() if str(k).startswith(NAMESPACE + ":")}, region=stack_region(config))

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_aws as aws
 
+from infra import ci_oidc
 from infra import policydocs as pd
 from infra.labels import BUILDER_ROLE, CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER, TAG_ROLE
 
@@ -148,14 +149,9 @@ def assume_policy(role_arn: str) -> str:
 
 
 def oidc_trust(provider_arn: str, provider_url: str, audience: str, subject: str) -> str:
-    """Trust tokens of one CI OIDC provider, for one audience and one subject (pattern)."""
-    host = provider_url.removeprefix("https://").rstrip("/")
-    conditions = {"StringEquals": {f"{host}:aud": audience}}
-    if any(ch in subject for ch in "*?"):
-        conditions["StringLike"] = {f"{host}:sub": subject}
-    else:
-        conditions["StringEquals"][f"{host}:sub"] = subject
-    return pd.trust({"Federated": provider_arn}, "sts:AssumeRoleWithWebIdentity", conditions)
+    """Trust tokens of one CI OIDC provider, for one audience and one subject (``StringEquals``; the policy
+    pack recognises the CI deploy role by exactly this document, see infra/ci_oidc.py)."""
+    return ci_oidc.deploy_role_trust(provider_arn, provider_url, audience, subject)
 
 
 # ---- components ------------------------------------------------------------------------------

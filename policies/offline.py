@@ -33,7 +33,7 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.version import VERSION
 
-from infra.config import ConfigError, parse
+from infra.config import ConfigError, parse, stack_region
 from policies.pack import PACK_NAME, config_defaults, level_of, policies
 from policies.program import PROJECT_DIR, ProgramRun, Registration, run_program
 
@@ -117,7 +117,7 @@ def load_stack_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise BadInput([f"{path}: 'config' must be a mapping"])
     try:
-        parse({k: v for k, v in config.items() if str(k).startswith("kiln:")})
+        parse({k: v for k, v in config.items() if str(k).startswith("kiln:")}, region=stack_region(config))
     except ConfigError as exc:
         raise BadInput(exc.problems) from exc
     return dict(config)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Policy, PolicyPack
 
-from policies.rules import asgs, ecr, eks, iam, kubernetes, launch_templates, security_groups, stack
+from policies.rules import asgs, compute, cost, ecr, eks, iam, kubernetes, launch_templates, s3, security_groups, stack
 
 PACK_NAME = "kiln"
 
@@ -19,8 +19,8 @@ PACK_NAME = "kiln"
 def policies() -> list[Policy]:
     """Every policy of the pack, in a stable order."""
     return [
-        *ecr.POLICIES, *launch_templates.POLICIES, *asgs.POLICIES, *eks.POLICIES,
-        *security_groups.POLICIES, *iam.POLICIES, *kubernetes.POLICIES, *stack.POLICIES,
+        *ecr.POLICIES, *compute.POLICIES, *launch_templates.POLICIES, *asgs.POLICIES, *eks.POLICIES,
+        *security_groups.POLICIES, *iam.POLICIES, *s3.POLICIES, *kubernetes.POLICIES, *cost.POLICIES, *stack.POLICIES,
     ]
 
 

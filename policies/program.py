@@ -109,6 +109,10 @@ class KilnMocks(pulumi.runtime.Mocks):
             state.update(latestVersion=1, defaultVersion=1)
         elif typ == "aws:iam/role:Role":
             state.update(arn=f"arn:aws:iam::{self.account}:role/{name}", name=state.get("name", name))
+        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            # IAM names a provider by its URL's host (one per URL and account).
+            host = str(state.get("url", name)).removeprefix("https://").rstrip("/")
+            state.update(arn=f"arn:aws:iam::{self.account}:oidc-provider/{host}")
         elif typ == "aws:iam/instanceProfile:InstanceProfile":
             state.update(arn=f"arn:aws:iam::{self.account}:instance-profile/{name}", name=state.get("name", name))
         elif typ == "aws:ecr/repository:Repository":

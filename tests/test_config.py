@@ -28,6 +28,11 @@ GOOD = {
 }
 
 
+# A GPU group as every rule accepts it: an NVIDIA type (infra/instance_types.py) with gpu: true.
+GPU = {"name": "gpu", "gpu": True, "instanceTypes": ["g5.xlarge"]}
+AMIS = {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"}
+
+
 def group(**changes):
     g = dict(GOOD["nodeGroups"][0])
     for k, v in changes.items():
@@ -84,10 +89,10 @@ RULES = [
      "nodeAmi.arm", "not an AMI family"),
     ("nodeAmi-map-id", {"nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-x"}}, "nodeAmi.nvidia", "must be an AMI id"),
     ("nodeAmi-map-standard", {"nodeAmi": {"nvidia": "ami-0123456789abcdef0"}}, "nodeAmi.standard", "required when nodeAmi is a map"),
-    ("nodeAmi-nvidia-for-gpu", {"nodeAmi": {"standard": "ami-0123456789abcdef0"}, "nodeGroups": [group(gpu=True)]},
+    ("nodeAmi-nvidia-for-gpu", {"nodeAmi": {"standard": "ami-0123456789abcdef0"}, "nodeGroups": [group(), group(**GPU)]},
      "nodeAmi.nvidia", "gpu: true"),
     # A single AMI id is the standard AMI: a GPU group would boot it without a driver (point 6).
-    ("nodeAmi-single-for-gpu", {"nodeGroups": [group(), group(name="gpu", gpu=True)]},
+    ("nodeAmi-single-for-gpu", {"nodeGroups": [group(), group(**GPU)]},
      "nodeAmi", "must be a map with an nvidia entry (the GPU AMI) because nodeGroups ('gpu') has gpu: true"),
     ("modelVersion-required", {"modelVersion": None}, "modelVersion", "is required"),
     ("modelVersion-pattern", {"modelVersion": "V5_final"}, "modelVersion", "label value"),
@@ -110,8 +115,11 @@ RULES = [
     ("nodeGroups-types-empty", {"nodeGroups": [group(instanceTypes=[])]}, "nodeGroups[0].instanceTypes", "at least one"),
     ("nodeGroups-type", {"nodeGroups": [group(instanceTypes=["huge"])]}, "nodeGroups[0].instanceTypes[0]", "instance type"),
     # cluster-autoscaler sizes a group from its first instance type (point 12).
-    ("nodeGroups-types-one-size", {"nodeGroups": [group(), group(name="gpu", instanceTypes=["g5.2xlarge", "g6.2xlarge", "g5.4xlarge"])]},
+    ("nodeGroups-types-one-size", {"nodeAmi": AMIS, "nodeGroups": [
+        group(), group(**{**GPU, "spot": True, "instanceTypes": ["g5.2xlarge", "g6.2xlarge", "g5.4xlarge"]})]},
      "nodeGroups[1].instanceTypes", "must all be one size, not 2xlarge, 4xlarge"),
+    ("nodeGroups-types-repeat", {"nodeGroups": [group(instanceTypes=["m7i.large", "m7i.large"])]},
+     "nodeGroups[0].instanceTypes", "must not repeat an instance type (m7i.large)"),
     ("nodeGroups-minSize-negative", {"nodeGroups": [group(minSize=-1)]}, "nodeGroups[0].minSize", ">= 0"),
     ("nodeGroups-max-lt-min", {"nodeGroups": [group(minSize=5, maxSize=2, desiredSize=5)]},
      "nodeGroups[0].maxSize", "(2) must be >= minSize (5)"),
@@ -156,8 +164,7 @@ RULES = [
     ("modelBucket-ip", {"modelBucket": "192.168.5.4"}, "modelBucket", "IP address"),
     ("modelBucket-dots", {"modelBucket": "my..models"}, "modelBucket", "not a valid S3 bucket name"),
     # CoreDNS and cluster-autoscaler tolerate no group taint: some untainted group must have a node.
-    ("nodeGroups-gpu-only", {"nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
-                             "nodeGroups": [group(name="gpu", gpu=True)]},
+    ("nodeGroups-gpu-only", {"nodeAmi": AMIS, "nodeGroups": [group(**GPU)]},
      "nodeGroups", "must include a group without NoSchedule/NoExecute taints and with desiredSize >= 1: gpu carries "
                    "NoSchedule/NoExecute taints (gpu: true adds nvidia.com/gpu)"),
     ("nodeGroups-all-tainted", {"nodeGroups": [group(taints=["dedicated=batch:NoSchedule"]),
@@ -177,6 +184,9 @@ RULES = [
 def test_each_rule_names_its_key(changes, key, rule):
     found = problems(**changes)
     assert any(p.startswith(f"kiln:{key} ") and rule in p for p in found), found
+    # Every other part of the case is valid under every rule (config.py's and validation.py's alike).
+    top = key.split(".")[0].split("[")[0]
+    assert all(p.startswith((f"kiln:{top} ", f"kiln:{top}[", f"kiln:{top}.")) for p in found), found
 
 
 def test_the_documented_example_message():
@@ -198,7 +208,7 @@ def test_values_arrive_as_pulumi_passes_them():
 
 def test_gpu_groups_get_the_gpu_taint_and_the_accelerated_ami():
     cfg = parse({**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
-                 "nodeGroups": [group(), group(name="gpu", gpu=True)]})
+                 "nodeGroups": [group(), group(name="gpu", gpu=True, instanceTypes=["g5.xlarge"])]})
     cpu, gpu = cfg.node_groups
     assert [str(t) for t in gpu.taints] == ["nvidia.com/gpu=true:NoSchedule"] and not cpu.taints
     assert cfg.ami_for(gpu) == "ami-0fedcba9876543210" and cfg.ami_for(cpu) == "ami-0123456789abcdef0"
@@ -221,16 +231,16 @@ def test_an_existing_vpc_is_not_checked_against_vpc_cidr():
 
 
 def test_one_instance_size_across_families_is_accepted():
-    cfg = parse({**GOOD, "nodeGroups": [group(instanceTypes=["g5.2xlarge", "g6.2xlarge"], spot=True)]})
-    assert cfg.node_groups[0].instance_types == ("g5.2xlarge", "g6.2xlarge")
+    cfg = parse({**GOOD, "nodeAmi": AMIS,
+                 "nodeGroups": [group(), group(**{**GPU, "instanceTypes": ["g5.2xlarge", "g6.2xlarge"], "spot": True})]})
+    assert cfg.node_groups[1].instance_types == ("g5.2xlarge", "g6.2xlarge")
 
 
 def test_ami_for_never_falls_back_to_the_standard_ami_for_a_gpu_group():
     """parse() refuses such a config; ami_for() itself refuses too, rather than booting GPUs without a driver."""
     import dataclasses
 
-    cfg = parse({**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},
-                 "nodeGroups": [group(), group(name="gpu", gpu=True)]})
+    cfg = parse({**GOOD, "nodeAmi": AMIS, "nodeGroups": [group(), group(**GPU)]})
     standard_only = dataclasses.replace(cfg, node_amis=(("standard", "ami-0123456789abcdef0"),))
     with pytest.raises(KeyError):
         standard_only.ami_for(cfg.node_groups[1])
@@ -262,8 +272,8 @@ def test_a_gpu_only_stack_stops_the_program_before_any_resource():
 
 @pytest.mark.parametrize("groups", [
     [group(taints=["dedicated=batch:PreferNoSchedule"])],                 # a soft taint repels nothing
-    [group(name="gpu", gpu=True), group(minSize=0, desiredSize=1)],       # the autoscaler keeps its own node
-    [group(name="gpu", gpu=True, minSize=0, desiredSize=0), group(name="system", minSize=1, desiredSize=1)],
+    [group(**GPU), group(minSize=0, desiredSize=1)],                      # the autoscaler keeps its own node
+    [group(**{**GPU, "minSize": 0, "desiredSize": 0}), group(name="system", minSize=1, desiredSize=1)],
 ], ids=["prefer-no-schedule", "untainted-min-0", "gpu-and-system"])
 def test_a_stack_with_room_for_cluster_services_is_accepted(groups):
     raw = {**GOOD, "nodeAmi": {"standard": "ami-0123456789abcdef0", "nvidia": "ami-0fedcba9876543210"},

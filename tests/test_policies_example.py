@@ -59,13 +59,14 @@ def test_example_preview_passes(example_config):
 
 
 def test_bad_but_valid_config_is_caught(example_config, tmp_path, capsys):
-    """Config the typed config accepts but the pack forbids.
+    """Config the typed config accepts but the pack forbids: a budget, not a validity, question.
 
-    Two halves of the IPv4 space pass the config's "not /0" check yet open the API
-    endpoint to everyone; 50 kept images pass the config's 1..1000 bound yet exceed
-    the pack's maxImages (20).
+    50 kept images pass the config's 1..1000 bound yet exceed the pack's maxImages (20);
+    1000 nodes per zone pass the config's sanity bound yet exceed maxNodesPerGroup (100).
     """
-    bad = {**example_config, "kiln:endpointPublicAccessCidrs": ["0.0.0.0/1", "128.0.0.0/1"], "kiln:ecrKeepImages": 50}
+    groups = [dict(g) for g in example_config["kiln:nodeGroups"]]
+    groups[0]["maxSize"] = 1000
+    bad = {**example_config, "kiln:ecrKeepImages": 50, "kiln:nodeGroups": groups}
     path = tmp_path / "Pulumi.bad.yaml"
     path.write_text(yaml.safe_dump({"config": bad}))
     code = offline.main(["--config", str(path), "--json"])
@@ -73,8 +74,12 @@ def test_bad_but_valid_config_is_caught(example_config, tmp_path, capsys):
     assert code == 1, out
     report = json.loads(out.strip().splitlines()[-1])
     found = {(v["policy"], v["type"]) for v in report["violations"] if v["level"] == "mandatory"}
-    assert found == {("eks-endpoint-not-public-to-world", "eks:index:Cluster"),
-                     ("ecr-lifecycle-policy", "aws:ecr/lifecyclePolicy:LifecyclePolicy")}
+    assert found == {("ecr-lifecycle-policy", "aws:ecr/lifecyclePolicy:LifecyclePolicy"),
+                     ("cost-max-nodes-per-group", "aws:autoscaling/group:Group"),
+                     ("cost-max-nodes-per-stack", "aws:autoscaling/group:Group")}
     lifecycle = [v for v in report["violations"] if v["policy"] == "ecr-lifecycle-policy"]
     assert len(lifecycle) == len(example_config["kiln:ecrRepositories"])  # one per repository
     assert all(v["message"] == "keeps up to 50 tagged images; at most 20 allowed" for v in lifecycle)
+    per_group = [v for v in report["violations"] if v["policy"] == "cost-max-nodes-per-group"]
+    assert len(per_group) == len(example_config["kiln:availabilityZones"])  # each zone's ASG of the group
+    assert all("node group 'general' may grow to 3000 nodes" in v["message"] for v in per_group)

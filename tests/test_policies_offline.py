@@ -45,7 +45,7 @@ aws.ecr.LifecyclePolicy("trainer", repository=repo.name, policy=json.dumps({"rul
      "countUnit": "days", "countNumber": 1}, "action": {"type": "expire"}},
     {"rulePriority": 2, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 10},
      "action": {"type": "expire"}}]}))
-lt = aws.ec2.LaunchTemplate("gpu", image_id="ami-0123456789abcdef0",
+lt = aws.ec2.LaunchTemplate("workers", image_id="ami-0123456789abcdef0",
     metadata_options={"http_tokens": "required", "http_put_response_hop_limit": 2},
     block_device_mappings=[
         {"device_name": "/dev/xvda", "ebs": {"encrypted": "true", "volume_size": 50, "volume_type": "gp3"}},
@@ -53,12 +53,12 @@ lt = aws.ec2.LaunchTemplate("gpu", image_id="ami-0123456789abcdef0",
     network_interfaces=[{"associate_public_ip_address": "false"}])
 for zone in zones:
     subnet = aws.ec2.Subnet(f"private-{zone}", vpc_id="vpc-0abc12345", cidr_block="10.0.0.0/20", availability_zone=zone)
-    aws.autoscaling.Group(f"gpu-{zone}", min_size=0, max_size=4, desired_capacity=1,
+    aws.autoscaling.Group(f"workers-{zone}", min_size=0, max_size=4, desired_capacity=1,
         vpc_zone_identifiers=[subnet.id],
         launch_template={"id": lt.id, "version": lt.latest_version.apply(str)},
         tags=[{"key": "k8s.io/cluster-autoscaler/enabled", "value": "true", "propagate_at_launch": False},
               {"key": "k8s.io/cluster-autoscaler/kiln", "value": "owned", "propagate_at_launch": False},
-              {"key": "kiln.dev/node-group", "value": "gpu", "propagate_at_launch": True}],
+              {"key": "kiln.dev/node-group", "value": "workers", "propagate_at_launch": True}],
         opts=pulumi.ResourceOptions(ignore_changes=["desired_capacity"]))
 aws.ec2.SecurityGroup("nodes", vpc_id="vpc-0abc12345",
     ingress=[{"from_port": 443, "to_port": 443, "protocol": "tcp", "cidr_blocks": ["10.0.0.0/16"]}],
@@ -117,7 +117,8 @@ k8s.batch.v1.Job("job", spec={"template": {"spec": {"restart_policy": "Never",
 
 EXPECTED_BAD = {
     "ecr-repository-has-lifecycle-policy", "ecr-immutable-tags", "ecr-scan-on-push", "ecr-kms-encryption",
-    "lt-imdsv2-required", "lt-ebs-encrypted", "lt-no-public-ip", "lt-no-key-pair", "lt-model-volume-init-rate",
+    "compute-imdsv2-required", "compute-ebs-encrypted", "compute-no-public-ip", "compute-no-ssh-access",
+    "lt-model-volume-init-rate",
     "asg-single-zone", "asg-autoscaler-discovery-tags", "asg-launch-template-version-pinned",
     "asg-desired-capacity-ignored", "eks-endpoint-not-public-to-world", "eks-secrets-encryption",
     "eks-control-plane-logging", "eks-api-authentication-mode", "sg-no-ingress-from-internet",
@@ -131,9 +132,9 @@ STACK = {
     "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33",
     "kiln:availabilityZones": ["us-east-2a", "us-east-2b"], "kiln:nodeAmi": "ami-0123456789abcdef0",
     "kiln:modelVersion": "v5",
-    # Not `gpu: true`: a stack whose only group is tainted (nvidia.com/gpu) has nowhere to run CoreDNS and
-    # cluster-autoscaler, which infra/config.py refuses.
-    "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4,
+    # One untainted CPU group: a stack whose only group is tainted (nvidia.com/gpu) has nowhere to run CoreDNS
+    # and cluster-autoscaler, and a GPU type needs gpu: true (infra/config.py and infra/validation.py refuse both).
+    "kiln:nodeGroups": [{"name": "workers", "instanceTypes": ["m7i.2xlarge"], "minSize": 0, "maxSize": 4,
                          "desiredSize": 1}],
 }
 
@@ -187,8 +188,8 @@ def test_policy_config_sets_levels_and_thresholds(runs):
     report = offline.evaluate(runs["good"], policy_config={"ecr-lifecycle-policy": {"maxImages": 5}})
     assert [(v.policy, v.message) for v in report.violations] == [
         ("ecr-lifecycle-policy", "keeps up to 10 tagged images; at most 5 allowed")]
-    report = offline.evaluate(runs["bad"], policy_config={"lt-no-key-pair": "disabled"})
-    assert "lt-no-key-pair" not in {v.policy for v in report.violations}
+    report = offline.evaluate(runs["bad"], policy_config={"compute-no-ssh-access": "disabled"})
+    assert "compute-no-ssh-access" not in {v.policy for v in report.violations}
 
 
 class PreviewMocks(KilnMocks):
@@ -261,16 +262,16 @@ def test_cli_bad_input_exits_2(programs, tmp_path, capsys):
     assert main("--stack", "no-such-stack")[0] == 2
     invalid = tmp_path / "Pulumi.bad.yaml"
     invalid.write_text(yaml.safe_dump({"config": {**STACK, "kiln:nodeGroups": [
-        {"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 5, "maxSize": 2, "desiredSize": 3}]}}))
+        {"name": "workers", "instanceTypes": ["m7i.2xlarge"], "minSize": 5, "maxSize": 2, "desiredSize": 3}]}}))
     code, err = main("--config", str(invalid), "--program", str(programs["good"]))
     assert code == 2 and "kiln:nodeGroups[0].maxSize (2) must be >= minSize (5)" in err
     unknown_policy = tmp_path / "policy.json"
-    unknown_policy.write_text(json.dumps({"no-such-rule": "advisory", "lt-imdsv2-required": {"hops": 1},
+    unknown_policy.write_text(json.dumps({"no-such-rule": "advisory", "compute-imdsv2-required": {"hops": 1},
                                           "ecr-lifecycle-policy": {"maxImages": "many"}}))
     code, err = main("--config", str(programs["stack"]), "--program", str(programs["good"]),
                      "--policy-config", str(unknown_policy))
     assert code == 2 and "'no-such-rule' is not a policy" in err
-    assert "lt-imdsv2-required: Additional properties are not allowed ('hops' was unexpected)" in err
+    assert "compute-imdsv2-required: Additional properties are not allowed ('hops' was unexpected)" in err
     assert "ecr-lifecycle-policy.maxImages: 'many' is not of type 'integer'" in err
     # Unreadable input is bad input (2), not a policy failure (1).
     not_utf8 = tmp_path / "Pulumi.latin1.yaml"
@@ -340,8 +341,8 @@ def test_stack_rules_read_kiln_config_the_way_the_cli_passes_it(monkeypatch):
     assert stack_messages == [
         "no PersistentVolumeClaim named 'model-v5' for model v5",
         "no hostPath PersistentVolume at /opt/models requires kiln.dev/model-version=v5",
-        "node group 'gpu' has no ASG in us-east-2a",
-        "node group 'gpu' has no ASG in us-east-2b",
+        "node group 'workers' has no ASG in us-east-2a",
+        "node group 'workers' has no ASG in us-east-2b",
     ]
     assert report.exit_code == 1
     pulumi.runtime.set_all_config({}, [])

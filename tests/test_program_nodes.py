@@ -285,10 +285,11 @@ def test_gpu_count_is_part_of_the_size():
                  "nodeAmi": {"standard": AMI, "nvidia": GPU_AMI}, "modelVersion": "v1",
                  "nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 1,
                                  "desiredSize": 1},
-                                {"name": "g", "instanceTypes": ["g5.2xlarge", "x.2xlarge"], "gpu": True,
+                                {"name": "g", "instanceTypes": ["g5.2xlarge", "g6.2xlarge"], "gpu": True, "spot": True,
                                  "minSize": 0, "maxSize": 1, "desiredSize": 0}]})
+    # Same vCPUs and memory, another GPU count (hypothetical facts: only the count differs).
     facts = awsfacts.AwsFacts(instance_types={"g5.2xlarge": awsfacts.InstanceSpec(8, 32768, 1, ("A10G",)),
-                                              "x.2xlarge": awsfacts.InstanceSpec(8, 32768, 2, ("A10G",))})
+                                              "g6.2xlarge": awsfacts.InstanceSpec(8, 32768, 2, ("A10G",))})
     with pytest.raises(ConfigError) as info:
         awsfacts.plan(cfg, facts)
     assert "kiln:nodeGroups[1].instanceTypes must all be one size" in info.value.problems[0]
@@ -353,10 +354,12 @@ def gpu_group(*types):
 @pytest.mark.parametrize("instance_type", ["inf2.xlarge", "dl1.24xlarge"], ids=["inferentia", "gaudi"])
 def test_a_gpu_group_of_a_type_without_an_nvidia_gpu_is_refused(instance_type):
     """The nvidia AMI and the accelerator label on a node whose device plugin finds no GPU: cluster-autoscaler
-    would count it as a GPU node whose GPUs never become ready."""
+    would count it as a GPU node whose GPUs never become ready. One rule (infra/validation.py, by family), one
+    message, before any resource and before any AWS lookup."""
     [problem] = program_error(with_groups(gpu_group(instance_type)))
     assert problem.startswith(f"kiln:nodeGroups[1].instanceTypes[0] ({instance_type}) has no NVIDIA GPU, but "
-                              "nodeGroups[1] (gpu) has gpu: true")
+                              "the group has gpu: true")
+    assert "cluster-autoscaler would wait for GPUs that never come" in problem
 
 
 def test_an_arm64_type_in_a_group_booting_an_x86_ami_is_refused():

@@ -329,14 +329,20 @@ def test_with_ci_only_the_ci_role_may_assume_the_rollout_role_and_it_may(with_ci
     assert set(stmt["Action"]) <= set(trust["Statement"][0]["Action"])   # what the CI may ask, the trust grants
 
 
-def test_a_subject_pattern_uses_string_like():
+def test_the_ci_trust_names_one_subject_with_string_equals():
     trust = json.loads(roles.oidc_trust("arn:aws:iam::1:oidc-provider/gitlab.example.com", "https://gitlab.example.com/",
-                                        "https://gitlab.example.com", "project_path:acme/kiln:ref_type:branch:ref:*"))
+                                        "https://gitlab.example.com", "project_path:acme/kiln:ref_type:branch:ref:main"))
     [stmt] = trust["Statement"]
-    assert stmt["Condition"] == {
-        "StringEquals": {"gitlab.example.com:aud": "https://gitlab.example.com"},
-        "StringLike": {"gitlab.example.com:sub": "project_path:acme/kiln:ref_type:branch:ref:*"},
-    }
+    assert stmt["Condition"] == {"StringEquals": {
+        "gitlab.example.com:aud": "https://gitlab.example.com",
+        "gitlab.example.com:sub": "project_path:acme/kiln:ref_type:branch:ref:main"}}
+
+
+def test_a_subject_pattern_is_refused_not_widened_with_string_like():
+    """kiln:ciOidc refuses wildcard subjects (infra/ci_oidc.py); the trust builder refuses them too."""
+    with pytest.raises(ValueError, match="wildcard"):
+        roles.oidc_trust("arn:aws:iam::1:oidc-provider/gitlab.example.com", "https://gitlab.example.com/",
+                         "https://gitlab.example.com", "project_path:acme/kiln:ref_type:branch:ref:*")
 
 
 # ---- Kubernetes access for the rollout role -----------------------------------------------------------------

@@ -63,7 +63,9 @@ verify_model() {
 prefetch() {
   [ -n "${KILN_IMAGES:-}" ] || { log "no images to prefetch"; return 0; }
   systemctl start containerd
-  for image in $KILN_IMAGES; do
+  local images
+  read -r -a images <<< "$KILN_IMAGES"   # split on whitespace only: no glob expansion of a reference
+  for image in "${images[@]}"; do
     registry="${image%%/*}"
     auth=()
     if [[ "$registry" == *.dkr.ecr.*.amazonaws.com ]]; then

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Optional
 
+from infra.imageref import image_reference_problem
 from infra.images import NODE_SYSTEM_IMAGES
 
 TAG_MODEL_VERSION = "kiln:model-version"
@@ -84,6 +85,10 @@ class BakeRequest:
             problems.append(f"--ami-family ({self.ami_family!r}) must be standard or nvidia")
         if not re.fullmatch(r"1\.\d+", self.kubernetes_version or ""):
             problems.append(f"--kubernetes-version ({self.kubernetes_version!r}) must look like 1.33")
+        for image in self.prefetch_images:  # the rule kiln:prefetchImages follows
+            problem = image_reference_problem(image)
+            if problem:
+                problems.append(f"--prefetch-image {problem}")
         for a in self.share_with_accounts:
             if not _ACCOUNT_RE.fullmatch(a):
                 problems.append(f"--share-with ({a!r}) must be a 12-digit account id")

@@ -11,11 +11,13 @@ helpers read only what a rule needs and never walk a whole object eagerly.
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any, Iterator, Optional
 
 from pulumi_policy import EnforcementLevel, PolicyConfigSchema
+from pulumi_policy.proxy import UnknownValueError
+
+from infra import hostpaths
 
 MANDATORY = EnforcementLevel.MANDATORY
 ADVISORY = EnforcementLevel.ADVISORY
@@ -91,12 +93,17 @@ def json_document(value: Any) -> Optional[Any]:
 
 
 def under_path(path: str, root: str) -> bool:
-    """True when ``path`` is ``root`` or inside it, after normalising ``..`` and slashes."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        return False
-    norm = posixpath.normpath(path)
-    root = posixpath.normpath(root)
-    return norm == root or norm.startswith(root.rstrip("/") + "/")
+    """True when ``path`` is ``root`` or inside it, by path components (``/opt/models-evil`` is not
+    under ``/opt/models``), after normalising ``..`` and slashes."""
+    return hostpaths.under(path, root)
+
+
+def known(value: Any, *path: str | int) -> Any:
+    """``get``, but None for a value not known during preview (an id or name a new resource gets on create)."""
+    try:
+        return get(value, *path)
+    except UnknownValueError:
+        return None
 
 
 def config(args: Any, key: str, default: Any) -> Any:

@@ -83,16 +83,18 @@ def validate_lifecycle(args, report_violation) -> None:
 
 
 def validate_repositories_have_lifecycle(args, report_violation) -> None:
-    """Every repository is the target of some lifecycle policy (by name or dependency)."""
+    """Every repository is the target of a lifecycle policy: its ``repository`` is the repository's name.
+
+    Only the name counts. A policy that merely depends on, or is parented to, a repository may
+    target another one entirely (ECR keeps one lifecycle policy per repository, by name).
+    """
     repos = [r for r in args.resources if r.resource_type == REPOSITORY]
-    policies = [r for r in args.resources if r.resource_type == LIFECYCLE_POLICY]
-    covered_names = {get(p.props, "repository") for p in policies}
-    covered_urns = {d.urn for p in policies for d in p.dependencies}
-    covered_urns |= {p.parent.urn for p in policies if p.parent is not None}
+    covered = {get(p.props, "repository") for p in args.resources if p.resource_type == LIFECYCLE_POLICY}
     for repo in repos:
         name = get(repo.props, "name")
-        if repo.urn not in covered_urns and (name is None or name not in covered_names):
-            report_violation(f"repository {name or repo.name!r} has no lifecycle policy", repo.urn)
+        if name is None or name not in covered:
+            report_violation(f"repository {name or repo.name!r} has no lifecycle policy (none names it as its "
+                             "repository)", repo.urn)
 
 
 def validate_immutable_tags(args, report_violation) -> None:

@@ -7,9 +7,9 @@ one declared directly), whose properties are spelled differently.
 
 from __future__ import annotations
 
-import ipaddress
-
 from pulumi_policy import ResourceValidationPolicy
+
+from infra import netranges
 
 from policies.rules._props import MANDATORY, as_list, config, get, schema
 
@@ -17,28 +17,6 @@ EKS_COMPONENT = "eks:index:Cluster"
 AWS_CLUSTER = "aws:eks/cluster:Cluster"
 DEFAULT_LOG_TYPES = ["api", "audit", "authenticator"]
 ALLOWED_AUTH_MODES = ("API",)
-
-
-def _open_to_world(cidr: object) -> bool:
-    try:
-        return ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
-    except ValueError:
-        return False
-
-
-def _covers_world(cidrs: list) -> bool:
-    """True when the CIDRs together cover every IPv4 or every IPv6 address (e.g. 0.0.0.0/1 + 128.0.0.0/1)."""
-    nets = []
-    for cidr in cidrs:
-        try:
-            nets.append(ipaddress.ip_network(str(cidr), strict=False))
-        except ValueError:
-            continue
-    for version in (4, 6):
-        same = [n for n in nets if n.version == version]
-        if same and any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(same)):
-            return True
-    return False
 
 
 def validate_endpoint(args, report_violation) -> None:
@@ -59,11 +37,23 @@ def validate_endpoint(args, report_violation) -> None:
         report_violation(f"the public endpoint is enabled without {where}, which defaults to 0.0.0.0/0", None)
         return
     cidrs = as_list(cidrs)
-    world = [c for c in cidrs if _open_to_world(c)]
-    for cidr in world:
-        report_violation(f"{where} contains {cidr}: the API endpoint is open to the whole internet", None)
-    if not world and _covers_world(cidrs):
-        report_violation(f"{where} {', '.join(map(str, cidrs))} together cover the whole internet", None)
+    v4, v6 = int(config(args, "ipv4MinPrefix", netranges.DEFAULT_IPV4_MIN_PREFIX)), \
+        int(config(args, "ipv6MinPrefix", netranges.DEFAULT_IPV6_MIN_PREFIX))
+    too_broad = False
+    for cidr in cidrs:
+        alone = netranges.reach([cidr])
+        if alone.whole_internet:
+            report_violation(f"{where} contains {cidr}: the API endpoint is open to the whole internet", None)
+        elif alone.too_broad(v4, v6):
+            report_violation(f"{where} contains {cidr}, which admits {alone.describe()}; "
+                             f"{netranges.limit_text(v4, v6)} allowed", None)
+        else:
+            continue
+        too_broad = True
+    together = netranges.reach(cidrs)
+    if not too_broad and together.too_broad(v4, v6):
+        report_violation(f"{where} {', '.join(map(str, cidrs))} together admit {together.describe()}; "
+                         f"{netranges.limit_text(v4, v6)} allowed", None)
 
 
 def validate_secrets_encryption(args, report_violation) -> None:
@@ -100,9 +90,13 @@ def validate_auth_mode(args, report_violation) -> None:
 POLICIES = [
     ResourceValidationPolicy(
         name="eks-endpoint-not-public-to-world",
-        description="The EKS public API endpoint is off or limited to named CIDRs, never 0.0.0.0/0.",
+        description="The EKS public API endpoint is off, or its CIDRs together admit at most a /8 of public IPv4 "
+                    "(ipv4MinPrefix) or /32 of IPv6 — never 0.0.0.0/0 in any spelling.",
         validate=validate_endpoint,
         enforcement_level=MANDATORY,
+        config_schema=schema(
+            ipv4MinPrefix={"type": "integer", "minimum": 1, "maximum": 32, "default": netranges.DEFAULT_IPV4_MIN_PREFIX},
+            ipv6MinPrefix={"type": "integer", "minimum": 1, "maximum": 128, "default": netranges.DEFAULT_IPV6_MIN_PREFIX}),
     ),
     ResourceValidationPolicy(
         name="eks-secrets-encryption",

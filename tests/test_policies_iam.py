@@ -1,0 +1,298 @@
+"""The IAM rules on every policy document form: wildcards by what they match, escalation, admin-like managed
+policies, public and cross-account principals in trust and resource policies, web-identity trust."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+from pulumi_policy.proxy import UnknownValueError
+
+from _policy_helpers import resource, stack_violations, violations
+from policies.rules.iam import is_every_action, is_every_resource, star_on_star
+
+ROLE = "aws:iam/role:Role"
+POLICY = "aws:iam/policy:Policy"
+GITHUB = "token.actions.githubusercontent.com"
+GITLAB = "gitlab.com"
+
+
+def doc(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(action, resource_="*", **extra):
+    return {"Effect": "Allow", "Action": action, "Resource": resource_, **extra}
+
+
+# --------------------------------------------------------------------------- wildcards by what they match
+
+
+@pytest.mark.parametrize("pattern, every", [
+    ("*", True), ("*:*", True), ("*:*?*", True), ("?*", True), ("*:?*", True),
+    ("s3:*", False), ("iam:*", False), ("*:Get*", False), ("*:*Policy", False), ("sts:AssumeRole", False),
+])
+def test_every_action_is_judged_by_what_the_pattern_matches(pattern, every):
+    assert is_every_action(pattern) is every
+
+
+@pytest.mark.parametrize("pattern, every", [
+    ("*", True), ("arn:*", True), ("arn:aws:*", True), ("arn:aws:*:*:*:*", True), ("arn:*:*:*:*:*", True),
+    ("arn:aws-us-gov:*:*:*:*", True), ("arn:aws:*:*:*:*/*", True), ("arn:aws:s3:::*", False),
+    ("arn:aws:iam::*:*", False), ("arn:aws:*:us-east-2:*:*", False), ("arn:aws:[a-z]*:*:*:*", False),
+])
+def test_every_resource_is_judged_by_what_the_pattern_matches(pattern, every):
+    assert is_every_resource(pattern) is every
+
+
+def test_star_on_star_in_every_spelling():
+    assert star_on_star(allow("*", "arn:aws:*:*:*:*")) and star_on_star(allow(["s3:GetObject", "*:*"], ["x", "arn:*"]))
+    assert not star_on_star(allow("s3:*", "*")) and not star_on_star(allow("*", "arn:aws:s3:::*"))
+    assert not star_on_star({**allow("*", "arn:*"), "Effect": "Deny"})
+    found = violations("iam-no-star-on-star", POLICY, {"policy": doc(allow("*", "arn:aws:*:*:*:*"))})
+    assert found == ["policy Statement[0] allows '*' on '*'"]
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+@pytest.mark.parametrize("statement", [
+    allow(["iam:PutRolePolicy"]),
+    allow("iam:PassRole", "arn:aws:iam::*:role/*"),
+    allow("iam:PassRole", "arn:aws:iam::123456789012:role/*"),
+    allow("iam:Attach*", "*"),
+    allow("iam:CreatePolicyVersion", "arn:aws:iam::123456789012:policy/*"),
+    allow("iam:CreateAccessKey", "arn:aws:iam::*:user/*"),
+    allow("sts:AssumeRole", "*"),
+    allow("iam:*", "arn:aws:iam::123456789012:*"),
+    {"Effect": "Allow", "NotAction": ["s3:*", "ec2:*"], "Resource": "arn:aws:iam::123456789012:role/*"},
+    allow("iam:PassRole", "arn:aws-cn:iam::*:role/*"),
+])
+def test_privilege_escalation_on_every_role_user_or_policy(statement):
+    found = violations("iam-no-privilege-escalation", POLICY, {"policy": doc(statement)})
+    assert len(found) == 1 and "can grant itself more" in found[0]
+
+
+@pytest.mark.parametrize("statement", [
+    allow("iam:PassRole", "arn:aws:iam::123456789012:role/kiln-nodes",
+          Condition={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
+    allow("iam:PassRole", "arn:aws:iam::123456789012:role/kiln/*"),  # a path, not every role
+    allow(["sts:AssumeRole", "sts:TagSession"], "arn:aws:iam::123456789012:role/rollout"),
+    allow(["iam:GetRole", "iam:ListRoles"], "*"),
+    {**allow("iam:*"), "Effect": "Deny"},
+    allow("*", "*"),  # star on star is its own rule, reported once
+])
+def test_scoped_iam_grants_are_not_escalation(statement):
+    assert violations("iam-no-privilege-escalation", POLICY, {"policy": doc(statement)}) == []
+
+
+# --------------------------------------------------------------------------- admin-like managed policies
+
+
+@pytest.mark.parametrize("type_, props", [
+    ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", {"policyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}),
+    ("aws:iam/rolePolicyAttachment:RolePolicyAttachment", {"policyArn": "arn:aws:iam::aws:policy/IAMFullAccess"}),
+    ("aws:iam/userPolicyAttachment:UserPolicyAttachment", {"policyArn": "arn:aws:iam::aws:policy/PowerUserAccess"}),
+    ("aws:iam/groupPolicyAttachment:GroupPolicyAttachment",
+     {"policyArn": "arn:aws-us-gov:iam::aws:policy/AdministratorAccess-Amplify"}),
+    ("aws:iam/policyAttachment:PolicyAttachment", {"policyArn": "arn:aws:iam::aws:policy/administratoraccess"}),
+    ("aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive",
+     {"policyArns": ["arn:aws:iam::aws:policy/ReadOnlyAccess", "arn:aws:iam::aws:policy/IAMFullAccess"]}),
+    (ROLE, {"managedPolicyArns": ["arn:aws-cn:iam::aws:policy/AdministratorAccess"]}),
+    ("aws:ssoadmin/managedPolicyAttachment:ManagedPolicyAttachment",
+     {"managedPolicyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}),
+])
+def test_admin_like_managed_policies_in_every_attachment_form(type_, props):
+    assert len(violations("iam-no-administrator-access", type_, props)) == 1
+
+
+def test_admin_list_is_configurable_and_customer_policies_are_not_aws_managed():
+    attach = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+    ssm = {"policyArn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+    assert violations("iam-no-administrator-access", attach, ssm) == []
+    assert len(violations("iam-no-administrator-access", attach, ssm,
+                          config={"forbiddenPolicies": ["AmazonSSMManagedInstanceCore"]})) == 1
+    own = {"policyArn": "arn:aws:iam::123456789012:policy/AdministratorAccess"}  # a customer policy: judged by content
+    assert violations("iam-no-administrator-access", attach, own) == []
+    pathed = {"policyArn": "arn:aws:iam::aws:policy/job-function/AdministratorAccess"}
+    assert len(violations("iam-no-administrator-access", attach, pathed)) == 1
+
+
+# --------------------------------------------------------------------------- public principals
+
+
+@pytest.mark.parametrize("type_, key", [
+    (ROLE, "assumeRolePolicy"), ("aws:ecr/repositoryPolicy:RepositoryPolicy", "policy"),
+    ("aws:ecr/registryPolicy:RegistryPolicy", "policy"), ("aws:s3/bucketPolicy:BucketPolicy", "policy"),
+    ("aws:kms/key:Key", "policy"), ("aws:kms/keyPolicy:KeyPolicy", "policy"), ("aws:sqs/queuePolicy:QueuePolicy", "policy"),
+    ("aws:sns/topicPolicy:TopicPolicy", "policy"), ("aws:secretsmanager/secretPolicy:SecretPolicy", "policy"),
+    ("aws:s3/bucketV2:BucketV2", "policy"), ("aws:efs/fileSystemPolicy:FileSystemPolicy", "policy"),
+])
+@pytest.mark.parametrize("principal", ["*", {"AWS": "*"}, {"AWS": ["arn:aws:iam::123456789012:root", "*"]},
+                                       {"AWS": "arn:aws:iam::*:root"}, {"Service": "*"}])
+def test_public_principals_in_every_resource_policy(type_, key, principal):
+    statement = {"Effect": "Allow", "Principal": principal, "Action": "ecr:*"}
+    assert len(violations("iam-no-public-principal", type_, {key: doc(statement)})) == 1
+    pinned = {**statement, "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}}}
+    assert violations("iam-no-public-principal", type_, {key: doc(pinned)}) == []
+
+
+@pytest.mark.parametrize("condition", [
+    {"StringNotEquals": {"aws:PrincipalOrgID": "o-abc123"}},   # negated: lets everyone else in
+    {"StringEquals": {"aws:PrincipalOrgID": "*"}},             # pins nothing
+    {"StringLike": {"aws:PrincipalOrgID": "o-*"}},             # any organisation
+    {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/ci"}},  # a role named ci in any account
+    {"StringEqualsIfExists": {"aws:SourceAccount": "123456789012"}},
+    {"Bool": {"aws:SecureTransport": "true"}},                # says how, not who
+])
+def test_conditions_that_do_not_pin_the_caller(condition):
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Condition": condition}
+    assert len(violations("iam-no-public-principal", "aws:s3/bucketPolicy:BucketPolicy", {"policy": doc(statement)})) == 1
+
+
+def test_not_principal_and_lambda_permissions():
+    everyone_but = {"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::1:root"}, "Action": "s3:*"}
+    assert len(violations("iam-no-public-principal", "aws:s3/bucketPolicy:BucketPolicy", {"policy": doc(everyone_but)})) == 1
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:*"}
+    assert violations("iam-no-public-principal", "aws:s3/bucketPolicy:BucketPolicy", {"policy": doc(deny)}) == []
+    lambda_ = "aws:lambda/permission:Permission"
+    assert len(violations("iam-no-public-principal", lambda_, {"principal": "*", "action": "lambda:InvokeFunction"})) == 1
+    assert violations("iam-no-public-principal", lambda_, {"principal": "*", "sourceAccount": "123456789012"}) == []
+    assert violations("iam-no-public-principal", lambda_, {"principal": "events.amazonaws.com"}) == []
+
+
+def test_service_and_named_principals_are_not_public():
+    for principal in ({"Service": "ec2.amazonaws.com"}, {"AWS": "arn:aws:iam::123456789012:role/ci"},
+                      {"Federated": f"arn:aws:iam::1:oidc-provider/{GITHUB}"}):
+        statement = {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
+        assert violations("iam-no-public-principal", ROLE, {"assumeRolePolicy": doc(statement)}) == []
+
+
+# --------------------------------------------------------------------------- cross-account principals
+
+
+def trusting(name, principal, **extra):
+    return resource(ROLE, name, {"arn": f"arn:aws:iam::123456789012:role/{name}", "assumeRolePolicy": doc(
+        {"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole", **extra})})
+
+
+def test_cross_account_principals_need_a_condition():
+    same = trusting("same", "arn:aws:iam::123456789012:root")
+    by_id = trusting("by-id", "123456789012")
+    foreign = trusting("foreign", "arn:aws:iam::999999999999:role/x")
+    foreign_id = trusting("foreign-id", ["999999999999"])
+    with_external_id = trusting("ext", "arn:aws:iam::999999999999:root",
+                                Condition={"StringEquals": {"sts:ExternalId": "kiln-42"}})
+    found = stack_violations("iam-no-cross-account-principal",
+                             [same, by_id, foreign, foreign_id, with_external_id], with_urns=True)
+    assert sorted(urn.rsplit("::", 1)[1] for _, urn in found) == ["foreign", "foreign-id"]
+    assert "of account 999999999999, not this stack's (123456789012)" in found[0][0]
+    assert stack_violations("iam-no-cross-account-principal", [same, foreign],
+                            config={"trustedAccountIds": ["999999999999"]}) == []
+    # The stack's accounts can be stated; then the ARNs the stack reports do not matter.
+    assert len(stack_violations("iam-no-cross-account-principal", [same], config={"accountIds": ["111111111111"]})) == 1
+
+
+def test_cross_account_rule_fails_closed_without_a_known_account():
+    bare = resource(ROLE, "r", {"assumeRolePolicy": doc(
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"})})
+    found = stack_violations("iam-no-cross-account-principal", [bare])
+    assert len(found) == 1 and "set accountIds" in found[0]
+    # While the stack's ARNs are all unknown (a first preview), the rule waits for `up`.
+    pending = resource(ROLE, "p", {"arn": pulumi.runtime.rpc.UNKNOWN, "assumeRolePolicy": doc(
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"})})
+    with pytest.raises(UnknownValueError):
+        stack_violations("iam-no-cross-account-principal", [pending])
+
+
+def test_cross_account_rule_reads_resource_policies_too():
+    own = resource("aws:ecr/repository:Repository", "repo", {"arn": "arn:aws:ecr:us-east-2:123456789012:repository/t"})
+    shared = resource("aws:ecr/repositoryPolicy:RepositoryPolicy", "pol", {"policy": doc(
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "ecr:BatchGetImage"})})
+    assert len(stack_violations("iam-no-cross-account-principal", [own, shared])) == 1
+
+
+# --------------------------------------------------------------------------- web identity
+
+
+def oidc_trust(host, conditions, principal=None):
+    return {"assumeRolePolicy": doc({"Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity",
+                                     "Principal": {"Federated": principal or f"arn:aws:iam::1:oidc-provider/{host}"},
+                                     "Condition": conditions})}
+
+
+GOOD_GITHUB = {"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com",
+                                f"{GITHUB}:sub": "repo:example-org/ml-platform:ref:refs/heads/main"}}
+
+
+@pytest.mark.parametrize("conditions, fragment", [
+    ({"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com"}}, "without a condition on"),
+    ({"StringEquals": {f"{GITHUB}:sub": "repo:o/r:ref:refs/heads/main"}}, "without a StringEquals condition on"),
+    ({"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com"}, "StringLike": {f"{GITHUB}:sub": "repo:*"}}, "wildcard"),
+    ({"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com", f"{GITHUB}:sub": "repo:o/r:pull_request"}}, "pull request"),
+    ({"StringEquals": {f"{GITHUB}:aud": "anything", f"{GITHUB}:sub": "repo:o/r:ref:refs/heads/main"}},
+     "not an audience GitHub issues"),
+    ({"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com"},
+      "StringNotEquals": {f"{GITHUB}:sub": "repo:o/r:ref:refs/heads/dev"}}, "StringNotEquals"),
+])
+def test_github_trust_must_pin_one_repository_and_ref(conditions, fragment):
+    found = violations("iam-web-identity-trust-scoped", ROLE, oidc_trust(GITHUB, conditions))
+    assert any(fragment in m for m in found), found
+
+
+def test_ci_trust_that_pins_one_repository_and_ref_passes():
+    assert violations("iam-web-identity-trust-scoped", ROLE, oidc_trust(GITHUB, GOOD_GITHUB)) == []
+    environment = {"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com",
+                                    f"{GITHUB}:sub": "repo:o/r:environment:production"}}
+    assert violations("iam-web-identity-trust-scoped", ROLE, oidc_trust(GITHUB, environment)) == []
+    gitlab = {"StringEquals": {f"{GITLAB}:aud": "sts.amazonaws.com",
+                               f"{GITLAB}:sub": "project_path:ml/platform:ref_type:branch:ref:main"}}
+    assert violations("iam-web-identity-trust-scoped", ROLE, oidc_trust(GITLAB, gitlab)) == []
+    # The provider ARN may not name the issuer (kiln's mocks): the condition keys do.
+    assert violations("iam-web-identity-trust-scoped", ROLE,
+                      oidc_trust(GITHUB, GOOD_GITHUB, principal="arn:aws:iam::1:oidc-provider-x")) == []
+    # EKS service accounts are iam-irsa-trust-scoped's, not this rule's.
+    eks = "oidc.eks.us-east-2.amazonaws.com/id/X"
+    assert violations("iam-web-identity-trust-scoped", ROLE, oidc_trust(eks, {})) == []
+
+
+def test_unknown_issuers_and_cognito():
+    unknown = oidc_trust("oidc.example.com", {})
+    found = violations("iam-web-identity-trust-scoped", ROLE, unknown)
+    assert len(found) == 2  # no aud, no sub
+    cognito = oidc_trust("cognito-identity.amazonaws.com", {"StringEquals": {
+        "cognito-identity.amazonaws.com:aud": "us-east-2:pool"}}, principal="cognito-identity.amazonaws.com")
+    assert violations("iam-web-identity-trust-scoped", ROLE, cognito) == []
+    cognito_open = oidc_trust("cognito-identity.amazonaws.com", {}, principal="cognito-identity.amazonaws.com")
+    assert len(violations("iam-web-identity-trust-scoped", ROLE, cognito_open)) == 1
+
+
+def test_arn_conditions_may_wildcard_the_resource_part_only():
+    statement = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                 "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/ci-*"}}}
+    assert violations("iam-no-public-principal", "aws:s3/bucketPolicy:BucketPolicy", {"policy": doc(statement)}) == []
+
+
+# --------------------------------------------------------------------------- S3 ACLs and public access blocks
+
+S3 = "s3-no-public-access"
+
+
+@pytest.mark.parametrize("type_, props, bad", [
+    ("aws:s3/bucketV2:BucketV2", {"bucket": "models"}, False),
+    ("aws:s3/bucketV2:BucketV2", {"acl": "private"}, False),
+    ("aws:s3/bucket:Bucket", {"acl": "public-read"}, True),
+    ("aws:s3/bucketAclV2:BucketAclV2", {"acl": "authenticated-read"}, True),
+    ("aws:s3/bucketAcl:BucketAcl", {"accessControlPolicy": {"grants": [{"permission": "READ", "grantee": {
+        "type": "Group", "uri": "http://acs.amazonaws.com/groups/global/AllUsers"}}]}}, True),
+    ("aws:s3/bucketAclV2:BucketAclV2", {"accessControlPolicy": {"grants": [{"permission": "READ", "grantee": {
+        "type": "CanonicalUser", "id": "abc"}}]}}, False),
+    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", {"bucket": "m", "blockPublicAcls": True,
+     "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}, False),
+    ("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock", {"bucket": "m", "blockPublicAcls": True,
+     "blockPublicPolicy": True, "ignorePublicAcls": True}, True),
+    ("aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock", {"blockPublicPolicy": False}, True),
+])
+def test_s3_acls_and_public_access_blocks(type_, props, bad):
+    assert bool(violations(S3, type_, props)) is bad

@@ -1,0 +1,361 @@
+"""The Kubernetes rules walk every resource: pod templates of every kind, custom resources, Helm values."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+from pulumi_policy.proxy import UnknownValueError
+
+from _policy_helpers import POLICIES, resource, stack_violations, violations
+from policies.program import config_to_pulumi
+
+HOSTPATH = "k8s-hostpath-model-only-readonly"
+PRIVILEGED = "k8s-no-privileged-or-host-namespaces"
+ADMIN = "k8s-no-cluster-admin-binding"
+PV = "kubernetes:core/v1:PersistentVolume"
+
+
+def container(name="main", **extra):
+    return {"name": name, "image": "busybox", **extra}
+
+
+def mount(name="m", read_only=True):
+    return {"name": name, "mountPath": "/m", **({"readOnly": True} if read_only else {})}
+
+
+def host_volume(path, name="m"):
+    return {"name": name, "hostPath": {"path": path}}
+
+
+SHAPES = {
+    "kubernetes:core/v1:Pod": lambda spec: {"spec": spec},
+    "kubernetes:apps/v1:Deployment": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:apps/v1:StatefulSet": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:apps/v1:DaemonSetPatch": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:batch/v1:Job": lambda spec: {"spec": {"template": {"spec": spec}}},
+    "kubernetes:batch/v1:CronJob": lambda spec: {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}},
+    # Custom resources: wherever their authors put a pod spec.
+    "kubernetes:kubeflow.org/v1:PyTorchJob": lambda spec: {"spec": {"pytorchReplicaSpecs": {"Worker": {"template": {
+        "spec": spec}}}}},
+    "kubernetes:ray.io/v1:RayCluster": lambda spec: {"spec": {"workerGroupSpecs": [{"template": {"spec": spec}}]}},
+    "kubernetes:helm.sh/v3:Release": lambda spec: {"values": {"daemonset": {"podSpec": spec}}},
+}
+
+
+@pytest.mark.parametrize("type_", SHAPES)
+@pytest.mark.parametrize("spec, fragment", [
+    ({"containers": [container(securityContext={"privileged": True})]}, "privileged: true"),
+    ({"initContainers": [container(securityContext={"privileged": True})], "containers": [container()]}, "privileged"),
+    ({"ephemeralContainers": [container(securityContext={"privileged": True})], "containers": [container()]},
+     "ephemeralContainers[0].securityContext.privileged"),
+    ({"containers": [container()], "hostPID": True}, "hostPID: true shares the node's processes"),
+    ({"containers": [container()], "hostIPC": True}, "hostIPC"),
+    ({"containers": [container()], "hostNetwork": True}, "hostNetwork"),
+    ({"containers": [container(securityContext={"capabilities": {"add": ["NET_RAW", "CAP_SYS_ADMIN"]}})]},
+     "capabilities.add grants SYS_ADMIN"),
+    ({"containers": [container(securityContext={"capabilities": {"add": ["all"]}})]}, "grants ALL"),
+])
+def test_privileged_and_host_namespaces_everywhere(type_, spec, fragment):
+    found = violations(PRIVILEGED, type_, SHAPES[type_](spec))
+    assert len(found) == 1 and fragment in found[0], found
+
+
+@pytest.mark.parametrize("type_", SHAPES)
+def test_restricted_pods_pass(type_):
+    spec = {"containers": [container(securityContext={"privileged": False, "allowPrivilegeEscalation": False,
+                                                      "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}})],
+            "hostNetwork": False, "hostPID": False}
+    assert violations(PRIVILEGED, type_, SHAPES[type_](spec)) == []
+
+
+def test_schemas_and_strings_are_not_pods():
+    crd = {"spec": {"versions": [{"schema": {"openAPIV3Schema": {"properties": {
+        "hostNetwork": {"type": "boolean"}, "securityContext": {"type": "object", "properties": {
+            "privileged": {"type": "boolean"}}}}}}}]}}
+    assert violations(PRIVILEGED, "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition", crd) == []
+    config_map = {"data": {"pod.yaml": "hostNetwork: true\nprivileged: true\n"}}
+    assert violations(PRIVILEGED, "kubernetes:core/v1:ConfigMap", config_map) == []
+    assert violations(PRIVILEGED, "aws:ec2/instance:Instance", {"hostNetwork": True}) == []
+
+
+@pytest.mark.parametrize("type_", SHAPES)
+def test_host_paths_outside_the_model_and_writable_mounts_everywhere(type_):
+    wrap = SHAPES[type_]
+    inside = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models/v5")]}
+    assert violations(HOSTPATH, type_, wrap(inside)) == []
+    evil = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models-evil")]}
+    found = violations(HOSTPATH, type_, wrap(evil))
+    assert len(found) == 1 and "mounts host path '/opt/models-evil', outside the model path /opt/models" in found[0]
+    escape = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models/../../etc")]}
+    assert len(violations(HOSTPATH, type_, wrap(escape))) == 1
+    writable_init = {"initContainers": [container("seed", volumeMounts=[mount(read_only=False)])],
+                     "containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models")]}
+    found = violations(HOSTPATH, type_, wrap(writable_init))
+    assert found == ["initContainers[0] (seed) mounts host path volume 'm' without readOnly: true"]
+    local = {"containers": [container()], "volumes": [{"name": "l", "local": {"path": "/var/lib"}}]}
+    assert len(violations(HOSTPATH, type_, wrap(local))) == 1
+
+
+def test_argo_workflow_volumes_and_template_mounts():
+    argo = "kubernetes:argoproj.io/v1alpha1:Workflow"
+    workflow = {"spec": {"volumes": [host_volume("/opt/models", "model")], "templates": [
+        {"name": "train", "container": {"image": "x", "volumeMounts": [{"name": "model", "mountPath": "/m"}]}}]}}
+    assert violations(HOSTPATH, argo, workflow) == [
+        "templates[0].container mounts host path volume 'model' without readOnly: true"]
+    workflow["spec"]["templates"][0]["container"]["volumeMounts"][0]["readOnly"] = True
+    assert violations(HOSTPATH, argo, workflow) == []
+    workflow["spec"]["volumes"] = [host_volume("/", "model")]
+    assert len(violations(HOSTPATH, argo, workflow)) == 1
+    # A host path anywhere in a custom resource, even outside a volumes list, must be under the model path.
+    odd = {"spec": {"storage": {"hostPath": {"path": "/var/run/docker.sock"}}}}
+    assert len(violations(HOSTPATH, "kubernetes:example.com/v1:Thing", odd)) == 1
+
+
+def test_local_persistent_volumes_are_host_paths():
+    local = {"spec": {"accessModes": ["ReadWriteOnce"], "local": {"path": "/"}}}
+    assert violations(HOSTPATH, PV, local) == ["local '/' is outside the model path /opt/models",
+                                               "a local volume must be ReadOnlyMany only, has accessModes ['ReadWriteOnce']"]
+    model = {"spec": {"accessModes": ["ReadOnlyMany"], "local": {"path": "/opt/models"}}}
+    assert violations(HOSTPATH, PV, model) == []
+
+
+@pytest.fixture
+def stack_model_path():
+    def use(path):
+        pulumi.runtime.set_all_config(config_to_pulumi({
+            "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33", "kiln:availabilityZones": ["us-east-2a", "us-east-2b"],
+            "kiln:nodeAmi": "ami-0123456789abcdef0", "kiln:modelVersion": "v5", "kiln:modelPath": path,
+            "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 0, "maxSize": 1,
+                                 "desiredSize": 1}]}), [])
+    yield use
+    pulumi.runtime.set_all_config({}, [])
+
+
+def test_the_model_path_follows_the_stack_unless_the_pack_sets_it(stack_model_path):
+    pod = {"spec": {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/data/models")]}}
+    assert len(violations(HOSTPATH, "kubernetes:core/v1:Pod", pod)) == 1  # no stack config: /opt/models
+    stack_model_path("/data/models")
+    assert violations(HOSTPATH, "kubernetes:core/v1:Pod", pod) == []
+    assert len(violations(HOSTPATH, "kubernetes:core/v1:Pod", pod, config={"modelPath": "/srv/models"})) == 1
+
+
+@pytest.mark.parametrize("model_path", ["/", "/etc", "/var/lib", "relative"])
+def test_a_system_directory_as_the_model_path_allows_nothing(model_path):
+    pod = {"spec": {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/etc/passwd")]}}
+    found = violations(HOSTPATH, "kubernetes:core/v1:Pod", pod, config={"modelPath": model_path})
+    assert len(found) == 1 and found[0].startswith(f"the model path {model_path!r}")
+
+
+def test_unknown_values_skip_what_cannot_matter_and_defer_what_can():
+    unknown = pulumi.runtime.rpc.UNKNOWN
+    pod = {"metadata": {"namespace": unknown, "annotations": {"a": unknown}},
+           "spec": {"containers": [container(image=unknown, volumeMounts=[mount()])], "volumes": [host_volume("/opt/models")]}}
+    assert violations(HOSTPATH, "kubernetes:core/v1:Pod", pod) == []
+    assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", pod) == []
+    hidden = {"spec": {"containers": [container()], "volumes": unknown}}
+    with pytest.raises(UnknownValueError):
+        violations(HOSTPATH, "kubernetes:core/v1:Pod", hidden)
+    hidden_privilege = {"spec": {"containers": [container(securityContext={"privileged": unknown})]}}
+    with pytest.raises(UnknownValueError):
+        violations(PRIVILEGED, "kubernetes:core/v1:Pod", hidden_privilege)
+    # A whole template or container not known yet could hold anything: never taken for safe.
+    for hidden in ({"spec": {"template": unknown}}, {"spec": {"template": {"spec": {"containers": [unknown]}}}}):
+        for rule in (HOSTPATH, PRIVILEGED):
+            with pytest.raises(UnknownValueError):
+                violations(rule, "kubernetes:apps/v1:Deployment", hidden)
+    env = {"spec": {"containers": [container(env=[{"name": "A", "value": unknown}], resources={"limits": unknown})]}}
+    assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", env) == []
+
+
+def test_claims_bound_to_the_model_are_read_only_in_custom_resources_too():
+    pv = resource(PV, "pv", {"metadata": {"name": "model-v5"}, "spec": {"hostPath": {"path": "/opt/models"},
+                                                                         "claimRef": {"namespace": "ml-jobs", "name": "model-v5"}}})
+    workflow = resource("kubernetes:argoproj.io/v1alpha1:Workflow", "wf", {"metadata": {"namespace": "ml-jobs"}, "spec": {
+        "volumes": [{"name": "model", "persistentVolumeClaim": {"claimName": "model-v5"}}],
+        "templates": [{"name": "t", "container": {"image": "x", "volumeMounts": [{"name": "model", "mountPath": "/m"}]}}]}})
+    found = stack_violations("k8s-model-claim-mounted-readonly", [pv, workflow])
+    assert len(found) == 1 and found[0].startswith("kubernetes:argoproj.io/v1alpha1:Workflow 'wf': templates[0].container")
+
+
+# --------------------------------------------------------------------------- cluster-admin
+
+RBAC = "kubernetes:rbac.authorization.k8s.io/v1:"
+
+
+@pytest.mark.parametrize("type_, props", [
+    (f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}, "subjects": []}),
+    (f"{RBAC}RoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}),
+    (f"{RBAC}ClusterRoleBindingPatch", {"roleRef": {"kind": "ClusterRole", "name": "view"},
+                                        "subjects": [{"kind": "Group", "name": "system:masters"}]}),
+    (f"{RBAC}ClusterRole", {"rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}),
+    ("aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+     {"principalArn": "arn:aws:iam::1:role/x",
+      "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}),
+    ("aws:eks/accessEntry:AccessEntry", {"principalArn": "arn:aws:iam::1:role/x", "kubernetesGroups": ["system:masters"]}),
+    ("eks:index:Cluster", {"accessEntries": {"ops": {"principalArn": "arn:aws:iam::1:role/ops", "accessPolicies": {
+        "admin": {"policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}}}}}),
+    ("eks:index:Cluster", {"roleMappings": [{"roleArn": "arn:aws:iam::1:role/x", "groups": ["system:masters"]}]}),
+])
+def test_cluster_admin_grants(type_, props):
+    assert len(violations(ADMIN, type_, props)) == 1
+
+
+def test_narrow_grants_and_allowed_principals():
+    assert violations(ADMIN, f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "kiln-rollout"},
+                                                           "subjects": [{"kind": "Group", "name": "kiln-rollout"}]}) == []
+    assert violations(ADMIN, f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["*"],
+                                                                "verbs": ["get", "list"]}]}) == []
+    view = {"principalArn": "arn:aws:iam::1:role/x",
+            "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"}
+    assert violations(ADMIN, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", view) == []
+    admin = {**view, "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"}
+    assert violations(ADMIN, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", admin,
+                      config={"allowedPrincipalArns": ["arn:aws:iam::1:role/x"]}) == []
+    nodes = {"accessEntries": {"nodes": {"principalArn": "arn:aws:iam::1:role/n", "type": "EC2_LINUX"}}}
+    assert violations(ADMIN, "eks:index:Cluster", nodes) == []
+
+
+# --- kiln's own CI deploy access: the one cluster-admin grant kiln declares (infra/ci_access.py)
+
+CI_ADMIN = "k8s-ci-cluster-admin-only-for-the-ci-deploy-role"
+ASSOCIATION = "aws:eks/accessPolicyAssociation:AccessPolicyAssociation"
+CI_ACCESS = "kiln:infra:CiClusterAccess"
+CLUSTER_ADMIN = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+ACCOUNT, OTHER_ACCOUNT = "123456789012", "999999999999"
+GITHUB = "https://token.actions.githubusercontent.com"
+SUBJECT = "repo:example-org/ml-platform:ref:refs/heads/main"
+CI_OIDC = {"providerUrl": GITHUB, "audience": "sts.amazonaws.com", "subject": SUBJECT}
+
+
+def provider_arn(account=ACCOUNT, host="token.actions.githubusercontent.com"):
+    return f"arn:aws:iam::{account}:oidc-provider/{host}"
+
+
+def ci_trust(provider=None, subject=SUBJECT):
+    from infra import ci_oidc
+    return ci_oidc.deploy_role_trust(provider or provider_arn(), GITHUB, "sts.amazonaws.com", subject)
+
+
+def role(name, trust, account=ACCOUNT):
+    return resource("aws:iam/role:Role", name, {"arn": f"arn:aws:iam::{account}:role/{name}", "assumeRolePolicy": trust})
+
+
+def grant(principal, name="ci-access", parent_type=CI_ACCESS):
+    return resource(ASSOCIATION, name, {"clusterName": "kiln", "principalArn": principal, "policyArn": CLUSTER_ADMIN,
+                                        "accessScope": {"type": "cluster"}}, parent_type=parent_type)
+
+
+def set_stack(ci_oidc):
+    pulumi.runtime.set_all_config(config_to_pulumi({
+        "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33", "kiln:availabilityZones": ["us-east-2a", "us-east-2b"],
+        "kiln:nodeAmi": "ami-0123456789abcdef0", "kiln:modelVersion": "v5",
+        "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 2, "desiredSize": 1}],
+        **({"kiln:ciOidc": ci_oidc} if ci_oidc else {})}), [])
+
+
+@pytest.fixture
+def stack_with_ci(request):
+    """The stack's kiln config, with kiln:ciOidc unless the test is parametrised with False."""
+    set_stack(CI_OIDC if getattr(request, "param", True) else None)
+    yield
+    pulumi.runtime.set_all_config({}, [])
+
+
+def test_kiln_ci_access_is_left_to_the_stack_rule_only_with_ci_oidc(stack_with_ci):
+    props = {"principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci-deploy", "policyArn": CLUSTER_ADMIN}
+    kiln_urn = f"urn:pulumi:t::kiln::{CI_ACCESS}${ASSOCIATION}::ci-access"
+    assert violations(ADMIN, ASSOCIATION, props, urn=kiln_urn) == []
+    # The same grant declared anywhere else (top level, or under another component) is flagged at once.
+    assert len(violations(ADMIN, ASSOCIATION, props)) == 1
+    other = f"urn:pulumi:t::kiln::kiln:infra:Cluster${ASSOCIATION}::ci-access"
+    assert len(violations(ADMIN, ASSOCIATION, props, urn=other)) == 1
+    # A narrower policy from kiln's component is no admin grant at all.
+    view = {**props, "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"}
+    assert violations(ADMIN, ASSOCIATION, view, urn=kiln_urn) == []
+
+
+@pytest.mark.parametrize("stack_with_ci", [False], indirect=True)
+def test_without_ci_oidc_kiln_ci_access_is_an_ordinary_admin_grant(stack_with_ci):
+    props = {"principalArn": f"arn:aws:iam::{ACCOUNT}:role/ci-deploy", "policyArn": CLUSTER_ADMIN}
+    kiln_urn = f"urn:pulumi:t::kiln::{CI_ACCESS}${ASSOCIATION}::ci-access"
+    assert len(violations(ADMIN, ASSOCIATION, props, urn=kiln_urn)) == 1
+    assert stack_violations(CI_ADMIN, [role("ci-deploy", ci_trust()), grant(props["principalArn"])]) == []
+
+
+def test_the_ci_deploy_role_is_recognised_by_its_trust(stack_with_ci):
+    ci = role("ci-deploy", ci_trust())
+    assert stack_violations(CI_ADMIN, [ci, grant(ci.props["arn"])]) == []
+    # A configured existing provider (ciOidc.providerArn) is the same trust through that provider.
+    set_stack({**CI_OIDC, "providerArn": provider_arn()})
+    assert stack_violations(CI_ADMIN, [ci, grant(ci.props["arn"])]) == []
+    # ... and only through that provider.
+    set_stack({**CI_OIDC, "providerArn": provider_arn(account=OTHER_ACCOUNT)})
+    assert len(stack_violations(CI_ADMIN, [ci, grant(ci.props["arn"])])) == 1
+
+
+@pytest.mark.parametrize("principal_role", [
+    role("ci-deploy-admin", '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": '
+                            f'{{"AWS": "arn:aws:iam::{ACCOUNT}:root"}}, "Action": "sts:AssumeRole"}}]}}'),
+    role("ci-deploy", ci_trust(subject="repo:example-org/ml-platform:ref:refs/heads/dev")),
+    role("ci-deploy", ci_trust(provider=provider_arn(host="gitlab.com"))),
+    role("ci-deploy", ci_trust(provider=provider_arn(account=OTHER_ACCOUNT))),
+    role("ci-deploy", ci_trust(subject="repo:example-org/ml-platform:ref:refs/heads/XX").replace(
+        '"StringEquals"', '"StringLike"').replace("refs/heads/XX", "*")),
+    role("ci-deploy", ci_trust()[:-2] + ', {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}'),
+], ids=["name-copied-trust-account", "another-subject", "another-issuer", "provider-of-another-account",
+        "wildcard-subject", "extra-statement"])
+def test_kiln_ci_access_granting_anyone_else_is_flagged(stack_with_ci, principal_role):
+    ci = role("ci-deploy-real", ci_trust())
+    found = stack_violations(CI_ADMIN, [ci, principal_role, grant(principal_role.props["arn"])], with_urns=True)
+    assert len(found) == 1 and "which is not kiln's CI deploy role" in found[0][0]
+    assert found[0][1].endswith(f"{CI_ACCESS}${ASSOCIATION}::ci-access")
+
+
+def test_an_admin_grant_outside_kiln_ci_access_is_the_resource_rule_s(stack_with_ci):
+    """The stack rule judges only what the resource rule left to it."""
+    ci = role("ci-deploy", ci_trust())
+    assert stack_violations(CI_ADMIN, [ci, grant(f"arn:aws:iam::{ACCOUNT}:role/other", parent_type=None)]) == []
+
+
+def test_unknown_values_are_not_taken_for_the_ci_deploy_role(stack_with_ci):
+    unknown = pulumi.runtime.rpc.UNKNOWN
+    ci = role("ci-deploy", ci_trust())
+    with pytest.raises(UnknownValueError):      # whom it grants is not known yet
+        stack_violations(CI_ADMIN, [ci, grant(unknown)])
+    pending = resource("aws:iam/role:Role", "new", {"arn": unknown, "assumeRolePolicy": unknown})
+    with pytest.raises(UnknownValueError):      # a role created in the same update might be it
+        stack_violations(CI_ADMIN, [pending, grant(f"arn:aws:iam::{ACCOUNT}:role/new")])
+    # Once the CI deploy role is known and granted, another role still unknown does not matter.
+    assert stack_violations(CI_ADMIN, [pending, ci, grant(ci.props["arn"])]) == []
+
+
+def test_kubernetes_rules_are_mandatory():
+    for name in (HOSTPATH, PRIVILEGED, ADMIN, CI_ADMIN):
+        assert POLICIES[name].enforcement_level.value == "mandatory"
+
+
+def test_config_group_yaml_is_read_like_any_other_object():
+    group = "kubernetes:yaml/v2:ConfigGroup"
+    manifest = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: harmless}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: node-shell}
+spec:
+  template:
+    spec:
+      hostPID: true
+      containers: [{name: c, image: busybox, volumeMounts: [{name: root, mountPath: /host}]}]
+      volumes: [{name: root, hostPath: {path: /}}]
+"""
+    assert len(violations(PRIVILEGED, group, {"yaml": manifest})) == 1
+    assert len(violations(HOSTPATH, group, {"yaml": manifest})) == 2  # outside the model path, and writable
+    assert violations(PRIVILEGED, group, {"yaml": "apiVersion: v1\nkind: ConfigMap\n"}) == []
+    for rule in (PRIVILEGED, HOSTPATH):
+        found = violations(rule, group, {"yaml": "kind: [unclosed"})
+        assert len(found) == 1 and "cannot be parsed" in found[0]
+    objs = {"objs": [{"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "containers": []}}]}
+    assert len(violations(PRIVILEGED, group, objs)) == 1
