@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 CLUSTER = "kiln-demo"
 STACK = "demo"
@@ -47,9 +48,9 @@ def write_stack_config(project: Path, fleet: Any, nodes_per_zone: int) -> Path:
     project.mkdir(parents=True, exist_ok=True)
     path = project / f"Pulumi.{STACK}.yaml"
     path.write_text(yaml.safe_dump({"config": {
-        "kiln:clusterName": CLUSTER, "kiln:kubernetesVersion": K8S, "kiln:availabilityZones": fleet.zones,
+        "aws:region": fleet.zones[0][:-1], "kiln:clusterName": CLUSTER, "kiln:kubernetesVersion": K8S, "kiln:availabilityZones": fleet.zones,
         "kiln:vpcId": fleet.vpc_id, "kiln:privateSubnetIds": fleet.subnet_ids,
-        "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5", "kiln:prefetchImages": [IMAGE],
+        "kiln:nodeAmi": {"standard": fleet.base_ami, "nvidia": fleet.base_ami}, "kiln:modelVersion": "v5", "kiln:prefetchImages": [IMAGE],
         "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0,
                              "maxSize": nodes_per_zone * 2 + 2, "desiredSize": nodes_per_zone, "gpu": True}],
     }}, sort_keys=False), encoding="utf-8")
@@ -121,9 +122,10 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
 
     from automation.localaws import LocalAws, create_fleet, put_model
     from automation.rollout.progress import LiveProgress
-    from automation.rotate.pipeline import IntentStore, Rotation, World
-    from automation.rotate.wiring import make_bake
-    from automation.stack import StandInStack, pulumi_cli_available
+    from automation.rotate.pipeline import Rotation, World
+    from automation.rotate.state import FileIntentStore
+    from automation.rotate.wiring import AwsChecks, make_bake, make_resolve_base
+    from automation.stack import StandInStack, desired_amis, kiln_config, pulumi_cli_available
     from automation.timeline import render_timeline
 
     console = console or Console(stderr=True, log_path=False)
@@ -136,11 +138,13 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     shutil.rmtree(project / ".kiln", ignore_errors=True)
     with LocalAws() as aws:
         session = aws.session()
-        fleet = create_fleet(session, CLUSTER, nodes_per_zone=nodes_per_zone)
+        fleet = create_fleet(session, CLUSTER, nodes_per_zone=nodes_per_zone, ami_family="nvidia")
         console.log(f"moto: VPC {fleet.vpc_id}, launch template {fleet.launch_template_id}, ASGs {', '.join(fleet.asgs)} "
                     f"({nodes_per_zone} nodes each on base AMI {fleet.base_ami})")
-        aws.seed_public_parameter(
-            f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/recommended/image_id", fleet.base_ami)
+        for family in ("standard", "nvidia"):   # the GPU group bakes the nvidia variant; the map keeps standard too
+            aws.seed_public_parameter(
+                f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/{family}/recommended/image_id",
+                fleet.base_ami)
         model_uri = put_model(session, "kiln-demo-models", "llm/v6",
                               {"config.json": b'{"layers": 32}', "weights-00001.safetensors": b"\x00" * 4096})
         console.log(f"model v6 uploaded to {model_uri} with MANIFEST.sha256")
@@ -159,9 +163,15 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
             console.log(f"[green]done[/green] {step} ({time.monotonic() - step_started[0]:.1f}s)")
             step_started[0] = time.monotonic()
 
-        world = World(stack=stack, bake=make_bake(stack, project, console.log, wait_for_agent=False, session=session),
-                      replace=replacement, log=console.log, checkpoint=checkpoint)
-        rotation = Rotation(world, IntentStore(project / ".kiln"))
+        cfg = kiln_config(stack.all_config())
+        checks = AwsChecks(session, cfg)
+        log = lambda message: console.log(message, markup=False, highlight=False)  # noqa: E731 - engine text verbatim
+        world = World(stack=stack, bake=make_bake(stack, cfg, session, log, wait_for_agent=False),
+                      resolve_base=make_resolve_base(session, cfg), replace=replacement, log=log,
+                      validate=lambda intent: checks.model_uri(intent.model_uri) if intent.model_uri else None,
+                      check_amis=lambda amis: checks.amis(amis, "target AMI"), checkpoint=checkpoint,
+                      jobs_namespace=cfg.jobs_namespace)
+        rotation = Rotation(world, FileIntentStore(project / ".kiln"))
         if live:
             with progress:
                 report = rotation.rotate(STACK, "v6", model_uri)
@@ -169,7 +179,9 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
             report = rotation.rotate(STACK, "v6", model_uri)
         versions = fleet_images(session)
         ec2 = session.client("ec2")
-        ami = ec2.describe_images(ImageIds=[report.target_ami])["Images"][0] if report.target_ami else {}
+        # The demo's GPU fleet boots the nvidia entry of the family map.
+        booted = desired_amis(report.target_ami).get("nvidia") if report.target_ami else None
+        ami = ec2.describe_images(ImageIds=[booted])["Images"][0] if booted else {}
     chart = None
     if replacement.result is not None and replacement.result.timeline:
         chart = render_timeline(replacement.result.timeline, out / "rotation-timeline.png",
@@ -177,7 +189,8 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
                                       "(simulated cluster)")
     summary = {
         "outcome": report.outcome, "exitCode": report.exit_code, "message": report.message,
-        "previousAmi": report.previous_ami, "newAmi": report.target_ami,
+        "previousAmi": desired_amis(report.previous_ami).get("nvidia"), "newAmi": booted,
+        "previousAmis": desired_amis(report.previous_ami), "newAmis": desired_amis(report.target_ami),
         "amiTags": {t["Key"]: t["Value"] for t in ami.get("Tags", [])}, "steps": report.steps,
         "gate": report.gate, "rollout": report.rollout, "converged": report.converge is not None
         and not report.converge["changes"], "moto_instances_by_image": versions,
@@ -189,6 +202,16 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     return summary
 
 
+def gate_row(gate: Optional[dict[str, Any]]) -> str:
+    """The gate's real verdict: allowed or BLOCKED, and each change with its own verdict."""
+    if not gate:
+        return "not reached"
+    changes = ", ".join(f"{c['op']} {c['name']}" + ("" if c["allowed"] else " (BLOCKED)") for c in gate["changes"])
+    verdict = "allowed" if gate["allowed"] else "BLOCKED"
+    problems = "; ".join(gate.get("problems") or [])
+    return f"{verdict}: {changes or 'no changes'}" + (f"; {problems}" if problems else "")
+
+
 def print_summary(summary: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
@@ -197,8 +220,7 @@ def print_summary(summary: dict[str, Any], console: Any) -> None:
     table.add_row("outcome", f"{summary['outcome']} (exit {summary['exitCode']})")
     table.add_row("AMI", f"{summary['previousAmi']} -> {summary['newAmi']}")
     table.add_row("AMI tags", ", ".join(f"{k}={v}" for k, v in summary["amiTags"].items() if k.startswith("kiln:")))
-    table.add_row("preview gate", "allowed: " + ", ".join(
-        f"{c['op']} {c['name']}" for c in (summary["gate"] or {}).get("changes", [])))
+    table.add_row("preview gate", gate_row(summary["gate"]))
     table.add_row("nodes replaced (simulated)", f"{r.get('nodes_terminated', 0)} of {r.get('old_nodes_at_start', 0)}; "
                                                 f"{r.get('old_nodes_remaining', 0)} old left")
     table.add_row("Jobs", f"{r.get('jobs_completed', 0)} completed, {r.get('jobs_interrupted', 0)} interrupted, "
@@ -218,7 +240,11 @@ def main(args: argparse.Namespace) -> int:
         Console(stderr=True).print("[red]bad input:[/red] --nodes-per-zone must be between 1 and 20")
         return 2
     console = Console(stderr=True, log_path=False)
-    summary = run_demo(Path(args.out), nodes_per_zone=args.nodes_per_zone, deadline=args.deadline, console=console)
+    try:
+        summary = run_demo(Path(args.out), nodes_per_zone=args.nodes_per_zone, deadline=args.deadline, console=console)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        print(f"demo failed: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

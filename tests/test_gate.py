@@ -131,7 +131,8 @@ def _b64(text: str) -> str:
     return base64.b64encode(f"#!/bin/bash\nKILN_MODEL_VERSION={text.split()[-1]}\nnodeadm init\n".encode()).decode()
 
 
-def _pv(op, old_name, new_name, *, retain=True, kind=PV, namespace="ml-jobs", name="model-volume-pv", extra=None):
+def _pv(op, old_name, new_name, *, retain=True, kind=PV, namespace="ml-jobs", name="model-volume-pv", extra=None,
+        retain_old=None):
     def obj(n):
         if n is None:
             return None
@@ -141,7 +142,7 @@ def _pv(op, old_name, new_name, *, retain=True, kind=PV, namespace="ml-jobs", na
         return {"metadata": meta, **(extra or {})}
     detailed = {"metadata.name": DiffKind.UPDATE_REPLACE} if old_name and new_name else {}
     return step(op, kind, name, old=obj(old_name), new=obj(new_name), detailed=detailed,
-                keys=["metadata"] if detailed else None, retain=retain)
+                keys=["metadata"] if detailed else None, retain=retain, retain_old=retain_old)
 
 
 BLOCKED_CASES = {
@@ -193,6 +194,8 @@ BLOCKED_CASES = {
     "pv named model but not the version": [_pv(OpType.CREATE, None, "model-scratch")],
     "pv of another version": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v7")],
     "pv not retained": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", retain=False)],
+    "new pv not retained": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", retain=False,
+                                retain_old=True)],
     "pv delete not retained": [_pv(OpType.DELETE_REPLACED, "kiln-model-v5", None, retain=False)],
     "pvc in another namespace": [_pv(OpType.CREATE_REPLACEMENT, "model-v5", "model-v6", kind=PVC, namespace="default",
                                      name="model-volume-pvc")],
