@@ -306,7 +306,9 @@ class Rotation:
             if not intent.applied:
                 intent = self._save(replace(intent, applied=True))
             try:
-                outputs = w.stack.up(plan=plan.path, adopt_model_volume=plan.adopt)
+                # Nothing to apply (a rerun after the up): the stack's outputs are what up would return.
+                outputs = w.stack.up(plan=plan.path, adopt_model_volume=plan.adopt) if gate.has_changes \
+                    else w.stack.outputs()
             except (Interrupted, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of up restores the previous AMI

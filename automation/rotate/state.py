@@ -126,30 +126,29 @@ class ClusterIntentStore:
             raise StateStoreError(f"{self.namespace}/{self.name(stack)} holds an unreadable {key}: {exc}") from None
 
     def _write(self, stack: str, key: str, value: Optional[str]) -> None:
+        """Create the ConfigMap, or merge-patch one key guarded by the resourceVersion just read."""
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
         cm = self._read(stack)
-        data = dict((cm.data or {}) if cm is not None else {})
-        if value is None:
-            if key not in data:
-                return
-            data.pop(key)
-        else:
-            data[key] = value
+        where = f"{self.namespace}/{self.name(stack)}"
         try:
             if cm is None:
+                if value is None:
+                    return
                 body = client.V1ConfigMap(metadata=client.V1ObjectMeta(
                     name=self.name(stack), namespace=self.namespace,
-                    labels={LABEL_PART_OF: "kiln"}, annotations={"kiln.dev/stack": stack}), data=data)
+                    labels={LABEL_PART_OF: "kiln"}, annotations={"kiln.dev/stack": stack}), data={key: value})
                 self.core.create_namespaced_config_map(self.namespace, body)
-            else:
-                cm.data = data
-                self.core.replace_namespaced_config_map(self.name(stack), self.namespace, cm)
+                return
+            if value is None and key not in (cm.data or {}):
+                return
+            patch = {"metadata": {"resourceVersion": cm.metadata.resource_version}, "data": {key: value}}
+            self.core.patch_namespaced_config_map(self.name(stack), self.namespace, patch,
+                                                  _content_type="application/merge-patch+json")
         except ApiException as exc:
-            why = "another run wrote it first; rerun" if exc.status in (409,) else f"HTTP {exc.status} {exc.reason}"
-            raise StateStoreError(f"could not write the rotation intent ({self.namespace}/{self.name(stack)}): "
-                                  f"{why}") from None
+            why = "another run wrote it at the same time; rerun" if exc.status == 409 else f"HTTP {exc.status} {exc.reason}"
+            raise StateStoreError(f"could not write the rotation intent ({where}): {why}") from None
 
     def load(self, stack: str) -> Optional[RotationIntent]:
         return self._record(stack, "intent")
