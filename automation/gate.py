@@ -136,7 +136,7 @@ def format_path(path: Path) -> str:
         elif _SIMPLE_KEY.fullmatch(seg) and "." not in seg and "/" not in seg:
             out += ("." if out else "") + seg
         else:
-            out += '["' + seg.replace('"', '\\"') + '"]'
+            out += '["' + seg.replace("\\", "\\\\").replace('"', '\\"') + '"]'
     return out
 
 
