@@ -233,9 +233,12 @@ class PulumiStack:
 
 
 def _first_error_line(exc: BaseException) -> str:
+    """The CLI's own error line (``error: ...`` on stderr) of a CommandError, else its text, on one line."""
     text = str(exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip().lower().startswith("error")]
-    return (lines[0] if lines else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:300]
+    stderr = text.split(" stderr: ", 1)[1] if " stderr: " in text else text
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error")]
+    return (errors[0] if errors else lines[0] if lines else type(exc).__name__)[:300]
 
 
 def plain_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,15 +37,20 @@ class GitPersist:
     branch: Optional[str] = None
     log: Callable[[str], None] = lambda msg: None
 
-    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True, timeout=300)
+    def _git(self, *args: str, check: bool = True, write: bool = False) -> subprocess.CompletedProcess:
+        """``write``: a command that makes commits (commit, rebase, its autostash) needs an identity."""
+        identity = self._identity() if write else ()
+        result = subprocess.run(["git", "-C", str(self.repo), *identity, *args], capture_output=True, text=True,
+                                timeout=300)
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise PersistError(f"git {' '.join(args[:2])} failed: {detail[-1] if detail else result.returncode}")
         return result
 
     def _identity(self) -> tuple[str, ...]:
-        has = self._git("config", "user.email", check=False).stdout.strip()
+        """The runner's git identity, or kiln's own when it has none (a bare CI runner)."""
+        has = subprocess.run(["git", "-C", str(self.repo), "config", "user.email"], capture_output=True,
+                             text=True, timeout=60).stdout.strip()
         return () if has else FALLBACK_IDENTITY
 
     def __call__(self, stack_file: Path, message: str) -> str:
@@ -56,8 +61,7 @@ class GitPersist:
         committed = False
         if self._git("status", "--porcelain", "--", rel).stdout.strip():
             self._git("add", "--", rel)
-            result = subprocess.run(["git", "-C", str(self.repo), *self._identity(), "commit", "-q", "-m", message,
-                                     "--", rel], capture_output=True, text=True, timeout=120)
+            result = self._git("commit", "-q", "-m", message, "--", rel, check=False, write=True)
             if result.returncode != 0:
                 raise PersistError(f"git commit of {rel} failed: {(result.stderr or result.stdout).strip()[-300:]}")
             committed = True
@@ -81,9 +85,9 @@ class GitPersist:
             if self._git("rev-parse", "--is-shallow-repository", check=False).stdout.strip() == "true":
                 self._git("fetch", "-q", "--unshallow", self.remote, check=False)
             self._git("fetch", "-q", self.remote, self.branch)
-            rebase = self._git("rebase", "-q", "--autostash", "FETCH_HEAD", check=False)
+            rebase = self._git("rebase", "-q", "--autostash", "FETCH_HEAD", check=False, write=True)
             if rebase.returncode != 0:
-                self._git("rebase", "--abort", check=False)
+                self._git("rebase", "--abort", check=False, write=True)
                 raise PersistError(f"{target} changed {rel} while the rotation ran, and the changes conflict: "
                                    f"merge {target} into this checkout, resolve {rel} and rerun "
                                    "(the rotation's intent is kept)")
