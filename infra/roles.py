@@ -55,6 +55,7 @@ READ_ONLY = (
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeScalingActivities",
     "autoscaling:DescribeTags",
+    "ec2:DescribeImageAttribute",   # bake --keep never deregisters an AMI shared with another account
     "ec2:DescribeImages",
     "ec2:DescribeInstanceStatus",
     "ec2:DescribeInstances",

@@ -267,7 +267,7 @@ def checks(aws):
 def test_model_uri_checks_bucket_and_manifest(checks):
     check, fleet, uri, session = checks
     check.model_uri(uri)
-    with pytest.raises(BadInput, match="--model-uri .* bucket no-such-bucket-kiln is not reachable"):
+    with pytest.raises(BadInput, match="--model-uri .* bucket no-such-bucket-kiln does not exist"):
         check.model_uri("s3://no-such-bucket-kiln/llm/v6/")
     with pytest.raises(BadInput, match="MANIFEST.sha256 is missing"):
         check.model_uri(uri.replace("v6", "v9"))

@@ -59,18 +59,18 @@ class AwsChecks:
             bucket, prefix = split_s3_uri(uri)
         except BakeInputError as e:
             raise BadInput(str(e)) from None
-        s3 = self.session.client("s3")
+        # One GetObject of the manifest's first byte: the only S3 permission the bake has (s3:GetObject on
+        # */MANIFEST.sha256), and its error code tells a missing bucket from a missing manifest.
         try:
-            s3.head_bucket(Bucket=bucket)
+            self.session.client("s3").get_object(Bucket=bucket, Key=prefix + MANIFEST_NAME, Range="bytes=0-0")
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code")
-            raise BadInput(f"--model-uri {uri}: bucket {bucket} is not reachable ({code})") from None
-        try:
-            s3.head_object(Bucket=bucket, Key=prefix + MANIFEST_NAME)
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            raise BadInput(f"--model-uri {uri}: s3://{bucket}/{prefix}{MANIFEST_NAME} is missing ({code}); the model "
-                           "needs a checksum manifest") from None
+            if code == "NoSuchBucket":
+                raise BadInput(f"--model-uri {uri}: bucket {bucket} does not exist in this account's view") from None
+            if code in ("NoSuchKey", "404"):
+                raise BadInput(f"--model-uri {uri}: s3://{bucket}/{prefix}{MANIFEST_NAME} is missing; the model "
+                               "needs a checksum manifest") from None
+            raise BadInput(f"--model-uri {uri}: s3://{bucket}/{prefix}{MANIFEST_NAME} is not readable ({code})") from None
 
     def amis(self, amis: Mapping[str, str], flag: str = "--ami") -> None:
         """Each AMI exists and is available in the stack's region, and fits the volumes the program gives it."""
