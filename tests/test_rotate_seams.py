@@ -292,3 +292,69 @@ def test_amis_must_exist_be_available_and_fit_the_volumes(checks):
     check = dataclasses.replace(check, cfg=small)
     with pytest.raises(BadInput, match=r"15 GiB root volume, larger than kiln:nodeGroups \(g\).volumeSizeGiB = 10"):
         check.amis({"standard": fleet.base_ami}, "target AMI")
+
+
+# ------------------------------------------------------------------------------ the real world, wired (stand-in)
+
+
+def test_real_world_over_the_stand_in_takes_region_checks_and_state_from_the_stack(aws, tmp_path):
+    import yaml
+
+    from automation.localaws import create_fleet
+    from automation.rotate.state import FileIntentStore
+    from automation.rotate.wiring import real_world
+    from automation.stack import StandInStack
+
+    session = aws.session()
+    fleet = create_fleet(session, cluster="wired", nodes_per_zone=1)
+    (tmp_path / "Pulumi.w.yaml").write_text(yaml.safe_dump({"config": {
+        "aws:region": "us-east-2", "kiln:clusterName": "wired", "kiln:kubernetesVersion": "1.33",
+        "kiln:availabilityZones": fleet.zones, "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5",
+        "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4,
+                             "desiredSize": 1}]}}))
+    lines = []
+    stack = StandInStack("acme/kiln/w", tmp_path, session=session)
+    real = real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                      project_dir=tmp_path, stack=stack, update_plans=False)
+    assert isinstance(real.store, FileIntentStore) and any("stand-in" in line for line in lines)
+    with pytest.raises(BadInput, match="--ami: ami-0123456789abcdef0 .*does not exist|--ami: .*not found"):
+        from automation.rotate.state import RotationIntent
+
+        real.world.validate(RotationIntent("rollback", "acme/kiln/w", "v4", None, fleet.base_ami, "v5",
+                                           target_ami="ami-0123456789abcdef0"))
+    real.world.check_amis({"standard": fleet.base_ami})
+    assert real.world.stack.outputs()["builderInstanceProfile"] == fleet.builder_instance_profile
+    # A stack file kiln cannot parse is bad input naming the key, before anything happens.
+    (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": {"aws:region": "us-east-2",
+                                                                          "kiln:clusterName": "wired"}}))
+    with pytest.raises(BadInput, match="kiln:kubernetesVersion is required"):
+        real_world("bad", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                   project_dir=tmp_path, stack=StandInStack("bad", tmp_path, session=session))
+
+
+def test_guard_cli_refuses_in_one_line_per_reason(monkeypatch, capsys, tmp_path):
+    import argparse
+
+    from automation.rotate import guard
+    from tests._fake_stack import FakeStack
+
+    stack = FakeStack(tmp_path)
+    monkeypatch.setattr("automation.stack.open_stack", lambda name, work_dir=None, **kw: stack)
+
+    def run(*argv):
+        parser = argparse.ArgumentParser()
+        guard.configure(parser)
+        return guard.main(parser.parse_args(list(argv)))
+
+    assert run("--stack", "prod") == 0
+    err = capsys.readouterr().err
+    assert "skipped (the stack has no kubeconfig output)" in err and "may be deployed" in err
+    stack.deployed["model"] = "v6"                   # a rotation ran; this checkout's stack file is stale
+    assert run("--stack", "prod") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if line.startswith("guard: refused:")] == [
+        next(line for line in err if "kiln:modelVersion in the stack file (v5) is not what the stack runs (v6)" in line)]
+    assert run("--stack", "a/b/c/d") == 2
+    stack.config_error = ConfigReadError("could not read the config of stack prod: error: incorrect passphrase")
+    assert run("--stack", "prod") == 1
+    assert "incorrect passphrase" in capsys.readouterr().err

@@ -46,6 +46,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                              "origin/main, before the intent is cleared; a branch that moved on is rebased onto")
     parser.add_argument("--git-commit", action="store_true",
                         help="commit Pulumi.<stack>.yaml when done, without pushing")
+    parser.add_argument("--no-update-plan", action="store_true",
+                        help="do not bind each up to its gated preview with an update plan (pulumi preview "
+                             "--save-plan / up --plan); only if your pulumi CLI rejects plans. The gate still runs")
     parser.add_argument("--state-dir", default=None,
                         help="stand-in only (no cluster): where the intent is kept (default .kiln/rotations)")
     from automation.rollout.cli import add_job_kind_flags
@@ -55,9 +58,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = ("Bake (or reuse) node AMIs for a model version, put them on the stack behind a fail-closed "
-                          "change gate, replace the nodes without killing running Jobs, converge, and commit the "
-                          "stack file.")
+    parser.description = ("Bake (or reuse) node AMIs for a model version, put them on the stack behind a\n"
+                          "fail-closed change gate, replace the nodes without killing running Jobs, converge,\n"
+                          "and commit the stack file (--git-push).")
     parser.epilog = EPILOG
     add_common(parser)
     parser.add_argument("--model-version", required=True, help="model version to roll out, e.g. v6")
@@ -185,7 +188,8 @@ def run(args: argparse.Namespace, action: str) -> int:
             real = real_world(args.stack, yes=args.yes, log=say, rollout_event=live,
                               rollout_options=rollout_options(args),
                               state_dir=Path(args.state_dir) if args.state_dir else None,
-                              git_commit=args.git_commit, git_push=args.git_push)
+                              git_commit=args.git_commit, git_push=args.git_push,
+                              update_plans=not args.no_update_plan)
             rotation = Rotation(real.world, real.store)
             if action == "rotate":
                 report = rotation.rotate(args.stack, args.model_version, args.model_uri, dry_run=args.dry_run)

@@ -244,7 +244,7 @@ class RealWorld:
 
 def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollout_event: Callable[[dict], None],
                rollout_options: dict[str, Any], project_dir: Path = PROJECT_DIR, state_dir: Optional[Path] = None,
-               git_commit: bool = False, git_push: Optional[str] = None,
+               git_commit: bool = False, git_push: Optional[str] = None, update_plans: bool = True,
                stack: Optional[StackSeam] = None) -> RealWorld:
     import boto3
     from pulumi.automation import StackNotFoundError
@@ -263,6 +263,9 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
             raise BadInput(f"--stack {stack_name!r}: no such Pulumi stack for the project in {project_dir}") from None
     if getattr(stack, "notice", None):
         log(stack.notice)
+    if not update_plans and stack.supports_plans:
+        stack.supports_plans = False
+        log("--no-update-plan: each up runs right after its gated preview, but is not bound to it by a plan")
     if stack.kind == "stand-in" and not stack.stack_file.exists():
         raise BadInput(f"--stack {stack_name!r}: {stack.stack_file} does not exist (the stand-in keeps the stack's "
                        "config there)")
