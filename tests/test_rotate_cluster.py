@@ -242,7 +242,8 @@ def test_deploy_problems():
     assert "merge the rotation's commit" in revert[0]
     flight = deploy_problems(config, {"nodeAmi": NEW_AMI, "modelVersion": "v6"}, intent(), "rollout abc, phase rolling")
     assert len(flight) == 2 and "in flight" in flight[0] and "rollout abc" in flight[1]
-    assert deploy_problems(config, {"clusterName": "kiln"}, None, None)           # outputs without nodeAmi: refuse
+    (unknown,) = deploy_problems(config, {"clusterName": "kiln"}, None, None)     # outputs without nodeAmi: refuse
+    assert "cannot be checked" in unknown
 
 
 def test_guard_reads_both_intents_from_the_cluster(kube):
