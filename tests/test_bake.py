@@ -352,6 +352,10 @@ def test_share_needs_a_customer_managed_key_encrypts_with_it_and_grants_it(world
 def test_snapshots_under_the_default_aws_ebs_key_are_never_shared(world):
     clients = world["clients"]
     key = _cmk(world["session"])
+    # moto's snapshots as they are: not encrypted at all. Never shared either.
+    with pytest.raises(BakeShareError, match="is not encrypted with"):
+        bake(request_for(world, model_version="v14u", kms_key_id=key["KeyId"], share_with_accounts=("210987654321",)),
+             clients, runner=runner(world), waiter_delay=0.2)
     aws_ebs = clients.kms.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]   # the account's default EBS key
     _encrypt_snapshots_as_aws_does(clients, aws_ebs["Arn"])   # e.g. EBS encryption by default overrode the request
     with pytest.raises(BakeShareError, match="aws/ebs"):
