@@ -293,6 +293,9 @@ def test_failed_up_restores_the_previous_ami(tmp_path):
     report = rotation.rotate("prod", "v6", URI)
     assert report.exit_code == EXIT_FAILED and report.outcome == "failed" and "rate exceeded" in report.message
     assert stack.config["kiln:nodeAmi"] == OLD_AMI and report.config_restored
+    # Nothing had been applied: the way back previews no changes, adopts nothing and applies nothing.
+    assert len(stack.ups) == 1 and not any(p["adopt"] for p in stack.previews)
+    assert report.restore["gate"]["changes"] == [] and stack.deployed["upsert"] is False
 
 
 def test_a_restore_the_gate_blocks_stops_keeps_the_intent_and_a_rerun_finishes_it(tmp_path):

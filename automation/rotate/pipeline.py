@@ -411,13 +411,23 @@ class Rotation:
             for note in decision.notes:
                 self.w.log(note)
             adopt = decision.adopt
-        expected = replace(expected, adopt_model_volume=adopt)
+        recorder = self._preview_once(expected, refresh, plan, adopt=False)
+        if adopt and _creates_model_objects(recorder, expected.to_model):
+            # The apply would create objects that exist (retained): preview again, adopting them. Only then:
+            # a preview that creates nothing (the objects are already in the state) needs no adoption.
+            recorder = self._preview_once(expected, refresh, plan, adopt=True)
+        else:
+            adopt = False
+        return classify(recorder.events, replace(expected, adopt_model_volume=adopt), dropped=recorder.dropped)
+
+    def _preview_once(self, expected: Expected, refresh: bool, plan: Optional["Rotation._Plan"], *,
+                      adopt: bool) -> EventRecorder:
         if plan is not None:
             plan.adopt = adopt
         recorder = EventRecorder()
-        dropped = self.w.stack.preview(recorder, refresh=refresh, plan=plan.path if plan else None,
-                                       adopt_model_volume=adopt)
-        return classify(recorder.events, expected, dropped=dropped or ())
+        recorder.dropped.extend(self.w.stack.preview(recorder, refresh=refresh, plan=plan.path if plan else None,
+                                                     adopt_model_volume=adopt) or ())
+        return recorder
 
     def _persist(self, intent: RotationIntent, report: RotationReport, message: str) -> None:
         if self.w.persist is None:
@@ -512,6 +522,24 @@ class Rotation:
         report.message = f"{message}\nrestored: config and stack are back to {intent.previous_ami} / model " \
                          f"{intent.previous_model_version}"
         return report
+
+
+def _creates_model_objects(recorder: EventRecorder, version: str) -> bool:
+    """Does the preview create the model volume or claim of ``version`` (create or create-replacement)?"""
+    from pulumi.automation.events import OpType
+
+    from automation.gate import PERSISTENT_VOLUME, PERSISTENT_VOLUME_CLAIM, claim_name, volume_name
+
+    wanted = {PERSISTENT_VOLUME: volume_name(version), PERSISTENT_VOLUME_CLAIM: claim_name(version)}
+    for event in recorder.events:
+        pre = event.resource_pre_event
+        if pre is None or pre.metadata.type not in wanted:
+            continue
+        meta = pre.metadata
+        name = ((meta.new.inputs or {}).get("metadata") or {}).get("name") if meta.new is not None else None
+        if meta.op in (OpType.CREATE, OpType.CREATE_REPLACEMENT) and name == wanted[meta.type]:
+            return True
+    return False
 
 
 def _one_line(exc: BaseException) -> str:
