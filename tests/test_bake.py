@@ -569,3 +569,22 @@ def test_builder_script_records_the_model_version_and_skips_an_empty_prefetch(tm
     assert (tmp_path / "etc" / "model-version").read_text().strip() == "v6"
     assert (tmp_path / "models" / "current").resolve() == (tmp_path / "models" / "v6").resolve()
     assert _builder("no-such-step", tmp_path).returncode == 2
+
+
+def test_cli_sigterm_exits_1_saying_what_was_cleaned_up(world, monkeypatch, capsys):
+    import os
+    import signal
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(bake_cli, "bake", killed)
+    fleet = world["fleet"]
+    before = signal.getsignal(signal.SIGTERM)
+    args = _cli_args(model_version="v18", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                     instance_profile=fleet.instance_profile, kubernetes_version=K8S, no_agent_wait=True)
+    assert bake_cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "bake interrupted (SIGTERM)" in err and "swept by the next bake" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) == before
