@@ -16,8 +16,10 @@ from typing import Optional, Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "bake": ("automation.bake.cli", "bake a node AMI with the model and images (or reuse one with the same recipe)"),
-    "rotate": ("automation.rotate.cli", "bake, update the stack behind a preview gate, replace nodes, converge"),
+    "rotate": ("automation.rotate.cli", "bake, update the stack behind a preview gate, replace nodes, converge, "
+                                        "commit the stack file"),
     "rollback": ("automation.rotate.rollback_cli", "set the previous AMI back on the stack and replace nodes again"),
+    "guard": ("automation.rotate.guard", "refuse a `pulumi up` that would revert or race a rotation (run before up in CI)"),
     "replace": ("automation.rollout.cli", "drain-aware replacement of nodes whose launch template is out of date"),
     "simulate": ("automation.rollout.sim.cli", "run the rollout engine against a simulated fleet from a scenario file"),
     "demo": ("automation.demo", "the whole rotation on a local moto server and a simulated cluster; chart in out/"),

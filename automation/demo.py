@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 CLUSTER = "kiln-demo"
 STACK = "demo"
 K8S = "1.33"
 IMAGE = "123456789012.dkr.ecr.us-east-2.amazonaws.com/trainer:1.4"
+GPU_GROUP, GPU_TYPE = "gpu", "g5.2xlarge"
+SYSTEM_GROUP, SYSTEM_TYPE = "system", "m7i.large"
 WHAT_IS_SIMULATED = (
     "AWS is a local moto server (EC2, SSM, S3, IAM, Auto Scaling over HTTP); moto runs no commands, so the "
     "builder's SSM steps succeed without copying a model. The Kubernetes cluster is SIMULATED (virtual clock): "
@@ -33,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                           "gated stack change, drain-aware replacement on a simulated cluster, convergence; "
                           "writes the report and a PNG timeline to --out. " + WHAT_IS_SIMULATED)
     parser.add_argument("--out", default="out", help="output directory (default out/)")
-    parser.add_argument("--nodes-per-zone", type=int, default=3, help="GPU nodes per zone, two zones (default 3)")
+    parser.add_argument("--nodes-per-zone", type=int, default=3, help="GPU nodes per zone, two zones (default 3); the system group has one node per zone")
     parser.add_argument("--deadline", type=float, default=7200, metavar="SECONDS",
                         help="rollout deadline for running Jobs (default 7200)")
     parser.add_argument("--json", action="store_true", help="print the final report as JSON")
@@ -47,13 +50,16 @@ def write_stack_config(project: Path, fleet: Any, nodes_per_zone: int) -> Path:
     project.mkdir(parents=True, exist_ok=True)
     path = project / f"Pulumi.{STACK}.yaml"
     path.write_text(yaml.safe_dump({"config": {
-        "kiln:clusterName": CLUSTER, "kiln:kubernetesVersion": K8S, "kiln:availabilityZones": fleet.zones,
-        "kiln:vpcId": fleet.vpc_id, "kiln:privateSubnetIds": fleet.subnet_ids,
-        "kiln:nodeAmi": fleet.base_ami, "kiln:modelVersion": "v5", "kiln:prefetchImages": [IMAGE],
-        # A CPU type, not `gpu: true`: the demo's fleet boots one (standard) AMI, and GPU types need gpu: true and
-        # the nvidia AMI (infra/config.py, infra/validation.py).
-        "kiln:nodeGroups": [{"name": "gpu", "instanceTypes": ["m7i.2xlarge"], "minSize": 0,
-                             "maxSize": nodes_per_zone * 2 + 2, "desiredSize": nodes_per_zone}],
+        "aws:region": fleet.zones[0][:-1], "kiln:clusterName": CLUSTER, "kiln:kubernetesVersion": K8S,
+        "kiln:availabilityZones": fleet.zones, "kiln:vpcId": fleet.vpc_id, "kiln:privateSubnetIds": fleet.subnet_ids,
+        "kiln:nodeAmi": {"standard": fleet.base_ami, "nvidia": fleet.base_ami}, "kiln:modelVersion": "v5",
+        "kiln:prefetchImages": [IMAGE],
+        # A small untainted system group (CoreDNS and cluster-autoscaler tolerate no GPU taint) beside the GPU one;
+        # both boot kiln AMIs with the model, of their own family, and both are rotated.
+        "kiln:nodeGroups": [
+            {"name": SYSTEM_GROUP, "instanceTypes": [SYSTEM_TYPE], "minSize": 1, "maxSize": 4, "desiredSize": 1},
+            {"name": GPU_GROUP, "instanceTypes": [GPU_TYPE], "minSize": 0, "maxSize": nodes_per_zone * 2 + 2,
+             "desiredSize": nodes_per_zone, "gpu": True}],
     }}, sort_keys=False), encoding="utf-8")
     load_stack_file(str(path))  # the demo's stack file is a valid kiln config
     return path
@@ -121,11 +127,12 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     from rich.console import Console
     from rich.panel import Panel
 
-    from automation.localaws import LocalAws, create_fleet, put_model
+    from automation.localaws import LocalAws, add_group, create_fleet, put_model
     from automation.rollout.progress import LiveProgress
-    from automation.rotate.pipeline import IntentStore, Rotation, World
-    from automation.rotate.wiring import make_bake
-    from automation.stack import StandInStack, pulumi_cli_available
+    from automation.rotate.pipeline import Rotation, World
+    from automation.rotate.state import FileIntentStore
+    from automation.rotate.wiring import AwsChecks, make_bake, make_resolve_base
+    from automation.stack import StandInStack, desired_amis, kiln_config, pulumi_cli_available
     from automation.timeline import render_timeline
 
     console = console or Console(stderr=True, log_path=False)
@@ -138,11 +145,16 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     shutil.rmtree(project / ".kiln", ignore_errors=True)
     with LocalAws() as aws:
         session = aws.session()
-        fleet = create_fleet(session, CLUSTER, nodes_per_zone=nodes_per_zone)
-        console.log(f"moto: VPC {fleet.vpc_id}, launch template {fleet.launch_template_id}, ASGs {', '.join(fleet.asgs)} "
-                    f"({nodes_per_zone} nodes each on base AMI {fleet.base_ami})")
-        aws.seed_public_parameter(
-            f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/recommended/image_id", fleet.base_ami)
+        fleet = create_fleet(session, CLUSTER, group=GPU_GROUP, nodes_per_zone=nodes_per_zone, ami_family="nvidia")
+        add_group(session, fleet, SYSTEM_GROUP, nodes_per_zone=1, min_size=1, instance_type=SYSTEM_TYPE,
+                  ami_family="standard")
+        console.log(f"moto: VPC {fleet.vpc_id}, launch templates {', '.join(fleet.launch_templates.values())}, "
+                    f"ASGs {', '.join(fleet.asgs)} ({nodes_per_zone} GPU nodes and 1 system node per zone, on base AMI "
+                    f"{fleet.base_ami})")
+        for family in ("standard", "nvidia"):   # each group bakes its family's variant
+            aws.seed_public_parameter(
+                f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/{family}/recommended/image_id",
+                fleet.base_ami)
         model_uri = put_model(session, "kiln-demo-models", "llm/v6",
                               {"config.json": b'{"layers": 32}', "weights-00001.safetensors": b"\x00" * 4096})
         console.log(f"model v6 uploaded to {model_uri} with MANIFEST.sha256")
@@ -161,9 +173,15 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
             console.log(f"[green]done[/green] {step} ({time.monotonic() - step_started[0]:.1f}s)")
             step_started[0] = time.monotonic()
 
-        world = World(stack=stack, bake=make_bake(stack, project, console.log, wait_for_agent=False, session=session),
-                      replace=replacement, log=console.log, checkpoint=checkpoint)
-        rotation = Rotation(world, IntentStore(project / ".kiln"))
+        cfg = kiln_config(stack.all_config())
+        checks = AwsChecks(session, cfg)
+        log = lambda message: console.log(message, markup=False, highlight=False)  # noqa: E731 - engine text verbatim
+        world = World(stack=stack, bake=make_bake(stack, cfg, session, log, wait_for_agent=False),
+                      resolve_base=make_resolve_base(session, cfg), replace=replacement, log=log,
+                      validate=lambda intent: checks.model_uri(intent.model_uri) if intent.model_uri else None,
+                      check_amis=lambda amis: checks.amis(amis, "target AMI"), checkpoint=checkpoint,
+                      jobs_namespace=cfg.jobs_namespace)
+        rotation = Rotation(world, FileIntentStore(project / ".kiln"))
         if live:
             with progress:
                 report = rotation.rotate(STACK, "v6", model_uri)
@@ -171,15 +189,18 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
             report = rotation.rotate(STACK, "v6", model_uri)
         versions = fleet_images(session)
         ec2 = session.client("ec2")
-        ami = ec2.describe_images(ImageIds=[report.target_ami])["Images"][0] if report.target_ami else {}
+        # The demo's GPU fleet boots the nvidia entry of the family map.
+        booted = desired_amis(report.target_ami).get("nvidia") if report.target_ami else None
+        ami = ec2.describe_images(ImageIds=[booted])["Images"][0] if booted else {}
     chart = None
     if replacement.result is not None and replacement.result.timeline:
         chart = render_timeline(replacement.result.timeline, out / "rotation-timeline.png",
-                                title=f"kiln demo: {sum(sum(v.values()) for v in versions.values())} GPU nodes, model v5 -> v6 "
+                                title=f"kiln demo: {sum(sum(v.values()) for v in versions.values())} nodes, model v5 -> v6 "
                                       "(simulated cluster)")
     summary = {
         "outcome": report.outcome, "exitCode": report.exit_code, "message": report.message,
-        "previousAmi": report.previous_ami, "newAmi": report.target_ami,
+        "previousAmi": desired_amis(report.previous_ami).get("nvidia"), "newAmi": booted,
+        "previousAmis": desired_amis(report.previous_ami), "newAmis": desired_amis(report.target_ami),
         "amiTags": {t["Key"]: t["Value"] for t in ami.get("Tags", [])}, "steps": report.steps,
         "gate": report.gate, "rollout": report.rollout, "converged": report.converge is not None
         and not report.converge["changes"], "moto_instances_by_image": versions,
@@ -191,16 +212,28 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     return summary
 
 
+def gate_row(gate: Optional[dict[str, Any]]) -> str:
+    """The gate's real verdict: allowed or BLOCKED, and each change with its own verdict."""
+    if not gate:
+        return "not reached"
+    changes = ", ".join(f"{c['op']} {c['name']}" + ("" if c["allowed"] else " (BLOCKED)") for c in gate["changes"])
+    verdict = "allowed" if gate["allowed"] else "BLOCKED"
+    problems = "; ".join(gate.get("problems") or [])
+    return f"{verdict}: {changes or 'no changes'}" + (f"; {problems}" if problems else "")
+
+
 def print_summary(summary: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     r = summary.get("rollout") or {}
     table = Table(title="kiln demo: final report", show_header=False)
     table.add_row("outcome", f"{summary['outcome']} (exit {summary['exitCode']})")
-    table.add_row("AMI", f"{summary['previousAmi']} -> {summary['newAmi']}")
-    table.add_row("AMI tags", ", ".join(f"{k}={v}" for k, v in summary["amiTags"].items() if k.startswith("kiln:")))
-    table.add_row("preview gate", "allowed: " + ", ".join(
-        f"{c['op']} {c['name']}" for c in (summary["gate"] or {}).get("changes", [])))
+    before, after = summary.get("previousAmis") or {}, summary.get("newAmis") or {}
+    table.add_row("AMIs", "; ".join(f"{family}: {before.get(family)} -> {after.get(family)}"
+                                    for family in sorted(set(before) | set(after)))
+                  or f"{summary['previousAmi']} -> {summary['newAmi']}")
+    table.add_row("AMI tags (nvidia)", ", ".join(f"{k}={v}" for k, v in summary["amiTags"].items() if k.startswith("kiln:")))
+    table.add_row("preview gate", gate_row(summary["gate"]))
     table.add_row("nodes replaced (simulated)", f"{r.get('nodes_terminated', 0)} of {r.get('old_nodes_at_start', 0)}; "
                                                 f"{r.get('old_nodes_remaining', 0)} old left")
     table.add_row("Jobs", f"{r.get('jobs_completed', 0)} completed, {r.get('jobs_interrupted', 0)} interrupted, "
@@ -220,7 +253,11 @@ def main(args: argparse.Namespace) -> int:
         Console(stderr=True).print("[red]bad input:[/red] --nodes-per-zone must be between 1 and 20")
         return 2
     console = Console(stderr=True, log_path=False)
-    summary = run_demo(Path(args.out), nodes_per_zone=args.nodes_per_zone, deadline=args.deadline, console=console)
+    try:
+        summary = run_demo(Path(args.out), nodes_per_zone=args.nodes_per_zone, deadline=args.deadline, console=console)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        print(f"demo failed: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
     else:

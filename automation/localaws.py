@@ -110,14 +110,18 @@ class Fleet:
     subnet_ids: list[str]
     zones: list[str]
     instance_profile: str
-    launch_template_id: str
+    builder_instance_profile: str
+    launch_template_id: str    # the first group's
     base_ami: str
     asgs: list[str] = field(default_factory=list)
+    launch_templates: dict[str, str] = field(default_factory=dict)   # group -> launch template id
 
 
 def create_fleet(session: boto3.Session, cluster: str = "kiln-demo", *, group: str = "gpu",
-                 nodes_per_zone: int = 2, zones: tuple[str, ...] = ("a", "b"), base_ami: Optional[str] = None) -> Fleet:
-    """A kiln-shaped fleet: one launch template, one ASG per zone, tagged for ``cluster``."""
+                 nodes_per_zone: int = 2, zones: tuple[str, ...] = ("a", "b"), base_ami: Optional[str] = None,
+                 ami_family: Optional[str] = None) -> Fleet:
+    """A kiln-shaped fleet: one launch template, one ASG per zone, tagged for ``cluster`` (and, for the stand-in,
+    with the AMI family its nodes boot)."""
     ec2, asg, iam = session.client("ec2"), session.client("autoscaling"), session.client("iam")
     region = session.region_name
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -128,23 +132,39 @@ def create_fleet(session: boto3.Session, cluster: str = "kiln-demo", *, group: s
     iam.create_role(RoleName=profile, AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
     iam.create_instance_profile(InstanceProfileName=profile)
     iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=profile)
+    # The program's builder profile (read access to the model bucket only): the stack output builderInstanceProfile.
+    builder = f"{cluster}-builder"
+    iam.create_role(RoleName=builder, AssumeRolePolicyDocument='{"Version":"2012-10-17","Statement":[]}')
+    iam.create_instance_profile(InstanceProfileName=builder)
+    iam.add_role_to_instance_profile(InstanceProfileName=builder, RoleName=builder)
     if base_ami is None:
         # One of the public Amazon Linux images moto serves (a name filter keeps the call fast).
         base_ami = ec2.describe_images(Owners=["amazon"], Filters=[
             {"Name": "name", "Values": ["amzn2-ami-hvm-*"]}])["Images"][0]["ImageId"]
-    lt = ec2.create_launch_template(LaunchTemplateName=f"{cluster}-{group}", LaunchTemplateData={
-        "ImageId": base_ami, "InstanceType": "g5.2xlarge", "IamInstanceProfile": {"Name": profile},
+    fleet = Fleet(cluster, vpc, subnets, zone_names, profile, builder, "", base_ami)
+    fleet.launch_template_id = add_group(session, fleet, group, nodes_per_zone=nodes_per_zone, ami_family=ami_family)
+    return fleet
+
+
+def add_group(session: boto3.Session, fleet: Fleet, group: str, *, nodes_per_zone: int,
+              instance_type: str = "g5.2xlarge", min_size: int = 0, ami_family: Optional[str] = None) -> str:
+    """Another node group of ``fleet``: its launch template and one ASG per zone; returns the template's id."""
+    ec2, asg = session.client("ec2"), session.client("autoscaling")
+    lt = ec2.create_launch_template(LaunchTemplateName=f"{fleet.cluster}-{group}", LaunchTemplateData={
+        "ImageId": fleet.base_ami, "InstanceType": instance_type, "IamInstanceProfile": {"Name": fleet.instance_profile},
         "MetadataOptions": {"HttpTokens": "required"}})["LaunchTemplate"]["LaunchTemplateId"]
-    fleet = Fleet(cluster, vpc, subnets, zone_names, profile, lt, base_ami)
-    for az, subnet in zip(zone_names, subnets):
-        name = f"{cluster}-{group}-{az}"
+    fleet.launch_templates[group] = lt
+    for az, subnet in zip(fleet.zones, fleet.subnet_ids):
+        name = f"{fleet.cluster}-{group}-{az}"
         asg.create_auto_scaling_group(
             AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"},
-            MinSize=0, MaxSize=nodes_per_zone * 2 + 2, DesiredCapacity=nodes_per_zone, VPCZoneIdentifier=subnet,
-            Tags=[{"Key": TAG_CLUSTER, "Value": cluster, "PropagateAtLaunch": True},
-                  {"Key": TAG_NODE_GROUP, "Value": group, "PropagateAtLaunch": True}])
+            MinSize=min_size, MaxSize=nodes_per_zone * 2 + 2, DesiredCapacity=nodes_per_zone, VPCZoneIdentifier=subnet,
+            Tags=[{"Key": TAG_CLUSTER, "Value": fleet.cluster, "PropagateAtLaunch": True},
+                  {"Key": TAG_NODE_GROUP, "Value": group, "PropagateAtLaunch": True},
+                  *([{"Key": "kiln.dev/ami-family", "Value": ami_family, "PropagateAtLaunch": False}]
+                    if ami_family else [])])
         fleet.asgs.append(name)
-    return fleet
+    return lt
 
 
 def put_model(session: boto3.Session, bucket: str, prefix: str, files: dict[str, bytes]) -> str:

@@ -33,10 +33,11 @@ import pulumi
 import pulumi_aws as aws
 
 from infra import policydocs as pd
+from infra.labels import BAKE_LOG_GROUP
 
 MANAGED_POLICIES = ("AmazonSSMManagedInstanceCore", "AmazonEC2ContainerRegistryPullOnly")
-# bake --log-group must name a group under this prefix for the builder to write its command output there.
-LOG_GROUP_PREFIX = "/kiln/bake"
+# bake --log-group must name this group or one below it for the builder to write its command output there.
+LOG_GROUP_PREFIX = BAKE_LOG_GROUP
 LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents")
 
 

@@ -1,8 +1,12 @@
-"""Kubernetes labels, taints and AWS tags that kiln's parts agree on.
+"""Kubernetes labels, taints and AWS tags (and the few other names) that kiln's parts agree on.
 
 The rollout (``automation/rollout/model.py``) finds nodes and ASGs by these very
 strings, so they are a contract: ``tests/test_labels.py`` keeps both copies equal.
 """
+
+import hashlib
+import re
+
 
 # Node labels (set by nodeadm from the launch template's user data).
 LABEL_MODEL_VERSION = "kiln.dev/model-version"
@@ -24,6 +28,13 @@ TAG_NODE_GROUP = "kiln.dev/node-group"
 # (infra/roles.py) lets the bake stop, image, terminate and send commands only to instances so tagged.
 TAG_ROLE = "kiln.dev/role"
 BUILDER_ROLE = "ami-builder"
+# The builder's role (infra/builder.py) writes CloudWatch Logs only to this group and groups below it;
+# bake --log-group defaults to it and refuses any other (automation/bake/recipe.py).
+BAKE_LOG_GROUP = "/kiln/bake"
+# bake --share-with grants each account these operations on the --kms-key (a named KMS grant per account);
+# the rollout role may create grants with exactly these operations, nothing wider (infra/roles.py).
+BAKE_KEY_GRANT_OPERATIONS = ("Decrypt", "DescribeKey", "CreateGrant", "ReEncryptFrom", "ReEncryptTo",
+                             "GenerateDataKeyWithoutPlaintext")
 
 # cluster-autoscaler auto-discovery (--node-group-auto-discovery=asg:tag=...).
 CA_TAG_ENABLED = "k8s.io/cluster-autoscaler/enabled"
@@ -35,3 +46,26 @@ CA_TAG_NODE_TEMPLATE_TAINT = "k8s.io/cluster-autoscaler/node-template/taint/"
 def ca_cluster_tag(cluster_name: str) -> str:
     """The per-cluster cluster-autoscaler discovery tag key (its value is ``owned``)."""
     return f"{CA_TAG_CLUSTER_PREFIX}{cluster_name}"
+
+
+# A rotation keeps its intent in one ConfigMap of the cluster it rotates (automation/rotate/state.py); the
+# rollout role's RBAC (infra/rollout_access.py) may read and patch exactly that one.
+ROTATION_NAMESPACE = "kube-system"
+ROTATION_CONFIGMAP_PREFIX = "kiln-rotation-"
+
+
+def stack_slug(stack: str) -> str:
+    """A DNS-1123 name part for a stack, from its short name: ``org/project/prod`` and ``prod`` are both ``prod``.
+
+    A cluster belongs to one stack, and the stack file is ``Pulumi.<short name>.yaml``: however ``--stack`` is
+    spelled, the rotation finds the same intent, and the program can name it in RBAC.
+    """
+    short = stack.rsplit("/", 1)[-1]
+    text = re.sub(r"[^a-z0-9.-]+", "-", short.lower()).strip("-.") or "stack"
+    if text != short or len(text) > 40:
+        text = f"{text[:30].strip('-.')}-{hashlib.sha256(short.encode()).hexdigest()[:8]}"
+    return text
+
+
+def rotation_configmap(stack: str) -> str:
+    return ROTATION_CONFIGMAP_PREFIX + stack_slug(stack)

@@ -32,7 +32,7 @@ import pulumi_aws as aws
 
 from infra import ci_oidc
 from infra import policydocs as pd
-from infra.labels import BUILDER_ROLE, CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER, TAG_ROLE
+from infra.labels import BAKE_KEY_GRANT_OPERATIONS, BUILDER_ROLE, CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER, TAG_ROLE
 
 # Every image, snapshot and security group the bake creates carries this tag (automation/bake/recipe.py).
 TAG_RECIPE = "kiln:recipe"
@@ -57,6 +57,7 @@ READ_ONLY = (
     "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeScalingActivities",
     "autoscaling:DescribeTags",
+    "ec2:DescribeImageAttribute",   # bake --keep never deregisters an AMI shared with another account
     "ec2:DescribeImages",
     "ec2:DescribeInstanceStatus",
     "ec2:DescribeInstances",
@@ -67,11 +68,18 @@ READ_ONLY = (
     "ec2:DescribeSubnets",
     "ec2:DescribeTags",
     "ec2:DescribeVolumes",
+    "kms:ListAliases",   # bake --kms-key refuses AWS managed keys (aliases alias/aws/*); lists names only
     "ssm:DescribeInstanceInformation",
     "ssm:GetCommandInvocation",
     "ssm:ListCommandInvocations",
     "ssm:ListCommands",
 )
+
+
+# What EBS does with a customer-managed key on the caller's behalf (RunInstances with encrypted volumes,
+# CreateImage and CopyImage of their snapshots): through EC2 only (kms:DescribeKey: ReadThisClustersBakeKeys).
+EBS_KEY_ACTIONS = ("kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKeyWithoutPlaintext",
+                   "kms:ReEncryptFrom", "kms:ReEncryptTo")
 
 
 def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
@@ -85,6 +93,7 @@ def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
     builder_tag = {f"aws:ResourceTag/{TAG_ROLE}": BUILDER_ROLE}
     baked_by_kiln = {"Null": {f"aws:ResourceTag/{TAG_RECIPE}": "false"}}
     images = [ec2("image/*"), ec2("snapshot/*")]
+    kms_keys = [f"arn:{partition}:kms:*:{account}:key/*"]
     return pd.document(
         # --- node replacement (rotate / replace)
         pd.statement("AsgMutationsThisClusterOnly", ASG_MUTATIONS, [pd.asg_arn(partition, region, account)],
@@ -136,6 +145,19 @@ def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
                      {"StringEquals": {f"ssm:resourceTag/{TAG_ROLE}": BUILDER_ROLE}}),
         pd.statement("ReadEksAmiParameters", ["ssm:GetParameter", "ssm:GetParameters"],
                      [f"arn:{partition}:ssm:{region}::parameter/{EKS_AMI_PARAMETERS}"]),
+        # --- bake --kms-key / --share-with: only customer-managed keys tagged for this cluster (the key is a
+        # bake flag, not known here; the tag is the key owner's consent). Read the key and its grants; let EC2
+        # encrypt the builder's volumes and copies with it; grant other accounts exactly the share operations.
+        pd.statement("ReadThisClustersBakeKeys", ["kms:DescribeKey", "kms:ListGrants"], kms_keys,
+                     {"StringEquals": cluster_tag}),
+        pd.statement("EncryptBuilderVolumesWithThisClustersBakeKeys", list(EBS_KEY_ACTIONS), kms_keys,
+                     {"StringEquals": cluster_tag, "StringLike": {"kms:ViaService": "ec2.*.amazonaws.com"}}),
+        pd.statement("ShareThisClustersBakeKeysWithAccounts", ["kms:CreateGrant"], kms_keys,
+                     {"StringEquals": cluster_tag,
+                      "ForAllValues:StringEquals": {"kms:GrantOperations": sorted(BAKE_KEY_GRANT_OPERATIONS)},
+                      "StringLike": {"kms:GranteePrincipal": f"arn:{partition}:iam::*:root"}}),
+        # The root-volume estimate reads image sizes from this account's repositories (else: unknown size).
+        pd.statement("ReadImageSizes", ["ecr:DescribeImages"], [f"arn:{partition}:ecr:*:{account}:repository/*"]),
         pd.statement("ReadModelManifests", ["s3:GetObject"],
                      [f"arn:{partition}:s3:::{model_bucket or '*'}/{MANIFEST_NAME}",
                       f"arn:{partition}:s3:::{model_bucket or '*'}/*/{MANIFEST_NAME}"]),

@@ -2,9 +2,11 @@
 
 The rollout (``automation/rollout/kube.py``) lists nodes, pods, Jobs and PDBs,
 cordons/taints and deletes nodes, evicts pods, holds a Lease in kube-system and
-pauses cluster-autoscaler by scaling its Deployment. The access entry maps the
-rollout role to one Kubernetes group; the group gets those verbs and no others
-(no secrets, no pod exec, no writes outside nodes, evictions and its own Lease).
+pauses cluster-autoscaler by scaling its Deployment; ``rotate``/``rollback``/``guard``
+read and write the rotation's intent, one ConfigMap in kube-system
+(``automation/rotate/state.py``). The access entry maps the rollout role to one
+Kubernetes group; the group gets those verbs and no others (no secrets, no pod
+exec, no writes outside nodes, evictions, its own Lease and its own ConfigMap).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pulumi_kubernetes as k8s
 
 from infra.autoscaler import NAME as AUTOSCALER_NAME
 from infra.autoscaler import NAMESPACE as AUTOSCALER_NAMESPACE
+from infra.labels import ROTATION_NAMESPACE, rotation_configmap
 
 GROUP = "kiln-rollout"
 # automation/rollout/kube.py DEFAULT_LEASE_NAMESPACE / DEFAULT_LEASE_NAME (a test keeps them equal).
@@ -40,6 +43,14 @@ NAMESPACE_RULES = (
 )
 
 
+def namespace_rules(stack: str) -> tuple:
+    """NAMESPACE_RULES, plus the rotation's intent (``rotate``, ``rollback``, ``guard``): its one ConfigMap."""
+    return NAMESPACE_RULES + (
+        ("", "configmaps", ("get", "patch"), (rotation_configmap(stack),)),
+        ("", "configmaps", ("create",), ()),   # create cannot be limited by name; the rotation creates it once
+    )
+
+
 def _rules(rules) -> list[k8s.rbac.v1.PolicyRuleArgs]:
     return [k8s.rbac.v1.PolicyRuleArgs(api_groups=[g], resources=[r], verbs=list(v),
                                        resource_names=list(n) or None) for g, r, v, n in rules]
@@ -51,6 +62,7 @@ class RolloutAccessArgs:
     principal_arn: pulumi.Input[str]
     k8s_provider: k8s.Provider
     tags: dict[str, str] = field(default_factory=dict)
+    stack: Optional[str] = None    # names the rotation's ConfigMap (default: this Pulumi stack)
 
 
 class RolloutClusterAccess(pulumi.ComponentResource):
@@ -74,12 +86,12 @@ class RolloutClusterAccess(pulumi.ComponentResource):
             role_ref=k8s.rbac.v1.RoleRefArgs(kind="ClusterRole", name=cluster_role.metadata.name,
                                              api_group="rbac.authorization.k8s.io"),
             opts=on_cluster)
-        if LEASE_NAMESPACE != AUTOSCALER_NAMESPACE:  # one Role covers both only while they share a namespace
-            raise AssertionError("the Lease and cluster-autoscaler must share a namespace")
+        if not LEASE_NAMESPACE == AUTOSCALER_NAMESPACE == ROTATION_NAMESPACE:  # one Role covers all three
+            raise AssertionError("the Lease, cluster-autoscaler and the rotation intent must share a namespace")
         role = k8s.rbac.v1.Role(
             f"{name}-kube-system",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=GROUP, namespace=LEASE_NAMESPACE),
-            rules=_rules(NAMESPACE_RULES), opts=on_cluster)
+            rules=_rules(namespace_rules(args.stack or pulumi.get_stack())), opts=on_cluster)
         k8s.rbac.v1.RoleBinding(
             f"{name}-kube-system",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=GROUP, namespace=LEASE_NAMESPACE), subjects=subject,

@@ -11,17 +11,21 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from automation.bake import cli as bake_cli
-from automation.bake.baker import AwsClients, bake
+from automation.bake.baker import (IMAGE_EXPANSION, ROOT_HEADROOM_GIB, SYSTEM_IMAGE_GIB, TAG_CREATED_AT, UNKNOWN_IMAGE_GIB,
+                                   AwsClients, BakeShareError, bake, customer_key_arn, root_size, sweep_builders)
 from automation.bake.keep import KilnImage, choose_to_delete, prune
-from automation.bake.recipe import TAG_BASE_AMI, TAG_MODEL_VERSION, TAG_RECIPE, BakeInputError, BakeRequest
+from automation.bake.recipe import (TAG_BASE_AMI, TAG_FAMILY, TAG_MODEL_VERSION, TAG_RECIPE, BakeInputError,
+                                    BakeRequest)
 from automation.bake.ssm import CommandFailed, SsmRunner
 from automation.localaws import LocalAws, create_fleet, put_model
+from infra.images import NODE_SYSTEM_IMAGES
 from infra.labels import BUILDER_ROLE, TAG_ROLE
 
 K8S = "1.33"
@@ -206,56 +210,248 @@ def test_new_manifest_under_the_same_uri_changes_the_recipe(world):
     assert second.recipe != first.recipe and not second.reused
 
 
-def test_keep_never_deregisters_an_ami_a_launch_template_version_in_use_references(aws):
-    session = aws.session("eu-west-1")  # its own region: only this test's images
-    fleet = create_fleet(session, cluster="keep", nodes_per_zone=1)
-    param = f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/standard/recommended/image_id"
-    local = LocalAws.__new__(LocalAws)
-    local.region = "eu-west-1"
-    local.seed_public_parameter(param, fleet.base_ami)
-    uri = put_model(session, "keep-models", "m", {"a": b"a"})
+def _dated_amis(session, region, n, uri, fleet):
+    """``n`` baked AMIs with distinct ages in the server (moto stamps CreationDate to the second)."""
+    from moto.ec2.models import ec2_backends
+
     clients = AwsClients.create(session=session)
     ssm_runner = SsmRunner(clients.ssm, poll_seconds=0.2, wait_for_agent=False)
     amis = [bake(BakeRequest(model_version=f"v{i}", model_uri=uri, subnet_id=fleet.subnet_ids[0],
                              instance_profile=fleet.instance_profile, kubernetes_version=K8S),
-                 clients, runner=ssm_runner, waiter_delay=0.2).ami_id for i in range(3)]
-    # moto stamps CreationDate to the second; give the four images distinct ages in the server.
-    from moto.ec2.models import ec2_backends
-
+                 clients, runner=ssm_runner, waiter_delay=0.2).ami_id for i in range(n)]
     for i, ami in enumerate(amis):
-        ec2_backends["123456789012"]["eu-west-1"].amis[ami].creation_date = datetime.datetime(2026, 1, i + 1)
-    # The oldest kiln AMI is still what the ASGs boot: a launch-template version in use.
+        ec2_backends["123456789012"][region].amis[ami].creation_date = datetime.datetime(2026, 1, i + 1)
+    return clients, amis
+
+
+def test_keep_never_deregisters_an_ami_in_use_a_rollback_target_or_a_shared_one(aws):
+    session = aws.session("eu-west-1")  # its own region: only this test's images
+    fleet = create_fleet(session, cluster="keep", nodes_per_zone=1)
+    local = LocalAws.__new__(LocalAws)
+    local.region = "eu-west-1"
+    local.seed_public_parameter(PARAM, fleet.base_ami)
+    uri = put_model(session, "keep-models", "m", {"a": b"a"})
+    clients, amis = _dated_amis(session, "eu-west-1", 5, uri, fleet)
     ec2 = clients.ec2
-    v2 = ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
-                                            LaunchTemplateData={"ImageId": amis[0]})["LaunchTemplateVersion"]
+    # The launch template's history: v2 boots amis[0] (what a rollback goes back to), v3 boots amis[1] and the
+    # ASGs point at it (in use).
+    for ami in (amis[0], amis[1]):
+        version = ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
+                                                     LaunchTemplateData={"ImageId": ami})["LaunchTemplateVersion"]
     for name in fleet.asgs:
         clients.autoscaling.update_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={
-            "LaunchTemplateId": fleet.launch_template_id, "Version": str(v2["VersionNumber"])})
-    # A newer version (the $Latest/$Default) boots the newest image.
-    ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
-                                       LaunchTemplateData={"ImageId": amis[2]})
+            "LaunchTemplateId": fleet.launch_template_id, "Version": str(version["VersionNumber"])})
+    # amis[2] is shared with another account: deregistering it would break their launches.
+    ec2.modify_image_attribute(ImageId=amis[2], LaunchPermission={"Add": [{"UserId": "210987654321"}]})
     snaps = {a: [m["Ebs"]["SnapshotId"] for m in ec2.describe_images(ImageIds=[a])["Images"][0]["BlockDeviceMappings"]]
              for a in amis}
 
     deleted = prune(ec2, clients.autoscaling, keep=1)
 
-    assert deleted == [amis[1]]
+    assert deleted == [amis[3]]          # amis[4] is the newest kept; 0, 1 and 2 are needed
     left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
-    assert amis[0] in left and amis[2] in left and amis[1] not in left
+    assert {amis[0], amis[1], amis[2], amis[4]} <= left and amis[3] not in left
     live_snaps = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
-    assert not set(snaps[amis[1]]) & live_snaps
-    assert set(snaps[amis[0]]) <= live_snaps and set(snaps[amis[2]]) <= live_snaps
+    assert not set(snaps[amis[3]]) & live_snaps and set(snaps[amis[0]]) <= live_snaps
 
 
-def test_share_and_copy_to_another_region(world):
+def test_copy_to_another_region(world):
     clients = world["clients"]
-    result = bake(request_for(world, model_version="v11", share_with_accounts=("210987654321",),
-                              copy_to_regions=("eu-central-1",)), clients, runner=runner(world), waiter_delay=0.2)
-    perms = clients.ec2.describe_image_attribute(ImageId=result.ami_id, Attribute="launchPermission")
-    assert {"UserId": "210987654321"} in perms["LaunchPermissions"]
+    result = bake(request_for(world, model_version="v11", copy_to_regions=("eu-central-1",)), clients,
+                  runner=runner(world), waiter_delay=0.2)
     copy = result.copies["eu-central-1"]
     remote = world["session"].client("ec2", region_name="eu-central-1").describe_images(ImageIds=[copy])["Images"][0]
     assert {t["Key"]: t["Value"] for t in remote["Tags"]}[TAG_RECIPE] == result.recipe
+
+
+# ---- family tags, root size, KMS and sharing, sweeping ----------------------------------------------------
+
+
+def _capture(client, operation):
+    calls = []
+    client.meta.events.register(f"before-parameter-build.{client.meta.service_model.service_name}.{operation}",
+                                lambda params, **_: calls.append(params))
+    return calls
+
+
+def test_baked_amis_carry_their_family_and_the_root_is_sized_from_the_images(world):
+    clients = world["clients"]
+    ecr = world["session"].client("ecr")
+    repo = f"trainer-{world['uri'].split('/')[2][-6:]}"
+    ecr.create_repository(repositoryName=repo)
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7 * 1024 ** 3,
+                           "digest": "sha256:" + "c" * 64},
+                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1,
+                            "digest": "sha256:" + "d" * 64}]}
+    ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest), imageTag="1.0")
+    known = f"123456789012.dkr.ecr.us-east-2.amazonaws.com/{repo}:1.0"
+    reported = ecr.describe_images(repositoryName=repo)["imageDetails"][0]["imageSizeInBytes"]
+    launches = _capture(clients.ec2, "RunInstances")
+    result = bake(request_for(world, model_version="v12", ami_family="nvidia", base_ami=world["fleet"].base_ami,
+                              prefetch_images=(known, "docker.io/library/unknown:1")),
+                  clients, runner=runner(world), waiter_delay=0.2)
+    image = clients.ec2.describe_images(ImageIds=[result.ami_id])["Images"][0]
+    assert {t["Key"]: t["Value"] for t in image["Tags"]}[TAG_FAMILY] == "nvidia"
+    base = clients.ec2.describe_images(ImageIds=[world["fleet"].base_ami])["Images"][0]
+    base_root = next(m["Ebs"]["VolumeSize"] for m in base["BlockDeviceMappings"]
+                     if m["DeviceName"] == base["RootDeviceName"])
+    expected = base_root + math.ceil(reported * IMAGE_EXPANSION / 1024 ** 3 + UNKNOWN_IMAGE_GIB
+                                     + SYSTEM_IMAGE_GIB * len(NODE_SYSTEM_IMAGES)) + ROOT_HEADROOM_GIB
+    (launch,) = launches
+    root = next(m for m in launch["BlockDeviceMappings"] if m["DeviceName"] == base["RootDeviceName"])
+    assert root["Ebs"]["VolumeSize"] == expected == result.root_volume_gib
+    assert root["Ebs"]["Encrypted"] and "KmsKeyId" not in root["Ebs"]
+    # The flag wins, and a root smaller than the base AMI's is refused before anything is launched.
+    sized = bake(request_for(world, model_version="v12", root_volume_gib=200), clients, runner=runner(world),
+                 waiter_delay=0.2)
+    assert sized.root_volume_gib == 200 and sized.recipe != result.recipe
+    with pytest.raises(BakeInputError, match="--root-volume-gib"):
+        bake(request_for(world, model_version="v12", root_volume_gib=base_root - 1), clients, runner=runner(world))
+    assert root_size(20, {"a": None, NODE_SYSTEM_IMAGES[0]: None, "b": 2 * 1024 ** 3}) == 20 + 8 + 1 + 6 + 4
+
+
+def _cmk(session, description="kiln ami"):
+    return session.client("kms").create_key(Description=description)["KeyMetadata"]
+
+
+def _encrypt_snapshots_as_aws_does(clients, key_id):
+    """moto creates an AMI's snapshots from a fresh unencrypted volume, not from the builder's encrypted ones;
+    AWS reports them encrypted with the builder volumes' key. Rewrite DescribeSnapshots' response to say so."""
+    def rewrite(parsed, **_):
+        for snap in parsed.get("Snapshots", []):
+            snap.update(Encrypted=True, KmsKeyId=key_id)
+    clients.ec2.meta.events.register("after-call.ec2.DescribeSnapshots", rewrite)
+
+
+def test_share_needs_a_customer_managed_key_encrypts_with_it_and_grants_it(world):
+    clients = world["clients"]
+    with pytest.raises(BakeInputError, match="--share-with needs --kms-key"):
+        request_for(world, model_version="v13", share_with_accounts=("210987654321",))
+    with pytest.raises(BakeInputError, match="AWS managed key"):
+        request_for(world, model_version="v13", kms_key_id="alias/aws/ebs")
+    key = _cmk(world["session"])
+    launches = _capture(clients.ec2, "RunInstances")
+    _encrypt_snapshots_as_aws_does(clients, key["Arn"])
+    result = bake(request_for(world, model_version="v13", kms_key_id=key["KeyId"],
+                              share_with_accounts=("210987654321", "109876543210")),
+                  clients, runner=runner(world), waiter_delay=0.2)
+    assert all(m["Ebs"]["KmsKeyId"] == key["Arn"] and m["Ebs"]["Encrypted"] for m in launches[0]["BlockDeviceMappings"])
+    perms = clients.ec2.describe_image_attribute(ImageId=result.ami_id, Attribute="launchPermission")
+    assert {p["UserId"] for p in perms["LaunchPermissions"]} == {"210987654321", "109876543210"}
+    grants = clients.kms.list_grants(KeyId=key["KeyId"])["Grants"]
+    assert {g["GranteePrincipal"] for g in grants} == {"arn:aws:iam::210987654321:root",
+                                                       "arn:aws:iam::109876543210:root"}
+    assert all({"Decrypt", "CreateGrant", "DescribeKey"} <= set(g["Operations"]) for g in grants)
+    # Sharing again (reuse by recipe) adds no second grant per account.
+    again = bake(request_for(world, model_version="v13", kms_key_id=key["KeyId"],
+                             share_with_accounts=("210987654321",)), clients, runner=runner(world), waiter_delay=0.2)
+    assert again.reused and len(clients.kms.list_grants(KeyId=key["KeyId"])["Grants"]) == 2
+
+
+def test_snapshots_under_the_default_aws_ebs_key_are_never_shared(world):
+    clients = world["clients"]
+    key = _cmk(world["session"])
+    # moto's snapshots as they are: not encrypted at all. Never shared either.
+    with pytest.raises(BakeShareError, match="is not encrypted with"):
+        bake(request_for(world, model_version="v14u", kms_key_id=key["KeyId"], share_with_accounts=("210987654321",)),
+             clients, runner=runner(world), waiter_delay=0.2)
+    aws_ebs = clients.kms.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]   # the account's default EBS key
+    _encrypt_snapshots_as_aws_does(clients, aws_ebs["Arn"])   # e.g. EBS encryption by default overrode the request
+    with pytest.raises(BakeShareError, match="aws/ebs"):
+        bake(request_for(world, model_version="v14", kms_key_id=key["KeyId"], share_with_accounts=("210987654321",)),
+             clients, runner=runner(world), waiter_delay=0.2)
+    image = clients.ec2.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{TAG_MODEL_VERSION}",
+                                                                   "Values": ["v14"]}])["Images"][0]
+    assert clients.ec2.describe_image_attribute(ImageId=image["ImageId"],
+                                                Attribute="launchPermission")["LaunchPermissions"] == []
+    assert clients.kms.list_grants(KeyId=key["KeyId"])["Grants"] == []
+    # A key given by its alias/aws/ name is refused before anything starts; so is a disabled key.
+    with pytest.raises(BakeInputError, match="AWS managed"):
+        customer_key_arn(clients.kms, aws_ebs["KeyId"])
+    disabled = _cmk(world["session"])
+    clients.kms.disable_key(KeyId=disabled["KeyId"])
+    with pytest.raises(BakeInputError, match="Disabled"):
+        customer_key_arn(clients.kms, disabled["KeyId"])
+
+
+def _deny_describe_key(clients, *, allowed=()):
+    """IAM's answer to the rollout role for a key it may not read (not tagged for the cluster: aws/ebs among them).
+
+    moto's KMS evaluates no IAM; botocore's before-call hook answers instead of the server, as AWS would."""
+    import json as _json
+    from types import SimpleNamespace
+
+    def deny(params, **_):
+        if _json.loads(params["body"] or b"{}").get("KeyId") in allowed:
+            return None
+        return (SimpleNamespace(status_code=400, headers={}, raw=None),
+                {"Error": {"Code": "AccessDeniedException", "Message": "not authorized to perform: kms:DescribeKey"},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}})
+    clients.kms.meta.events.register("before-call.kms.DescribeKey", deny)
+
+
+def test_keys_the_rollout_role_may_not_read_are_named_never_a_crash(world):
+    """The rollout role reads only keys tagged for its cluster (infra/roles.py): a snapshot under aws/ebs is still
+    refused for sharing, by its key ARN, and an untagged --kms-key is bad input that says what to tag."""
+    clients = world["clients"]
+    key = _cmk(world["session"])
+    aws_ebs = clients.kms.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
+    _encrypt_snapshots_as_aws_does(clients, aws_ebs["Arn"])
+    _deny_describe_key(clients, allowed=(key["KeyId"], key["Arn"]))
+    with pytest.raises(BakeShareError, match=f"encrypted with {aws_ebs['Arn']}, not {key['Arn']}"):
+        bake(request_for(world, model_version="v14d", kms_key_id=key["KeyId"], share_with_accounts=("210987654321",)),
+             clients, runner=runner(world), waiter_delay=0.2)
+    assert clients.kms.list_grants(KeyId=key["KeyId"])["Grants"] == []
+    other = _cmk(world["session"], "not tagged for the cluster")
+    with pytest.raises(BakeInputError, match=r"AccessDeniedException: .*tagged kiln.dev/cluster=<cluster name>"):
+        customer_key_arn(clients.kms, other["KeyId"])
+
+
+def test_sigterm_during_the_bake_terminates_the_builder_and_the_sweep_removes_the_rest(world):
+    import os
+    import signal
+    import time
+
+    from automation.signals import Interrupted, sigterm_raises
+
+    clients = world["clients"]
+
+    class KilledRunner(SsmRunner):
+        def run(self, instance_id, step, commands, timeout_seconds=3600):
+            if step == "copy-model":
+                os.kill(os.getpid(), signal.SIGTERM)      # the CI runner is cancelled mid-copy
+            return super().run(instance_id, step, commands, timeout_seconds)
+
+    calls = []
+    clients.ec2.meta.events.register("before-call.ec2", lambda model, **_: calls.append(model.name))
+    with sigterm_raises(), pytest.raises(Interrupted):
+        bake(request_for(world, model_version="v15"), clients,
+             runner=KilledRunner(clients.ssm, poll_seconds=0.2, wait_for_agent=False), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v15"} in i["Tags"]]
+    assert builder["State"]["Name"] in ("shutting-down", "terminated")
+    assert clients.ec2.describe_images(Owners=["self"], Filters=[
+        {"Name": f"tag:{TAG_MODEL_VERSION}", "Values": ["v15"]}])["Images"] == []
+    # It did not sit in the instance_terminated waiter while being killed: nothing after the terminate but
+    # the (failing or not) security-group delete.
+    after = calls[calls.index("TerminateInstances") + 1:calls.index("TerminateInstances") + 2]
+    assert after == ["DeleteSecurityGroup"]
+    # A builder left running by a run that was killed outright (no handler): the next bake sweeps it once old.
+    orphan = clients.ec2.run_instances(ImageId=world["fleet"].base_ami, InstanceType="m6i.large", MinCount=1,
+                                       MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": [
+                                           {"Key": TAG_ROLE, "Value": BUILDER_ROLE}]}])["Instances"][0]["InstanceId"]
+    group = clients.ec2.create_security_group(
+        GroupName=f"kiln-orphan-{orphan}", Description="kiln bake builder: no inbound",
+        VpcId=world["fleet"].vpc_id, TagSpecifications=[{"ResourceType": "security-group", "Tags": [
+            {"Key": TAG_ROLE, "Value": BUILDER_ROLE}, {"Key": TAG_CREATED_AT, "Value": str(int(time.time()))}]}])["GroupId"]
+    assert orphan not in sweep_builders(clients.ec2, older_than_seconds=6 * 3600)      # young: maybe another bake's
+    swept = sweep_builders(clients.ec2, older_than_seconds=6 * 3600, now=time.time() + 7 * 3600)
+    assert orphan in swept and group in swept
+    state = clients.ec2.describe_instances(InstanceIds=[orphan])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state in ("shutting-down", "terminated")
+    untagged = clients.ec2.run_instances(ImageId=world["fleet"].base_ami, InstanceType="m6i.large", MinCount=1,
+                                         MaxCount=1)["Instances"][0]["InstanceId"]
+    assert untagged not in sweep_builders(clients.ec2, older_than_seconds=0, now=time.time() + 7 * 3600)
 
 
 def test_bad_input_names_the_flag(world):
@@ -263,6 +459,40 @@ def test_bad_input_names_the_flag(world):
         request_for(world, model_uri="https://example.com/model")
     with pytest.raises(BakeInputError, match="--base-ami"):
         request_for(world, base_ami="ami-nope")
+
+
+@pytest.mark.parametrize("group", ["/kiln/bakery", "/kiln/bake-prod", "/kiln/bake/", "/aws/ssm/kiln", "kiln/bake",
+                                   "/kiln/bake/a b", "/kiln/bake/" + "a" * 510])
+def test_a_log_group_the_builder_cannot_write_is_bad_input(world, group):
+    """The builder's role writes CloudWatch Logs only to /kiln/bake and below (infra/builder.py)."""
+    with pytest.raises(BakeInputError, match=r"--log-group .* must be /kiln/bake or a group below it"):
+        request_for(world, log_group=group)
+
+
+def test_the_bake_logs_to_the_builder_s_own_group_by_default(world):
+    from infra.builder import LOG_GROUP_PREFIX
+
+    assert request_for(world).log_group == LOG_GROUP_PREFIX == "/kiln/bake"
+    assert request_for(world, log_group="/kiln/bake/prod").log_group == "/kiln/bake/prod"
+    assert request_for(world, log_group=None).log_group is None          # API callers may turn it off
+    assert _cli_args(model_version="v6", model_uri=world["uri"]).log_group == "/kiln/bake"
+    sent = _capture(world["clients"].ssm, "SendCommand")
+    request = request_for(world, model_version="v6-logs")
+    result = bake(request, world["clients"], waiter_delay=0.2,
+                  runner=SsmRunner(world["clients"].ssm, log_group=request.log_group, poll_seconds=0.2,
+                                   wait_for_agent=False))
+    assert result.ami_id.startswith("ami-")
+    assert sent and all(p["CloudWatchOutputConfig"] == {"CloudWatchLogGroupName": "/kiln/bake",
+                                                        "CloudWatchOutputEnabled": True} for p in sent)
+
+
+def test_cli_refuses_a_log_group_outside_kiln_bake(world, capsys):
+    fleet = world["fleet"]
+    args = _cli_args(model_version="v6", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                     instance_profile=fleet.instance_profile, log_group="/kiln/bakery")
+    assert bake_cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bad input: --log-group ('/kiln/bakery') must be /kiln/bake or a group below it")
 
 
 def test_missing_manifest_is_bad_input(world):
@@ -278,6 +508,88 @@ def _cli_args(**kw) -> argparse.Namespace:
         flag = "--" + k.replace("_", "-")
         argv += [flag] if v is True else [flag, str(v)]
     return parser.parse_args(argv)
+
+
+def _stand_in_stack(tmp_path, world, name="s", builder=True, region="us-east-2", model_bucket=None):
+    import yaml
+
+    fleet = world["fleet"]
+    if not builder:
+        world["session"].client("iam").remove_role_from_instance_profile(
+            InstanceProfileName=fleet.builder_instance_profile, RoleName=fleet.builder_instance_profile)
+        world["session"].client("iam").delete_instance_profile(InstanceProfileName=fleet.builder_instance_profile)
+    (tmp_path / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump({"config": {
+        "aws:region": region, "kiln:clusterName": fleet.cluster, "kiln:kubernetesVersion": K8S,
+        "kiln:availabilityZones": fleet.zones, "kiln:nodeAmi": {"standard": fleet.base_ami, "nvidia": fleet.base_ami},
+        "kiln:modelVersion": "v5",
+        "kiln:nodeGroups": [{"name": "system", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 2,
+                             "desiredSize": 1},
+                            {"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4,
+                             "desiredSize": 1, "gpu": True}],
+        **({"kiln:modelBucket": model_bucket} if model_bucket else {})}}))
+
+
+def test_cli_with_stack_takes_region_and_the_builder_profile_from_the_stack(world, tmp_path, monkeypatch, capsys):
+    from automation import stack as stack_module
+
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)    # the stand-in reads the stack file
+    monkeypatch.chdir(tmp_path)
+    _stand_in_stack(tmp_path, world, model_bucket=world["uri"].split("/")[2])   # the builder reads this bucket
+    clients = world["clients"]
+    launches = _capture(clients.ec2, "RunInstances")
+    monkeypatch.setattr(AwsClients, "create", classmethod(lambda cls, region=None, session=None: (
+        launches.append({"region": region}), clients)[1]))
+    args = _cli_args(model_version="v16", model_uri=world["uri"], stack="acme/kiln/s", no_agent_wait=True, json=True)
+    assert bake_cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert launches[0] == {"region": "us-east-2"}
+    assert launches[1]["IamInstanceProfile"] == {"Name": world["fleet"].builder_instance_profile}
+    assert out["amiId"].startswith("ami-")
+    # --region must agree with the stack's aws:region
+    wrong = _cli_args(model_version="v16", model_uri=world["uri"], stack="s", region="eu-west-1")
+    assert bake_cli.main(wrong) == 2 and "--region eu-west-1 is not the stack's aws:region" in capsys.readouterr().err
+
+
+def test_cli_with_stack_refuses_a_model_outside_the_builders_bucket(world, tmp_path, monkeypatch, capsys):
+    """The stack's builder profile reads only kiln:modelBucket: another bucket would fail at the copy, after a
+    builder was launched; it is bad input before anything starts."""
+    from automation import stack as stack_module
+
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    _stand_in_stack(tmp_path, world, model_bucket="the-models-bucket")
+    launches = _capture(world["clients"].ec2, "RunInstances")
+    assert bake_cli.main(_cli_args(model_version="v16", model_uri=world["uri"], stack="s")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"bad input: --model-uri {world['uri']}: bucket ") and \
+        "is not the stack's kiln:modelBucket (the-models-bucket)" in line
+    assert launches == []
+
+
+def test_cli_with_a_stack_lacking_the_builder_profile_or_an_unknown_stack_names_it(world, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from automation import stack as stack_module
+
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    args = _cli_args(model_version="v16", model_uri=world["uri"], stack="nosuch")
+    assert bake_cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bad input: --stack nosuch:") and "Pulumi.nosuch.yaml" in line
+    fleet = create_fleet(world["session"], cluster="nobuilder", nodes_per_zone=1)
+    _stand_in_stack(tmp_path, {**world, "fleet": fleet}, name="nb", builder=False)
+    assert bake_cli.main(_cli_args(model_version="v16", model_uri=world["uri"], stack="nb")) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "builderInstanceProfile" in line and "--instance-profile" in line
+
+
+def test_cli_errors_are_one_plain_line(world, capsys):
+    fleet = world["fleet"]
+    args = _cli_args(model_version="v17", model_uri=world["uri"] + "[missing]/", subnet_id=fleet.subnet_ids[0],
+                     instance_profile=fleet.instance_profile, kubernetes_version=K8S, no_agent_wait=True)
+    assert bake_cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "[missing]" in line and "MANIFEST.sha256" in line and line.startswith("bad input:")
 
 
 def test_cli_bakes_with_json_output_and_exit_codes(world, capsys):
@@ -344,3 +656,22 @@ def test_builder_script_records_the_model_version_and_skips_an_empty_prefetch(tm
     assert (tmp_path / "etc" / "model-version").read_text().strip() == "v6"
     assert (tmp_path / "models" / "current").resolve() == (tmp_path / "models" / "v6").resolve()
     assert _builder("no-such-step", tmp_path).returncode == 2
+
+
+def test_cli_sigterm_exits_1_saying_what_was_cleaned_up(world, monkeypatch, capsys):
+    import os
+    import signal
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not interrupt")
+
+    monkeypatch.setattr(bake_cli, "bake", killed)
+    fleet = world["fleet"]
+    before = signal.getsignal(signal.SIGTERM)
+    args = _cli_args(model_version="v18", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                     instance_profile=fleet.instance_profile, kubernetes_version=K8S, no_agent_wait=True)
+    assert bake_cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert "bake interrupted (SIGTERM)" in err and "swept by the next bake" in err and "Traceback" not in err
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -8,8 +8,9 @@ import json
 import pytest
 from rich.console import Console
 
-from automation.demo import run_demo
-from automation.gate import EventRecorder
+from automation.demo import gate_row, print_summary, run_demo
+from automation.gate import EventRecorder, Expected
+from automation.rotate.pipeline import STEPS
 from automation.localaws import LocalAws, create_fleet
 from automation.stack import StandInStack, open_stack
 
@@ -20,16 +21,23 @@ def test_demo_rotates_the_fleet_and_draws_the_timeline(tmp_path):
     text = buffer.getvalue()
 
     assert summary["exitCode"] == 0 and summary["outcome"] == "done", summary["message"]
-    assert summary["steps"] == ["bake", "set-config", "preview", "up", "replace", "converge", "report"]
-    new_ami = summary["newAmi"]
-    assert new_ami != summary["previousAmi"]
-    assert summary["amiTags"]["kiln:model-version"] == "v6"
+    assert summary["steps"] == list(STEPS)
+    new_ami = summary["newAmi"]   # the GPU fleet boots the nvidia entry of the family map
+    assert new_ami != summary["previousAmi"] and summary["newAmis"]["nvidia"] == new_ami
+    assert set(summary["newAmis"]) == {"standard", "nvidia"} and summary["newAmis"]["standard"] != new_ami
+    assert summary["amiTags"]["kiln:model-version"] == "v6" and summary["amiTags"]["kiln:ami-family"] == "nvidia"
     assert summary["amiTags"]["kiln:base-ami"] == summary["previousAmi"]
-    # Every simulated old node was replaced, and the moto fleet now boots only the new AMI.
+    assert summary["gate"]["allowed"] and gate_row(summary["gate"]).startswith("allowed: update kiln-demo-gpu")
+    assert "update kiln-demo-system" in gate_row(summary["gate"])    # the system group boots the standard AMI
+    # Every simulated old node was replaced (2 GPU and 1 system node per zone), and each moto group now boots
+    # only the new AMI of its family.
     rollout = summary["rollout"]
-    assert rollout["outcome"] == "completed" and rollout["nodes_terminated"] == 4 and rollout["old_nodes_remaining"] == 0
+    assert rollout["outcome"] == "completed" and rollout["nodes_terminated"] == 6 and rollout["old_nodes_remaining"] == 0
     assert rollout["jobs_force_evicted"] == 1   # the one Job that outlives the deadline
-    assert all(images == {new_ami: 2} for images in summary["moto_instances_by_image"].values())
+    standard = summary["newAmis"]["standard"]
+    assert summary["moto_instances_by_image"] == {
+        "kiln-demo-gpu-us-east-2a": {new_ami: 2}, "kiln-demo-gpu-us-east-2b": {new_ami: 2},
+        "kiln-demo-system-us-east-2a": {standard: 1}, "kiln-demo-system-us-east-2b": {standard: 1}}
     assert summary["converged"]
     # It says what is simulated and that the stack ran through the stand-in.
     assert "SIMULATED" in text and "STAND-IN" in text
@@ -73,10 +81,12 @@ def test_stand_in_applies_the_launch_template_change(stand_in):
     stack.set_config({"kiln:nodeAmi": new_ami, "kiln:modelVersion": "v6"})
     assert stack.get_config("kiln:nodeAmi") == new_ami
 
+    expected = Expected(to_model="v6", to_amis=frozenset({new_ami}), from_model="v5")
     before = EventRecorder()
     stack.preview(before)
-    result = before.result()
-    assert result.allowed
+    result = before.result(expected)
+    assert result.allowed, result.render()
+    assert result.summary == {"update": 3}
     assert sorted((c.op, c.type) for c in result.changes) == [
         ("update", "aws:autoscaling/group:Group"), ("update", "aws:autoscaling/group:Group"),
         ("update", "aws:ec2/launchTemplate:LaunchTemplate")]
@@ -100,22 +110,56 @@ def test_stand_in_applies_the_launch_template_change(stand_in):
 
     after = EventRecorder()
     stack.preview(after)
-    assert not after.result().has_changes       # converged
+    assert not after.result(expected).has_changes and after.result(expected).allowed       # converged
     stack.up()                                  # idempotent: no third version
     assert ec2.describe_launch_template_versions(LaunchTemplateId=fleet.launch_template_id,
                                                  Versions=["$Latest"])["LaunchTemplateVersions"][0]["VersionNumber"] == 2
 
 
-def test_rotate_without_model_uri_reuses_the_newest_ami_of_that_model(stand_in):
+def test_rotate_without_model_uri_reuses_the_newest_ami_of_that_model_and_family(stand_in):
     from automation.rotate.pipeline import BadInput, RotationIntent
     from automation.rotate.wiring import make_bake
+    from automation.stack import kiln_config
 
     stack, fleet, session = stand_in
     ec2 = session.client("ec2")
-    baked = ec2.copy_image(SourceImageId=fleet.base_ami, SourceRegion=session.region_name, Name="kiln-v6")["ImageId"]
-    ec2.create_tags(Resources=[baked], Tags=[{"Key": "kiln:model-version", "Value": "v6"}])
-    bake_step = make_bake(stack, stack.path.parent, lambda m: None, session=session)
+
+    def baked(name, tags):
+        ami = ec2.copy_image(SourceImageId=fleet.base_ami, SourceRegion=session.region_name, Name=name)["ImageId"]
+        ec2.create_tags(Resources=[ami], Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        return ami
+
+    standard = baked("kiln-v6-std", {"kiln:model-version": "v6", "kiln:ami-family": "standard"})
+    nvidia = baked("kiln-v6-gpu", {"kiln:model-version": "v6", "kiln:ami-family": "nvidia"})
+    untagged = baked("kiln-v6-old", {"kiln:model-version": "v6"})     # baked before family tags, and newer
+    cfg = kiln_config({"kiln:clusterName": "c", "kiln:kubernetesVersion": "1.33",
+                       "kiln:availabilityZones": '["us-east-2a", "us-east-2b"]',
+                       "kiln:nodeAmi": json.dumps({"standard": fleet.base_ami, "nvidia": fleet.base_ami}),
+                       "kiln:modelVersion": "v5",
+                       "kiln:nodeGroups": json.dumps([
+                           {"name": "system", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 2,
+                            "desiredSize": 1},
+                           {"name": "g", "instanceTypes": ["g5.xlarge"], "minSize": 0, "maxSize": 1, "desiredSize": 0,
+                            "gpu": True}])})
+    bake_step = make_bake(stack, cfg, session, lambda m: None)
     intent = RotationIntent("rotate", "s", "v6", None, fleet.base_ami, "v5")
-    assert bake_step(intent, "standard") == baked
+    assert bake_step(intent, "standard", None) == standard
+    assert bake_step(intent, "nvidia", None) == nvidia
+    assert untagged not in (standard, nvidia)
     with pytest.raises(BadInput, match="--model-uri is required"):
-        bake_step(RotationIntent("rotate", "s", "v7", None, fleet.base_ami, "v5"), "standard")
+        bake_step(RotationIntent("rotate", "s", "v7", None, fleet.base_ami, "v5"), "standard", None)
+
+
+def test_the_demo_gate_row_shows_the_real_verdict():
+    allowed = {"allowed": True, "problems": [], "changes": [{"op": "update", "name": "lt", "allowed": True}]}
+    blocked = {"allowed": False, "problems": ["the engine counts 1 replace step(s), the gate saw 0: an event was lost"],
+               "changes": [{"op": "replace", "name": "kiln-cluster", "allowed": False}]}
+    assert gate_row(allowed) == "allowed: update lt"
+    row = gate_row(blocked)
+    assert row.startswith("BLOCKED: replace kiln-cluster (BLOCKED)") and "an event was lost" in row
+    assert gate_row(None) == "not reached"
+    buffer = io.StringIO()
+    print_summary({"outcome": "blocked", "exitCode": 1, "previousAmi": "a", "newAmi": "b", "amiTags": {},
+                   "gate": blocked, "rollout": None, "converged": False, "moto_instances_by_image": {},
+                   "timeline": None, "wall_seconds": 1}, Console(file=buffer, width=200))
+    assert "BLOCKED: replace kiln-cluster" in buffer.getvalue() and "allowed" not in buffer.getvalue()

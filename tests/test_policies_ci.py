@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from policies.program import PROJECT_DIR
@@ -62,6 +63,99 @@ def test_github_rotation_is_manual_and_runs_rotate():
     command = runs(job)
     assert re.search(r"python -m automation rotate --stack \"\$STACK\" --model-version \"\$MODEL_VERSION\"", command)
     assert "--yes" in command
+
+
+# ---- issue 11: a rotation reaches git, and an ordinary deploy can neither race nor revert it --------------
+
+
+def _render(expression: str, **values: str) -> str:
+    """A GitHub Actions expression with the given contexts filled in (enough for the group names)."""
+    def repl(match: re.Match) -> str:
+        expr = match.group(1).strip()
+        for alternative in (a.strip() for a in expr.split("||")):
+            if alternative.startswith("'") and alternative.endswith("'"):
+                return alternative.strip("'")
+            if values.get(alternative):
+                return values[alternative]
+        return ""
+    return re.sub(r"\$\{\{(.*?)\}\}", repl, expression)
+
+
+def _group(job_or_doc: dict) -> dict:
+    return job_or_doc.get("concurrency") or {}
+
+
+def _step_index(job: dict, predicate) -> int:
+    matches = [i for i, s in enumerate(steps(job)) if predicate(s)]
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+@pytest.mark.parametrize("stack", ["prod", "staging"])
+def test_github_deploy_and_rotation_share_one_concurrency_group_per_stack(stack):
+    deploy, rotate = load(CI / "github" / "kiln.yml"), load(CI / "github" / "rotate.yml")
+    up_group, rot_group = _group(deploy["jobs"]["up"]), _group(rotate)
+    assert up_group["cancel-in-progress"] is False and rot_group["cancel-in-progress"] is False
+    # The deploy's stack comes from vars.KILN_STACK (default prod), the rotation's from its input.
+    deploy_name = _render(up_group["group"], **({"vars.KILN_STACK": stack} if stack != "prod" else {}))
+    rotate_name = _render(rot_group["group"], **{"inputs.stack": stack})
+    assert deploy_name == rotate_name == f"kiln-stack-{stack}"
+    assert _render(up_group["group"], **{"vars.KILN_STACK": "other"}) != rotate_name
+    # No workflow-level group that would serialise unrelated runs, or hold a PR preview behind a rotation.
+    assert "concurrency" not in deploy and _group(deploy["jobs"]["preview"])["group"].startswith("kiln-preview-")
+
+
+def test_github_deploy_checks_out_the_tip_and_runs_the_guard_before_up():
+    up = load(CI / "github" / "kiln.yml")["jobs"]["up"]
+    checkout = _step_index(up, lambda s: str(s.get("uses", "")).startswith("actions/checkout@"))
+    assert steps(up)[checkout]["with"]["ref"] == "main"
+    guard = _step_index(up, lambda s: "python -m automation guard --stack \"$STACK\"" in s.get("run", ""))
+    apply = _step_index(up, lambda s: s.get("run", "").startswith("pulumi up"))
+    creds = _step_index(up, lambda s: str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials@"))
+    assert checkout < creds < guard < apply
+
+
+def test_github_rotation_persists_the_stack_file_to_main():
+    doc = load(CI / "github" / "rotate.yml")
+    job = doc["jobs"]["rotate"]
+    assert doc["permissions"]["contents"] == "write"
+    checkout = steps(job)[_step_index(job, lambda s: str(s.get("uses", "")).startswith("actions/checkout@"))]
+    assert checkout["with"]["fetch-depth"] == 0 and checkout["with"]["ref"] == "main"
+    assert "KILN_GIT_PUSH_TOKEN" in checkout["with"]["token"]
+    command = runs(job)
+    assert re.search(r"python -m automation rotate .*--git-push origin/main", command.replace("\\\n", " "), re.S)
+    assert "git config user.email" in command
+    assert "pulumi up" not in command         # the rotation applies only through its gate
+
+
+def test_gitlab_deploy_and_rotation_share_one_resource_group_and_persist():
+    doc = load(CI / "gitlab" / ".gitlab-ci.yml")
+    up, rotate = doc["up"], doc["rotate"]
+    assert up["resource_group"] == rotate["resource_group"] == "kiln-stack-$KILN_STACK"
+    script = [str(line) for line in up["script"]]
+    guard = next(i for i, line in enumerate(script) if "python -m automation guard --stack" in line)
+    apply = next(i for i, line in enumerate(script) if line.startswith("pulumi up"))
+    tip = next(i for i, line in enumerate(script) if "git checkout -q FETCH_HEAD" in line)
+    assert tip < guard < apply
+    rot = " ".join(str(line) for line in rotate["script"])
+    assert '--git-push "origin/$CI_DEFAULT_BRANCH"' in rot and "KILN_GIT_PUSH_TOKEN" in rot
+    assert rotate["variables"]["GIT_DEPTH"] == 0 and "KILN_GIT_PUSH_TOKEN" not in doc["variables"]
+
+
+def test_every_pulumi_up_in_the_templates_is_guarded():
+    """Nothing reverts a rotation: each job that runs `pulumi up` runs the guard first."""
+    jobs = []
+    for path in (CI / "github").glob("*.yml"):
+        jobs += [(f"{path.name}:{name}", [s.get("run", "") for s in steps(job)])
+                 for name, job in load(path)["jobs"].items()]
+    gitlab = load(CI / "gitlab" / ".gitlab-ci.yml")
+    jobs += [(f"gitlab:{name}", [str(x) for x in job.get("script", [])])
+             for name, job in gitlab.items() if isinstance(job, dict) and "script" in job]
+    ups = [(name, lines) for name, lines in jobs if any(re.search(r"(^|\s)pulumi up\b", line) for line in lines)]
+    assert ups
+    for name, lines in ups:
+        first_up = next(i for i, line in enumerate(lines) if re.search(r"(^|\s)pulumi up\b", line))
+        assert any("automation guard" in line for line in lines[:first_up]), name
 
 
 def test_no_static_aws_keys_anywhere():

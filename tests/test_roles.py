@@ -15,6 +15,7 @@ from botocore import xform_name
 
 from _program_helpers import BASE, run, with_changes
 from automation.bake.recipe import MANIFEST_NAME, TAG_RECIPE
+from infra.labels import BAKE_KEY_GRANT_OPERATIONS
 from infra import roles
 from policies.rules.iam import star_on_star
 
@@ -28,7 +29,8 @@ ASGS = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:*:autoScalingGr
 CI = {"providerUrl": "https://token.actions.githubusercontent.com", "audience": "sts.amazonaws.com",
       "subject": "repo:acme/kiln:ref:refs/heads/main"}
 # IAM permissions that are not API operations.
-PERMISSION_ONLY = {"iam:PassRole", "sts:TagSession", "s3:ListBucket"}
+PERMISSION_ONLY = {"iam:PassRole", "sts:TagSession", "s3:ListBucket",
+                   "kms:ReEncryptFrom", "kms:ReEncryptTo"}   # the two halves of the ReEncrypt operation
 BUCKET = "example-ml-models"
 
 
@@ -66,7 +68,8 @@ def test_rollout_statements_are_exactly_these(program):
         "LaunchOnlyTaggedBuilders", "LaunchFromThisClustersTemplates", "LaunchBuilderFrom", "TagOnCreateOnly", "BuilderInstancesOnly",
         "CreateAndTagImages", "ManageOnlyKilnImages", "BuilderSecurityGroupIn", "CreateOnlyKilnSecurityGroups",
         "DeleteOnlyKilnSecurityGroups", "PassOnlyTheBuilderRoleToEc2", "RunOnlyTheBakeDocument", "OnlyOnBuilders",
-        "ReadEksAmiParameters", "ReadModelManifests", "DescribeReadOnly",
+        "ReadEksAmiParameters", "ReadModelManifests", "DescribeReadOnly", "ReadThisClustersBakeKeys",
+        "EncryptBuilderVolumesWithThisClustersBakeKeys", "ShareThisClustersBakeKeysWithAccounts", "ReadImageSizes",
     }
 
 
@@ -122,6 +125,8 @@ def permits(statements, action: str, resource: str, context: dict) -> bool:
             return False
         if op == "StringEquals":
             return any(h in values(want) for h in values(have))
+        if op == "ForAllValues:StringEquals":
+            return all(h in values(want) for h in values(have))
         if op in ("StringLike", "ArnLike", "ForAnyValue:StringLike"):
             return any(fnmatch.fnmatchcase(h, w) for h in values(have) for w in values(want))
         raise AssertionError(f"operator {op} not modelled")
@@ -206,6 +211,68 @@ def test_reads_only_public_eks_ami_parameters_and_model_manifests(program):
            ["arn:aws:s3:::*/MANIFEST.sha256", "arn:aws:s3:::*/*/MANIFEST.sha256"])
 
 
+KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+THIS_CLUSTER = {"aws:ResourceTag/kiln.dev/cluster": "kiln-test"}
+
+
+def test_bake_keys_only_customer_keys_tagged_for_this_cluster(program):
+    """bake --kms-key: read the key, let EC2 encrypt the builder's volumes with it; never another key."""
+    s = list(rollout_statements(program).values())
+    via_ec2 = {"kms:ViaService": f"ec2.{REGION}.amazonaws.com"}
+    for action in ("kms:DescribeKey", "kms:ListGrants"):
+        assert permits(s, action, KEY, THIS_CLUSTER), action
+    for action in roles.EBS_KEY_ACTIONS:                      # what EBS does for RunInstances/CreateImage/CopyImage
+        assert permits(s, action, KEY, {**THIS_CLUSTER, **via_ec2}), action
+        assert not permits(s, action, KEY, {**THIS_CLUSTER, "kms:ViaService": f"s3.{REGION}.amazonaws.com"}), action
+        assert not permits(s, action, KEY, THIS_CLUSTER), action    # not called directly, only through EC2
+    for other in ({}, {"aws:ResourceTag/kiln.dev/cluster": "other"}):   # untagged, or another cluster's key
+        for action in ("kms:DescribeKey", "kms:ListGrants", "kms:Decrypt", "kms:CreateGrant"):
+            assert not permits(s, action, KEY, {**other, **via_ec2}), (action, other)
+    assert not permits(s, "kms:DescribeKey", f"arn:aws:kms:{REGION}:999999999999:key/x", THIS_CLUSTER)
+    # Never key administration or data use outside EBS.
+    for action in ("kms:Encrypt", "kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:RevokeGrant",
+                   "kms:GenerateDataKey", "kms:TagResource"):
+        assert not permits(s, action, KEY, {**THIS_CLUSTER, **via_ec2}), action
+
+
+def test_bake_may_grant_other_accounts_exactly_the_share_operations(program):
+    s = list(rollout_statements(program).values())
+    share = {**THIS_CLUSTER, "kms:GrantOperations": list(BAKE_KEY_GRANT_OPERATIONS),
+             "kms:GranteePrincipal": "arn:aws:iam::111122223333:root"}
+    assert permits(s, "kms:CreateGrant", KEY, share)
+    assert not permits(s, "kms:CreateGrant", KEY, {**share, "kms:GrantOperations": ["Decrypt", "Encrypt"]})
+    assert not permits(s, "kms:CreateGrant", KEY, {**share, "kms:GrantOperations": ["Decrypt", "RetireGrant"]})
+    assert not permits(s, "kms:CreateGrant", KEY, {**share, "kms:GranteePrincipal": "arn:aws:iam::111122223333:role/x"})
+    assert not permits(s, "kms:CreateGrant", KEY, {**share, "aws:ResourceTag/kiln.dev/cluster": "other"})
+
+
+def test_the_grant_the_bake_makes_is_one_the_role_allows(program):
+    """The bake's own CreateGrant request (botocore Stubber: moto's KMS does not evaluate grants) passes the role."""
+    from botocore.stub import Stubber
+
+    from automation.bake.baker import _grant_key
+
+    kms = boto3.client("kms", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sent = []
+    kms.meta.events.register("before-parameter-build.kms.CreateGrant", lambda params, **_: sent.append(dict(params)))
+    with Stubber(kms) as stub:
+        stub.add_response("list_grants", {"Grants": []}, {"KeyId": KEY})
+        stub.add_response("create_grant", {"GrantToken": "t", "GrantId": "g" * 64})
+        _grant_key(kms, KEY, "111122223333")
+    (request,) = sent
+    context = {**THIS_CLUSTER, "kms:GrantOperations": request["Operations"],
+               "kms:GranteePrincipal": request["GranteePrincipal"]}
+    assert permits(list(rollout_statements(program).values()), "kms:CreateGrant", request["KeyId"], context)
+
+
+def test_image_sizes_only_from_this_accounts_repositories(program):
+    s = list(rollout_statements(program).values())
+    assert permits(s, "ecr:DescribeImages", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/trainer", {})
+    assert permits(s, "ecr:DescribeImages", f"arn:aws:ecr:eu-west-1:{ACCOUNT}:repository/ml/trainer", {})
+    assert not permits(s, "ecr:DescribeImages", f"arn:aws:ecr:{REGION}:999999999999:repository/trainer", {})
+    assert not permits(s, "ecr:BatchGetImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/trainer", {})
+
+
 def test_unscoped_statement_is_read_only(program):
     s = rollout_statements(program)
     unscoped = [st for st in s.values() if st["Resource"] == "*" or "*" in st["Resource"]]
@@ -225,6 +292,8 @@ def test_contract_constants_match_the_bake():
     # The role's scopes name the bake's tags and file; if the bake renames them, the role must follow.
     assert roles.TAG_RECIPE == TAG_RECIPE
     assert roles.MANIFEST_NAME == MANIFEST_NAME
+    from automation.bake.baker import SHARE_KEY_OPERATIONS
+    assert set(SHARE_KEY_OPERATIONS) == set(BAKE_KEY_GRANT_OPERATIONS)
 
 
 # ---- every action is real, and every call the automation makes is allowed --------------------------------
@@ -253,7 +322,7 @@ def test_every_action_kiln_grants_is_a_real_api_operation(with_ci):
                 assert op in _operations(service), f"{reg.name}: {action} is not an operation of {service}"
 
 
-_CALL = re.compile(r"\b(ec2|remote|autoscaling|ssm|s3)\.(?:(get_waiter|get_paginator)\(\"(\w+)\"|(\w+)\()")
+_CALL = re.compile(r"\b(ec2|remote|autoscaling|ssm|s3|kms|ecr)\.(?:(get_waiter|get_paginator)\(\"(\w+)\"|(\w+)\()")
 _SERVICE = {"remote": "ec2"}
 # Fixture set-up for the local demo, not something a bake or rollout does.
 _NOT_ROLLOUT = {"localaws.py", "demo.py"}
@@ -282,7 +351,8 @@ def test_the_rollout_role_allows_every_call_the_bake_and_rollout_make(program):
     granted = {a for s in rollout_statements(program).values() if s["Effect"] == "Allow" for a in s["Action"]}
     calls = automation_calls()
     assert {"ec2:RunInstances", "ssm:SendCommand", "autoscaling:TerminateInstanceInAutoScalingGroup",
-            "ec2:DescribeImages", "ssm:GetCommandInvocation"} <= calls   # the scan sees the automation
+            "ec2:DescribeImages", "ssm:GetCommandInvocation", "kms:CreateGrant", "kms:DescribeKey",
+            "ecr:DescribeImages"} <= calls   # the scan sees the automation, the bake's KMS and ECR reads too
     assert calls - granted == set()
 
 
@@ -362,7 +432,13 @@ KUBE_CALLS = {
     "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
     "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
     "patch_namespaced_lease": ("coordination.k8s.io", "leases", "patch"),
+    # the rotation's intent (automation/rotate/state.py): rotate, rollback and guard
+    "read_namespaced_config_map": ("", "configmaps", "get"),
+    "create_namespaced_config_map": ("", "configmaps", "create"),
+    "patch_namespaced_config_map": ("", "configmaps", "patch"),
 }
+# Where those calls live: the rollout adapter, and the rotation's intent store.
+KUBE_SOURCES = (("automation", "rollout", "kube.py"), ("automation", "rotate", "state.py"))
 
 
 def _rbac_rules(program, type_):
@@ -386,14 +462,26 @@ def test_rollout_role_is_mapped_to_its_kubernetes_group(program):
 def test_rbac_allows_every_call_the_rollout_adapter_makes_and_nothing_else(program):
     from automation.rollout import kube
 
-    source = (ROOT / "automation" / "rollout" / "kube.py").read_text()
-    made = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination)\.(\w+)", source))
-    assert made and made <= set(KUBE_CALLS), f"unmapped kubernetes calls: {made - set(KUBE_CALLS)}"
+    from automation.rotate import state
+    from infra.labels import rotation_configmap
+
+    made = set()
+    for parts in KUBE_SOURCES:
+        found = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination)\.(\w+)", ROOT.joinpath(*parts).read_text()))
+        assert found, parts          # the scan sees each source
+        made |= found
+    assert made <= set(KUBE_CALLS), f"unmapped kubernetes calls: {made - set(KUBE_CALLS)}"
+    assert {"read_namespaced_config_map", "create_namespaced_config_map", "patch_namespaced_config_map"} <= made
 
     cluster_role, cluster_rules = _rbac_rules(program, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
     role, ns_rules = _rbac_rules(program, "kubernetes:rbac.authorization.k8s.io/v1:Role")
-    assert role.inputs["metadata"]["namespace"] == kube.DEFAULT_LEASE_NAMESPACE == kube.DEFAULT_AUTOSCALER_NAMESPACE
-    names = {"deployments/scale": kube.DEFAULT_AUTOSCALER_NAME, "leases": kube.DEFAULT_LEASE_NAME}
+    assert role.inputs["metadata"]["namespace"] == kube.DEFAULT_LEASE_NAMESPACE == kube.DEFAULT_AUTOSCALER_NAMESPACE \
+        == state.NAMESPACE
+    # The program's stack is "test" (tests/_program_helpers): the rotation of that stack uses exactly this name.
+    intent_name = state.ClusterIntentStore.name(None, "test")
+    assert intent_name == rotation_configmap("org/kiln/test") == "kiln-rotation-test"
+    names = {"deployments/scale": kube.DEFAULT_AUTOSCALER_NAME, "leases": kube.DEFAULT_LEASE_NAME,
+             "configmaps": intent_name}
     for call in made:
         group, resource, verb = KUBE_CALLS[call]
         if "namespaced" in call and resource in names:
@@ -404,9 +492,18 @@ def test_rbac_allows_every_call_the_rollout_adapter_makes_and_nothing_else(progr
     # Nothing beyond that: no secrets, no exec, no wildcard, no write to pods themselves.
     every = cluster_rules + ns_rules
     assert not any("*" in r["verbs"] or "*" in r["resources"] or "*" in r["apiGroups"] for r in every)
-    assert not any(res in ("secrets", "pods/exec", "configmaps") for r in every for res in r["resources"])
+    assert not any(res in ("secrets", "pods/exec") for r in every for res in r["resources"])
     assert not _allowed(cluster_rules, "", "pods", "delete") and not _allowed(cluster_rules, "", "pods", "patch")
     assert not _allowed(ns_rules, "apps", "deployments/scale", "patch", "coredns")
+    # ConfigMaps: only the rotation's own is read or changed (never coredns, kube-proxy, aws-auth, another stack's),
+    # only in kube-system, never deleted.
+    assert not any(res == "configmaps" for r in cluster_rules for res in r["resources"])
+    for other in ("coredns", "kube-proxy", "aws-auth", "kiln-rotation-staging"):
+        assert not _allowed(ns_rules, "", "configmaps", "get", other) and not _allowed(ns_rules, "", "configmaps",
+                                                                                       "patch", other), other
+    assert not _allowed(ns_rules, "", "configmaps", "delete", intent_name)
+    assert not _allowed(ns_rules, "", "configmaps", "list") and not _allowed(ns_rules, "", "configmaps", "update",
+                                                                             intent_name)
 
 
 def test_rbac_bindings_name_the_group(program):

@@ -1,10 +1,14 @@
-"""``--keep N``: deregister older kiln AMIs and their snapshots, never one in use.
+"""``--keep N``: deregister older kiln AMIs and their snapshots, never one in use or needed.
 
 An AMI is *in use* when a launch-template version that something may still boot
 references it: any version an Auto Scaling group points at (``$Latest`` and
 ``$Default`` resolved), the version any group instance was launched from, and
 each template's default and latest version. Images of running instances are kept
-too. Which AMIs to delete is decided by :func:`choose_to_delete`, a pure function.
+too. An AMI is *needed* when a rollback could go back to it — the image each
+launch template used before its current one (its newest versions read back until
+the image changes) — or when it is shared: with another account or made public
+(deregistering it would break their launches). Which AMIs to delete is decided
+by :func:`choose_to_delete`, a pure function.
 """
 
 from __future__ import annotations
@@ -69,12 +73,39 @@ def amis_in_use(ec2: Any, autoscaling: Any) -> set[str]:
     return used
 
 
+def rollback_targets(ec2: Any) -> set[str]:
+    """Per launch template, the image it booted before its current one (what `rollback` goes back to)."""
+    targets: set[str] = set()
+    for page in ec2.get_paginator("describe_launch_templates").paginate():
+        for lt in page["LaunchTemplates"]:
+            versions = ec2.describe_launch_template_versions(LaunchTemplateId=lt["LaunchTemplateId"])
+            images = [v.get("LaunchTemplateData", {}).get("ImageId")
+                      for v in sorted(versions["LaunchTemplateVersions"], key=lambda v: v["VersionNumber"], reverse=True)]
+            distinct = list(dict.fromkeys(i for i in images if i))
+            targets.update(distinct[:2])   # the current image and the one before it
+    return targets
+
+
+def shared(ec2: Any, images: Iterable[KilnImage]) -> set[str]:
+    """Images with launch permissions for another account or the public."""
+    out = set()
+    for image in images:
+        perms = ec2.describe_image_attribute(ImageId=image.ami_id, Attribute="launchPermission")
+        if perms.get("LaunchPermissions"):
+            out.add(image.ami_id)
+    return out
+
+
 def prune(ec2: Any, autoscaling: Any, keep: int, protect: Iterable[str] = ()) -> list[str]:
-    """Deregister kiln AMIs beyond the newest ``keep`` that are not in use; delete their snapshots."""
+    """Deregister kiln AMIs beyond the newest ``keep`` that are not in use, not a rollback target and not
+    shared; delete their snapshots."""
     if keep < 1:
         raise ValueError("--keep must be >= 1")
-    in_use = amis_in_use(ec2, autoscaling) | set(protect)
-    doomed = choose_to_delete(list_kiln_images(ec2), keep, in_use)
+    images = list_kiln_images(ec2)
+    in_use = amis_in_use(ec2, autoscaling) | rollback_targets(ec2) | set(protect)
+    candidates = choose_to_delete(images, keep, in_use)
+    others = shared(ec2, candidates)    # one DescribeImageAttribute per candidate, not per image
+    doomed = [i for i in candidates if i.ami_id not in others]
     for image in doomed:
         ec2.deregister_image(ImageId=image.ami_id)
         for snap in image.snapshots:

@@ -18,10 +18,12 @@ from typing import Optional
 
 from infra.imageref import image_reference_problem
 from infra.images import NODE_SYSTEM_IMAGES
+from infra.labels import BAKE_LOG_GROUP
 
 TAG_MODEL_VERSION = "kiln:model-version"
 TAG_BASE_AMI = "kiln:base-ami"
 TAG_RECIPE = "kiln:recipe"
+TAG_FAMILY = "kiln:ami-family"       # standard | nvidia: lookups pick the AMI of a group's family
 MANIFEST_NAME = "MANIFEST.sha256"
 
 _AMI_RE = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
@@ -30,6 +32,10 @@ _VERSION_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,40}[a-z0-9])?$")
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# A CloudWatch Logs group name ([.-_/#A-Za-z0-9], at most 512) that is /kiln/bake or below it.
+_LOG_GROUP_RE = re.compile(re.escape(BAKE_LOG_GROUP) + r"(/[.\-_/#A-Za-z0-9]+)?")
+_KMS_RE = re.compile(r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[0-9a-f-]{36}|alias/[A-Za-z0-9/_-]+)"
+                     r"|[0-9a-f-]{36}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]+)$")
 
 
 class BakeInputError(ValueError):
@@ -64,8 +70,12 @@ class BakeRequest:
     instance_type: str = "m6i.2xlarge"
     share_with_accounts: tuple[str, ...] = ()
     copy_to_regions: tuple[str, ...] = ()
-    log_group: Optional[str] = None
+    # CloudWatch Logs group for the builder's command output: /kiln/bake or below, the only groups kiln's builder
+    # role may write (None: the command output stays in SSM only).
+    log_group: Optional[str] = BAKE_LOG_GROUP
     step_timeout_seconds: int = 3600
+    root_volume_gib: Optional[int] = None   # None: sized from the base AMI's root and the images (baker.root_size)
+    kms_key_id: Optional[str] = None        # customer-managed key for the builder's volumes (and so the AMI)
 
     def __post_init__(self) -> None:
         problems = []
@@ -95,6 +105,18 @@ class BakeRequest:
         for r in self.copy_to_regions:
             if not _REGION_RE.fullmatch(r):
                 problems.append(f"--copy-to-region ({r!r}) must be a region such as eu-west-1")
+        if self.log_group is not None and not (_LOG_GROUP_RE.fullmatch(self.log_group) and len(self.log_group) <= 512):
+            problems.append(f"--log-group ({self.log_group!r}) must be {BAKE_LOG_GROUP} or a group below it, such as "
+                            f"{BAKE_LOG_GROUP}/prod: the builder's role writes CloudWatch Logs only there")
+        if self.root_volume_gib is not None and not 8 <= self.root_volume_gib <= 16384:
+            problems.append(f"--root-volume-gib ({self.root_volume_gib}) must be between 8 and 16384")
+        if self.kms_key_id is not None and not _KMS_RE.fullmatch(self.kms_key_id):
+            problems.append(f"--kms-key ({self.kms_key_id!r}) must be a KMS key id, key ARN or alias")
+        if self.kms_key_id is not None and self.kms_key_id.split(":")[-1].startswith("alias/aws/"):
+            problems.append(f"--kms-key ({self.kms_key_id}) is an AWS managed key; use a customer-managed key")
+        if self.share_with_accounts and not self.kms_key_id:
+            problems.append("--share-with needs --kms-key (a customer-managed key): snapshots encrypted with the "
+                            "default aws/ebs key cannot be used by other accounts")
         if problems:
             raise BakeInputError("; ".join(problems))
 
@@ -124,6 +146,8 @@ class Recipe:
     instance_type: str
     kubernetes_version: str
     ami_family: str
+    root_volume_gib: int = 0
+    kms_key_id: str = ""
     builder_script_sha256: str = field(default_factory=lambda: hashlib.sha256(builder_script().encode()).hexdigest())
 
     def digest(self) -> str:
@@ -131,11 +155,12 @@ class Recipe:
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def recipe_for(request: BakeRequest, base_ami: str, manifest: bytes) -> Recipe:
+def recipe_for(request: BakeRequest, base_ami: str, manifest: bytes, root_volume_gib: int = 0) -> Recipe:
     return Recipe(
         base_ami=base_ami, model_version=request.model_version, model_uri=request.model_uri.rstrip("/") + "/",
         manifest_sha256=hashlib.sha256(manifest).hexdigest(), prefetch_images=tuple(sorted(request.images_to_pull)),
         model_path=request.model_path, model_device=request.model_device,
         model_volume_size_gib=request.model_volume_size_gib, instance_type=request.instance_type,
         kubernetes_version=request.kubernetes_version, ami_family=request.ami_family,
+        root_volume_gib=root_volume_gib, kms_key_id=request.kms_key_id or "",
     )

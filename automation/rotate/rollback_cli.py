@@ -9,10 +9,16 @@ from .cli import EPILOG, add_common, run
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = ("The previous AMI is the one the last rotation replaced (or the one a rotation in flight "
-                     "would restore), unless --ami is given.\n" + EPILOG.replace("bake (or reuse) -> ", ""))
+    parser.description = ("Put the previous node AMI and model version back on the stack behind the same gate\n"
+                          "as rotate, and replace the nodes again. The previous AMI is the one the last rotation\n"
+                          "replaced (recorded in the cluster), or the one a rotation in flight would restore\n"
+                          "(which is abandoned), unless --ami is given. The retained PersistentVolume/claim of\n"
+                          "that model version are adopted, not created again.")
+    parser.epilog = EPILOG.replace("validate -> bake (or reuse) -> ", "validate (--ami exists and is available) -> ")
     add_common(parser)
-    parser.add_argument("--ami", help="AMI to go back to (default: the previous AMI recorded by the last rotation)")
+    parser.add_argument("--ami", help="AMI id (or kiln:nodeAmi's JSON family map) to go back to (default: the previous "
+                                      "AMI recorded by the last rotation); must exist and be available in the stack's "
+                                      "region")
     parser.add_argument("--model-version", help="model version baked into --ami (default: recorded with it)")
 
 

@@ -1,0 +1,132 @@
+"""``python -m automation guard``: refuse a ``pulumi up`` that would revert or race a rotation.
+
+The deploy pipeline runs this right before its ``pulumi up`` (both CI templates
+do). It refuses (exit 1, one line per reason) when:
+
+- a rotation or rollback of the stack is in flight (its intent is in the
+  cluster), or a node replacement is (the rollout's intent on its Lease): the
+  deploy would apply the stack file of a half-done rotation;
+- the stack file's ``kiln:nodeAmi`` or ``kiln:modelVersion`` differs from what
+  the stack runs (its ``nodeAmi``/``modelVersion`` outputs): the deploy would
+  roll the nodes' image or the model volume back (or forward) outside
+  ``rotate``, with no gate and no drain-aware replacement. Merge the rotation's
+  commit (``rotate --git-push``) or use ``rotate``/``rollback``.
+
+A stack with no outputs yet (never deployed) passes. Without a ``kubeconfig``
+output (or with ``--no-cluster-check``) the in-flight checks are skipped and
+the run says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Mapping, Optional
+
+from automation.stack import desired_amis
+
+from .state import RotationIntent
+
+EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+KEY_AMI, KEY_MODEL = "kiln:nodeAmi", "kiln:modelVersion"
+
+
+def deploy_problems(config: Mapping[str, str], outputs: Mapping[str, Any], rotation: Optional[RotationIntent],
+                    rollout: Optional[str]) -> list[str]:
+    """Why an ordinary deploy must not run now (empty: it may). Pure."""
+    problems = []
+    if rotation is not None:
+        what = "restore" if rotation.phase == "restoring" else rotation.kind
+        problems.append(f"a {what} of stack {rotation.stack} to model {rotation.model_version} is in flight: "
+                        f"finish it (rerun `python -m automation {rotation.kind} --stack {rotation.stack} ...`) "
+                        "before deploying")
+    if rollout is not None:
+        problems.append(f"a node replacement is in flight in the cluster ({rollout}): rerun the rotation "
+                        "(or `python -m automation replace`) to finish it before deploying")
+    if outputs:
+        deployed_ami, deployed_model = outputs.get("nodeAmi"), outputs.get("modelVersion")
+        if deployed_ami is None or deployed_model is None:
+            problems.append("the stack's outputs have no nodeAmi/modelVersion, so this deploy cannot be checked "
+                            "against what the nodes run")
+        else:
+            want_ami = desired_amis(config.get(KEY_AMI))
+            have_ami = desired_amis(deployed_ami)
+            if want_ami != have_ami:
+                problems.append(f"{KEY_AMI} in the stack file ({_show(want_ami)}) is not what the stack runs "
+                                f"({_show(have_ami)}): only `rotate`/`rollback` change the node image; merge the "
+                                "rotation's commit of the stack file")
+            if config.get(KEY_MODEL) != str(deployed_model):
+                problems.append(f"{KEY_MODEL} in the stack file ({config.get(KEY_MODEL)}) is not what the stack runs "
+                                f"({deployed_model}): only `rotate`/`rollback` change the model; merge the "
+                                "rotation's commit of the stack file")
+    return problems
+
+
+def _show(amis: Mapping[str, str]) -> str:
+    if set(amis) == {"standard"}:
+        return amis["standard"]
+    return ", ".join(f"{k}={v}" for k, v in sorted(amis.items())) or "not set"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Refuse a `pulumi up` that would revert or race a rotation: exit 1 when a rotation or node "
+                          "replacement of the stack is in flight, or when the stack file's kiln:nodeAmi/"
+                          "kiln:modelVersion differ from what the stack runs. Run it before `pulumi up` in CI. "
+                          "Exit codes: 0 the deploy may run, 1 refused (one line per reason), 2 bad input.")
+    parser.add_argument("--stack", required=True, help="Pulumi stack (plain or org/project/stack)")
+    parser.add_argument("--no-cluster-check", action="store_true",
+                        help="skip the in-flight checks in the cluster (e.g. the cluster is down and this deploy "
+                             "fixes it); the stack-file check still runs")
+
+
+def in_flight(outputs: Mapping[str, Any], stack: str) -> tuple[Optional[RotationIntent], Optional[str]]:
+    """The rotation intent and a description of the rollout intent in the stack's cluster."""
+    from automation.rollout.kube import KubeCluster
+
+    from .state import ClusterIntentStore
+    from .wiring import kube_api_client
+
+    api = kube_api_client(outputs)
+    rotation = ClusterIntentStore(api).load(stack)
+    rollout = KubeCluster(api).read_intent()
+    described = None if rollout is None else f"rollout {rollout.rollout_id}, phase {rollout.phase}"
+    return rotation, described
+
+
+def main(args: argparse.Namespace) -> int:
+    from automation.stack import ConfigReadError, open_stack, valid_stack_name
+    from automation.stack import PROJECT_DIR
+
+    def say(line: str) -> None:
+        print(line.replace("\n", " "), file=sys.stderr, flush=True)
+
+    if not valid_stack_name(args.stack):
+        say(f"bad input: --stack ({args.stack!r}) is not a stack name")
+        return EXIT_BAD_INPUT
+    try:
+        stack = open_stack(args.stack, PROJECT_DIR)
+        config = stack.all_config()
+        outputs = stack.outputs()
+        rotation = rollout = None
+        if args.no_cluster_check or not outputs.get("kubeconfig"):
+            say("guard: the in-flight checks in the cluster are skipped ("
+                + ("--no-cluster-check" if args.no_cluster_check else "the stack has no kubeconfig output") + ")")
+        else:
+            rotation, rollout = in_flight(outputs, args.stack)
+    except ConfigReadError as exc:
+        say(f"guard: refused: {exc}")
+        return EXIT_REFUSED
+    except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
+        name = type(exc).__name__
+        if name == "StackNotFoundError":
+            say(f"bad input: --stack {args.stack!r}: no such Pulumi stack")
+            return EXIT_BAD_INPUT
+        say(f"guard: refused: could not check the stack ({name}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
+            "pass --no-cluster-check if the cluster is unreachable on purpose")
+        return EXIT_REFUSED
+    problems = deploy_problems(config, outputs, rotation, rollout)
+    for p in problems:
+        say(f"guard: refused: {p}")
+    if not problems:
+        say(f"guard: stack {args.stack} may be deployed: no rotation in flight and the stack file matches what it runs")
+    return EXIT_REFUSED if problems else EXIT_OK
