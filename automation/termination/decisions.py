@@ -611,6 +611,7 @@ def _hold_or_complete_node(c: _Cycle, instance: Instance, node: Node, started: f
     jobs = [p for p in pods if is_job(p, kinds) and not p.deleting]
     due = {p.key: _job_due(c, p, started) for p in jobs}
     running = [p for p in jobs if c.now < due[p.key]]
+    overdue = [p for p in jobs if c.now >= due[p.key]]      # evicted now; they get time to stop like leaving pods
     for pod in sorted(jobs, key=lambda p: p.key):
         if c.now >= due[pod.key]:
             c.actions.append(Evict(node.name, instance.id, pod.namespace, pod.name, job=True))
@@ -634,13 +635,13 @@ def _hold_or_complete_node(c: _Cycle, instance: Instance, node: Node, started: f
         waiting_for.append(f"{len(evictable)} pod(s) to be evicted: {_pods(evictable)}"
                            + (" (PodDisruptionBudget " + ", ".join(sorted({b for bs in blocked.values() for b in bs}))
                               + " allows no disruption)" if any(blocked.values()) else ""))
-    if leaving and c.now < leave_limit:
-        waiting_for.append(f"{len(leaving)} pod(s) to stop: {_pods(leaving)}")
+    if (leaving or overdue) and c.now < leave_limit:
+        waiting_for.append(f"{len(leaving) + len(overdue)} pod(s) to stop: {_pods(leaving + overdue)}")
     if waiting_for:
         until = max([release, *due.values()]) if running or (evictable and c.now < release) else leave_limit
         hold(until, waiting_for)
         return
-    left = [p for p in evictable + leaving]
+    left = evictable + leaving + overdue
     if drained_by_rollout(node) and not left:
         complete("kiln's rollout drained the node")
     elif left:
