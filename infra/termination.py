@@ -153,11 +153,12 @@ class TerminationHandler(pulumi.ComponentResource):
         t = args.termination
 
         # --- the queue and the rules that feed it
+        # Named for the cluster, within SQS's 80 and EventBridge's 64 characters.
         self.dead_letters = aws.sqs.Queue(
-            f"{name}-dlq", message_retention_seconds=DLQ_RETENTION_SECONDS, sqs_managed_sse_enabled=True,
+            f"{name}-dlq", name=cluster.apply(lambda c: f"{c[:60]}-termination-dlq"), message_retention_seconds=DLQ_RETENTION_SECONDS, sqs_managed_sse_enabled=True,
             tags=args.tags, opts=child)
         self.queue = aws.sqs.Queue(
-            name, message_retention_seconds=RETENTION_SECONDS, visibility_timeout_seconds=VISIBILITY_SECONDS,
+            name, name=cluster.apply(lambda c: f"{c[:60]}-termination"), message_retention_seconds=RETENTION_SECONDS, visibility_timeout_seconds=VISIBILITY_SECONDS,
             sqs_managed_sse_enabled=True, redrive_policy=self.dead_letters.arn.apply(redrive_policy),
             tags=args.tags, opts=child)
         aws.sqs.RedriveAllowPolicy(
@@ -170,6 +171,7 @@ class TerminationHandler(pulumi.ComponentResource):
         for suffix in event_patterns([]):
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{suffix}",
+                name=cluster.apply(lambda c, s=suffix: f"{c[:40]}-termination-{s}"),
                 description=f"kiln: {suffix} notices for the termination handler",
                 event_pattern=patterns.apply(lambda p, s=suffix: json.dumps(p[s], sort_keys=True)),
                 tags=args.tags, opts=child)
