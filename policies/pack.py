@@ -12,6 +12,7 @@ from typing import Any
 from pulumi_policy import EnforcementLevel, Policy, PolicyPack
 
 from policies.rules import asgs, ecr, eks, iam, kubernetes, launch_templates, security_groups, stack
+from policies.rules import safe_to_evict
 
 PACK_NAME = "kiln"
 
@@ -21,6 +22,7 @@ def policies() -> list[Policy]:
     return [
         *ecr.POLICIES, *launch_templates.POLICIES, *asgs.POLICIES, *eks.POLICIES,
         *security_groups.POLICIES, *iam.POLICIES, *kubernetes.POLICIES, *stack.POLICIES,
+        *safe_to_evict.POLICIES,
     ]
 
 
