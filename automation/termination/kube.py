@@ -91,6 +91,7 @@ class KubeTermination:
         self.wall_clock = wall_clock
         self._uids: dict[tuple[str, Optional[str], str], str] = {}
         self._recorded: dict[tuple, float] = {}
+        self._last_event_name = 0
 
     # ---- reads ---------------------------------------------------------------------------------
 
@@ -214,11 +215,14 @@ class KubeTermination:
             ref["uid"] = uid
         body = {
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
-            "metadata": {"generateName": f"{regarding.name}.", "namespace": namespace},
+            # Named as client-go's recorder names them: <object>.<hex nanoseconds> (made unique per process).
+            "metadata": {"name": f"{regarding.name}.{max(int(now * 1e9), self._last_event_name + 1):x}",
+                         "namespace": namespace},
             "eventTime": _micro_time(now), "type": "Warning" if warning else "Normal",
             "reason": reason, "note": message[:NOTE_LIMIT], "action": action, "regarding": ref,
             "reportingController": REPORTING_CONTROLLER, "reportingInstance": self.identity[:128],
         }
+        self._last_event_name = int(body["metadata"]["name"].rsplit(".", 1)[1], 16)
         self.events.create_namespaced_event(namespace, body, _preload_content=False, _request_timeout=self.request_timeout)
         self._recorded[key] = now
         if len(self._recorded) > 10_000:   # forget the oldest half; a repeat after that is harmless
