@@ -554,7 +554,8 @@ def test_an_oidc_provider_iam_cannot_read_names_provider_arn():
 # ---- the termination handler's role and RBAC: exactly the calls its code makes (issue 10) ----------------------
 
 HANDLER_IMAGE = "123456789012.dkr.ecr.us-east-2.amazonaws.com/kiln-termination-handler@sha256:" + "c" * 64
-_HANDLER_CALL = re.compile(r"\b(sqs|autoscaling)\.(?:get_paginator\(\"(\w+)\"\)|(\w+)\b)")
+_HANDLER_CALL = re.compile(r"\b(sqs|autoscaling|lifecycle_client)\.(?:get_paginator\(\"(\w+)\"\)|(\w+)\b)")
+_HANDLER_SERVICE = {"lifecycle_client": "autoscaling"}   # the Auto Scaling client for heartbeats and completes
 
 
 @pytest.fixture(scope="module")
@@ -566,7 +567,8 @@ def handler_calls() -> set[str]:
     """``service:Operation`` for every boto3 call (or call passed on) in automation/termination."""
     found: set[str] = set()
     for path in sorted((ROOT / "automation" / "termination").rglob("*.py")):
-        for service, paginated, method in _HANDLER_CALL.findall(path.read_text()):
+        for receiver, paginated, method in _HANDLER_CALL.findall(path.read_text()):
+            service = _HANDLER_SERVICE.get(receiver, receiver)
             names = _by_python_name(service)
             name = paginated or method
             if name in names:

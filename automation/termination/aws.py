@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from .decisions import Instance
 
-TAG_CLUSTER = "kiln.dev/cluster"       # infra/labels.py TAG_CLUSTER (tests/test_labels.py keeps the copies equal)
+TAG_CLUSTER = "kiln.dev/cluster"       # infra/labels.py TAG_CLUSTER (tests/test_termination_program.py keeps them equal)
 MAX_ATTEMPTS = 10
 USER_AGENT = "kiln-termination-handler"
 RESULT = "CONTINUE"
@@ -80,9 +80,13 @@ class Queue:
 class LifecycleActions:
     """This cluster's ASGs and their instances' lifecycle actions."""
 
-    def __init__(self, cluster_name: str, *, autoscaling: Any = None, page_size: int = 100) -> None:
+    def __init__(self, cluster_name: str, *, autoscaling: Any = None, page_size: int = 100,
+                 lifecycle_client: Any = None) -> None:
+        """``lifecycle_client``: the client for the heartbeat and complete calls (default: ``autoscaling``).
+        The tests pass a botocore Stubber's, as moto 5.2.5 implements neither call."""
         self.cluster_name = cluster_name
         self.autoscaling = autoscaling or session().client("autoscaling", config=client_config("adaptive"))
+        self.lifecycle_client = lifecycle_client or self.autoscaling
         self.page_size = page_size
 
     def describe(self) -> tuple[frozenset[str], dict[str, Instance]]:
@@ -102,11 +106,11 @@ class LifecycleActions:
 
     def heartbeat(self, asg: str, hook: str, instance_id: str) -> bool:
         """Restart the hook's heartbeat timeout; False when the action is no longer pending."""
-        return self._call(self.autoscaling.record_lifecycle_action_heartbeat, asg, hook, instance_id)
+        return self._call(self.lifecycle_client.record_lifecycle_action_heartbeat, asg, hook, instance_id)
 
     def complete(self, asg: str, hook: str, instance_id: str) -> bool:
         """Let the instance terminate (CONTINUE); False when the action was no longer pending."""
-        return self._call(self.autoscaling.complete_lifecycle_action, asg, hook, instance_id,
+        return self._call(self.lifecycle_client.complete_lifecycle_action, asg, hook, instance_id,
                           LifecycleActionResult=RESULT)
 
     @staticmethod
