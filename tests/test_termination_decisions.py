@@ -424,3 +424,15 @@ def test_deciding_twice_on_the_same_world_gives_the_same_answer(specs, elapsed):
     n, pods = _world(specs, Reason.LIFECYCLE, True)
     world = snap(nodes=[n], pods=pods, notices=[lifecycle_notice()])
     assert d.decide(world, T0 + elapsed, SETTINGS) == d.decide(world, T0 + elapsed, SETTINGS)
+
+
+def test_a_lifecycle_marked_node_whose_action_is_over_is_left_alone():
+    # Completed (Terminating:Proceed) or gone: the node object may linger a moment; nothing to drain or hold for.
+    for instances in (waiting(state="Terminating:Proceed"), {}):
+        dec = d.decide(snap(nodes=[marked_now()], pods=[pod("web-1", "ReplicaSet")], instances=instances), T0 + 60,
+                       SETTINGS)
+        assert dec.actions == () and dec.holds == ()
+    # While it waits, non-Job pods are evicted even past the grace (a Job's extension can keep the node longer).
+    extended = pod("train-0", annotations={ANNOTATION_DEADLINE_EXTENSION: "3600"})
+    dec = d.decide(snap(nodes=[marked_now()], pods=[extended, pod("web-1", "ReplicaSet")]), T0 + GRACE + 60, SETTINGS)
+    assert [e.name for e in dec.of(d.Evict)] == ["web-1"] and dec.of(d.Complete) == []

@@ -431,3 +431,24 @@ def test_run_steps_down_when_stopped(world, kube):
     assert handler.run() == 0 and len(cycles) == 1
     lease = kube.get(kmock.resource("coordination.k8s.io/v1/leases"), "kube-system", "kiln-termination-handler")
     assert lease["spec"].get("holderIdentity") is None  # released: the standby takes over at once
+
+
+def test_a_failed_mark_keeps_its_message_for_the_next_delivery(world, kube):
+    asg = world["fleet"].asgs[0]
+    iid = world["instances"][asg][0]
+    ec2_event(world, "EC2 Spot Instance Interruption Warning", {"instance-id": iid, "instance-action": "terminate"})
+    broken = KubeEmulator()
+    try:
+        broken.put(NODES, None, node("n1", iid))
+        failing = kmock.KubernetesError(status=500, reason="InternalError", message="webhook timed out", details={})
+        broken.call(lambda: broken.emulator[kmock.method.PATCH, NODES] ** 10 << failing)
+        handler, _, _ = make_handler(world, broken)
+        assert handler.cycle() is not None
+        assert queue_depth(world) == 1            # not deleted: its mark did not land
+    finally:
+        broken.close()
+    handler, _, _ = make_handler(world, kube)     # the API server is fine again: the redelivered notice lands
+    kube.put(NODES, None, node("n1", iid))
+    handler.cycle()
+    assert "kiln.dev/terminating-spot-interruption" in kube.get(NODES, None, "n1")["metadata"]["annotations"]
+    assert queue_depth(world) == 0

@@ -526,8 +526,9 @@ def evict_from_draining_nodes(c: _Cycle) -> None:
     """Non-Job pods leave every node with a draining mark, through the Eviction API.
 
     For a spot reclaim or a stop that is at once. For a lifecycle termination it
-    is until the grace ends; a pod a PodDisruptionBudget still protects then dies
-    with the node (the completion's Event names it).
+    is for as long as the instance waits on the hook: the hold itself waits for
+    them only until the grace ends; a pod a PodDisruptionBudget still protects
+    then dies with the node (the completion's Event names it).
     """
     kinds = c.settings.job_kinds
     waiting = {i.id: i for i in c.snapshot.instances.values() if i.lifecycle_state == WAITING}
@@ -536,11 +537,8 @@ def evict_from_draining_nodes(c: _Cycle) -> None:
         draining = DRAINING & set(marks)
         if not draining:
             continue
-        if draining == {Reason.LIFECYCLE}:
-            if node.instance_id not in waiting:
-                continue          # the action is over: nothing to drain for
-            if c.now >= marks[Reason.LIFECYCLE] + c.settings.job_grace_seconds:
-                continue
+        if draining == {Reason.LIFECYCLE} and node.instance_id not in waiting:
+            continue              # the action is over: nothing to drain for
         for pod in sorted(c.pods_by_node.get(node.name, ()), key=lambda p: p.key):
             if needs_eviction(pod, kinds) and c.budgets.try_spend(pod):
                 c.actions.append(Evict(node.name, node.instance_id, pod.namespace, pod.name))
@@ -623,7 +621,7 @@ def _hold_or_complete_node(c: _Cycle, instance: Instance, node: Node, started: f
     evictable = [p for p in pods if needs_eviction(p, kinds)]
     leaving = [p for p in pods if still_leaving(p)]
     leave_limit = _leave_limit(c, started, due.values(), hard)
-    if not is_fenced(node) or c.new_marks.get(node.name):
+    if not is_fenced(node):
         # Marked this cycle: what runs there can only be trusted once the node is seen fenced.
         hold(max(release, *due.values()) if due else release, ["the node to be seen cordoned"])
         return
