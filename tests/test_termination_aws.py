@@ -155,11 +155,15 @@ def test_an_action_that_is_no_longer_pending_is_not_an_error():
                           expected_params={**WHO, "LifecycleActionResult": "CONTINUE"})
     stub.add_client_error("record_lifecycle_action_heartbeat", "ValidationError", gone, 400, expected_params=WHO)
     stub.add_client_error("record_lifecycle_action_heartbeat", "AccessDenied", "not authorized", 403, expected_params=WHO)
+    stub.add_client_error("complete_lifecycle_action", "ValidationError", "No Lifecycle Hook found with name kiln-termination",
+                          400, expected_params={**WHO, "LifecycleActionResult": "CONTINUE"})
     with stub:
         assert actions.complete(*WHO.values()) is False
         assert actions.heartbeat(*WHO.values()) is False
         with pytest.raises(ClientError):                       # anything else is the caller's to see
             actions.heartbeat(*WHO.values())
+        with pytest.raises(ClientError):                       # a missing hook is a misconfiguration, not "done"
+            actions.complete(*WHO.values())
 
 
 def test_clients_retry_with_botocores_own_modes():
