@@ -120,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     configure_logging()
-    api = api_client_from_environment(_value(args, "--kubeconfig"), args.context)
+    # $KUBECONFIG (possibly several paths) is read by the client itself when no flag is given.
+    api = api_client_from_environment(args.kubeconfig, args.context)
     handler = Handler(
         options=options,
         queue=Queue(options.queue_url, wait_seconds=int(options.poll_seconds)),
