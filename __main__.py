@@ -22,6 +22,8 @@ from infra.prefetch import ImagePrefetch, PrefetchArgs
 from infra.registry import Registry, RegistryArgs
 from infra.roles import CiDeployRole, CiDeployRoleArgs, RolloutRole, RolloutRoleArgs
 from infra.rollout_access import RolloutAccessArgs, RolloutClusterAccess
+from infra.safe_jobs import AutoscalerSafeJobs, SafeJobsArgs
+from infra.termination import TerminationArgs, TerminationHandler
 
 cfg = config.load()
 plan = awsfacts.check(cfg)
@@ -85,6 +87,9 @@ model_volume = ModelVolume("model-volume", ModelVolumeArgs(
     size_gib=cfg.model_volume_size_gib,
 ), opts=on_cluster)
 
+# cluster-autoscaler must never scale a node down under a Job (infra/safe_jobs.py).
+AutoscalerSafeJobs("safe-jobs", SafeJobsArgs(cfg.jobs_namespace, cfg.kubernetes_version), opts=on_cluster)
+
 # Only with GPU groups: the NVIDIA device plugin, so nvidia.com/gpu requests can schedule.
 gpu_plugin = GpuDevicePluginArgs.for_groups(cfg.node_groups)
 if gpu_plugin:
@@ -109,6 +114,15 @@ rollout = RolloutRole("rollout", RolloutRoleArgs(
     model_bucket=cfg.model_bucket))
 RolloutClusterAccess("rollout-access", RolloutAccessArgs(
     cluster.cluster_name, rollout.role.arn, cluster.k8s_provider, tags))
+# Nodes leave by more doors than the rollout (the ASG, cluster-autoscaler, spot, stops): a lifecycle
+# hook on every ASG and a handler that holds them while their Jobs run (infra/termination.py).
+termination = cfg.termination.handler_image and TerminationHandler("termination", TerminationArgs(
+    cluster.cluster_name, {f"{name}-{zone}": asg.name for name, group in node_groups.items()
+                           for zone, asg in group.asgs.items()},
+    cluster.oidc_provider_arn, cluster.oidc_provider_url, cluster.k8s_provider, cfg.termination, tags))
+if not termination:
+    pulumi.log.warn("kiln:terminationHandlerImage is not set: no termination hook and no handler, so a node that "
+                    "an ASG, cluster-autoscaler or a spot reclaim removes takes its running Jobs with it")
 
 pulumi.export("clusterName", cluster.cluster_name)
 pulumi.export("kubeconfig", cluster.kubeconfig)
@@ -124,3 +138,6 @@ if builder:
     pulumi.export("builderInstanceProfile", builder.instance_profile.name)
 if ci:
     pulumi.export("ciDeployRoleArn", ci.role.arn)
+if termination:
+    pulumi.export("terminationQueueUrl", termination.queue.id)
+    pulumi.export("terminationDeadLetterQueueUrl", termination.dead_letters.id)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("automation.rotate.rollback_cli", "set the previous AMI back on the stack and replace nodes again"),
     "guard": ("automation.rotate.guard", "refuse a `pulumi up` that would revert or race a rotation (run before up in CI)"),
     "replace": ("automation.rollout.cli", "drain-aware replacement of nodes whose launch template is out of date"),
+    "termination-handler": ("automation.termination.cli", "hold terminating nodes while their Jobs run (runs in the cluster)"),
     "simulate": ("automation.rollout.sim.cli", "run the rollout engine against a simulated fleet from a scenario file"),
     "demo": ("automation.demo", "the whole rotation on a local moto server and a simulated cluster; chart in out/"),
 }

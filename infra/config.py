@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-from infra import validation
+from infra import lifecycle, validation
 from infra.imageref import image_reference_problem
 
 NAMESPACE = "kiln"
@@ -50,6 +50,9 @@ KEYS: dict[str, str] = {
     "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject, providerArn, allowCustomIssuer}; providerArn reuses an existing IAM OIDC provider.",
     "modelBucket": "S3 bucket the bake reads the model from; kiln creates a builder instance profile that may read only this bucket.",
     "serviceCidr": "Kubernetes service range (default: 172.20.0.0/16, or 10.100.0.0/16 when that overlaps a CIDR of the VPC).",
+    "terminationJobGraceSeconds": "How long an instance an ASG terminates is held for the Jobs on its node, in seconds (default 7200; at most the lifecycle hook's global timeout less 360).",
+    "terminationHeartbeatSeconds": "Heartbeat timeout of the termination lifecycle hook on every ASG, 30-7200 seconds (default 300); the hook's global timeout is min(48 h, 100 x this).",
+    "terminationHandlerImage": "The termination handler image by digest (<registry>/<repository>@sha256:<64 hex>), built by the CI templates; without it no termination hook or handler is deployed.",
 }
 
 # Keys a stack must set. Every other key has a default; Pulumi.yaml declares those
@@ -127,6 +130,19 @@ class CiOidcConfig:
 
 
 @dataclass(frozen=True)
+class TerminationConfig:
+    """The termination lifecycle hook and its handler (infra/termination.py, automation/termination)."""
+
+    job_grace_seconds: int = lifecycle.DEFAULT_JOB_GRACE_SECONDS
+    heartbeat_seconds: int = lifecycle.DEFAULT_HEARTBEAT_SECONDS
+    handler_image: Optional[str] = None      # by digest; None: no hook, no handler
+
+    @property
+    def global_timeout_seconds(self) -> int:
+        return lifecycle.global_timeout(self.heartbeat_seconds)
+
+
+@dataclass(frozen=True)
 class KilnConfig:
     cluster_name: str
     kubernetes_version: str
@@ -150,6 +166,7 @@ class KilnConfig:
     ci_oidc: Optional[CiOidcConfig] = None
     model_bucket: Optional[str] = None
     service_cidr: Optional[str] = None
+    termination: TerminationConfig = field(default_factory=TerminationConfig)
 
     @property
     def uses_existing_vpc(self) -> bool:
@@ -492,6 +509,31 @@ def _parse_service_cidr(p: _Problems, value: Any, new_vpc_cidr: Optional[str]) -
     return cidr
 
 
+# ---- the termination hook and its handler ------------------------------------------------------------------
+# Types and AWS's ranges here; whether the Job grace fits the hook's global timeout is infra/validation.py's.
+
+
+def _parse_termination(p: _Problems, raw: Mapping[str, Any]) -> TerminationConfig:
+    heartbeat = _as_int(p, "terminationHeartbeatSeconds",
+                        raw.get("terminationHeartbeatSeconds", lifecycle.DEFAULT_HEARTBEAT_SECONDS),
+                        minimum=lifecycle.MIN_HEARTBEAT_SECONDS, maximum=lifecycle.MAX_HEARTBEAT_SECONDS)
+    grace = _as_int(p, "terminationJobGraceSeconds",
+                    raw.get("terminationJobGraceSeconds", lifecycle.DEFAULT_JOB_GRACE_SECONDS), minimum=0)
+    image = raw.get("terminationHandlerImage")
+    if image is not None:
+        problem = image_reference_problem(image, by_digest=True)  # infra/imageref.py, as for prefetchImages
+        if problem:
+            p.add("terminationHandlerImage", problem)
+            image = None
+    return TerminationConfig(grace if grace is not None else lifecycle.DEFAULT_JOB_GRACE_SECONDS,
+                             heartbeat if heartbeat is not None else lifecycle.DEFAULT_HEARTBEAT_SECONDS, image)
+
+
+def _node_images(prefetch: list[str], termination: TerminationConfig) -> tuple[str, ...]:
+    """What every node pre-pulls (and the bake bakes): the configured images and the handler's, once each."""
+    return tuple(dict.fromkeys([*prefetch, *([termination.handler_image] if termination.handler_image else [])]))
+
+
 def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
     """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
 
@@ -658,6 +700,7 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
                 ci = CiOidcConfig(url, aud, sub, provider_arn)
     model_bucket = _parse_model_bucket(p, raw.get("modelBucket"))
     service_cidr = _parse_service_cidr(p, raw.get("serviceCidr"), None if vpc_id is not None else vpc_cidr)
+    termination = _parse_termination(p, raw)
 
     for key, rule in validation.problems(raw, region):  # what well-formed values mean (infra/validation.py)
         p.add(key, rule)
@@ -669,8 +712,8 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
         vpc_cidr=vpc_cidr, vpc_id=vpc_id, private_subnet_ids=tuple(subnet_ids), model_path=model_path,
         model_volume_device=device, model_volume_size_gib=model_size, model_volume_init_rate_mibps=init_rate,
         endpoint_public_access_cidrs=tuple(cidrs), jobs_namespace=namespace, ecr_repositories=tuple(repos),
-        ecr_keep_images=keep, prefetch_images=tuple(images), autoscaler_chart_version=chart, ci_oidc=ci,
-        model_bucket=model_bucket, service_cidr=service_cidr,
+        ecr_keep_images=keep, prefetch_images=_node_images(images, termination), autoscaler_chart_version=chart,
+        ci_oidc=ci, model_bucket=model_bucket, service_cidr=service_cidr, termination=termination,
     )
 
 

@@ -20,6 +20,14 @@ import yaml
 from infra import labels as L
 
 BOUNDARY = "KILN-NODE-USER-DATA"
+# Kubelet graceful node shutdown. EC2 gives a spot instance two minutes' warning before the
+# reclaim; the kubelet's window, opened when the OS starts shutting down, is as long: pods get
+# SIGTERM and up to 90 s (their own terminationGracePeriodSeconds, capped), then the critical pods
+# (system-cluster-critical/system-node-critical: DNS, the CNI, kiln's termination handler) the
+# last 30 s. The kubelet holds systemd's shutdown for this long with an inhibitor lock (and
+# raises logind's InhibitDelayMaxSec to fit).
+SHUTDOWN_GRACE_SECONDS = 120
+SHUTDOWN_GRACE_CRITICAL_PODS_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ def node_config(*, cluster_name: str, endpoint: str, certificate_authority: str,
             },
             "kubelet": {
                 "config": {
+                    "shutdownGracePeriod": f"{SHUTDOWN_GRACE_SECONDS}s",
+                    "shutdownGracePeriodCriticalPods": f"{SHUTDOWN_GRACE_CRITICAL_PODS_SECONDS}s",
                     "registerWithTaints": [
                         {"key": t.key, "value": t.value, "effect": t.effect} if t.value
                         else {"key": t.key, "effect": t.effect}

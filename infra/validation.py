@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Iterator, Optional
 
-from infra import ci_oidc, hostpaths, instance_types, netranges, zones
+from infra import ci_oidc, hostpaths, instance_types, lifecycle, netranges, zones
 
 Problem = tuple[str, str]
 
@@ -46,7 +46,7 @@ def problems(raw: Mapping[str, Any], region: Optional[str] = None) -> list[Probl
     """Every rule below, on ``raw`` as ``parse`` normalised it (no ``kiln:`` prefix, empty values dropped)."""
     out: list[Problem] = []
     for rule in (_kubernetes_version, _endpoint_cidrs, _vpc_cidr, _model_path, _jobs_namespace, _ci_oidc,
-                 _node_groups):
+                 _node_groups, _termination_hold):
         out.extend(rule(raw))
     out.extend(_zones(raw, region))
     return out
@@ -193,6 +193,26 @@ def _ci_oidc(raw: Mapping[str, Any]) -> Iterator[Problem]:
         problem = ci_oidc.subject_problem(subject, ci_oidc.system_of(issuer) if isinstance(issuer, str) else None)
         if problem:
             yield "ciOidc.subject", problem
+
+
+def _termination_hold(raw: Mapping[str, Any]) -> Iterator[Problem]:
+    """The Job grace fits the lifecycle hook's global timeout, with time for evicted Jobs to stop.
+
+    AWS ends ``Terminating:Wait`` after min(48 h, 100 x the heartbeat timeout) whatever the heartbeats: a
+    longer grace would be cut short by AWS instead of ended by the handler (infra/lifecycle.py).
+    """
+    heartbeat = _int(raw.get("terminationHeartbeatSeconds", lifecycle.DEFAULT_HEARTBEAT_SECONDS))
+    grace = _int(raw.get("terminationJobGraceSeconds", lifecycle.DEFAULT_JOB_GRACE_SECONDS))
+    if heartbeat is None or grace is None or grace < 0 or not (
+            lifecycle.MIN_HEARTBEAT_SECONDS <= heartbeat <= lifecycle.MAX_HEARTBEAT_SECONDS):
+        return  # parse names the key
+    limit = lifecycle.max_job_grace(heartbeat)
+    if grace > limit:
+        yield "terminationJobGraceSeconds", (
+            f"({grace}) must be <= {limit}: the lifecycle hook's global timeout is min(48 h, 100 x "
+            f"kiln:terminationHeartbeatSeconds ({heartbeat})) = {lifecycle.global_timeout(heartbeat)} s, less "
+            f"{lifecycle.STOP_ALLOWANCE_SECONDS} s for evicted Jobs to stop; raise terminationHeartbeatSeconds "
+            "or lower the grace")
 
 
 def _node_groups(raw: Mapping[str, Any]) -> Iterator[Problem]:

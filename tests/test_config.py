@@ -323,7 +323,8 @@ def test_pulumi_yaml_defaults_mean_the_same_as_leaving_keys_out():
 def test_pulumi_yaml_types_match_the_values_config_accepts():
     declared = project_config()
     ints = {k for k, d in declared.items() if d.get("type") == "integer"}
-    assert ints == {"modelVolumeSizeGiB", "modelVolumeInitRateMiBps", "ecrKeepImages"}
+    assert ints == {"modelVolumeSizeGiB", "modelVolumeInitRateMiBps", "ecrKeepImages",
+                    "terminationJobGraceSeconds", "terminationHeartbeatSeconds"}
     for key, d in declared.items():
         if d.get("type") == "array":
             assert d["items"] == {"type": "string"}, key   # Pulumi requires items for arrays

@@ -82,7 +82,8 @@ k8s.core.v1.PersistentVolumeClaim("model", metadata={"name": f"model-{version}",
     spec={"access_modes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "100Gi"}}})
 k8s.batch.v1.Job("smoke", spec={"ttl_seconds_after_finished": 600, "backoff_limit": 1,
     "pod_failure_policy": {"rules": [{"action": "Ignore", "on_pod_conditions": [{"type": "DisruptionTarget"}]}]},
-    "template": {"spec": {"restart_policy": "Never",
+    "template": {"metadata": {"annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+        "spec": {"restart_policy": "Never",
         "containers": [{"name": "smoke", "image": "busybox", "resources": {"requests": {"cpu": "100m"}},
                         "volume_mounts": [{"name": "model", "mount_path": "/model", "read_only": True}]}],
         "volumes": [{"name": "model", "host_path": {"path": "/opt/models"}}]}}})
@@ -124,7 +125,7 @@ EXPECTED_BAD = {
     "eks-control-plane-logging", "eks-api-authentication-mode", "sg-no-ingress-from-internet",
     "iam-no-star-on-star", "iam-no-administrator-access", "iam-irsa-trust-scoped",
     "k8s-hostpath-model-only-readonly", "k8s-job-requests-and-ttl", "k8s-job-pod-failure-policy",
-    "k8s-model-claim-mounted-readonly",
+    "k8s-model-claim-mounted-readonly", "k8s-job-safe-to-evict-false",
     "stack-asg-per-group-and-zone", "stack-model-volume-for-version",
 }
 

@@ -665,3 +665,45 @@ def test_registry_lifecycle_policies_pass_exactly_up_to_the_cap(keep, cap):
     found = violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "r", "policy": json.dumps(lifecycle_policy(keep))},
                        config={"maxImages": cap})
     assert found == ([] if keep <= cap else [f"keeps up to {keep} tagged images; at most {cap} allowed"])
+
+
+# --------------------------------------------------------------------------- autoscaler-safe Jobs (issue 10)
+
+SAFE = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+
+
+def _job_with(annotations=None):
+    template = {"spec": {"containers": [{"name": "c", "image": "i"}]}}
+    if annotations is not None:
+        template["metadata"] = {"annotations": annotations}
+    return {"metadata": {"name": "train", "namespace": "ml-jobs"}, "spec": {"template": template}}
+
+
+@pytest.mark.parametrize("type_, wrap", [
+    ("kubernetes:batch/v1:Job", lambda job: job),
+    ("kubernetes:batch/v1:CronJob", lambda job: {"spec": {"jobTemplate": {"spec": job["spec"]}}}),
+    ("kubernetes:batch/v1beta1:CronJob", lambda job: {"spec": {"jobTemplate": {"spec": job["spec"]}}}),
+])
+def test_jobs_declared_in_pulumi_carry_safe_to_evict_false(type_, wrap):
+    policy = "k8s-job-safe-to-evict-false"
+    assert violations(policy, type_, wrap(_job_with(SAFE))) == []
+    [missing] = violations(policy, type_, wrap(_job_with()))
+    assert "safe-to-evict] is missing" in missing and "template.metadata.annotations" in missing
+    [wrong] = violations(policy, type_, wrap(_job_with({"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"})))
+    assert "is 'true'" in wrong
+
+
+def test_safe_to_evict_on_kubeflow_and_argo_and_patches():
+    policy = "k8s-job-safe-to-evict-false"
+    pytorch = {"spec": {"pytorchReplicaSpecs": {
+        "Master": {"template": {"metadata": {"annotations": SAFE}, "spec": {}}},
+        "Worker": {"template": {"spec": {}}}}}}
+    [found] = violations(policy, "kubernetes:kubeflow.org/v1:PyTorchJob", pytorch)
+    assert found.startswith("spec.pytorchReplicaSpecs.Worker.template.metadata")
+    assert violations(policy, "kubernetes:argoproj.io/v1alpha1:Workflow", {"spec": {"podMetadata": {"annotations": SAFE}}}) == []
+    assert violations(policy, "kubernetes:argoproj.io/v1alpha1:Workflow", {"spec": {}}) != []
+    # A patch that does not touch the annotation is fine; one that flips it is not.
+    assert violations(policy, "kubernetes:batch/v1:JobPatch", {"spec": {"suspend": False}}) == []
+    assert violations(policy, "kubernetes:batch/v1:JobPatch", _job_with({"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"})) != []
+    # Not a Job: not this rule's business.
+    assert violations(policy, "kubernetes:apps/v1:Deployment", {"spec": {"template": {"spec": {}}}}) == []

@@ -332,8 +332,8 @@ def automation_calls() -> set[str]:
     """``service:Operation`` for every boto3 call in the automation (waiters -> the operation they poll)."""
     found: set[str] = set()
     for path in sorted((ROOT / "automation").rglob("*.py")):
-        if path.name in _NOT_ROLLOUT or "sim" in path.parts:
-            continue
+        if path.name in _NOT_ROLLOUT or "sim" in path.parts or "termination" in path.parts:
+            continue   # the termination handler runs with its own role (checked below)
         for receiver, helper, helper_arg, method in _CALL.findall(path.read_text()):
             service = _SERVICE.get(receiver, receiver)
             names = _by_python_name(service)
@@ -652,3 +652,93 @@ def test_an_oidc_provider_iam_cannot_read_names_provider_arn():
         run_program(with_changes(BASE, ciOidc={**CI, "providerArn": arn}), mocks=AccountMocks({}))
     [problem] = info.value.problems
     assert problem.startswith(f"kiln:ciOidc.providerArn ({arn}) could not be read from AWS:") and "NoSuchEntity" in problem
+
+
+# ---- the termination handler's role and RBAC: exactly the calls its code makes (issue 10) ----------------------
+
+HANDLER_IMAGE = "123456789012.dkr.ecr.us-east-2.amazonaws.com/kiln-termination-handler@sha256:" + "c" * 64
+_HANDLER_CALL = re.compile(r"\b(sqs|autoscaling|lifecycle_client)\.(?:get_paginator\(\"(\w+)\"\)|(\w+)\b)")
+_HANDLER_SERVICE = {"lifecycle_client": "autoscaling"}   # the Auto Scaling client for heartbeats and completes
+
+
+@pytest.fixture(scope="module")
+def with_handler():
+    return run(with_changes(BASE, terminationHandlerImage=HANDLER_IMAGE))
+
+
+def handler_calls() -> set[str]:
+    """``service:Operation`` for every boto3 call (or call passed on) in automation/termination."""
+    found: set[str] = set()
+    for path in sorted((ROOT / "automation" / "termination").rglob("*.py")):
+        for receiver, paginated, method in _HANDLER_CALL.findall(path.read_text()):
+            service = _HANDLER_SERVICE.get(receiver, receiver)
+            names = _by_python_name(service)
+            name = paginated or method
+            if name in names:
+                found.add(f"{service}:{names[name]}")
+    return found
+
+
+def test_the_handler_role_allows_exactly_the_calls_the_handler_makes(with_handler):
+    calls = handler_calls()
+    assert calls == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "autoscaling:DescribeAutoScalingGroups",
+                     "autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"}
+    doc = json.loads(with_handler.one(POLICY, "termination-irsa").inputs["policy"])
+    granted = {a for s in doc["Statement"] if s["Effect"] == "Allow" for a in s["Action"]}
+    assert granted == calls
+    for action in granted:
+        service, op = action.split(":")
+        assert op in _operations(service), action
+    for stmt in doc["Statement"]:
+        assert not star_on_star(stmt) and not any("*" in a for a in stmt["Action"])
+
+
+def test_the_handler_may_hold_only_this_clusters_instances(with_handler):
+    s = json.loads(with_handler.one(POLICY, "termination-irsa").inputs["policy"])["Statement"]
+    queue = with_handler.one("aws:sqs/queue:Queue", "termination").outputs["arn"]
+    ours = {"autoscaling:ResourceTag/kiln.dev/cluster": "kiln-test"}
+    for action in ("autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"):
+        assert permits(s, action, f"{ASGS[:-1]}kiln-test-cpu", ours)
+        assert not permits(s, action, f"{ASGS[:-1]}other-cpu", {"autoscaling:ResourceTag/kiln.dev/cluster": "other"})
+        assert not permits(s, action, f"{ASGS[:-1]}untagged", {})
+    assert permits(s, "sqs:ReceiveMessage", queue, {}) and permits(s, "sqs:DeleteMessage", queue, {})
+    assert not permits(s, "sqs:ReceiveMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:someone-elses-queue", {})
+    assert not permits(s, "sqs:SendMessage", queue, {})
+    assert not permits(s, "autoscaling:TerminateInstanceInAutoScalingGroup", f"{ASGS[:-1]}kiln-test-cpu", ours)
+
+
+# Every kubernetes-client call the handler's adapter makes -> (api group, resource, verb).
+HANDLER_KUBE_CALLS = {
+    "list_node": ("", "nodes", "list"),
+    "read_node": ("", "nodes", "get"),
+    "patch_node": ("", "nodes", "patch"),
+    "list_pod_for_all_namespaces": ("", "pods", "list"),
+    "create_namespaced_pod_eviction": ("", "pods/eviction", "create"),
+    "read_namespaced_job": ("batch", "jobs", "get"),
+    "list_pod_disruption_budget_for_all_namespaces": ("policy", "poddisruptionbudgets", "list"),
+    "create_namespaced_event": ("events.k8s.io", "events", "create"),
+    "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
+    "patch_namespaced_lease": ("coordination.k8s.io", "leases", "patch"),
+    "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
+}
+
+
+def test_the_handlers_rbac_allows_exactly_the_calls_its_adapter_makes(with_handler):
+    from infra import termination
+
+    source = (ROOT / "automation" / "termination" / "kube.py").read_text()
+    made = set(re.findall(r"self\.(?:core|batch|policy|events|coordination)\.(\w+)", source))
+    assert made == set(HANDLER_KUBE_CALLS), f"unmapped or unused: {made ^ set(HANDLER_KUBE_CALLS)}"
+    [cr] = [r for r in with_handler.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole") if r.name == "termination-rbac"]
+    [role] = [r for r in with_handler.of_type("kubernetes:rbac.authorization.k8s.io/v1:Role") if r.name == "termination-lease"]
+    granted = {(g, res, v) for r in cr.inputs["rules"] for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    needed = {call for name, call in HANDLER_KUBE_CALLS.items() if call[0] != "coordination.k8s.io"}
+    assert granted == needed
+    for name, (group, resource, verb) in HANDLER_KUBE_CALLS.items():
+        if group == "coordination.k8s.io":
+            names = None if verb == "create" else termination.LEASE_NAME
+            assert _allowed(role.inputs["rules"], group, resource, verb, names), name
+    lease = {(g, res, v) for r in role.inputs["rules"] for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"]}
+    assert lease == {c for c in HANDLER_KUBE_CALLS.values() if c[0] == "coordination.k8s.io"}
+    assert not _allowed(role.inputs["rules"], "coordination.k8s.io", "leases", "patch", "kiln-rollout")
+
