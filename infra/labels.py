@@ -36,6 +36,13 @@ BAKE_LOG_GROUP = "/kiln/bake"
 BAKE_KEY_GRANT_OPERATIONS = ("Decrypt", "DescribeKey", "CreateGrant", "ReEncryptFrom", "ReEncryptTo",
                              "GenerateDataKeyWithoutPlaintext")
 
+# Jobs: pods owned by these kinds are the ones a node waits for (the rollout's DEFAULT_JOB_OWNER_KINDS,
+# automation/rollout/engine.py; tests/test_safe_jobs.py keeps them equal). cluster-autoscaler never scales a
+# node down under a pod annotated ANNOTATION_SAFE_TO_EVICT: "false"; the admission policies
+# (infra/safe_jobs.py) and the policy pack (policies/rules/safe_to_evict.py) require it on those pods.
+JOB_OWNER_KINDS = ("Job", "JAXJob", "MPIJob", "PaddleJob", "PyTorchJob", "TFJob", "Workflow", "XGBoostJob")
+ANNOTATION_SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
 # cluster-autoscaler auto-discovery (--node-group-auto-discovery=asg:tag=...).
 CA_TAG_ENABLED = "k8s.io/cluster-autoscaler/enabled"
 CA_TAG_CLUSTER_PREFIX = "k8s.io/cluster-autoscaler/"

@@ -32,10 +32,10 @@ from typing import Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
-SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+from infra.labels import ANNOTATION_SAFE_TO_EVICT as SAFE_TO_EVICT
+from infra.labels import JOB_OWNER_KINDS  # the rollout's Job kinds (tests/test_safe_jobs.py keeps them equal)
+
 NAME = "kiln-safe-to-evict-jobs"
-# automation/rollout/engine.py DEFAULT_JOB_OWNER_KINDS (tests/test_safe_jobs.py keeps them equal).
-JOB_OWNER_KINDS = ("Job", "JAXJob", "MPIJob", "PaddleJob", "PyTorchJob", "TFJob", "Workflow", "XGBoostJob")
 ADM = k8s.admissionregistration.v1
 
 

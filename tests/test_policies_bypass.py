@@ -373,6 +373,57 @@ dev = aws.iam.Role("x-ci-dev", assume_role_policy=doc({"Effect": "Allow",
     f"{GITHUB}:sub": "repo:example-org/ml-platform:ref:refs/heads/dev"}}}))
 CiClusterAccess("x-ci-access-dev", CiAccessArgs("kiln-prod", dev.arn))
 '''),
+    # --- what the termination handler declares (issue 10), copied without what makes it safe
+    ("notice-queue-open-to-any-eventbridge-rule", "x-notices-policy", ("iam-no-public-principal",), '''
+notices = aws.sqs.Queue("x-notices", sqs_managed_sse_enabled=True)
+aws.sqs.QueuePolicy("x-notices-policy", queue_url=notices.id, policy=notices.arn.apply(lambda arn: doc({
+    "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+    "Resource": arn})))
+'''),
+    ("irsa-role-for-every-service-account-in-kube-system", "x-irsa-any", ("iam-irsa-trust-scoped",), '''
+EKS_OIDC = "oidc.eks.us-east-2.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+aws.iam.Role("x-irsa-any", assume_role_policy=doc({"Effect": "Allow",
+    "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{EKS_OIDC}"},
+    "Action": "sts:AssumeRoleWithWebIdentity", "Condition": {"StringLike": {
+        f"{EKS_OIDC}:sub": "system:serviceaccount:kube-system:*", f"{EKS_OIDC}:aud": "sts.amazonaws.com"}}}))
+'''),
+    ("handler-clusterrole-every-verb", "x-handler-rbac", ("k8s-no-cluster-admin-binding",), '''
+k8s.rbac.v1.ClusterRole("x-handler-rbac", rules=[{"api_groups": ["*"], "resources": ["*"], "verbs": ["*"]}])
+'''),
+    ("jobset-pods-without-safe-to-evict", "x-jobset", ("k8s-job-safe-to-evict-false",), '''
+k8s.apiextensions.CustomResource("x-jobset", api_version="jobset.x-k8s.io/v1alpha2", kind="JobSet",
+    metadata={"name": "ddp", "namespace": "ml-jobs"},
+    spec={"replicatedJobs": [{"name": "workers", "replicas": 2, "template": {
+        "metadata": {"annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "w", "image": "public.ecr.aws/docker/library/busybox:1.36"}]}}}}}]})
+'''),
+    ("config-group-cronjob-without-safe-to-evict", "x-yaml-cron", ("k8s-job-safe-to-evict-false",), '''
+k8s.yaml.v2.ConfigGroup("x-yaml-cron", yaml="""
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly-eval, namespace: ml-jobs}
+spec:
+  schedule: "0 2 * * *"
+  jobTemplate:
+    spec:
+      ttlSecondsAfterFinished: 600
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: eval, image: public.ecr.aws/docker/library/busybox:1.36,
+                        resources: {requests: {cpu: 100m}}}]
+""")
+'''),
+    ("argo-template-turns-safe-to-evict-off", "x-argo-evictable", ("k8s-job-safe-to-evict-false",), '''
+k8s.apiextensions.CustomResource("x-argo-evictable", api_version="argoproj.io/v1alpha1", kind="WorkflowTemplate",
+    metadata={"name": "train", "namespace": "ml-jobs"},
+    spec={"entrypoint": "main",
+          "podMetadata": {"annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}},
+          "templates": [{"name": "main", "metadata": {"annotations": {
+              "cluster-autoscaler.kubernetes.io/safe-to-evict": "true"}},
+              "container": {"image": "public.ecr.aws/docker/library/busybox:1.36"}}]})
+'''),
     # --- cost
     ("asg-5000-nodes", "x-asg-huge", ("cost-max-nodes-per-group", "cost-max-nodes-per-stack"), '''
 lt = launch_template("x-asg-huge-lt")

@@ -266,6 +266,24 @@ CASES: list[tuple[str, dict[str, Any], Expectation]] = [
     ("prefetch-public-pinned-by-tag", stack(prefetchImages=["public.ecr.aws/docker/library/python:3.12-slim"]),
      Allowed("pinned by tag, as the issue asks; a digest is accepted too")),
     ("prefetch-pinned-by-digest", stack(prefetchImages=[f"{ECR}/trainer@{DIGEST}"]), Allowed("pinned by digest")),
+    # --- the termination handler (its image holds and releases every node: by digest, the prefetch rule's grammar)
+    ("handler-image-by-tag", stack(terminationHandlerImage=f"{ECR}/kiln-termination-handler:1.0"),
+     Refused("terminationHandlerImage", "by digest")),
+    ("handler-image-latest", stack(terminationHandlerImage=f"{ECR}/kiln-termination-handler:latest"),
+     Refused("terminationHandlerImage", "by digest")),
+    ("handler-image-no-registry", stack(terminationHandlerImage=f"kiln-termination-handler@{DIGEST}"),
+     Refused("terminationHandlerImage", "registry")),
+    ("handler-image-short-digest", stack(terminationHandlerImage=f"{ECR}/kiln-termination-handler@sha256:abc"),
+     Refused("terminationHandlerImage", "invalid digest")),
+    ("handler-heartbeat-10s", stack(terminationHeartbeatSeconds=10), Refused("terminationHeartbeatSeconds", ">= 30")),
+    ("handler-grace-past-the-global-timeout", stack(terminationHeartbeatSeconds=30),
+     Refused("terminationJobGraceSeconds", "must be <= 2640")),
+    ("handler-grace-48h", stack(terminationJobGraceSeconds=48 * 3600, terminationHeartbeatSeconds=7200),
+     Refused("terminationJobGraceSeconds", "must be <= 172440")),
+    ("handler-image-tag-and-digest", stack(terminationHandlerImage=f"{ECR}/kiln-termination-handler:1.0@{DIGEST}"),
+     Allowed("the digest pins it; the tag is informative")),
+    ("no-termination-handler", stack(terminationHandlerImage=None),
+     Allowed("no hook and no handler (the program warns): kiln's own rollout still never kills a Job")),
 ]
 
 

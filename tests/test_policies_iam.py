@@ -169,6 +169,37 @@ def test_service_and_named_principals_are_not_public():
         assert violations("iam-no-public-principal", ROLE, {"assumeRolePolicy": doc(statement)}) == []
 
 
+@pytest.mark.parametrize("type_", ["aws:sqs/queuePolicy:QueuePolicy", "aws:sqs/queue:Queue",
+                                   "aws:sns/topicPolicy:TopicPolicy", "aws:sns/topic:Topic"])
+def test_a_service_delivers_to_a_queue_or_topic_only_from_a_named_source(type_):
+    """The termination queue's policy (infra/termination.py) as the rule wants it, and a copy any account's
+    EventBridge rule could deliver forged notices through."""
+    send = {"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage",
+            "Resource": "arn:aws:sqs:us-east-2:123456789012:kiln-termination"}
+    [found] = violations("iam-no-public-principal", type_, {"policy": doc(send)})
+    assert "Service: events.amazonaws.com without a condition on aws:SourceArn" in found
+    rule = "arn:aws:events:us-east-2:123456789012:rule/kiln-termination-spot"
+    for condition in ({"ArnEquals": {"aws:SourceArn": [rule]}}, {"StringEquals": {"aws:SourceAccount": "123456789012"}}):
+        assert violations("iam-no-public-principal", type_, {"policy": doc({**send, "Condition": condition})}) == []
+    for loose in ({"ArnLike": {"aws:SourceArn": "arn:aws:events:*:*:rule/*"}},
+                  {"Bool": {"aws:SecureTransport": "true"}}):
+        assert len(violations("iam-no-public-principal", type_, {"policy": doc({**send, "Condition": loose})})) == 1
+    # Elsewhere a service principal is how AWS services act for this account (role trust, key policies).
+    assert violations("iam-no-public-principal", "aws:kms/key:Key", {"policy": doc(send)}) == []
+
+
+def test_the_termination_queue_policy_passes_and_its_copy_without_the_source_does_not():
+    from infra.termination import queue_policy
+
+    policy = queue_policy("arn:aws:sqs:us-east-2:123456789012:kiln-termination",
+                          ["arn:aws:events:us-east-2:123456789012:rule/kiln-termination-spot"])
+    assert violations("iam-no-public-principal", "aws:sqs/queuePolicy:QueuePolicy", {"policy": policy}) == []
+    document = json.loads(policy)
+    del document["Statement"][0]["Condition"]
+    assert len(violations("iam-no-public-principal", "aws:sqs/queuePolicy:QueuePolicy",
+                          {"policy": json.dumps(document)})) == 1
+
+
 # --------------------------------------------------------------------------- cross-account principals
 
 

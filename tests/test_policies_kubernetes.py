@@ -359,3 +359,151 @@ spec:
         assert len(found) == 1 and "cannot be parsed" in found[0]
     objs = {"objs": [{"apiVersion": "v1", "kind": "Pod", "spec": {"hostNetwork": True, "containers": []}}]}
     assert len(violations(PRIVILEGED, group, objs)) == 1
+
+
+# --------------------------------------------------------------------------- autoscaler-safe Jobs
+
+SAFE_TO_EVICT = "k8s-job-safe-to-evict-false"
+KEY = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+SAFE = {KEY: "false"}
+ARGO = "kubernetes:argoproj.io/v1alpha1:"
+
+
+def pod_template(annotations=None, **spec):
+    template = {"spec": {"containers": [container()], **spec}}
+    if annotations is not None:
+        template["metadata"] = {"annotations": annotations}
+    return template
+
+
+# Every kind whose pods are Job pods (the rollout's list) or that creates them, with its pod template where its
+# authors put it.
+JOB_SHAPES = {
+    "kubernetes:batch/v1:Job": lambda t: {"spec": {"template": t}},
+    "kubernetes:batch/v1:CronJob": lambda t: {"spec": {"jobTemplate": {"spec": {"template": t}}}},
+    "kubernetes:batch/v1beta1:CronJob": lambda t: {"spec": {"jobTemplate": {"spec": {"template": t}}}},
+    "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet": lambda t: {"spec": {"replicatedJobs": [
+        {"name": "workers", "template": {"metadata": {"annotations": SAFE}, "spec": {"template": t}}}]}},
+    "kubernetes:kubeflow.org/v1:PyTorchJob": lambda t: {"spec": {"pytorchReplicaSpecs": {"Worker": {"template": t}}}},
+    "kubernetes:kubeflow.org/v1:TFJob": lambda t: {"spec": {"tfReplicaSpecs": {"PS": {"template": t}}}},
+    "kubernetes:kubeflow.org/v2beta1:MPIJob": lambda t: {"spec": {"mpiReplicaSpecs": {"Launcher": {"template": t}}}},
+    "kubernetes:kubeflow.org/v1:JAXJob": lambda t: {"spec": {"jaxReplicaSpecs": {"Worker": {"template": t}}}},
+}
+
+
+@pytest.mark.parametrize("type_", JOB_SHAPES)
+def test_every_pod_template_of_a_job_kind_carries_safe_to_evict_false(type_):
+    shape = JOB_SHAPES[type_]
+    assert violations(SAFE_TO_EVICT, type_, shape(pod_template(SAFE))) == []
+    [missing] = violations(SAFE_TO_EVICT, type_, shape(pod_template()))
+    assert f"template.metadata.annotations[{KEY}] is missing" in missing and "cluster-autoscaler" in missing
+    [wrong] = violations(SAFE_TO_EVICT, type_, shape(pod_template({KEY: "true"})))
+    assert "is 'true'" in wrong
+    # A patch may leave the annotation alone, never flip it.
+    assert violations(SAFE_TO_EVICT, f"{type_}Patch", shape(pod_template())) == []
+    assert violations(SAFE_TO_EVICT, f"{type_}Patch", {"spec": {"suspend": True}}) == []
+    assert violations(SAFE_TO_EVICT, f"{type_}Patch", shape(pod_template({KEY: "true"}))) != []
+
+
+def test_each_pod_template_is_judged_and_named():
+    roles = {"spec": {"pytorchReplicaSpecs": {"Master": {"template": pod_template(SAFE)},
+                                              "Worker": {"template": {"spec": {}}}}}}
+    [found] = violations(SAFE_TO_EVICT, "kubernetes:kubeflow.org/v1:PyTorchJob", roles)
+    assert found.startswith(f"spec.pytorchReplicaSpecs.Worker.template.metadata.annotations[{KEY}] is missing")
+    # A JobSet's Job template is not the pod's: the annotation there does not reach the pods.
+    jobset = {"spec": {"replicatedJobs": [{"name": "w", "template": {"metadata": {"annotations": SAFE},
+                                                                    "spec": {"template": pod_template()}}}]}}
+    [found] = violations(SAFE_TO_EVICT, "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet", jobset)
+    assert found.startswith("spec.replicatedJobs[0].template.spec.template.metadata")
+
+
+def test_a_job_kind_whose_pods_cannot_be_found_is_not_passed():
+    [found] = violations(SAFE_TO_EVICT, "kubernetes:kubeflow.org/v1:XGBoostJob", {"spec": {"runPolicy": {}}})
+    assert "no pod template found" in found
+    with pytest.raises(UnknownValueError):   # a template not known yet: "can't run during preview"
+        violations(SAFE_TO_EVICT, "kubernetes:batch/v1:Job", {"spec": {"template": pulumi.runtime.rpc.UNKNOWN}})
+    with pytest.raises(UnknownValueError):   # nor an annotation
+        violations(SAFE_TO_EVICT, "kubernetes:batch/v1:Job",
+                   {"spec": {"template": pod_template({KEY: pulumi.runtime.rpc.UNKNOWN})}})
+
+
+@pytest.mark.parametrize("type_, props", [
+    ("kubernetes:apps/v1:Deployment", {"spec": {"template": pod_template()}}),
+    ("kubernetes:apps/v1:StatefulSet", {"spec": {"template": pod_template()}}),
+    ("kubernetes:core/v1:Pod", pod_template()),
+    ("kubernetes:ray.io/v1:RayCluster", {"spec": {"workerGroupSpecs": [{"template": pod_template()}]}}),
+    ("kubernetes:core/v1:ConfigMap", {"data": {"template": "{}"}}),
+])
+def test_other_kinds_are_not_this_rules_business(type_, props):
+    assert violations(SAFE_TO_EVICT, type_, props) == []
+
+
+def workflow(pod_metadata=None, *templates, **spec):
+    out = {"entrypoint": "main", "templates": list(templates), **spec}
+    if pod_metadata is not None:
+        out["podMetadata"] = {"annotations": pod_metadata}
+    return out
+
+
+def argo_template(name, annotations=None, kind="container"):
+    t = {"name": name, kind: {"image": "busybox"} if kind != "steps" else [[{"name": "a", "template": "a"}]]}
+    if annotations is not None:
+        t["metadata"] = {"annotations": annotations}
+    return t
+
+
+@pytest.mark.parametrize("type_, where", [
+    (f"{ARGO}Workflow", ("spec",)), (f"{ARGO}WorkflowTemplate", ("spec",)),
+    (f"{ARGO}ClusterWorkflowTemplate", ("spec",)), (f"{ARGO}CronWorkflow", ("spec", "workflowSpec")),
+])
+def test_argo_pods_get_pod_metadata_then_their_templates_metadata(type_, where):
+    def props(spec):
+        out = spec
+        for key in reversed(where):
+            out = {key: out}
+        return out
+    at = ".".join(where)
+    steps = argo_template("main", kind="steps")
+    # spec.podMetadata reaches every pod; a template's own metadata wins over it.
+    assert violations(SAFE_TO_EVICT, type_, props(workflow(SAFE, steps, argo_template("a")))) == []
+    [found] = violations(SAFE_TO_EVICT, type_, props(workflow(SAFE, steps, argo_template("a", {KEY: "true"}))))
+    assert found.startswith(f"{at}.templates[1] (a).metadata.annotations[{KEY}] is 'true'")
+    # Without podMetadata every template that runs a pod must carry it (steps run none).
+    assert violations(SAFE_TO_EVICT, type_, props(workflow(None, steps, argo_template("a", SAFE),
+                                                           argo_template("b", SAFE, "script")))) == []
+    [found] = violations(SAFE_TO_EVICT, type_, props(workflow(None, steps, argo_template("a", SAFE),
+                                                               argo_template("b", None, "resource"))))
+    assert found.startswith(f"{at}.templates[2] (b).metadata.annotations[{KEY}] is missing and {at}.podMetadata")
+    [found] = violations(SAFE_TO_EVICT, type_, props(workflow({KEY: "true"}, steps, argo_template("a"))))
+    assert found.startswith(f"{at}.podMetadata.annotations[{KEY}] is 'true'")
+    # Pods from a WorkflowTemplate get only this workflow's podMetadata.
+    ref = workflow(None, workflowTemplateRef={"name": "train"})
+    ref.pop("templates")
+    assert "WorkflowTemplate" in violations(SAFE_TO_EVICT, type_, props(ref))[0]
+    step_ref = workflow(None, {"name": "main", "steps": [[{"name": "s", "templateRef": {"name": "t", "template": "x"}}]]})
+    assert len(violations(SAFE_TO_EVICT, type_, props(step_ref))) == 1
+    assert violations(SAFE_TO_EVICT, type_, props(workflow(SAFE, workflowTemplateRef={"name": "train"}))) == []
+    # Nothing to classify is not a pass.
+    assert "declares no template that runs a pod" in violations(SAFE_TO_EVICT, type_, props({}))[0]
+    # Patches: leaving it alone is fine, flipping it is not.
+    assert violations(SAFE_TO_EVICT, f"{type_}Patch", props(workflow(None, argo_template("a")))) == []
+    assert violations(SAFE_TO_EVICT, f"{type_}Patch", props(workflow({KEY: "true"}))) != []
+
+
+def test_a_workflow_of_another_api_group_is_judged_as_a_job_kind():
+    props = {"spec": {"template": pod_template()}}
+    assert len(violations(SAFE_TO_EVICT, "kubernetes:example.com/v1:Workflow", props)) == 1
+
+
+def test_jobs_in_a_config_groups_yaml_are_judged_too():
+    import yaml as pyyaml
+
+    cron = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "nightly"},
+            "spec": {"schedule": "0 1 * * *", "jobTemplate": {"spec": {"template": pod_template()}}}}
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+              "spec": {"template": pod_template()}}
+    text = pyyaml.safe_dump_all([deploy, cron])
+    [found] = violations(SAFE_TO_EVICT, "kubernetes:yaml/v2:ConfigGroup", {"yaml": text})
+    assert found.startswith("yaml CronJob/nightly: spec.jobTemplate.spec.template.metadata.annotations")
+    cron["spec"]["jobTemplate"]["spec"]["template"] = pod_template(SAFE)
+    assert violations(SAFE_TO_EVICT, "kubernetes:yaml/v2:ConfigGroup", {"yaml": pyyaml.safe_dump_all([deploy, cron])}) == []

@@ -65,6 +65,11 @@ RESOURCE_POLICIES = {
     "aws:efs/fileSystemPolicy:FileSystemPolicy": "policy",
 }
 LAMBDA_PERMISSION = "aws:lambda/permission:Permission"
+# Queues and topics an AWS service delivers messages to (EventBridge rules, S3 notifications, ...): a service
+# principal there needs a condition on the source, or any account's rule or bucket can deliver through it (the
+# confused deputy) — forged notices, such as the termination handler's (infra/termination.py), would be obeyed.
+MESSAGE_RESOURCES = ("aws:sqs/queue:Queue", "aws:sqs/queuePolicy:QueuePolicy", "aws:sns/topic:Topic",
+                     "aws:sns/topicPolicy:TopicPolicy")
 # AWS-managed policies that amount to administrator access (or let a principal grant it to itself).
 DEFAULT_FORBIDDEN_POLICIES = ["AdministratorAccess", "IAMFullAccess", "PowerUserAccess",
                               "AdministratorAccess-Amplify", "AdministratorAccess-AWSElasticBeanstalk"]
@@ -280,6 +285,11 @@ def validate_no_public_principal(args, report_violation) -> None:
             if public:
                 report_violation(f"{where} {_label(i, statement)} allows {', '.join(public)} (anyone, in any "
                                  "account) without a condition on the caller's account, organisation or ARN", None)
+            services = [str(v) for k, v in _principals(statement) if k == "Service" and not _is_public(k, v)]
+            if services and args.resource_type in MESSAGE_RESOURCES:
+                report_violation(f"{where} {_label(i, statement)} allows Service: {', '.join(services)} without a "
+                                 "condition on aws:SourceArn or aws:SourceAccount: any account's rule, bucket or "
+                                 "topic could deliver messages through it", None)
     if args.resource_type == LAMBDA_PERMISSION and get(args.props, "principal") == "*" and not any(
             get(args.props, k) for k in ("sourceArn", "sourceAccount", "principalOrgId")):
         report_violation("principal '*' without sourceArn, sourceAccount or principalOrgId: anyone may invoke", None)
@@ -469,7 +479,8 @@ POLICIES = [
     ResourceValidationPolicy(
         name="iam-no-public-principal",
         description="No trust or resource policy (role, ECR, S3, KMS, SQS, SNS, ...) lets in '*' or a wildcard "
-                    "principal without a condition on the caller's account, organisation or ARN.",
+                    "principal without a condition on the caller's account, organisation or ARN; a queue or topic "
+                    "lets an AWS service deliver only with a condition on the source.",
         validate=validate_no_public_principal,
         enforcement_level=MANDATORY,
     ),
