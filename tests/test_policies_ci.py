@@ -182,3 +182,75 @@ def test_gitlab_pipeline_equivalent():
     assert "python -m policies check" in " ".join(doc["policy-offline"]["script"])
     for name in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE", "AWS_DEPLOY_ROLE_ARN"):
         assert name not in doc["variables"]  # CI/CD variables (masked), never in the file
+
+
+# ---- issue 10: the termination handler's image, built beside the deploy and the rotation ------------------------
+
+
+def flat(lines) -> list[str]:
+    """A GitLab script with its YAML anchors expanded (GitLab flattens nested lists)."""
+    out: list[str] = []
+    for line in lines or []:
+        out += flat(line) if isinstance(line, list) else [str(line)]
+    return out
+
+
+def test_ci_builds_both_architectures_and_prints_the_digest():
+    github = load(CI / "github" / "kiln.yml")
+    job = github["jobs"]["handler-image"]
+    assert "push" in job["if"] and "refs/heads/main" in job["if"]
+    [build] = [s for s in steps(job) if str(s.get("uses", "")).startswith("docker/build-push-action@")]
+    assert build["with"]["file"] == "images/termination-handler/Dockerfile" and build["with"]["context"] == "."
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"] is True
+    assert "kiln-termination-handler" in build["with"]["tags"]
+    printed = runs(job)
+    assert "kiln:terminationHandlerImage" in printed and "steps.build.outputs.digest" in printed
+    assert assumes_role_by_oidc(job)
+    gitlab = load(CI / "gitlab" / ".gitlab-ci.yml")
+    script = " ".join(flat(gitlab["handler-image"]["script"]))
+    assert "-f images/termination-handler/Dockerfile" in script and "linux/amd64,linux/arm64" in script
+    assert "--push" in script and "kiln:terminationHandlerImage" in script and "containerimage.digest" in script
+    assert gitlab["handler-image"]["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
+    assert any("CI_DEFAULT_BRANCH" in r.get("if", "") for r in gitlab["handler-image"]["rules"])
+    # Never in a rotation pipeline (GitLab runs the rotation as a pipeline of its own).
+    assert gitlab["handler-image"]["rules"][0] == {"if": "$KILN_ROTATE_MODEL_VERSION", "when": "never"}
+
+
+def test_every_github_job_with_the_deploy_role_on_main_presents_one_oidc_subject():
+    """The deploy role trusts exactly one subject (kiln:ciOidc.subject). A GitHub job's token says
+    `environment:<name>` when the job has an environment, `ref:refs/heads/main` when not: the jobs on main that
+    assume the role (deploy, image build, rotation) must agree, or one of them can never get credentials."""
+    deploy, rotate = load(CI / "github" / "kiln.yml"), load(CI / "github" / "rotate.yml")
+    on_main = [(name, job) for name, job in deploy["jobs"].items()
+               if assumes_role_by_oidc(job) and "refs/heads/main" in job.get("if", "")]
+    on_main += [(name, job) for name, job in rotate["jobs"].items() if assumes_role_by_oidc(job)]
+    assert {name for name, _ in on_main} == {"up", "handler-image", "rotate"}
+    assert {job.get("environment") for _, job in on_main} == {"production"}
+
+
+def test_the_image_build_holds_no_stack_lock_and_changes_no_stack():
+    """A build touches no stack: it neither waits for nor delays a deploy or a rotation, and runs no pulumi or
+    automation command (nothing it does needs the guard)."""
+    job = load(CI / "github" / "kiln.yml")["jobs"]["handler-image"]
+    assert "concurrency" not in job and "pulumi" not in runs(job) and "automation" not in runs(job)
+    gitlab = load(CI / "gitlab" / ".gitlab-ci.yml")["handler-image"]
+    lines = flat(gitlab.get("before_script")) + flat(gitlab["script"])
+    assert "resource_group" not in gitlab
+    assert not any("pulumi" in line or "python -m automation" in line for line in lines)
+
+
+def test_gitlab_jobs_exchange_their_token_in_one_place():
+    """The deploy/preview/rotation jobs and the image build assume the role with the same commands (a YAML anchor),
+    each with its own aws command."""
+    doc = load(CI / "gitlab" / ".gitlab-ci.yml")
+    exchange = flat(doc[".assume_deploy_role"])
+    assert "assume-role-with-web-identity" in exchange[0] and '"$AWS_CLI" sts' in exchange[0]
+    assert '--web-identity-token "$AWS_ID_TOKEN"' in exchange[0] and '--role-arn "$AWS_DEPLOY_ROLE_ARN"' in exchange[0]
+    for name, job in (("aws_oidc", doc[".aws_oidc"]), ("handler-image", doc["handler-image"])):
+        before = flat(job["before_script"])
+        assert before[-len(exchange):] == exchange, name        # the last thing before the job's script
+        assert job["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com", name
+    assert doc[".aws_oidc"]["variables"]["AWS_CLI"] == ".venv/bin/aws"
+    assert doc["handler-image"]["variables"]["AWS_CLI"] == "aws"
+    assert any("pip install -q awscli" in line for line in flat(doc[".aws_oidc"]["before_script"]))
+    assert any("apk add" in line and "aws-cli" in line for line in flat(doc["handler-image"]["before_script"]))
