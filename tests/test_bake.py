@@ -510,7 +510,7 @@ def _cli_args(**kw) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _stand_in_stack(tmp_path, world, name="s", builder=True, region="us-east-2", model_bucket=None):
+def _stand_in_stack(tmp_path, world, name="s", builder=True, region="us-east-2", model_bucket=None, extra=None):
     import yaml
 
     fleet = world["fleet"]
@@ -526,7 +526,7 @@ def _stand_in_stack(tmp_path, world, name="s", builder=True, region="us-east-2",
                              "desiredSize": 1},
                             {"name": "gpu", "instanceTypes": ["g5.2xlarge"], "minSize": 0, "maxSize": 4,
                              "desiredSize": 1, "gpu": True}],
-        **({"kiln:modelBucket": model_bucket} if model_bucket else {})}}))
+        **({"kiln:modelBucket": model_bucket} if model_bucket else {}), **(extra or {})}}))
 
 
 def test_cli_with_stack_takes_region_and_the_builder_profile_from_the_stack(world, tmp_path, monkeypatch, capsys):
@@ -548,6 +548,51 @@ def test_cli_with_stack_takes_region_and_the_builder_profile_from_the_stack(worl
     # --region must agree with the stack's aws:region
     wrong = _cli_args(model_version="v16", model_uri=world["uri"], stack="s", region="eu-west-1")
     assert bake_cli.main(wrong) == 2 and "--region eu-west-1 is not the stack's aws:region" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tagged", [False, True])
+def test_cli_with_stack_bakes_the_termination_handler_image_and_sizes_the_root_for_it(world, tmp_path, monkeypatch,
+                                                                                      capsys, tagged):
+    """kiln:terminationHandlerImage is in every node's pre-pull list: the bake pulls it and the root volume counts
+    its size as ECR reports it (by digest; a tag beside the digest changes nothing)."""
+    from automation import stack as stack_module
+
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)
+    monkeypatch.chdir(tmp_path)
+    ecr = world["session"].client("ecr")
+    repo = f"kiln-termination-handler-{world['uri'].split('/')[2][-6:]}"
+    ecr.create_repository(repositoryName=repo)
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 5 * 1024 ** 3,
+                           "digest": "sha256:" + "e" * 64},
+                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1,
+                            "digest": "sha256:" + "f" * 64}]}
+    digest = ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest),
+                           imageTag="0123abc")["image"]["imageId"]["imageDigest"]
+    reported = ecr.describe_images(repositoryName=repo, imageIds=[{"imageDigest": digest}])["imageDetails"][0][
+        "imageSizeInBytes"]
+    handler = f"123456789012.dkr.ecr.us-east-2.amazonaws.com/{repo}{':0123abc' if tagged else ''}@{digest}"
+    _stand_in_stack(tmp_path, world, model_bucket=world["uri"].split("/")[2],
+                    extra={"kiln:terminationHandlerImage": handler})
+    clients = world["clients"]
+    launches, commands = _capture(clients.ec2, "RunInstances"), _capture(clients.ssm, "SendCommand")
+    monkeypatch.setattr(AwsClients, "create", classmethod(lambda cls, region=None, session=None: clients))
+    args = _cli_args(model_version=f"v17{'t' if tagged else ''}", model_uri=world["uri"], stack="s",
+                     no_agent_wait=True, json=True, base_ami=world["fleet"].base_ami)
+    assert bake_cli.main(args) == 0, capsys.readouterr().err
+    out = json.loads(capsys.readouterr().out)
+    base = clients.ec2.describe_images(ImageIds=[world["fleet"].base_ami])["Images"][0]
+    base_root = next(m["Ebs"]["VolumeSize"] for m in base["BlockDeviceMappings"]
+                     if m["DeviceName"] == base["RootDeviceName"])
+    expected = base_root + math.ceil(reported * IMAGE_EXPANSION / 1024 ** 3
+                                     + SYSTEM_IMAGE_GIB * len(NODE_SYSTEM_IMAGES)) + ROOT_HEADROOM_GIB
+    unknown = base_root + UNKNOWN_IMAGE_GIB + SYSTEM_IMAGE_GIB * len(NODE_SYSTEM_IMAGES) + ROOT_HEADROOM_GIB
+    assert reported >= 5 * 1024 ** 3 and out["rootVolumeGiB"] == expected != unknown   # the size ECR reports
+    (launch,) = launches
+    assert next(m for m in launch["BlockDeviceMappings"] if m["DeviceName"] == base["RootDeviceName"])["Ebs"][
+        "VolumeSize"] == expected
+    prefetch = [c for c in commands if "KILN_IMAGES=" in " ".join(c["Parameters"]["commands"])]
+    assert prefetch and handler in " ".join(prefetch[0]["Parameters"]["commands"])
 
 
 def test_cli_with_stack_refuses_a_model_outside_the_builders_bucket(world, tmp_path, monkeypatch, capsys):

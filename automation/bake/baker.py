@@ -151,13 +151,17 @@ def base_root(ec2: Any, base_ami: str) -> tuple[str, int]:
 
 
 def _ecr_parts(image: str) -> Optional[tuple[str, str, str, dict]]:
-    """``<acct>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`` -> (account, region, repo, image id)."""
+    """``<acct>.dkr.ecr.<region>.amazonaws.com/<repo>[:<tag>][@<digest>]`` -> (account, region, repo, image id).
+
+    A digest wins over a tag (``repo:1.0@sha256:…``, as kiln:terminationHandlerImage may be written): it is
+    what a node pulls."""
     registry, _, rest = image.partition("/")
     parts = registry.split(".")
     if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"] or not rest:
         return None
     if "@" in rest:
-        repo, digest = rest.split("@", 1)
+        name, digest = rest.split("@", 1)
+        repo = name.rpartition(":")[0] if ":" in name else name
         ref = {"imageDigest": digest}
     else:
         repo, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
