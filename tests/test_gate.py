@@ -28,6 +28,7 @@ from tests._program_helpers import BASE, EXISTING_GPU_SPOT, with_changes
 
 OLD_AMI, NEW_AMI = "ami-0123456789abcdef0", "ami-0aaaaaaaaaaaaaaa1"
 GPU_NEW = "ami-0aaaaaaaaaaaaaaa2"
+HANDLER = "123456789012.dkr.ecr.us-east-2.amazonaws.com/kiln-termination-handler@sha256:" + "c" * 64
 LT, ASG = "aws:ec2/launchTemplate:LaunchTemplate", "aws:autoscaling/group:Group"
 PV, PVC = "kubernetes:core/v1:PersistentVolume", "kubernetes:core/v1:PersistentVolumeClaim"
 ROTATION = Expected(to_model="v6", to_amis=frozenset({NEW_AMI}), from_model="v5", required_policy_packs=("kiln",))
@@ -73,11 +74,28 @@ def test_the_programs_rotation_of_a_family_map_and_its_restore_are_allowed():
     assert not classify(back, expected).allowed
 
 
+def test_the_rotation_of_a_stack_with_the_termination_handler_changes_nothing_of_it():
+    """The hooks, rules, queue and handler follow the ASGs by name, which a rotation keeps: the same five
+    changes as without the handler, and a new handler image riding along is blocked."""
+    with_handler = with_changes(BASE, terminationHandlerImage=HANDLER)
+    result = classify(preview_of_program(with_handler, with_changes(with_handler, nodeAmi=NEW_AMI, modelVersion="v6")),
+                      ROTATION)
+    assert result.allowed, result.render()
+    assert sorted((c.type, c.op) for c in result.changes) == sorted([
+        (LT, "update"), (ASG, "update"), (ASG, "update"), (PV, "create-replacement"), (PVC, "create-replacement")])
+    moved = with_changes(with_handler, nodeAmi=NEW_AMI, modelVersion="v6",
+                         terminationHandlerImage=HANDLER.replace("c" * 64, "d" * 64))
+    blocked = classify(preview_of_program(with_handler, moved), ROTATION)
+    assert not blocked.allowed
+    assert "kubernetes:apps/v1:Deployment" in {v.change.type for v in blocked.blocked}
+
+
 @pytest.mark.parametrize("extra, blocked_type", [
     ({"kubernetesVersion": "1.34"}, "eks:index:Cluster"),
     ({"endpointPublicAccessCidrs": ["198.51.100.0/24"]}, "eks:index:Cluster"),
     ({"modelVolumeInitRateMiBps": 300}, LT),     # launch template block devices
     ({"prefetchImages": ["public.ecr.aws/x/y:1"]}, None),
+    ({"terminationHandlerImage": HANDLER}, "aws:autoscaling/lifecycleHook:LifecycleHook"),
 ])
 def test_a_rotation_carrying_any_other_config_change_is_blocked(extra, blocked_type):
     new = with_changes(BASE, nodeAmi=NEW_AMI, modelVersion="v6", **extra)
