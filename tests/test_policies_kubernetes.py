@@ -415,6 +415,15 @@ def test_each_pod_template_is_judged_and_named():
                                                                     "spec": {"template": pod_template()}}}]}}
     [found] = violations(SAFE_TO_EVICT, "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet", jobset)
     assert found.startswith("spec.replicatedJobs[0].template.spec.template.metadata")
+    # ...and it is not required there: only the pods' templates count.
+    jobset["spec"]["replicatedJobs"][0]["template"] = {"spec": {"template": pod_template(SAFE)}}
+    assert violations(SAFE_TO_EVICT, "kubernetes:jobset.x-k8s.io/v1alpha2:JobSet", jobset) == []
+    # A pod template under a key of the author's choosing is found by its pod spec.
+    custom = {"spec": {"launcher": pod_template(SAFE), "workers": {"template": pod_template(SAFE)}}}
+    assert violations(SAFE_TO_EVICT, "kubernetes:example.com/v1:MPIJob", custom) == []
+    custom["spec"]["launcher"] = pod_template()
+    [found] = violations(SAFE_TO_EVICT, "kubernetes:example.com/v1:MPIJob", custom)
+    assert found.startswith(f"spec.launcher.metadata.annotations[{KEY}] is missing")
 
 
 def test_a_job_kind_whose_pods_cannot_be_found_is_not_passed():
@@ -481,7 +490,8 @@ def test_argo_pods_get_pod_metadata_then_their_templates_metadata(type_, where):
     ref.pop("templates")
     assert "WorkflowTemplate" in violations(SAFE_TO_EVICT, type_, props(ref))[0]
     step_ref = workflow(None, {"name": "main", "steps": [[{"name": "s", "templateRef": {"name": "t", "template": "x"}}]]})
-    assert len(violations(SAFE_TO_EVICT, type_, props(step_ref))) == 1
+    [found] = violations(SAFE_TO_EVICT, type_, props(step_ref))
+    assert found.startswith(f"{at}.podMetadata.annotations[{KEY}] is missing") and "WorkflowTemplate" in found
     assert violations(SAFE_TO_EVICT, type_, props(workflow(SAFE, workflowTemplateRef={"name": "train"}))) == []
     # Nothing to classify is not a pass.
     assert "declares no template that runs a pod" in violations(SAFE_TO_EVICT, type_, props({}))[0]
