@@ -212,6 +212,10 @@ def test_ci_builds_both_architectures_and_prints_the_digest():
     assert "--push" in script and "kiln:terminationHandlerImage" in script and "containerimage.digest" in script
     assert gitlab["handler-image"]["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
     assert any("CI_DEFAULT_BRANCH" in r.get("if", "") for r in gitlab["handler-image"]["rules"])
+    # kiln's ECR repositories have immutable tags (infra/registry.py): a re-run or retry must push a new tag,
+    # never the last attempt's again (that push fails).
+    assert build["with"]["tags"].endswith(":${{ github.sha }}-${{ github.run_id }}-${{ github.run_attempt }}")
+    assert '-t "$REGISTRY/kiln-termination-handler:$CI_COMMIT_SHA-$CI_JOB_ID"' in script
     # Never in a rotation pipeline (GitLab runs the rotation as a pipeline of its own).
     assert gitlab["handler-image"]["rules"][0] == {"if": "$KILN_ROTATE_MODEL_VERSION", "when": "never"}
 
