@@ -223,6 +223,47 @@ def test_a_conflicting_change_to_the_stack_file_stops_with_a_message(repo):
     assert not (work / ".git" / "rebase-merge").exists()           # the rebase was aborted, the checkout is usable
 
 
+def test_a_protected_branch_is_reported_as_refused_not_retried_as_moved_on(repo):
+    """A remote that declines the push (GitHub's protected branch, a pre-receive hook) says "[remote rejected]":
+    fetching and rebasing cannot help, and "rerun to try again" would loop forever."""
+    work, hook = repo["work"], repo["remote"] / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'GH006: Protected branch update failed for refs/heads/main.' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    (work / "Pulumi.prod.yaml").write_text("config:\n  kiln:nodeAmi: ami-new\n  kiln:modelVersion: v6\n")
+    said = []
+    with pytest.raises(PersistError) as caught:
+        GitPersist(work, remote="origin", branch="main", log=said.append)(work / "Pulumi.prod.yaml", "kiln: rotate")
+    text = str(caught.value)
+    assert "refused the push" in text and "GH006" in text and "KILN_GIT_PUSH_TOKEN" in text, text
+    assert not any("moved on" in line for line in said), said          # no rebase-and-retry loop
+    assert "ami-old" in _remote_file(repo)
+
+
+def test_a_detached_head_checkout_pushes_to_the_branch(repo):
+    """GitLab checks out a detached HEAD; the rotation's commit still reaches the branch, rebased if it moved."""
+    seed, work = repo["seed"], repo["work"]
+    _git("checkout", "-q", "--detach", cwd=work)
+    (seed / "README.md").write_text("moved on\n")
+    _git("commit", "-q", "-am", "other change", cwd=seed)
+    _git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    (work / "Pulumi.prod.yaml").write_text("config:\n  kiln:nodeAmi: ami-new\n  kiln:modelVersion: v6\n")
+    assert GitPersist(work, remote="origin", branch="main")(work / "Pulumi.prod.yaml", "kiln: rotate").endswith(
+        "pushed to origin/main")
+    assert "ami-new" in _remote_file(repo) and _remote_file(repo, "README.md") == "moved on"
+
+
+def test_what_would_stop_the_push_is_found_before_the_rotation(repo, tmp_path):
+    work = repo["work"]
+    GitPersist(work, remote="origin", branch="main").check(work / "Pulumi.prod.yaml")
+    with pytest.raises(PersistError, match="no git remote 'upstream'"):
+        GitPersist(work, remote="upstream", branch="main").check(work / "Pulumi.prod.yaml")
+    (work / ".gitignore").write_text("Pulumi.*.yaml\n")
+    with pytest.raises(PersistError, match="ignored by git"):
+        GitPersist(work).check(work / "Pulumi.staging.yaml")
+    with pytest.raises(PersistError, match="not a git repository"):
+        GitPersist(tmp_path / "nowhere").check(tmp_path / "nowhere" / "Pulumi.prod.yaml")
+
+
 def test_persisting_outside_a_repository_is_an_error(tmp_path):
     (tmp_path / "Pulumi.prod.yaml").write_text("config: {}\n")
     with pytest.raises(PersistError, match="not a git repository"):
@@ -363,6 +404,16 @@ def test_real_world_over_the_stand_in_takes_region_checks_and_state_from_the_sta
     with pytest.raises(BadInput, match="kiln:kubernetesVersion is required"):
         real_world("bad", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
                    project_dir=tmp_path, stack=StandInStack("bad", tmp_path, session=session))
+    # --git-push/--git-commit that could not work are bad input before anything changes (not after the rotation).
+    with pytest.raises(BadInput, match="--git-push origin/main: .*not a git repository"):
+        real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                   project_dir=tmp_path, stack=stack, git_push="origin/main")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(BadInput, match="--git-push upstream/main: this checkout has no git remote 'upstream'"):
+        real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                   project_dir=tmp_path, stack=stack, git_push="upstream/main")
+    assert real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                      project_dir=tmp_path, stack=stack, git_commit=True).world.persist is not None
 
 
 def test_guard_cli_refuses_in_one_line_per_reason(monkeypatch, capsys, tmp_path):

@@ -257,7 +257,7 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
     from automation.stack import ConfigReadError, kiln_config, open_stack, stack_region
     from infra.config import ConfigError
 
-    from .persist import GitPersist
+    from .persist import GitPersist, PersistError
     from .state import ClusterIntentStore, FileIntentStore
     from .volumes import ModelVolumes
 
@@ -297,6 +297,10 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
     if git_commit or git_push:
         remote, branch = (git_push.split("/", 1) + [None])[:2] if git_push else (None, None)
         persist = GitPersist(project_dir, remote=remote, branch=branch, log=log)
+        try:   # found at the end, after the whole rotation, it would leave a rotation that cannot finish
+            persist.check(stack.stack_file)
+        except PersistError as e:
+            raise BadInput(f"{'--git-push ' + git_push if git_push else '--git-commit'}: {e}") from None
     checks = AwsChecks(session, cfg)
 
     def validate(intent: RotationIntent) -> None:
