@@ -454,6 +454,38 @@ def test_sigterm_during_the_bake_terminates_the_builder_and_the_sweep_removes_th
     assert untagged not in sweep_builders(clients.ec2, older_than_seconds=0, now=time.time() + 7 * 3600)
 
 
+def test_sigterm_while_run_instances_is_in_flight_still_terminates_the_builder(world):
+    """AWS launched the builder but the answer never reached kiln (SIGTERM during the call, or a read timeout):
+    the builder is found by the bake's own security group and terminated now, not left running for 6 hours
+    until another bake's sweep."""
+    from automation.signals import Interrupted
+
+    clients = world["clients"]
+
+    def lost_answer(**_):
+        raise Interrupted("SIGTERM")
+
+    clients.ec2.meta.events.register("after-call.ec2.RunInstances", lost_answer)
+    with pytest.raises(Interrupted):
+        bake(request_for(world, model_version="v41"), clients, runner=runner(world), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v41"} in i["Tags"]]
+    assert builder["State"]["Name"] in ("shutting-down", "terminated")
+    # The same without an interruption (RunInstances "failed", e.g. a read timeout): terminated and waited for,
+    # then the security group goes too.
+    clients.ec2.meta.events.unregister("after-call.ec2.RunInstances", lost_answer)
+
+    def timed_out(**_):
+        raise RuntimeError("Read timeout on endpoint URL")
+
+    clients.ec2.meta.events.register("after-call.ec2.RunInstances", timed_out)
+    with pytest.raises(RuntimeError, match="Read timeout"):
+        bake(request_for(world, model_version="v42"), clients, runner=runner(world), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v42"} in i["Tags"]]
+    assert builder["State"]["Name"] == "terminated"
+    groups = clients.ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_MODEL_VERSION}", "Values": ["v42"]}])
+    assert groups["SecurityGroups"] == []
+
+
 def test_bad_input_names_the_flag(world):
     with pytest.raises(BakeInputError, match="--model-uri"):
         request_for(world, model_uri="https://example.com/model")
@@ -581,6 +613,17 @@ def test_cli_with_a_stack_lacking_the_builder_profile_or_an_unknown_stack_names_
     assert bake_cli.main(_cli_args(model_version="v16", model_uri=world["uri"], stack="nb")) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "builderInstanceProfile" in line and "--instance-profile" in line
+
+
+def test_cli_refuses_a_sweep_bound_that_would_kill_a_live_bake(world, capsys):
+    """The sweep tells a dead run's builder from another bake still running only by its age."""
+    args = _cli_args(model_version="v43", model_uri=world["uri"], subnet_id=world["fleet"].subnet_ids[0],
+                     instance_profile=world["fleet"].instance_profile, sweep_after="30m")
+    assert bake_cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bad input: --sweep-after (1800s) must be at least 1h")
+    assert builders(world["clients"].ec2, None) == [] or not any(
+        {"Key": TAG_MODEL_VERSION, "Value": "v43"} in i["Tags"] for i in builders(world["clients"].ec2))
 
 
 def test_cli_errors_are_one_plain_line(world, capsys):

@@ -376,18 +376,33 @@ def _snapshots_of(ec2: Any, ami_id: str) -> list[str]:
 def _cleanup(ec2: Any, instance_id: Optional[str], sg_id: str, progress: Progress, waiter_delay: float, *,
              wait: bool = True) -> None:
     """Terminate the builder and remove its security group, whatever happened before. Interrupted
-    (``wait=False``): terminate without waiting; a group still attached is left for the next run's sweep."""
-    if instance_id:
-        progress(f"terminating builder {instance_id}")
-        ec2.terminate_instances(InstanceIds=[instance_id])
+    (``wait=False``): terminate without waiting; a group still attached is left for the next run's sweep.
+
+    Without an instance id (RunInstances raised, or SIGTERM arrived while it was in flight) the builder may still
+    exist: AWS launched it and only the answer was lost. It is found by this bake's own security group, so it is
+    not left running until the next bake's sweep."""
+    ids = [instance_id] if instance_id else _instances_in_group(ec2, sg_id)
+    if ids:
+        progress(f"terminating builder {', '.join(ids)}")
+        ec2.terminate_instances(InstanceIds=ids)
         if wait:
-            ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": waiter_delay})
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": waiter_delay})
     try:
         ec2.delete_security_group(GroupId=sg_id)
     except ClientError:
         if wait:
             raise
         progress(f"security group {sg_id} is still attached to the terminating builder: the next bake sweeps it")
+
+
+def _instances_in_group(ec2: Any, sg_id: str) -> list[str]:
+    """Instances (not yet terminated) in this bake's security group: only this bake's builder can be in it."""
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": "instance.group-id", "Values": [sg_id]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]):
+        found.extend(i["InstanceId"] for r in page["Reservations"] for i in r["Instances"])
+    return found
 
 
 def _distribute(request: BakeRequest, clients: AwsClients, result: BakeResult, progress: Progress,
