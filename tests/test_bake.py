@@ -255,6 +255,36 @@ def test_keep_never_deregisters_an_ami_in_use_a_rollback_target_or_a_shared_one(
     assert not set(snaps[amis[3]]) & live_snaps and set(snaps[amis[0]]) <= live_snaps
 
 
+def test_keep_protects_what_rollback_goes_back_to_after_a_restore_and_amis_a_running_rotation_baked(aws):
+    region = "eu-north-1"      # its own region: only this test's images
+    session = aws.session(region)
+    fleet = create_fleet(session, cluster="keep-restore", nodes_per_zone=1)
+    local = LocalAws.__new__(LocalAws)
+    local.region = region
+    local.seed_public_parameter(PARAM, fleet.base_ami)
+    uri = put_model(session, "keep-restore-models", "m", {"a": b"a"})
+    clients, (z, a, b, spare, newest) = _dated_amis(session, region, 5, uri, fleet)
+    ec2 = clients.ec2
+    # Z was rotated to A (done: `rollback` goes back to Z), A to B failed and was restored: Z, A, B, A.
+    for ami in (z, a, b, a):
+        version = ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
+                                                     LaunchTemplateData={"ImageId": ami})["LaunchTemplateVersion"]
+    for name in fleet.asgs:
+        clients.autoscaling.update_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={
+            "LaunchTemplateId": fleet.launch_template_id, "Version": str(version["VersionNumber"])})
+    # Two bakes of the last minutes: `newest` (a rotation's target, not yet on a launch template: no `up` yet)
+    # and `spare`, a minute later, which `--keep 1` keeps as the newest.
+    from moto.ec2.models import ec2_backends
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ec2_backends["123456789012"][region].amis[newest].creation_date = now - datetime.timedelta(minutes=1)
+    ec2_backends["123456789012"][region].amis[spare].creation_date = now
+    assert prune(ec2, clients.autoscaling, keep=1, min_age_seconds=6 * 3600) == []
+    assert prune(ec2, clients.autoscaling, keep=1) == [newest]
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert {z, a, b, spare} <= left
+
+
 def test_copy_to_another_region(world):
     clients = world["clients"]
     result = bake(request_for(world, model_version="v11", copy_to_regions=("eu-central-1",)), clients,

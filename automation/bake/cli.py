@@ -62,7 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", type=int, metavar="N",
                         help="afterwards, deregister kiln AMIs beyond the newest N (and their snapshots), never one "
                              "in use by a launch-template version or instance, a rollback target (the image each "
-                             "launch template used before its current one) or one shared with another account")
+                             "launch template booted before its current one came in), one shared with another account, "
+                             "or one younger than --sweep-after (a running rotation's target)")
     parser.add_argument("--sweep-after", type=parse_duration, default=DEFAULT_BUILDER_MAX_AGE, metavar="DURATION",
                         help="terminate builders (and their security groups) left by earlier runs once they are "
                              "this old (default 6h; at least 1h, since a younger one may be another bake still "
@@ -172,7 +173,8 @@ def main(args: argparse.Namespace) -> int:
         with sigterm_raises():
             result = bake(request, clients, runner=runner, progress=lambda m: say(f"bake: {m}"),
                           sweep_after_seconds=args.sweep_after)
-            deleted = prune(clients.ec2, clients.autoscaling, args.keep, protect=[result.ami_id]) if args.keep else []
+            deleted = prune(clients.ec2, clients.autoscaling, args.keep, protect=[result.ami_id],
+                            min_age_seconds=args.sweep_after) if args.keep else []
     except Interrupted:
         say("bake interrupted (SIGTERM): the builder was told to terminate; its security group, if still attached, "
             "is swept by the next bake. Rerun to bake again (a finished AMI with the same recipe is reused)")
