@@ -516,6 +516,25 @@ def test_sigterm_while_run_instances_is_in_flight_still_terminates_the_builder(w
     assert groups["SecurityGroups"] == []
 
 
+def test_a_second_sigterm_during_the_cleanup_still_terminates_the_builder(world):
+    """CI runners signal more than once: a SIGTERM that lands as the cleanup starts must not leave the builder."""
+    from automation.signals import Interrupted
+
+    clients = world["clients"]
+    calls = []
+
+    def sigterm_once(**_):
+        calls.append("TerminateInstances")
+        if len(calls) == 1:
+            raise Interrupted("SIGTERM")
+
+    clients.ec2.meta.events.register("before-call.ec2.TerminateInstances", sigterm_once)
+    with pytest.raises(Interrupted):
+        bake(request_for(world, model_version="v44"), clients, runner=runner(world), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v44"} in i["Tags"]]
+    assert builder["State"]["Name"] in ("shutting-down", "terminated") and len(calls) == 2
+
+
 def test_bad_input_names_the_flag(world):
     with pytest.raises(BakeInputError, match="--model-uri"):
         request_for(world, model_uri="https://example.com/model")

@@ -361,7 +361,15 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
         interrupted = not isinstance(exc, Exception)   # SIGTERM / Ctrl-C: clean up fast, the sweep does the rest
         raise
     finally:
-        _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=not interrupted)
+        try:
+            _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=not interrupted)
+        except BaseException as again:
+            if isinstance(again, Exception):
+                raise
+            # Another SIGTERM while cleaning up (CI runners send more than one before they kill): the builder
+            # must still be told to terminate; then stop.
+            _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=False)
+            raise
     _distribute(request, clients, result, progress, waiter_delay, key_arn)
     result.seconds = time.monotonic() - started
     progress(f"baked {result.ami_id} in {result.seconds:.0f}s")
