@@ -397,6 +397,9 @@ def test_real_world_over_the_stand_in_takes_region_checks_and_state_from_the_sta
         real.world.validate(RotationIntent("rollback", "acme/kiln/w", "v4", None, fleet.base_ami, "v5",
                                            target_ami="ami-0123456789abcdef0"))
     real.world.check_amis({"standard": fleet.base_ami})
+    # The stand-in has no cluster: found before the bake and the `up`, not after (which would apply and restore).
+    with pytest.raises(BadInput, match="no kubeconfig output, so there is no cluster .* automation demo"):
+        real.world.validate(RotationIntent("rotate", "acme/kiln/w", "v6", None, fleet.base_ami, "v5"))
     assert real.world.stack.outputs()["builderInstanceProfile"] == fleet.builder_instance_profile
     # A stack file kiln cannot parse is bad input naming the key, before anything happens.
     (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": {"aws:region": "us-east-2",

@@ -310,6 +310,12 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
             from automation.stack import desired_amis
 
             checks.amis(desired_amis(intent.target_ami), "--ami")
+        if not outputs.get("kubeconfig"):
+            # Found after the bake and the `up`, this would apply the rotation and then restore it.
+            raise BadInput(f"--stack {stack_name}: the stack has no kubeconfig output, so there is no cluster to "
+                           "replace the nodes in (or to predict a dry run for)"
+                           + ("; the stand-in has none: `python -m automation demo` runs a whole rotation on moto "
+                              "with a simulated cluster" if stack.kind == "stand-in" else ""))
 
     def check_targets(amis: Mapping[str, str]) -> None:
         checks.amis(amis, "target AMI")
