@@ -565,6 +565,26 @@ def test_rollback_abandons_a_rotation_in_flight_and_goes_to_what_it_would_restor
     assert report.exit_code == EXIT_OK and stack.deployed["model"] == "v5" and stack.node_amis() == {OLD_AMI}
 
 
+def test_a_rollback_with_bad_input_leaves_the_rotation_in_flight_alone(tmp_path):
+    """`rollback --ami <typo>` while a rotation is in flight: the typo is bad input, and the rotation's intent (the
+    only record of what to go back to) must survive it."""
+    rotation, stack, fleet, _ = make(tmp_path, checkpoint=interrupt_at("up"))
+    with pytest.raises(Stop):
+        rotation.rotate("prod", "v6", URI)
+    in_flight = store(tmp_path).load("prod")
+
+    def validate(intent):
+        if intent.kind == "rollback" and intent.target_ami == "ami-0123456789abcdef0":
+            raise BadInput("--ami: ami-0123456789abcdef0 does not exist in us-east-2")
+
+    rotation.w.validate = validate
+    with pytest.raises(BadInput, match="--ami"):
+        rotation.rollback("prod", ami="ami-0123456789abcdef0", model_version="v5")
+    assert store(tmp_path).load("prod") == in_flight
+    assert rotation.rollback("prod").exit_code == EXIT_OK          # the corrected rollback goes to v5
+    assert stack.deployed["model"] == "v5" and stack.node_amis() == {OLD_AMI}
+
+
 def test_rollback_without_history_is_bad_input(tmp_path):
     rotation, *_ = make(tmp_path)
     with pytest.raises(BadInput, match="--ami"):

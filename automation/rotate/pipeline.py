@@ -178,7 +178,9 @@ class Rotation:
                                    previous_ami=deployed_ami, previous_model_version=deployed_model,
                                    target_ami=ami, started_at=self.w.clock())
         if in_flight is not None:
-            # Abandon the rotation in flight (its intent): roll back to what it would have restored.
+            # Abandon the rotation in flight (its intent): roll back to what it would have restored. Only once the
+            # rollback's own input is known good: its intent is the only record of where to go back to.
+            self.w.validate(requested)
             self.w.log(f"abandoning the {in_flight.kind} to model {in_flight.model_version} in flight")
             self.store.clear(stack)
         return self._run(requested, dry_run=dry_run)
