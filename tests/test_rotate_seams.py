@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime
 import json
 import subprocess
+
+import yaml
 from pathlib import Path
 from unittest import mock
 
@@ -433,15 +435,46 @@ def test_guard_cli_refuses_in_one_line_per_reason(monkeypatch, capsys, tmp_path)
         guard.configure(parser)
         return guard.main(parser.parse_args(list(argv)))
 
-    assert run("--stack", "prod") == 0
-    err = capsys.readouterr().err
-    assert "skipped (the stack has no kubeconfig output)" in err and "may be deployed" in err
-    stack.deployed["model"] = "v6"                   # a rotation ran; this checkout's stack file is stale
+    # A deployed stack without a kubeconfig output: a rotation in flight cannot be ruled out. Fail closed.
     assert run("--stack", "prod") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("guard: refused: the stack has no kubeconfig output") and "--no-cluster-check" in line
+    assert run("--stack", "prod", "--no-cluster-check") == 0
+    err = capsys.readouterr().err
+    assert "skipped (--no-cluster-check)" in err and "may be deployed: the stack file matches" in err
+    assert "no rotation in flight" not in err                 # it was not checked, so it is not claimed
+    stack.deployed["model"] = "v6"                   # a rotation ran; this checkout's stack file is stale
+    assert run("--stack", "prod", "--no-cluster-check") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert [line for line in err if line.startswith("guard: refused:")] == [
         next(line for line in err if "kiln:modelVersion in the stack file (v5) is not what the stack runs (v6)" in line)]
+    # A cluster that cannot be read refuses (fail closed), one line, naming the way out.
+    stack.deployed["model"] = "v5"
+    dead = yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "k",
+                           "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:1"}}],
+                           "users": [{"name": "u", "user": {"token": "t"}}],
+                           "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}]})
+    monkeypatch.setattr(stack, "outputs", lambda real=stack.outputs: {**real(), "kubeconfig": dead})
+    assert run("--stack", "prod") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("guard: refused: could not read the cluster for a rotation in flight") and "Traceback" \
+        not in line
     assert run("--stack", "a/b/c/d") == 2
     stack.config_error = ConfigReadError("could not read the config of stack prod: error: incorrect passphrase")
     assert run("--stack", "prod") == 1
     assert "incorrect passphrase" in capsys.readouterr().err
+
+
+def test_guard_cli_names_an_unknown_stack_as_bad_input(monkeypatch, capsys, tmp_path):
+    import argparse
+
+    from automation import stack as stack_module
+    from automation.rotate import guard
+
+    monkeypatch.setattr(stack_module, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)      # the stand-in: no file, no stack
+    parser = argparse.ArgumentParser()
+    guard.configure(parser)
+    assert guard.main(parser.parse_args(["--stack", "nosuch"])) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"bad input: --stack 'nosuch': no such Pulumi stack ({tmp_path / 'Pulumi.nosuch.yaml'} does not exist)"
