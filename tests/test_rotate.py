@@ -410,6 +410,15 @@ def test_dry_run_predicts_and_changes_nothing(tmp_path):
     assert store(tmp_path).load("prod") is None
 
 
+def test_a_dry_run_writes_nothing_to_the_cluster_either(tmp_path):
+    """The model objects' check deletes stale leftovers before a real apply; a dry run only reads."""
+    rotation, stack, *_ = make(tmp_path)
+    assert rotation.rotate("prod", "v6", URI).exit_code == EXIT_OK
+    rotation.w.volumes.dry_runs.clear()
+    assert rotation.rollback("prod", dry_run=True).outcome == "dry_run"
+    assert rotation.w.volumes.prepared[-1] == "v5" and rotation.w.volumes.dry_runs == [True]
+
+
 def test_dry_run_never_undoes_a_rotation_in_flight(tmp_path):
     rotation, stack, fleet, _ = make(tmp_path, checkpoint=interrupt_at("up"))
     with pytest.raises(Stop):

@@ -87,7 +87,7 @@ class World:
     resolve_base: Callable[[RotationIntent, str], Optional[str]] = lambda intent, family: None
     validate: Callable[[RotationIntent], None] = lambda intent: None          # raises BadInput before any change
     check_amis: Callable[[Mapping[str, str]], None] = lambda amis: None       # raises BadInput: exist, available
-    volumes: Optional[Any] = None    # ModelVolumes-like: prepare(version) -> Decision (adopt, notes)
+    volumes: Optional[Any] = None    # ModelVolumes-like: prepare(version, dry_run=) -> Decision (adopt, notes)
     persist: Optional[Callable[[Any, str], str]] = None   # (stack file, commit message) -> what was done
     predict: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None  # dry run: simulated replacement
     confirm: Callable[[GateResult], bool] = lambda result: True
@@ -286,7 +286,7 @@ class Rotation:
             gate = self._gated_preview(Expected(
                 to_model=intent.model_version, to_amis=frozenset(desired_amis(intent.target_ami).values()),
                 from_model=deployed_model, jobs_namespace=w.jobs_namespace,
-                required_policy_packs=tuple(w.stack.policy_packs)), plan=plan)
+                required_policy_packs=tuple(w.stack.policy_packs)), plan=plan, dry_run=dry_run)
             report.gate = gate.to_dict()
             log(gate.render())
             if not gate.allowed:
@@ -406,10 +406,10 @@ class Rotation:
             yield Rotation._Plan(path=os.path.join(tmp, "plan.json"))
 
     def _gated_preview(self, expected: Expected, *, plan: Optional["Rotation._Plan"] = None,
-                       refresh: bool = False) -> GateResult:
+                       refresh: bool = False, dry_run: bool = False) -> GateResult:
         adopt = False
         if expected.model_changes and self.w.volumes is not None:
-            decision = self.w.volumes.prepare(expected.to_model)
+            decision = self.w.volumes.prepare(expected.to_model, dry_run=dry_run)
             for note in decision.notes:
                 self.w.log(note)
             adopt = decision.adopt
