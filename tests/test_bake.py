@@ -675,6 +675,22 @@ def test_cli_refuses_a_sweep_bound_that_would_kill_a_live_bake(world, capsys):
         {"Key": TAG_MODEL_VERSION, "Value": "v43"} in i["Tags"] for i in builders(world["clients"].ec2))
 
 
+def test_cli_names_a_subnet_or_instance_profile_that_does_not_exist(world, capsys):
+    fleet = world["fleet"]
+    missing_subnet = _cli_args(model_version="v45", model_uri=world["uri"], subnet_id="subnet-0123456789abcdef0",
+                               instance_profile=fleet.instance_profile, no_agent_wait=True)
+    assert bake_cli.main(missing_subnet) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "bad input: --subnet-id subnet-0123456789abcdef0 does not exist in us-east-2"
+    missing_profile = _cli_args(model_version="v45", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                                instance_profile="no-such-profile", no_agent_wait=True)
+    assert bake_cli.main(missing_profile) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("bad input: --instance-profile no-such-profile: ")
+    ec2 = world["clients"].ec2
+    assert not ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_MODEL_VERSION}", "Values": ["v45"]}])[
+        "SecurityGroups"]                                            # nothing left behind
+
+
 def test_cli_errors_are_one_plain_line(world, capsys):
     fleet = world["fleet"]
     args = _cli_args(model_version="v17", model_uri=world["uri"] + "[missing]/", subnet_id=fleet.subnet_ids[0],

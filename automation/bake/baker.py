@@ -302,7 +302,12 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
 
     runner = runner or SsmRunner(clients.ssm, log_group=request.log_group)
     ec2 = clients.ec2
-    subnet = ec2.describe_subnets(SubnetIds=[request.subnet_id])["Subnets"][0]
+    try:
+        subnet = ec2.describe_subnets(SubnetIds=[request.subnet_id])["Subnets"][0]
+    except ClientError as e:
+        if e.response["Error"].get("Code", "").startswith("InvalidSubnetID"):
+            raise BakeInputError(f"--subnet-id {request.subnet_id} does not exist in {region}") from None
+        raise
     name = f"kiln-{request.model_version}-{request.ami_family}-{recipe_hash[:12]}"
     common_tags = {"Name": f"kiln-bake-{request.model_version}", TAG_RECIPE: recipe_hash,
                    TAG_MODEL_VERSION: request.model_version, TAG_FAMILY: request.ami_family}
@@ -318,7 +323,8 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
     result = BakeResult("", recipe_hash, False, request.model_version, base_ami, root_volume_gib=root_gib,
                         swept=swept, ami_family=request.ami_family)
     try:
-        instance_id = ec2.run_instances(
+        instance_id = _run_builder(
+            ec2, request.instance_profile,
             ImageId=base_ami, InstanceType=request.instance_type, MinCount=1, MaxCount=1,
             SubnetId=request.subnet_id, SecurityGroupIds=[sg_id],
             IamInstanceProfile={"Name": request.instance_profile},
@@ -374,6 +380,18 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
     result.seconds = time.monotonic() - started
     progress(f"baked {result.ami_id} in {result.seconds:.0f}s")
     return result
+
+
+def _run_builder(ec2: Any, profile: str, **params: Any) -> dict:
+    """RunInstances; an instance profile that does not exist is bad input naming the flag (AWS answers
+    InvalidParameterValue on iamInstanceProfile, moto NoSuchEntity). Nothing is launched then."""
+    try:
+        return ec2.run_instances(**params)
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        if error.get("Code") == "NoSuchEntity" or "iaminstanceprofile" in str(error.get("Message", "")).lower():
+            raise BakeInputError(f"--instance-profile {profile}: {error.get('Message') or error.get('Code')}") from None
+        raise
 
 
 def _snapshots_of(ec2: Any, ami_id: str) -> list[str]:
