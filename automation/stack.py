@@ -185,8 +185,11 @@ class PulumiStack:
         current = self.all_config()
         scalars = {k: self._auto.ConfigValue(value=v) for k, v in values.items() if isinstance(v, str)}
         maps = {k: v for k, v in values.items() if not isinstance(v, str)}
-        for key in values:   # a change of shape (id <-> family map) replaces the key
-            if key in current and is_family_map(current[key]) != (key in maps):
+        for key in values:
+            # A change of shape (id <-> family map) replaces the key; so does a map losing a family (a rollback to
+            # a map without it): setting the others by path would leave the stale family's AMI in place.
+            if key in current and (is_family_map(current[key]) != (key in maps) or (
+                    key in maps and set(desired_amis(current[key])) - set(maps[key]))):
                 self._stack.remove_config(key)
         if scalars:
             self._stack.set_all_config(scalars)

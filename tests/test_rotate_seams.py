@@ -97,6 +97,16 @@ def test_config_writes_keep_a_family_map_a_map(monkeypatch, tmp_path):
     api.remove_config.assert_called_once_with("kiln:nodeAmi")
     (call,) = api.set_all_config.call_args_list
     assert {k: v.value for k, v in call.args[0].items()} == {"kiln:nodeAmi": OLD_AMI} and not call.kwargs.get("path")
+    # A map that loses a family (a rollback to before a GPU group was added) replaces the key too: setting the
+    # remaining families by path would leave the stale nvidia AMI in the stack file.
+    api.set_all_config.reset_mock()
+    api.remove_config.reset_mock()
+    api.get_all_config.return_value = {
+        "kiln:nodeAmi": auto.ConfigValue(value='{"nvidia": "%s", "standard": "%s"}' % (GPU_AMI, NEW_AMI))}
+    stack.set_config({"kiln:nodeAmi": {"standard": OLD_AMI}})
+    api.remove_config.assert_called_once_with("kiln:nodeAmi")
+    (call,) = api.set_all_config.call_args_list
+    assert {k: v.value for k, v in call.args[0].items()} == {"kiln:nodeAmi.standard": OLD_AMI} and call.kwargs["path"]
 
 
 def test_preview_and_up_run_the_policy_pack_and_the_plan_and_adopt_only_when_asked(monkeypatch, tmp_path):
