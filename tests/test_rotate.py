@@ -179,14 +179,23 @@ def test_the_real_runner_interrupted_by_sigterm_or_locked_out_is_an_interruption
     assert rollout_disposition({"outcome": "blocked", "reason": "PDB ml/pdb holds node-1"}) == "interrupted"
     assert rollout_disposition({"outcome": "completed"}) == "completed"
     assert rollout_disposition({"outcome": "rolled_back"}) == "rolled_back"
-    assert rollout_disposition({"outcome": "failed", "reason": "not done 1800s after the deadline"}) == "failed"
-    assert rollout_disposition({"outcome": "dry_run"}) == "failed"
+    # Anything short of completed or rolled back leaves part of the fleet on the new image and the rollout's
+    # intent on its Lease: nothing is undone under it (a rerun continues, `rollback` goes back).
+    assert rollout_disposition({"outcome": "failed", "reason": "not done 1800s after the deadline"}) == "interrupted"
+    assert rollout_disposition({"outcome": "failed", "reason": "ClientError: ... (Throttling) Rate exceeded"}) == \
+        "interrupted"
+    assert rollout_disposition({"outcome": "dry_run"}) == "interrupted"
+    assert rollout_disposition({}) == "interrupted"
 
 
 @pytest.mark.parametrize("rollout", [
     {"outcome": "blocked", "reason": "PodDisruptionBudget ml-jobs/trainer keeps node-3 from draining"},
     {"outcome": "failed", "reason": "stopped by SIGTERM; rerun the same command to resume"},
     {"outcome": "failed", "reason": "another rollout holds the lock"},
+    # An API error half-way: the nodes replaced so far run the new image; restoring the stack under them would
+    # leave a mixed fleet with nothing left to replace it back, and report it "restored".
+    {"outcome": "failed", "reason": "ClientError: An error occurred (Throttling): Rate exceeded", "nodes_terminated": 3},
+    {"outcome": "failed", "reason": "not done 1800s after the deadline: node-4"},
 ])
 def test_an_interrupted_replacement_keeps_config_and_intent_and_a_rerun_finishes(tmp_path, rollout):
     rotation, stack, fleet, _ = make(tmp_path)

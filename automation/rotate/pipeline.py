@@ -8,12 +8,13 @@ is still missing, so running the same command again after an interruption at
 
 Three ways a run ends without finishing:
 
-- **interrupted** (SIGTERM, Ctrl-C, the node replacement blocked by a
-  PodDisruptionBudget, another rollout holding the lock, a failure to persist):
+- **interrupted** (SIGTERM, Ctrl-C, the node replacement stopped short of
+  completing or rolling back — blocked by a PodDisruptionBudget, another
+  rollout holding the lock, an API error — a failure to persist):
   nothing is undone; both intents (this one and the rollout's) stay, exit 1,
   "rerun to continue";
-- **failed** (the gate blocked, ``up`` failed, the replacement failed or rolled
-  back, not confirmed): what was changed is put back. Before anything was
+- **failed** (the gate blocked, ``up`` failed, the replacement rolled back, not
+  confirmed): what was changed is put back. Before anything was
   applied that is only the config; after, it is a *gated* restore — a preview
   of the way back that the gate must allow (the previous AMIs and model, and
   the retained model objects adopted), then ``up`` with that preview's plan;
@@ -32,7 +33,6 @@ pipeline with a strict fake stack and the simulator as the fleet, and
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -58,22 +58,19 @@ class BadInput(ValueError):
     """Arguments that cannot run (exit 2); the message names the flag."""
 
 
-_ROLLOUT_INTERRUPTION = re.compile(r"stopped by SIGTERM|another rollout holds the lock|lost the lock")
-
-
 def rollout_disposition(report: Mapping[str, Any]) -> str:
-    """``completed``, ``interrupted`` (rerun continues: SIGTERM, the lock held elsewhere, a PDB blocking at the
-    deadline), ``rolled_back`` or ``failed``."""
-    outcome, reason = report.get("outcome"), str(report.get("reason") or "")
+    """``completed``, ``rolled_back`` (the rollout judged the new nodes bad and put the old ones back: the one
+    replacement outcome that undoes the rotation) or ``interrupted``: everything else — SIGTERM, the lock held
+    elsewhere or lost, a PDB blocking at the deadline, an API error, not done after the deadline, an outcome this
+    code does not know. Then the rollout's own intent stays on its Lease and part of the fleet may already run the
+    new image: restoring the stack under it would leave a mixed fleet and a rollout intent aimed at a launch
+    template that moved, so nothing is undone; a rerun continues, `rollback` goes back."""
+    outcome = report.get("outcome")
     if outcome == "completed":
         return "completed"
-    if outcome in ("blocked", "interrupted"):
-        return "interrupted"
-    if outcome == "failed" and _ROLLOUT_INTERRUPTION.search(reason):
-        return "interrupted"
     if outcome == "rolled_back":
         return "rolled_back"
-    return "failed"
+    return "interrupted"
 
 
 @dataclass
@@ -322,7 +319,8 @@ class Rotation:
         report.rollout = rollout
         disposition = rollout_disposition(rollout)
         if disposition == "interrupted":
-            return self._interrupted(report, f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')}")
+            return self._interrupted(report, f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')} "
+                                             "(`rollback` goes back instead)")
         if disposition != "completed":
             return self._fail(intent, report, disposition,
                               f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')}")
