@@ -457,6 +457,11 @@ def _judge_asg(change: Change, meta: ev.StepEventMetadata, x: Expected) -> Verdi
         parsed = parse_path(p.path)
         if p.kind != ev.DiffKind.UPDATE.value:
             return _blocked(change, f"{p.path} is {p.kind}d, not updated")
+        if any(matches(pattern, parsed) for pattern in ASG_VERSION_PATHS) and not (
+                p.new == UNKNOWN or (isinstance(p.new, (str, int)) and not isinstance(p.new, bool)
+                                     and str(p.new).isdigit())):
+            # The program pins the template's latestVersion: a number, unknown until a new version exists.
+            return _blocked(change, f"{p.path} becomes {_short(p.new)}, not a launch-template version number")
         if matches(ASG_TAG_VALUE, parsed):
             if old_inputs is None or new_inputs is None:
                 return _blocked(change, "the event carries no old/new inputs, so the tag cannot be checked")

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Union
 
 from pulumi.automation import events as ev
 
+from automation.gate import UNKNOWN
 from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
 
 OnEvent = Callable[[ev.EngineEvent], None]
@@ -388,7 +389,8 @@ class StandInStack:
             asg_changes = lt_changes or p["asg_version"] != p["latest_version"]
             op = "update" if asg_changes else "same"
             counts[op] += 1
-            target = ("unknown" if lt_changes else p["latest_version"]) if asg_changes else p["asg_version"]
+            # The engine's unknown sentinel, as a real preview shows the version a new template version gets.
+            target = (UNKNOWN if lt_changes else p["latest_version"]) if asg_changes else p["asg_version"]
             on_event(self._event(op, "aws:autoscaling/group:Group", p["asg"],
                                  {"launchTemplate": {"id": p["lt_id"], "version": p["asg_version"]}},
                                  {"launchTemplate": {"id": p["lt_id"], "version": target}},

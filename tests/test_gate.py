@@ -190,6 +190,10 @@ BLOCKED_CASES = {
     "asg maxSize in the detailed diff only": [_asg({"launchTemplate.version": DiffKind.UPDATE,
                                                     "maxSize": DiffKind.UPDATE}, )],
     "asg desiredCapacity": [_asg({"desiredCapacity": DiffKind.UPDATE})],
+    "asg version to $Default": [_asg({"launchTemplate.version": DiffKind.UPDATE},
+                                     new={"launchTemplate": {"id": "lt-1", "version": "$Default"}})],
+    "asg version to a secret": [_asg({"launchTemplate.version": DiffKind.UPDATE},
+                                     new={"launchTemplate": {"id": "lt-1", "version": "[secret]"}})],
     "asg top-level launchTemplate only": [step(OpType.UPDATE, ASG, "gpu-a", old={}, new={}, diffs=["launchTemplate"])],
     "asg another tag's value": [_asg({"tags[0].value": DiffKind.UPDATE})],
     "asg model tag to another version": [_asg({"tags[1].value": DiffKind.UPDATE}, new={
