@@ -366,7 +366,7 @@ def differs_only_by_model(old: str, new: str, from_model: Optional[str], to_mode
     """``new`` is ``old`` with the model version (as a whole token) swapped, and nothing else."""
     if not from_model or from_model == to_model:
         return old == new
-    return re.sub(_MODEL_TOKEN.format(re.escape(from_model)), to_model, old) == new
+    return re.sub(_MODEL_TOKEN.format(re.escape(from_model)), lambda _: to_model, old) == new
 
 
 def _b64_text(value: Any) -> Optional[str]:
@@ -457,6 +457,11 @@ def _judge_asg(change: Change, meta: ev.StepEventMetadata, x: Expected) -> Verdi
         parsed = parse_path(p.path)
         if p.kind != ev.DiffKind.UPDATE.value:
             return _blocked(change, f"{p.path} is {p.kind}d, not updated")
+        if any(matches(pattern, parsed) for pattern in ASG_VERSION_PATHS) and not (
+                p.new == UNKNOWN or (isinstance(p.new, (str, int)) and not isinstance(p.new, bool)
+                                     and str(p.new).isdigit())):
+            # The program pins the template's latestVersion: a number, unknown until a new version exists.
+            return _blocked(change, f"{p.path} becomes {_short(p.new)}, not a launch-template version number")
         if matches(ASG_TAG_VALUE, parsed):
             if old_inputs is None or new_inputs is None:
                 return _blocked(change, "the event carries no old/new inputs, so the tag cannot be checked")
@@ -488,12 +493,13 @@ def _judge_model_volume(change: Change, meta: ev.StepEventMetadata, x: Expected)
     op = ev.OpType(change.op)
     if not x.model_changes:
         return _blocked(change, f"the model version does not change in this apply, so the {what} must not change")
-    if op not in (ev.OpType.CREATE, ev.OpType.REPLACE, ev.OpType.CREATE_REPLACEMENT, ev.OpType.DELETE_REPLACED,
-                  ev.OpType.DELETE):
+    if op not in (ev.OpType.REPLACE, ev.OpType.CREATE_REPLACEMENT, ev.OpType.DELETE_REPLACED, ev.OpType.DELETE):
+        # A plain create carries no diff against the previous version's object, so nothing of it could be checked
+        # (a hostPath of "/" would pass); a rotation always replaces the previous version's object.
         return _blocked(change, f"only the replacement of the {what} by the new version's is expected, not {op.value}")
     old_name, new_name = _object_name(meta.old), _object_name(meta.new)
-    has_old = op in (ev.OpType.REPLACE, ev.OpType.CREATE_REPLACEMENT, ev.OpType.DELETE_REPLACED, ev.OpType.DELETE)
-    has_new = op in (ev.OpType.CREATE, ev.OpType.REPLACE, ev.OpType.CREATE_REPLACEMENT)
+    has_old = True
+    has_new = op in (ev.OpType.REPLACE, ev.OpType.CREATE_REPLACEMENT)
     if has_old:
         if old_name != expected(x.from_model):
             return _blocked(change, f"the {what} being replaced is {_short(old_name)}, not {expected(x.from_model)}")
@@ -512,9 +518,24 @@ def _judge_model_volume(change: Change, meta: ev.StepEventMetadata, x: Expected)
     outside = _paths_outside(change, PVC_PATHS if claim else PV_PATHS)
     if outside:
         return _blocked(change, f"the {what} also changes {', '.join(outside)}")
+    for p in change.paths:   # each allowed path may only take the new version's value
+        parsed = parse_path(p.path)
+        if parsed == ("metadata", "name"):
+            continue   # the object names are checked above
+        want = {("spec", "claimRef", "name"): claim_name(x.to_model),
+                ("spec", "volumeName"): volume_name(x.to_model)}.get(parsed, x.to_model)
+        allowed_values = (want, UNKNOWN) if parsed == ("spec", "volumeName") else (want,)
+        if p.kind not in (ev.DiffKind.UPDATE.value, ev.DiffKind.UPDATE_REPLACE.value) or not _hashable(p.new) \
+                or p.new not in allowed_values:
+            return _blocked(change, f"{p.path} of the {what} becomes {_short(p.new)} ({p.kind}), not {want}")
     return Verdict(change, True, f"the {what} of model {x.to_model} replaces {x.from_model}'s "
                                  f"(retained: the old objects stay for Jobs still using them)"
                    + (" - adopting the retained objects" if x.adopt_model_volume and has_new else ""))
+
+
+# How the provider reads the switch (strconv.ParseBool); anything else cannot be classified.
+_TRUE, _FALSE = frozenset({True, "true", "True", "TRUE", "1", "t", "T"}), frozenset({False, "false", "False", "FALSE",
+                                                                                    "0", "f", "F"})
 
 
 def _judge_kubernetes_provider(change: Change, meta: ev.StepEventMetadata, x: Expected) -> Verdict:
@@ -523,12 +544,27 @@ def _judge_kubernetes_provider(change: Change, meta: ev.StepEventMetadata, x: Ex
     if [p.path for p in change.paths] != [UPSERT_INPUT]:
         return _blocked(change, f"only {UPSERT_INPUT} may change on the Kubernetes provider")
     (p,) = change.paths
-    turning_on = p.new in (True, "true")
+    if p.kind == ev.DiffKind.DELETE.value and p.new is _MISSING:
+        turning_on = False
+    elif _hashable(p.new) and p.new in _TRUE:
+        turning_on = True
+    elif _hashable(p.new) and p.new in _FALSE:
+        turning_on = False
+    else:   # a secret ("[secret]"), an unknown, anything the provider might read as true
+        return _blocked(change, f"{UPSERT_INPUT} becomes {_short(p.new)}, which the gate cannot read as on or off")
     if turning_on and not x.adopt_model_volume:
         return _blocked(change, f"{UPSERT_INPUT} is turned on, but there are no retained model objects to adopt")
     if turning_on:
         return Verdict(change, True, "adopts the retained PersistentVolume/claim of a model version used before")
     return Verdict(change, True, f"turns {UPSERT_INPUT} off again")
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 _RULES = {
@@ -589,7 +625,10 @@ def classify(events: Iterable[ev.EngineEvent], expected: Expected, *, dropped: S
         if event.policy_event is not None:
             p = event.policy_event
             text = f"policy {p.policy_pack_name}/{p.policy_name}: {_short(p.message, 160)} ({p.resource_urn or 'stack'})"
-            (problems if p.enforcement_level == "mandatory" else warnings).append(text)
+            if p.enforcement_level == "advisory":
+                warnings.append(text)
+            else:   # mandatory, remediate (it rewrites inputs), or a level the gate does not know
+                problems.append(f"{text} [{p.enforcement_level or 'no enforcement level'}]")
         if event.res_outputs_event is not None:
             urn = event.res_outputs_event.metadata.urn
             if urn not in pre_urns:
@@ -606,6 +645,12 @@ def classify(events: Iterable[ev.EngineEvent], expected: Expected, *, dropped: S
         if _is_logical(meta, op):
             counted[op.value] += 1
         if op in NO_CHANGE_OPS:
+            if op != ev.OpType.REFRESH and (meta.keys or meta.diffs or meta.detailed_diff):
+                # The engine never sends a diff with these steps; one that does cannot be classified.
+                change = change_from_metadata(meta)
+                verdicts[meta.urn] = _blocked(change, f"a {op.value} step carrying a diff "
+                                                      f"({', '.join(change.diff_keys) or ', '.join(meta.keys or [])}) "
+                                                      "cannot be classified")
             continue
         verdict = judge(meta, expected)
         previous = verdicts.get(meta.urn)
@@ -623,11 +668,18 @@ def classify(events: Iterable[ev.EngineEvent], expected: Expected, *, dropped: S
     if summary is None:
         problems.append("the engine sent no change summary, so the preview cannot be checked as complete")
     else:
-        engine_counts = {str(k): v for k, v in (summary.resource_changes or {}).items()}
+        engine_counts = {str(k.value if isinstance(k, ev.OpType) else k): v
+                         for k, v in (summary.resource_changes or {}).items()}
+        if summary.maybe_corrupt:
+            problems.append("the engine's summary says the stack may be corrupt (maybeCorrupt)")
         for op_name in sorted(set(engine_counts) - KNOWN_OPS):
             problems.append(f"the engine's summary counts an op the gate does not know: {op_name}")
+        for op_name, n in sorted(engine_counts.items()):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                problems.append(f"the engine's summary counts {n!r} {op_name} step(s), not a number")
+                engine_counts[op_name] = -1
         for op_name in sorted(set(engine_counts) | set(counted)):
-            if int(engine_counts.get(op_name, 0) or 0) != counted.get(op_name, 0):
+            if engine_counts.get(op_name, 0) != counted.get(op_name, 0):
                 problems.append(f"the engine counts {engine_counts.get(op_name, 0)} {op_name} step(s), the gate saw "
                                 f"{counted.get(op_name, 0)}: an event was lost")
         ran = set(summary.policy_packs or {})

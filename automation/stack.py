@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Union
 
 from pulumi.automation import events as ev
 
+from automation.gate import UNKNOWN
 from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
 
 OnEvent = Callable[[ev.EngineEvent], None]
@@ -185,8 +186,11 @@ class PulumiStack:
         current = self.all_config()
         scalars = {k: self._auto.ConfigValue(value=v) for k, v in values.items() if isinstance(v, str)}
         maps = {k: v for k, v in values.items() if not isinstance(v, str)}
-        for key in values:   # a change of shape (id <-> family map) replaces the key
-            if key in current and is_family_map(current[key]) != (key in maps):
+        for key in values:
+            # A change of shape (id <-> family map) replaces the key; so does a map losing a family (a rollback to
+            # a map without it): setting the others by path would leave the stale family's AMI in place.
+            if key in current and (is_family_map(current[key]) != (key in maps) or (
+                    key in maps and set(desired_amis(current[key])) - set(maps[key]))):
                 self._stack.remove_config(key)
         if scalars:
             self._stack.set_all_config(scalars)
@@ -385,7 +389,8 @@ class StandInStack:
             asg_changes = lt_changes or p["asg_version"] != p["latest_version"]
             op = "update" if asg_changes else "same"
             counts[op] += 1
-            target = ("unknown" if lt_changes else p["latest_version"]) if asg_changes else p["asg_version"]
+            # The engine's unknown sentinel, as a real preview shows the version a new template version gets.
+            target = (UNKNOWN if lt_changes else p["latest_version"]) if asg_changes else p["asg_version"]
             on_event(self._event(op, "aws:autoscaling/group:Group", p["asg"],
                                  {"launchTemplate": {"id": p["lt_id"], "version": p["asg_version"]}},
                                  {"launchTemplate": {"id": p["lt_id"], "version": target}},

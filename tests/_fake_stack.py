@@ -60,9 +60,11 @@ class FakeVolumes:
     def __init__(self, objects: MemoryObjects):
         self.objects = objects
         self.prepared: list[str] = []
+        self.dry_runs: list[bool] = []
 
-    def prepare(self, version: str):
+    def prepare(self, version: str, *, dry_run: bool = False):
         self.prepared.append(version)
+        self.dry_runs.append(dry_run)
         pv = pvc = None
         if self.objects.exists(volume_name(version)):
             pv = {"metadata": {"name": volume_name(version)}, "status": {"phase": "Bound"},

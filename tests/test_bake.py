@@ -255,6 +255,36 @@ def test_keep_never_deregisters_an_ami_in_use_a_rollback_target_or_a_shared_one(
     assert not set(snaps[amis[3]]) & live_snaps and set(snaps[amis[0]]) <= live_snaps
 
 
+def test_keep_protects_what_rollback_goes_back_to_after_a_restore_and_amis_a_running_rotation_baked(aws):
+    region = "eu-north-1"      # its own region: only this test's images
+    session = aws.session(region)
+    fleet = create_fleet(session, cluster="keep-restore", nodes_per_zone=1)
+    local = LocalAws.__new__(LocalAws)
+    local.region = region
+    local.seed_public_parameter(PARAM, fleet.base_ami)
+    uri = put_model(session, "keep-restore-models", "m", {"a": b"a"})
+    clients, (z, a, b, spare, newest) = _dated_amis(session, region, 5, uri, fleet)
+    ec2 = clients.ec2
+    # Z was rotated to A (done: `rollback` goes back to Z), A to B failed and was restored: Z, A, B, A.
+    for ami in (z, a, b, a):
+        version = ec2.create_launch_template_version(LaunchTemplateId=fleet.launch_template_id, SourceVersion="1",
+                                                     LaunchTemplateData={"ImageId": ami})["LaunchTemplateVersion"]
+    for name in fleet.asgs:
+        clients.autoscaling.update_auto_scaling_group(AutoScalingGroupName=name, LaunchTemplate={
+            "LaunchTemplateId": fleet.launch_template_id, "Version": str(version["VersionNumber"])})
+    # Two bakes of the last minutes: `newest` (a rotation's target, not yet on a launch template: no `up` yet)
+    # and `spare`, a minute later, which `--keep 1` keeps as the newest.
+    from moto.ec2.models import ec2_backends
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ec2_backends["123456789012"][region].amis[newest].creation_date = now - datetime.timedelta(minutes=1)
+    ec2_backends["123456789012"][region].amis[spare].creation_date = now
+    assert prune(ec2, clients.autoscaling, keep=1, min_age_seconds=6 * 3600) == []
+    assert prune(ec2, clients.autoscaling, keep=1) == [newest]
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert {z, a, b, spare} <= left
+
+
 def test_copy_to_another_region(world):
     clients = world["clients"]
     result = bake(request_for(world, model_version="v11", copy_to_regions=("eu-central-1",)), clients,
@@ -454,6 +484,57 @@ def test_sigterm_during_the_bake_terminates_the_builder_and_the_sweep_removes_th
     assert untagged not in sweep_builders(clients.ec2, older_than_seconds=0, now=time.time() + 7 * 3600)
 
 
+def test_sigterm_while_run_instances_is_in_flight_still_terminates_the_builder(world):
+    """AWS launched the builder but the answer never reached kiln (SIGTERM during the call, or a read timeout):
+    the builder is found by the bake's own security group and terminated now, not left running for 6 hours
+    until another bake's sweep."""
+    from automation.signals import Interrupted
+
+    clients = world["clients"]
+
+    def lost_answer(**_):
+        raise Interrupted("SIGTERM")
+
+    clients.ec2.meta.events.register("after-call.ec2.RunInstances", lost_answer)
+    with pytest.raises(Interrupted):
+        bake(request_for(world, model_version="v41"), clients, runner=runner(world), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v41"} in i["Tags"]]
+    assert builder["State"]["Name"] in ("shutting-down", "terminated")
+    # The same without an interruption (RunInstances "failed", e.g. a read timeout): terminated and waited for,
+    # then the security group goes too.
+    clients.ec2.meta.events.unregister("after-call.ec2.RunInstances", lost_answer)
+
+    def timed_out(**_):
+        raise RuntimeError("Read timeout on endpoint URL")
+
+    clients.ec2.meta.events.register("after-call.ec2.RunInstances", timed_out)
+    with pytest.raises(RuntimeError, match="Read timeout"):
+        bake(request_for(world, model_version="v42"), clients, runner=runner(world), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v42"} in i["Tags"]]
+    assert builder["State"]["Name"] == "terminated"
+    groups = clients.ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_MODEL_VERSION}", "Values": ["v42"]}])
+    assert groups["SecurityGroups"] == []
+
+
+def test_a_second_sigterm_during_the_cleanup_still_terminates_the_builder(world):
+    """CI runners signal more than once: a SIGTERM that lands as the cleanup starts must not leave the builder."""
+    from automation.signals import Interrupted
+
+    clients = world["clients"]
+    calls = []
+
+    def sigterm_once(**_):
+        calls.append("TerminateInstances")
+        if len(calls) == 1:
+            raise Interrupted("SIGTERM")
+
+    clients.ec2.meta.events.register("before-call.ec2.TerminateInstances", sigterm_once)
+    with pytest.raises(Interrupted):
+        bake(request_for(world, model_version="v44"), clients, runner=runner(world), waiter_delay=0.2)
+    (builder,) = [i for i in builders(clients.ec2) if {"Key": TAG_MODEL_VERSION, "Value": "v44"} in i["Tags"]]
+    assert builder["State"]["Name"] in ("shutting-down", "terminated") and len(calls) == 2
+
+
 def test_bad_input_names_the_flag(world):
     with pytest.raises(BakeInputError, match="--model-uri"):
         request_for(world, model_uri="https://example.com/model")
@@ -626,6 +707,33 @@ def test_cli_with_a_stack_lacking_the_builder_profile_or_an_unknown_stack_names_
     assert bake_cli.main(_cli_args(model_version="v16", model_uri=world["uri"], stack="nb")) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "builderInstanceProfile" in line and "--instance-profile" in line
+
+
+def test_cli_refuses_a_sweep_bound_that_would_kill_a_live_bake(world, capsys):
+    """The sweep tells a dead run's builder from another bake still running only by its age."""
+    args = _cli_args(model_version="v43", model_uri=world["uri"], subnet_id=world["fleet"].subnet_ids[0],
+                     instance_profile=world["fleet"].instance_profile, sweep_after="30m")
+    assert bake_cli.main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("bad input: --sweep-after (1800s) must be at least 1h")
+    assert builders(world["clients"].ec2, None) == [] or not any(
+        {"Key": TAG_MODEL_VERSION, "Value": "v43"} in i["Tags"] for i in builders(world["clients"].ec2))
+
+
+def test_cli_names_a_subnet_or_instance_profile_that_does_not_exist(world, capsys):
+    fleet = world["fleet"]
+    missing_subnet = _cli_args(model_version="v45", model_uri=world["uri"], subnet_id="subnet-0123456789abcdef0",
+                               instance_profile=fleet.instance_profile, no_agent_wait=True)
+    assert bake_cli.main(missing_subnet) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        "bad input: --subnet-id subnet-0123456789abcdef0 does not exist in us-east-2"
+    missing_profile = _cli_args(model_version="v45", model_uri=world["uri"], subnet_id=fleet.subnet_ids[0],
+                                instance_profile="no-such-profile", no_agent_wait=True)
+    assert bake_cli.main(missing_profile) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("bad input: --instance-profile no-such-profile: ")
+    ec2 = world["clients"].ec2
+    assert not ec2.describe_security_groups(Filters=[{"Name": f"tag:{TAG_MODEL_VERSION}", "Values": ["v45"]}])[
+        "SecurityGroups"]                                            # nothing left behind
 
 
 def test_cli_errors_are_one_plain_line(world, capsys):

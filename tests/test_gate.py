@@ -22,8 +22,8 @@ from pulumi.automation.events import DiffKind, EngineEvent, OpType
 
 from automation.gate import (UNKNOWN, EventRecorder, Expected, PathError, classify, differs_only_by_model,
                              format_path, parse_path)
-from tests._engine_events import (op_failed, outputs_of, path_string, policy_violation, preview_of_program, step,
-                                  summary, urn_of)
+from tests._engine_events import (leaf_diff, op_failed, outputs_of, path_string, policy_violation,
+                                  preview_of_program, step, summary, urn_of)
 from tests._program_helpers import BASE, EXISTING_GPU_SPOT, with_changes
 
 OLD_AMI, NEW_AMI = "ami-0123456789abcdef0", "ami-0aaaaaaaaaaaaaaa1"
@@ -150,16 +150,22 @@ def _b64(text: str) -> str:
 
 
 def _pv(op, old_name, new_name, *, retain=True, kind=PV, namespace="ml-jobs", name="model-volume-pv", extra=None,
-        retain_old=None):
-    def obj(n):
+        retain_old=None, extra_new=None, label_new=None):
+    """A model volume (or claim) step; ``extra_new``/``label_new`` change the new object beyond its name (and the
+    detailed diff says so, as the engine would)."""
+    def obj(n, more, label=None):
         if n is None:
             return None
-        meta = {"name": n, "labels": {"kiln.dev/model-version": n.rsplit("-", 1)[-1]}}
+        meta = {"name": n, "labels": {"kiln.dev/model-version": label or n.rsplit("-", 1)[-1]}}
         if kind == PVC:
             meta["namespace"] = namespace
-        return {"metadata": meta, **(extra or {})}
+        return {"metadata": meta, **(more or {})}
     detailed = {"metadata.name": DiffKind.UPDATE_REPLACE} if old_name and new_name else {}
-    return step(op, kind, name, old=obj(old_name), new=obj(new_name), detailed=detailed,
+    old_obj, new_obj = obj(old_name, extra), obj(new_name, extra_new or extra, label_new)
+    if old_name and new_name:
+        detailed.update({path_string(p): k for p, k in leaf_diff(old_obj, new_obj).items()
+                         if p != ("metadata", "name")})
+    return step(op, kind, name, old=old_obj, new=new_obj, detailed=detailed,
                 keys=["metadata"] if detailed else None, retain=retain, retain_old=retain_old)
 
 
@@ -202,6 +208,10 @@ BLOCKED_CASES = {
     "asg maxSize in the detailed diff only": [_asg({"launchTemplate.version": DiffKind.UPDATE,
                                                     "maxSize": DiffKind.UPDATE}, )],
     "asg desiredCapacity": [_asg({"desiredCapacity": DiffKind.UPDATE})],
+    "asg version to $Default": [_asg({"launchTemplate.version": DiffKind.UPDATE},
+                                     new={"launchTemplate": {"id": "lt-1", "version": "$Default"}})],
+    "asg version to a secret": [_asg({"launchTemplate.version": DiffKind.UPDATE},
+                                     new={"launchTemplate": {"id": "lt-1", "version": "[secret]"}})],
     "asg top-level launchTemplate only": [step(OpType.UPDATE, ASG, "gpu-a", old={}, new={}, diffs=["launchTemplate"])],
     "asg another tag's value": [_asg({"tags[0].value": DiffKind.UPDATE})],
     "asg model tag to another version": [_asg({"tags[1].value": DiffKind.UPDATE}, new={
@@ -234,6 +244,37 @@ BLOCKED_CASES = {
                                             new={"kubeconfig": "b"}, detailed={"kubeconfig": DiffKind.UPDATE})],
     "path the gate cannot parse": [step(OpType.UPDATE, ASG, "gpu-a", old={}, new={},
                                         detailed={'tags[x]."': DiffKind.UPDATE})],
+    # Review of issue 11: values the provider reads as "on", and values nobody can read.
+    "upsert turned on spelled True": [step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s", old={},
+                                           new={"upsertExistingObjects": "True"},
+                                           detailed={"upsertExistingObjects": DiffKind.ADD})],
+    "upsert turned to a secret": [step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s",
+                                       old={"upsertExistingObjects": "false"}, new={"upsertExistingObjects": "[secret]"},
+                                       detailed={"upsertExistingObjects": DiffKind.UPDATE})],
+    "upsert update without inputs": [step(OpType.UPDATE, "pulumi:providers:kubernetes", "k8s",
+                                          detailed={"upsertExistingObjects": DiffKind.UPDATE})],
+    # A plain create has no diff against the previous version's object: nothing of it can be checked.
+    "new version's pv created, not replacing": [step(OpType.CREATE, PV, "model-volume-pv", new={
+        "metadata": {"name": "kiln-model-v6"}, "spec": {"hostPath": {"path": "/"}}}, retain=True)],
+    "pvc bound to another volume": [_pv(OpType.CREATE_REPLACEMENT, "model-v5", "model-v6", kind=PVC,
+                                        name="model-volume-pvc", extra={"spec": {"volumeName": "kiln-model-v5"}},
+                                        extra_new={"spec": {"volumeName": "host-root"}})],
+    "pv reserved for another claim": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6",
+                                          extra={"spec": {"claimRef": {"name": "model-v5"}}},
+                                          extra_new={"spec": {"claimRef": {"name": "scratch"}}})],
+    "pv labelled another version": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6",
+                                        label_new="v7")],
+    "pv node affinity to another version": [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", extra={
+        "spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{"values": ["v5"]}]}]}}}},
+        extra_new={"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"values": ["v7"]}]}]}}}})],
+    # Steps the engine never sends with a diff: one that carries one cannot be classified.
+    "same step carrying a diff": [step(OpType.SAME, "aws:eks/cluster:Cluster", "kiln", old={"version": "1.33"},
+                                       new={"version": "1.34"}, detailed={"version": DiffKind.UPDATE})],
+    "read step carrying a diff": [step(OpType.READ, "aws:iam/role:Role", "node", old={}, new={},
+                                       detailed={"assumeRolePolicy": DiffKind.UPDATE})],
+    "discard step carrying replace keys": [step(OpType.DISCARD, "aws:eks/cluster:Cluster", "kiln", old={},
+                                                keys=["version"], diffs=[])],
 }
 
 
@@ -369,6 +410,84 @@ def test_a_summary_with_changes_counts_as_changes_even_without_verdicts():
     assert result.has_changes and not result.allowed
 
 
+def _engine_summary(changes, **extra):
+    return EngineEvent.from_json({"sequence": 99, "timestamp": 0, "summaryEvent": {
+        "resourceChanges": changes, "PolicyPacks": {"kiln": "0.1.0"}, **extra}})
+
+
+def test_odd_event_streams_block():
+    lt = _lt(imageId=NEW_AMI)
+    assert gate([lt]).allowed
+    # The same step twice: the engine counted one.
+    assert not classify([lt, lt, summary([lt])], ROTATION).allowed
+    # A replace split into its halves, the logical replace step missing: the engine counts a replace.
+    halves = [step(OpType.CREATE_REPLACEMENT, "aws:eks/cluster:Cluster", "kiln", old={}, new={}, keys=["version"],
+                   detailed={"version": DiffKind.UPDATE_REPLACE}),
+              step(OpType.DELETE_REPLACED, "aws:eks/cluster:Cluster", "kiln", old={}, diffs=[])]
+    assert not classify(halves + [_engine_summary({"replace": 1})], ROTATION).allowed
+    # No events but a summary with changes, and events with an empty summary.
+    assert not classify([_engine_summary({"update": 1})], ROTATION).allowed
+    assert not classify([lt, _engine_summary({})], ROTATION).allowed
+    # Outputs before their step.
+    assert not classify([outputs_of(lt), lt, summary([lt])], ROTATION).allowed
+    # The summary first is fine: the stream is judged as a whole.
+    assert classify([summary([lt]), lt, outputs_of(lt)], ROTATION).allowed
+
+
+def test_outputs_only_changes_pass():
+    """A component whose outputs change (the stack's nodeAmi/modelVersion outputs) is a same step plus outputs."""
+    stack = step(OpType.SAME, "pulumi:pulumi:Stack", "kiln-prod", old={}, new={}, urn="urn:pulumi:prod::kiln::"
+                 "pulumi:pulumi:Stack::kiln-prod")
+    result = classify([stack, outputs_of(stack), summary([stack])], ROTATION)
+    assert result.allowed and not result.has_changes
+
+
+@pytest.mark.parametrize("level", ["mandatory", "remediate", "", "Mandatory"])
+def test_every_policy_level_but_advisory_blocks(level):
+    events = [_lt(imageId=NEW_AMI)]
+    result = classify(events + [policy_violation(level), summary(events)], ROTATION)
+    assert not result.allowed and any("imdsv2-required" in p for p in result.problems)
+
+
+def test_a_summary_that_says_maybe_corrupt_or_counts_nonsense_blocks():
+    lt = _lt(imageId=NEW_AMI)
+    assert classify([lt, _engine_summary({"update": 1})], ROTATION).allowed
+    assert not classify([lt, _engine_summary({"update": 1}, maybeCorrupt=True)], ROTATION).allowed
+    for nonsense in ("1", 1.0, True, -1, None):
+        result = classify([lt, _engine_summary({"update": nonsense})], ROTATION)
+        assert not result.allowed, nonsense
+
+
+def test_secret_and_unknown_values_never_pass():
+    for value in ("[secret]", UNKNOWN):
+        assert not gate([_lt(imageId=value)]).allowed
+        assert not gate([_lt(imageId=NEW_AMI, userData=value)]).allowed
+        assert not gate([_lt(imageId=NEW_AMI, description=value)]).allowed
+        assert not gate([_asg({"tags[1].value": DiffKind.UPDATE}, new={
+            "tags": [{"key": "Name", "value": "kiln-gpu"},
+                     {"key": "k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version",
+                      "value": value}]})]).allowed
+        assert not gate([_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v6", label_new=value)]).allowed
+    # The claim's volumeName is the volume's name, an output of the volume: unknown in a preview is expected.
+    assert gate([_pv(OpType.CREATE_REPLACEMENT, "model-v5", "model-v6", kind=PVC, name="model-volume-pvc",
+                     extra={"spec": {"volumeName": "kiln-model-v5"}},
+                     extra_new={"spec": {"volumeName": UNKNOWN}})]).allowed
+
+
+def test_a_path_allowed_on_one_type_blocks_on_another():
+    assert not gate([step(OpType.UPDATE, "aws:ec2/instance:Instance", "x", old={"imageId": OLD_AMI},
+                          new={"imageId": NEW_AMI}, detailed={"imageId": DiffKind.UPDATE})]).allowed
+    assert not gate([step(OpType.UPDATE, LT, "gpu", old={"launchTemplate": {"version": "1"}},
+                          new={"launchTemplate": {"version": "2"}},
+                          detailed={"launchTemplate.version": DiffKind.UPDATE})]).allowed
+    assert not gate([step(OpType.UPDATE, "pulumi:providers:aws", "aws", old={}, new={"upsertExistingObjects": "true"},
+                          detailed={"upsertExistingObjects": DiffKind.ADD})],
+                    Expected(to_model="v6", to_amis=frozenset({NEW_AMI}), from_model="v5",
+                             adopt_model_volume=True)).allowed
+    assert not gate([step(OpType.UPDATE, "kubernetes:core/v1:ConfigMap", "cm", old={"metadata": {"name": "a"}},
+                          new={"metadata": {"name": "b"}}, detailed={"metadata.name": DiffKind.UPDATE})]).allowed
+
+
 # ------------------------------------------------------------------------- helpers
 
 
@@ -378,6 +497,14 @@ def test_model_version_substitution_is_token_exact():
     assert differs_only_by_model("v5 v55 v5.1", "v6 v55 v5.1", "v5", "v6")
     assert not differs_only_by_model("a", "b", None, "v6")
     assert not differs_only_by_model("v5", "v6", "v6", "v6")
+    # A version that is a prefix of another (v1 / v10), and a token inside another word, are not the model version.
+    assert differs_only_by_model("KILN_MODEL_VERSION=v1 keep v10", "KILN_MODEL_VERSION=v10 keep v10", "v1", "v10")
+    assert not differs_only_by_model("KILN_MODEL_VERSION=v1 keep v10", "KILN_MODEL_VERSION=v10 keep v100", "v1", "v10")
+    assert not differs_only_by_model("nv1x dev1 v1_2", "nv10x dev10 v10_2", "v1", "v10")
+    assert not differs_only_by_model("model v10", "model v100", "v1", "v10")
+    # The new version is inserted literally (no regex replacement escapes).
+    assert differs_only_by_model("model v5", r"model v\g<0>", "v5", r"v\g<0>")
+    assert not differs_only_by_model("model v5", "model vv5", "v5", r"v\g<0>")
 
 
 def test_property_paths_parse_like_the_engine_writes_them():

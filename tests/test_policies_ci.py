@@ -139,6 +139,11 @@ def test_gitlab_deploy_and_rotation_share_one_resource_group_and_persist():
     assert tip < guard < apply
     rot = " ".join(str(line) for line in rotate["script"])
     assert '--git-push "origin/$CI_DEFAULT_BRANCH"' in rot and "KILN_GIT_PUSH_TOKEN" in rot
+    # The rotation starts from the tip too, not the (maybe older) commit its pipeline was created on.
+    rot_script = [str(line) for line in rotate["script"]]
+    tip = next(i for i, line in enumerate(rot_script) if "git checkout -q FETCH_HEAD" in line)
+    run = next(i for i, line in enumerate(rot_script) if "python -m automation rotate" in line)
+    assert tip < run and 'git fetch -q origin "$CI_DEFAULT_BRANCH"' in rot_script[tip]
     assert rotate["variables"]["GIT_DEPTH"] == 0 and "KILN_GIT_PUSH_TOKEN" not in doc["variables"]
 
 

@@ -179,14 +179,23 @@ def test_the_real_runner_interrupted_by_sigterm_or_locked_out_is_an_interruption
     assert rollout_disposition({"outcome": "blocked", "reason": "PDB ml/pdb holds node-1"}) == "interrupted"
     assert rollout_disposition({"outcome": "completed"}) == "completed"
     assert rollout_disposition({"outcome": "rolled_back"}) == "rolled_back"
-    assert rollout_disposition({"outcome": "failed", "reason": "not done 1800s after the deadline"}) == "failed"
-    assert rollout_disposition({"outcome": "dry_run"}) == "failed"
+    # Anything short of completed or rolled back leaves part of the fleet on the new image and the rollout's
+    # intent on its Lease: nothing is undone under it (a rerun continues, `rollback` goes back).
+    assert rollout_disposition({"outcome": "failed", "reason": "not done 1800s after the deadline"}) == "interrupted"
+    assert rollout_disposition({"outcome": "failed", "reason": "ClientError: ... (Throttling) Rate exceeded"}) == \
+        "interrupted"
+    assert rollout_disposition({"outcome": "dry_run"}) == "interrupted"
+    assert rollout_disposition({}) == "interrupted"
 
 
 @pytest.mark.parametrize("rollout", [
     {"outcome": "blocked", "reason": "PodDisruptionBudget ml-jobs/trainer keeps node-3 from draining"},
     {"outcome": "failed", "reason": "stopped by SIGTERM; rerun the same command to resume"},
     {"outcome": "failed", "reason": "another rollout holds the lock"},
+    # An API error half-way: the nodes replaced so far run the new image; restoring the stack under them would
+    # leave a mixed fleet with nothing left to replace it back, and report it "restored".
+    {"outcome": "failed", "reason": "ClientError: An error occurred (Throttling): Rate exceeded", "nodes_terminated": 3},
+    {"outcome": "failed", "reason": "not done 1800s after the deadline: node-4"},
 ])
 def test_an_interrupted_replacement_keeps_config_and_intent_and_a_rerun_finishes(tmp_path, rollout):
     rotation, stack, fleet, _ = make(tmp_path)
@@ -410,6 +419,15 @@ def test_dry_run_predicts_and_changes_nothing(tmp_path):
     assert store(tmp_path).load("prod") is None
 
 
+def test_a_dry_run_writes_nothing_to_the_cluster_either(tmp_path):
+    """The model objects' check deletes stale leftovers before a real apply; a dry run only reads."""
+    rotation, stack, *_ = make(tmp_path)
+    assert rotation.rotate("prod", "v6", URI).exit_code == EXIT_OK
+    rotation.w.volumes.dry_runs.clear()
+    assert rotation.rollback("prod", dry_run=True).outcome == "dry_run"
+    assert rotation.w.volumes.prepared[-1] == "v5" and rotation.w.volumes.dry_runs == [True]
+
+
 def test_dry_run_never_undoes_a_rotation_in_flight(tmp_path):
     rotation, stack, fleet, _ = make(tmp_path, checkpoint=interrupt_at("up"))
     with pytest.raises(Stop):
@@ -563,6 +581,26 @@ def test_rollback_abandons_a_rotation_in_flight_and_goes_to_what_it_would_restor
     rotation.w.replace = fleet.replace
     report = rotation.rollback("prod")
     assert report.exit_code == EXIT_OK and stack.deployed["model"] == "v5" and stack.node_amis() == {OLD_AMI}
+
+
+def test_a_rollback_with_bad_input_leaves_the_rotation_in_flight_alone(tmp_path):
+    """`rollback --ami <typo>` while a rotation is in flight: the typo is bad input, and the rotation's intent (the
+    only record of what to go back to) must survive it."""
+    rotation, stack, fleet, _ = make(tmp_path, checkpoint=interrupt_at("up"))
+    with pytest.raises(Stop):
+        rotation.rotate("prod", "v6", URI)
+    in_flight = store(tmp_path).load("prod")
+
+    def validate(intent):
+        if intent.kind == "rollback" and intent.target_ami == "ami-0123456789abcdef0":
+            raise BadInput("--ami: ami-0123456789abcdef0 does not exist in us-east-2")
+
+    rotation.w.validate = validate
+    with pytest.raises(BadInput, match="--ami"):
+        rotation.rollback("prod", ami="ami-0123456789abcdef0", model_version="v5")
+    assert store(tmp_path).load("prod") == in_flight
+    assert rotation.rollback("prod").exit_code == EXIT_OK          # the corrected rollback goes to v5
+    assert stack.deployed["model"] == "v5" and stack.node_amis() == {OLD_AMI}
 
 
 def test_rollback_without_history_is_bad_input(tmp_path):

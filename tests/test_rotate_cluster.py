@@ -155,8 +155,13 @@ def test_model_volumes_read_and_clean_through_the_official_client(kube):
     _put(kube, PVS, None, _pv("v5"))
     _put(kube, PVCS, NAMESPACE, _pvc("v5"))
     assert volumes.prepare("v5").adopt is True and volumes.deleted == []
-    # A volume left Released without its claim is deleted, so the apply creates it afresh.
+    # A volume left Released without its claim is deleted, so the apply creates it afresh; a dry run only says so.
     _put(kube, PVS, None, _pv("v4", phase="Released"))
+    kube.clear_requests()
+    dry = volumes.prepare("v4", dry_run=True)
+    assert dry.delete_volume and volumes.deleted == [] and dry.notes[0].startswith("dry run, nothing deleted: ")
+    assert not kube.requests(lambda r: r.method in ("POST", "PATCH", "PUT", "DELETE"))
+    assert kube.get(__import__("kmock").resource(PVS), None, "kiln-model-v4") is not None
     decision = volumes.prepare("v4")
     assert decision.delete_volume and volumes.deleted == ["kiln-model-v4"]
     assert kube.get(__import__("kmock").resource(PVS), None, "kiln-model-v4") is None

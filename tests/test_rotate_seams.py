@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime
 import json
 import subprocess
+
+import yaml
 from pathlib import Path
 from unittest import mock
 
@@ -95,6 +97,16 @@ def test_config_writes_keep_a_family_map_a_map(monkeypatch, tmp_path):
     api.remove_config.assert_called_once_with("kiln:nodeAmi")
     (call,) = api.set_all_config.call_args_list
     assert {k: v.value for k, v in call.args[0].items()} == {"kiln:nodeAmi": OLD_AMI} and not call.kwargs.get("path")
+    # A map that loses a family (a rollback to before a GPU group was added) replaces the key too: setting the
+    # remaining families by path would leave the stale nvidia AMI in the stack file.
+    api.set_all_config.reset_mock()
+    api.remove_config.reset_mock()
+    api.get_all_config.return_value = {
+        "kiln:nodeAmi": auto.ConfigValue(value='{"nvidia": "%s", "standard": "%s"}' % (GPU_AMI, NEW_AMI))}
+    stack.set_config({"kiln:nodeAmi": {"standard": OLD_AMI}})
+    api.remove_config.assert_called_once_with("kiln:nodeAmi")
+    (call,) = api.set_all_config.call_args_list
+    assert {k: v.value for k, v in call.args[0].items()} == {"kiln:nodeAmi.standard": OLD_AMI} and call.kwargs["path"]
 
 
 def test_preview_and_up_run_the_policy_pack_and_the_plan_and_adopt_only_when_asked(monkeypatch, tmp_path):
@@ -221,6 +233,47 @@ def test_a_conflicting_change_to_the_stack_file_stops_with_a_message(repo):
         GitPersist(work, remote="origin", branch="main")(work / "Pulumi.prod.yaml", "kiln: rotate prod to model v6")
     assert "ami-other" in _remote_file(repo)
     assert not (work / ".git" / "rebase-merge").exists()           # the rebase was aborted, the checkout is usable
+
+
+def test_a_protected_branch_is_reported_as_refused_not_retried_as_moved_on(repo):
+    """A remote that declines the push (GitHub's protected branch, a pre-receive hook) says "[remote rejected]":
+    fetching and rebasing cannot help, and "rerun to try again" would loop forever."""
+    work, hook = repo["work"], repo["remote"] / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'GH006: Protected branch update failed for refs/heads/main.' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    (work / "Pulumi.prod.yaml").write_text("config:\n  kiln:nodeAmi: ami-new\n  kiln:modelVersion: v6\n")
+    said = []
+    with pytest.raises(PersistError) as caught:
+        GitPersist(work, remote="origin", branch="main", log=said.append)(work / "Pulumi.prod.yaml", "kiln: rotate")
+    text = str(caught.value)
+    assert "refused the push" in text and "GH006" in text and "KILN_GIT_PUSH_TOKEN" in text, text
+    assert not any("moved on" in line for line in said), said          # no rebase-and-retry loop
+    assert "ami-old" in _remote_file(repo)
+
+
+def test_a_detached_head_checkout_pushes_to_the_branch(repo):
+    """GitLab checks out a detached HEAD; the rotation's commit still reaches the branch, rebased if it moved."""
+    seed, work = repo["seed"], repo["work"]
+    _git("checkout", "-q", "--detach", cwd=work)
+    (seed / "README.md").write_text("moved on\n")
+    _git("commit", "-q", "-am", "other change", cwd=seed)
+    _git("push", "-q", "origin", "HEAD:main", cwd=seed)
+    (work / "Pulumi.prod.yaml").write_text("config:\n  kiln:nodeAmi: ami-new\n  kiln:modelVersion: v6\n")
+    assert GitPersist(work, remote="origin", branch="main")(work / "Pulumi.prod.yaml", "kiln: rotate").endswith(
+        "pushed to origin/main")
+    assert "ami-new" in _remote_file(repo) and _remote_file(repo, "README.md") == "moved on"
+
+
+def test_what_would_stop_the_push_is_found_before_the_rotation(repo, tmp_path):
+    work = repo["work"]
+    GitPersist(work, remote="origin", branch="main").check(work / "Pulumi.prod.yaml")
+    with pytest.raises(PersistError, match="no git remote 'upstream'"):
+        GitPersist(work, remote="upstream", branch="main").check(work / "Pulumi.prod.yaml")
+    (work / ".gitignore").write_text("Pulumi.*.yaml\n")
+    with pytest.raises(PersistError, match="ignored by git"):
+        GitPersist(work).check(work / "Pulumi.staging.yaml")
+    with pytest.raises(PersistError, match="not a git repository"):
+        GitPersist(tmp_path / "nowhere").check(tmp_path / "nowhere" / "Pulumi.prod.yaml")
 
 
 def test_persisting_outside_a_repository_is_an_error(tmp_path):
@@ -356,6 +409,9 @@ def test_real_world_over_the_stand_in_takes_region_checks_and_state_from_the_sta
         real.world.validate(RotationIntent("rollback", "acme/kiln/w", "v4", None, fleet.base_ami, "v5",
                                            target_ami="ami-0123456789abcdef0"))
     real.world.check_amis({"standard": fleet.base_ami})
+    # The stand-in has no cluster: found before the bake and the `up`, not after (which would apply and restore).
+    with pytest.raises(BadInput, match="no kubeconfig output, so there is no cluster .* automation demo"):
+        real.world.validate(RotationIntent("rotate", "acme/kiln/w", "v6", None, fleet.base_ami, "v5"))
     assert real.world.stack.outputs()["builderInstanceProfile"] == fleet.builder_instance_profile
     # A stack file kiln cannot parse is bad input naming the key, before anything happens.
     (tmp_path / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": {"aws:region": "us-east-2",
@@ -363,6 +419,16 @@ def test_real_world_over_the_stand_in_takes_region_checks_and_state_from_the_sta
     with pytest.raises(BadInput, match="kiln:kubernetesVersion is required"):
         real_world("bad", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
                    project_dir=tmp_path, stack=StandInStack("bad", tmp_path, session=session))
+    # --git-push/--git-commit that could not work are bad input before anything changes (not after the rotation).
+    with pytest.raises(BadInput, match="--git-push origin/main: .*not a git repository"):
+        real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                   project_dir=tmp_path, stack=stack, git_push="origin/main")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(BadInput, match="--git-push upstream/main: this checkout has no git remote 'upstream'"):
+        real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                   project_dir=tmp_path, stack=stack, git_push="upstream/main")
+    assert real_world("acme/kiln/w", yes=True, log=lines.append, rollout_event=lambda e: None, rollout_options={},
+                      project_dir=tmp_path, stack=stack, git_commit=True).world.persist is not None
 
 
 def test_guard_cli_refuses_in_one_line_per_reason(monkeypatch, capsys, tmp_path):
@@ -379,15 +445,46 @@ def test_guard_cli_refuses_in_one_line_per_reason(monkeypatch, capsys, tmp_path)
         guard.configure(parser)
         return guard.main(parser.parse_args(list(argv)))
 
-    assert run("--stack", "prod") == 0
-    err = capsys.readouterr().err
-    assert "skipped (the stack has no kubeconfig output)" in err and "may be deployed" in err
-    stack.deployed["model"] = "v6"                   # a rotation ran; this checkout's stack file is stale
+    # A deployed stack without a kubeconfig output: a rotation in flight cannot be ruled out. Fail closed.
     assert run("--stack", "prod") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("guard: refused: the stack has no kubeconfig output") and "--no-cluster-check" in line
+    assert run("--stack", "prod", "--no-cluster-check") == 0
+    err = capsys.readouterr().err
+    assert "skipped (--no-cluster-check)" in err and "may be deployed: the stack file matches" in err
+    assert "no rotation in flight" not in err                 # it was not checked, so it is not claimed
+    stack.deployed["model"] = "v6"                   # a rotation ran; this checkout's stack file is stale
+    assert run("--stack", "prod", "--no-cluster-check") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert [line for line in err if line.startswith("guard: refused:")] == [
         next(line for line in err if "kiln:modelVersion in the stack file (v5) is not what the stack runs (v6)" in line)]
+    # A cluster that cannot be read refuses (fail closed), one line, naming the way out.
+    stack.deployed["model"] = "v5"
+    dead = yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "k",
+                           "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:1"}}],
+                           "users": [{"name": "u", "user": {"token": "t"}}],
+                           "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}]})
+    monkeypatch.setattr(stack, "outputs", lambda real=stack.outputs: {**real(), "kubeconfig": dead})
+    assert run("--stack", "prod") == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("guard: refused: could not read the cluster for a rotation in flight") and "Traceback" \
+        not in line
     assert run("--stack", "a/b/c/d") == 2
     stack.config_error = ConfigReadError("could not read the config of stack prod: error: incorrect passphrase")
     assert run("--stack", "prod") == 1
     assert "incorrect passphrase" in capsys.readouterr().err
+
+
+def test_guard_cli_names_an_unknown_stack_as_bad_input(monkeypatch, capsys, tmp_path):
+    import argparse
+
+    from automation import stack as stack_module
+    from automation.rotate import guard
+
+    monkeypatch.setattr(stack_module, "PROJECT_DIR", tmp_path)
+    monkeypatch.setattr(stack_module, "pulumi_cli_available", lambda: False)      # the stand-in: no file, no stack
+    parser = argparse.ArgumentParser()
+    guard.configure(parser)
+    assert guard.main(parser.parse_args(["--stack", "nosuch"])) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"bad input: --stack 'nosuch': no such Pulumi stack ({tmp_path / 'Pulumi.nosuch.yaml'} does not exist)"

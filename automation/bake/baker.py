@@ -306,7 +306,12 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
 
     runner = runner or SsmRunner(clients.ssm, log_group=request.log_group)
     ec2 = clients.ec2
-    subnet = ec2.describe_subnets(SubnetIds=[request.subnet_id])["Subnets"][0]
+    try:
+        subnet = ec2.describe_subnets(SubnetIds=[request.subnet_id])["Subnets"][0]
+    except ClientError as e:
+        if e.response["Error"].get("Code", "").startswith("InvalidSubnetID"):
+            raise BakeInputError(f"--subnet-id {request.subnet_id} does not exist in {region}") from None
+        raise
     name = f"kiln-{request.model_version}-{request.ami_family}-{recipe_hash[:12]}"
     common_tags = {"Name": f"kiln-bake-{request.model_version}", TAG_RECIPE: recipe_hash,
                    TAG_MODEL_VERSION: request.model_version, TAG_FAMILY: request.ami_family}
@@ -322,7 +327,8 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
     result = BakeResult("", recipe_hash, False, request.model_version, base_ami, root_volume_gib=root_gib,
                         swept=swept, ami_family=request.ami_family)
     try:
-        instance_id = ec2.run_instances(
+        instance_id = _run_builder(
+            ec2, request.instance_profile,
             ImageId=base_ami, InstanceType=request.instance_type, MinCount=1, MaxCount=1,
             SubnetId=request.subnet_id, SecurityGroupIds=[sg_id],
             IamInstanceProfile={"Name": request.instance_profile},
@@ -365,11 +371,31 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
         interrupted = not isinstance(exc, Exception)   # SIGTERM / Ctrl-C: clean up fast, the sweep does the rest
         raise
     finally:
-        _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=not interrupted)
+        try:
+            _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=not interrupted)
+        except BaseException as again:
+            if isinstance(again, Exception):
+                raise
+            # Another SIGTERM while cleaning up (CI runners send more than one before they kill): the builder
+            # must still be told to terminate; then stop.
+            _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=False)
+            raise
     _distribute(request, clients, result, progress, waiter_delay, key_arn)
     result.seconds = time.monotonic() - started
     progress(f"baked {result.ami_id} in {result.seconds:.0f}s")
     return result
+
+
+def _run_builder(ec2: Any, profile: str, **params: Any) -> dict:
+    """RunInstances; an instance profile that does not exist is bad input naming the flag (AWS answers
+    InvalidParameterValue on iamInstanceProfile, moto NoSuchEntity). Nothing is launched then."""
+    try:
+        return ec2.run_instances(**params)
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        if error.get("Code") == "NoSuchEntity" or "iaminstanceprofile" in str(error.get("Message", "")).lower():
+            raise BakeInputError(f"--instance-profile {profile}: {error.get('Message') or error.get('Code')}") from None
+        raise
 
 
 def _snapshots_of(ec2: Any, ami_id: str) -> list[str]:
@@ -380,18 +406,33 @@ def _snapshots_of(ec2: Any, ami_id: str) -> list[str]:
 def _cleanup(ec2: Any, instance_id: Optional[str], sg_id: str, progress: Progress, waiter_delay: float, *,
              wait: bool = True) -> None:
     """Terminate the builder and remove its security group, whatever happened before. Interrupted
-    (``wait=False``): terminate without waiting; a group still attached is left for the next run's sweep."""
-    if instance_id:
-        progress(f"terminating builder {instance_id}")
-        ec2.terminate_instances(InstanceIds=[instance_id])
+    (``wait=False``): terminate without waiting; a group still attached is left for the next run's sweep.
+
+    Without an instance id (RunInstances raised, or SIGTERM arrived while it was in flight) the builder may still
+    exist: AWS launched it and only the answer was lost. It is found by this bake's own security group, so it is
+    not left running until the next bake's sweep."""
+    ids = [instance_id] if instance_id else _instances_in_group(ec2, sg_id)
+    if ids:
+        progress(f"terminating builder {', '.join(ids)}")
+        ec2.terminate_instances(InstanceIds=ids)
         if wait:
-            ec2.get_waiter("instance_terminated").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": waiter_delay})
+            ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig={"Delay": waiter_delay})
     try:
         ec2.delete_security_group(GroupId=sg_id)
     except ClientError:
         if wait:
             raise
         progress(f"security group {sg_id} is still attached to the terminating builder: the next bake sweeps it")
+
+
+def _instances_in_group(ec2: Any, sg_id: str) -> list[str]:
+    """Instances (not yet terminated) in this bake's security group: only this bake's builder can be in it."""
+    found = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": "instance.group-id", "Values": [sg_id]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]):
+        found.extend(i["InstanceId"] for r in page["Reservations"] for i in r["Instances"])
+    return found
 
 
 def _distribute(request: BakeRequest, clients: AwsClients, result: BakeResult, progress: Progress,

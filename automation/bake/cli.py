@@ -13,6 +13,7 @@ from .recipe import BakeInputError
 from infra.labels import BAKE_LOG_GROUP
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MIN_SWEEP_AFTER = 3600   # seconds; no bake is shorter than its own sweep bound
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +62,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", type=int, metavar="N",
                         help="afterwards, deregister kiln AMIs beyond the newest N (and their snapshots), never one "
                              "in use by a launch-template version or instance, a rollback target (the image each "
-                             "launch template used before its current one) or one shared with another account")
+                             "launch template booted before its current one came in), one shared with another account, "
+                             "or one younger than --sweep-after (a running rotation's target)")
     parser.add_argument("--sweep-after", type=parse_duration, default=DEFAULT_BUILDER_MAX_AGE, metavar="DURATION",
                         help="terminate builders (and their security groups) left by earlier runs once they are "
-                             "this old (default 6h; 90m, 2h, 21600)")
+                             "this old (default 6h; at least 1h, since a younger one may be another bake still "
+                             "running; 90m, 2h, 21600)")
     parser.add_argument("--no-agent-wait", action="store_true",
                         help="do not wait for the SSM agent to register (for emulators without DescribeInstanceInformation)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -156,6 +159,11 @@ def main(args: argparse.Namespace) -> int:
         request, region = request_from_args(args)
         if args.keep is not None and args.keep < 1:
             raise BakeInputError(f"--keep ({args.keep}) must be >= 1")
+        if args.sweep_after < MIN_SWEEP_AFTER:
+            # The sweep tells a dead run's builder from a live bake's only by its age: below this bound it would
+            # terminate another bake still copying its model or waiting for its image.
+            raise BakeInputError(f"--sweep-after ({args.sweep_after:.0f}s) must be at least {MIN_SWEEP_AFTER // 3600:.0f}h: "
+                                 "a younger builder may be another bake still running")
     except BakeInputError as e:
         say(f"bad input: {_one_line(e)}")
         return EXIT_BAD_INPUT
@@ -165,7 +173,8 @@ def main(args: argparse.Namespace) -> int:
         with sigterm_raises():
             result = bake(request, clients, runner=runner, progress=lambda m: say(f"bake: {m}"),
                           sweep_after_seconds=args.sweep_after)
-            deleted = prune(clients.ec2, clients.autoscaling, args.keep, protect=[result.ami_id]) if args.keep else []
+            deleted = prune(clients.ec2, clients.autoscaling, args.keep, protect=[result.ami_id],
+                            min_age_seconds=args.sweep_after) if args.keep else []
     except Interrupted:
         say("bake interrupted (SIGTERM): the builder was told to terminate; its security group, if still attached, "
             "is swept by the next bake. Rerun to bake again (a finished AMI with the same recipe is reused)")

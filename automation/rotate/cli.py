@@ -18,11 +18,12 @@ EPILOG = """steps: validate -> bake (or reuse) -> set kiln:nodeAmi/kiln:modelVer
 gate (policy pack, update plan) -> up (that plan) -> drain-aware node replacement -> converge (a gated refreshed
 preview, its up, then a preview that must show no changes) -> persist (commit/push the stack file) -> report.
 
-Interrupted at any step (SIGTERM, Ctrl-C, a PodDisruptionBudget blocking the replacement, another rollout holding
-the lock, a failed push), rerun the same command to continue: nothing is undone and the intent stays, in the
+Interrupted at any step (SIGTERM, Ctrl-C, the replacement stopping short of completed or rolled back: a
+PodDisruptionBudget blocking it, another rollout holding the lock, an API error; a failed push), rerun the same
+command to continue (or run rollback): nothing is undone and the intent stays, in the
 cluster (ConfigMap kube-system/kiln-rotation-<stack>), next to the rollout's own Lease.
 
-exit codes: 0 done (or dry run); 1 failed (gate blocked, up failed, replacement failed or rolled back, not
+exit codes: 0 done (or dry run); 1 failed (gate blocked, up failed, replacement rolled back, not
 confirmed: what was applied is restored behind the same gate, and a restore the gate blocks stops and says so),
 interrupted, or did not converge (rerun to continue); 2 bad input (nothing left changed)."""
 

@@ -12,9 +12,11 @@ do). It refuses (exit 1, one line per reason) when:
   ``rotate``, with no gate and no drain-aware replacement. Merge the rotation's
   commit (``rotate --git-push``) or use ``rotate``/``rollback``.
 
-A stack with no outputs yet (never deployed) passes. Without a ``kubeconfig``
-output (or with ``--no-cluster-check``) the in-flight checks are skipped and
-the run says so.
+A stack with no outputs yet (never deployed) passes. A deployed stack without a
+``kubeconfig`` output, or a cluster that cannot be read, is refused (a rotation
+in flight there cannot be ruled out) unless ``--no-cluster-check`` skips the
+in-flight checks (the run says so); the stand-in, which has no cluster, skips
+them too.
 """
 
 from __future__ import annotations
@@ -47,7 +49,9 @@ def deploy_problems(config: Mapping[str, str], outputs: Mapping[str, Any], rotat
         deployed_ami, deployed_model = outputs.get("nodeAmi"), outputs.get("modelVersion")
         if deployed_ami is None or deployed_model is None:
             problems.append("the stack's outputs have no nodeAmi/modelVersion, so this deploy cannot be checked "
-                            "against what the nodes run")
+                            "against what the nodes run (a stack deployed by a kiln version without those outputs: "
+                            "check that the stack file's kiln:nodeAmi/kiln:modelVersion are what the nodes run, "
+                            "and deploy once by hand)")
         else:
             want_ami = desired_amis(config.get(KEY_AMI))
             have_ami = desired_amis(deployed_ami)
@@ -94,39 +98,59 @@ def in_flight(outputs: Mapping[str, Any], stack: str) -> tuple[Optional[Rotation
 
 
 def main(args: argparse.Namespace) -> int:
-    from automation.stack import ConfigReadError, open_stack, valid_stack_name
-    from automation.stack import PROJECT_DIR
+    from automation.stack import (PROJECT_DIR, ConfigReadError, open_stack, pulumi_cli_available, stack_file,
+                                  valid_stack_name)
 
     def say(line: str) -> None:
         print(line.replace("\n", " "), file=sys.stderr, flush=True)
 
+    def first_line(exc: BaseException) -> str:
+        text = str(exc).strip()
+        return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
     if not valid_stack_name(args.stack):
         say(f"bad input: --stack ({args.stack!r}) is not a stack name")
         return EXIT_BAD_INPUT
-    try:
+    try:   # the stack: its config (the stack file) and what it runs (its outputs)
         stack = open_stack(args.stack, PROJECT_DIR)
         config = stack.all_config()
         outputs = stack.outputs()
-        rotation = rollout = None
-        if args.no_cluster_check or not outputs.get("kubeconfig"):
-            say("guard: the in-flight checks in the cluster are skipped ("
-                + ("--no-cluster-check" if args.no_cluster_check else "the stack has no kubeconfig output") + ")")
-        else:
-            rotation, rollout = in_flight(outputs, args.stack)
     except ConfigReadError as exc:
         say(f"guard: refused: {exc}")
         return EXIT_REFUSED
     except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
-        name = type(exc).__name__
-        if name == "StackNotFoundError":
-            say(f"bad input: --stack {args.stack!r}: no such Pulumi stack")
+        if type(exc).__name__ == "StackNotFoundError" or (
+                not pulumi_cli_available() and not stack_file(PROJECT_DIR, args.stack).exists()):
+            # No such Pulumi stack, or (the stand-in, whose only config is the stack file) no such file.
+            say(f"bad input: --stack {args.stack!r}: no such Pulumi stack"
+                + ("" if pulumi_cli_available() else f" ({stack_file(PROJECT_DIR, args.stack)} does not exist)"))
             return EXIT_BAD_INPUT
-        say(f"guard: refused: could not check the stack ({name}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}); "
-            "pass --no-cluster-check if the cluster is unreachable on purpose")
+        say(f"guard: refused: could not read stack {args.stack} ({first_line(exc)})")
         return EXIT_REFUSED
+    rotation = rollout = None
+    checked = False
+    if args.no_cluster_check:
+        say("guard: the in-flight checks in the cluster are skipped (--no-cluster-check)")
+    elif not outputs or (not outputs.get("kubeconfig") and getattr(stack, "kind", "") == "stand-in"):
+        say("guard: the in-flight checks in the cluster are skipped ("
+            + ("the stack has no outputs yet: never deployed" if not outputs else "the stand-in has no cluster") + ")")
+    elif not outputs.get("kubeconfig"):
+        # A deployed stack without the output: nothing to look for a rotation in flight with. Fail closed.
+        say("guard: refused: the stack has no kubeconfig output, so a rotation in flight in its cluster cannot be "
+            "ruled out; pass --no-cluster-check to deploy without that check")
+        return EXIT_REFUSED
+    else:
+        try:
+            rotation, rollout = in_flight(outputs, args.stack)
+            checked = True
+        except Exception as exc:  # noqa: BLE001 - fail closed, one line, no traceback
+            say(f"guard: refused: could not read the cluster for a rotation in flight ({first_line(exc)}); pass "
+                "--no-cluster-check if the cluster is unreachable on purpose (e.g. this deploy repairs it)")
+            return EXIT_REFUSED
     problems = deploy_problems(config, outputs, rotation, rollout)
     for p in problems:
         say(f"guard: refused: {p}")
     if not problems:
-        say(f"guard: stack {args.stack} may be deployed: no rotation in flight and the stack file matches what it runs")
+        say(f"guard: stack {args.stack} may be deployed: "
+            + ("no rotation in flight and " if checked else "") + "the stack file matches what it runs")
     return EXIT_REFUSED if problems else EXIT_OK

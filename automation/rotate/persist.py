@@ -53,11 +53,26 @@ class GitPersist:
                              text=True, timeout=60).stdout.strip()
         return () if has else FALLBACK_IDENTITY
 
-    def __call__(self, stack_file: Path, message: str) -> str:
+    def _relative(self, stack_file: Path) -> str:
         top = self._git("rev-parse", "--show-toplevel", check=False)
         if top.returncode != 0:
-            raise PersistError(f"{self.repo} is not a git repository: cannot commit {stack_file.name}")
-        rel = str(Path(stack_file).resolve().relative_to(Path(top.stdout.strip()).resolve()))
+            raise PersistError(f"{self.repo} is not a git repository: cannot commit {Path(stack_file).name}")
+        try:
+            return str(Path(stack_file).resolve().relative_to(Path(top.stdout.strip()).resolve()))
+        except ValueError:
+            raise PersistError(f"{stack_file} is outside the git repository {top.stdout.strip()}") from None
+
+    def check(self, stack_file: Path) -> None:
+        """What can be known before the rotation changes anything: a repository, a stack file git does not
+        ignore, the remote. (Whether the remote accepts the push is known only when pushing.)"""
+        rel = self._relative(stack_file)
+        if self._git("check-ignore", "-q", "--", rel, check=False).returncode == 0:
+            raise PersistError(f"{rel} is ignored by git (.gitignore): the rotation could not commit it")
+        if self.remote and self._git("remote", "get-url", self.remote, check=False).returncode != 0:
+            raise PersistError(f"this checkout has no git remote {self.remote!r}")
+
+    def __call__(self, stack_file: Path, message: str) -> str:
+        rel = self._relative(stack_file)
         committed = False
         if self._git("status", "--porcelain", "--", rel).stdout.strip():
             self._git("add", "--", rel)
@@ -78,7 +93,14 @@ class GitPersist:
                 self.log(f"pushed {rel} to {target}")
                 return f"{rel} pushed to {target}"
             text = (result.stderr or "") + (result.stdout or "")
-            if "rejected" not in text and "non-fast-forward" not in text and "fetch first" not in text:
+            if "[remote rejected]" in text:
+                # The remote refused the push itself (a protected branch, a hook): pushing again cannot help.
+                reasons = [line.strip() for line in text.splitlines()
+                           if line.strip() and not line.startswith(("To ", "error: failed to push"))]
+                raise PersistError(f"{target} refused the push ({'; '.join(reasons)[:400]}): a protected branch needs a "
+                                   "token allowed to push to it (KILN_GIT_PUSH_TOKEN in the CI templates); the commit is "
+                                   "in this checkout and the rotation's intent is kept: fix the permission and rerun")
+            if "[rejected]" not in text and "non-fast-forward" not in text and "fetch first" not in text:
                 raise PersistError(f"git push to {target} failed: {text.strip().splitlines()[-1] if text.strip() else '?'}"
                                    " (the rotation's intent is kept: rerun to push again)")
             # The branch moved on while the rotation ran: replay our commit on top of it.

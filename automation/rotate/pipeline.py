@@ -8,12 +8,13 @@ is still missing, so running the same command again after an interruption at
 
 Three ways a run ends without finishing:
 
-- **interrupted** (SIGTERM, Ctrl-C, the node replacement blocked by a
-  PodDisruptionBudget, another rollout holding the lock, a failure to persist):
+- **interrupted** (SIGTERM, Ctrl-C, the node replacement stopped short of
+  completing or rolling back — blocked by a PodDisruptionBudget, another
+  rollout holding the lock, an API error — a failure to persist):
   nothing is undone; both intents (this one and the rollout's) stay, exit 1,
   "rerun to continue";
-- **failed** (the gate blocked, ``up`` failed, the replacement failed or rolled
-  back, not confirmed): what was changed is put back. Before anything was
+- **failed** (the gate blocked, ``up`` failed, the replacement rolled back, not
+  confirmed): what was changed is put back. Before anything was
   applied that is only the config; after, it is a *gated* restore — a preview
   of the way back that the gate must allow (the previous AMIs and model, and
   the retained model objects adopted), then ``up`` with that preview's plan;
@@ -32,7 +33,6 @@ pipeline with a strict fake stack and the simulator as the fleet, and
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -58,22 +58,19 @@ class BadInput(ValueError):
     """Arguments that cannot run (exit 2); the message names the flag."""
 
 
-_ROLLOUT_INTERRUPTION = re.compile(r"stopped by SIGTERM|another rollout holds the lock|lost the lock")
-
-
 def rollout_disposition(report: Mapping[str, Any]) -> str:
-    """``completed``, ``interrupted`` (rerun continues: SIGTERM, the lock held elsewhere, a PDB blocking at the
-    deadline), ``rolled_back`` or ``failed``."""
-    outcome, reason = report.get("outcome"), str(report.get("reason") or "")
+    """``completed``, ``rolled_back`` (the rollout judged the new nodes bad and put the old ones back: the one
+    replacement outcome that undoes the rotation) or ``interrupted``: everything else — SIGTERM, the lock held
+    elsewhere or lost, a PDB blocking at the deadline, an API error, not done after the deadline, an outcome this
+    code does not know. Then the rollout's own intent stays on its Lease and part of the fleet may already run the
+    new image: restoring the stack under it would leave a mixed fleet and a rollout intent aimed at a launch
+    template that moved, so nothing is undone; a rerun continues, `rollback` goes back."""
+    outcome = report.get("outcome")
     if outcome == "completed":
         return "completed"
-    if outcome in ("blocked", "interrupted"):
-        return "interrupted"
-    if outcome == "failed" and _ROLLOUT_INTERRUPTION.search(reason):
-        return "interrupted"
     if outcome == "rolled_back":
         return "rolled_back"
-    return "failed"
+    return "interrupted"
 
 
 @dataclass
@@ -87,7 +84,7 @@ class World:
     resolve_base: Callable[[RotationIntent, str], Optional[str]] = lambda intent, family: None
     validate: Callable[[RotationIntent], None] = lambda intent: None          # raises BadInput before any change
     check_amis: Callable[[Mapping[str, str]], None] = lambda amis: None       # raises BadInput: exist, available
-    volumes: Optional[Any] = None    # ModelVolumes-like: prepare(version) -> Decision (adopt, notes)
+    volumes: Optional[Any] = None    # ModelVolumes-like: prepare(version, dry_run=) -> Decision (adopt, notes)
     persist: Optional[Callable[[Any, str], str]] = None   # (stack file, commit message) -> what was done
     predict: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None  # dry run: simulated replacement
     confirm: Callable[[GateResult], bool] = lambda result: True
@@ -178,7 +175,9 @@ class Rotation:
                                    previous_ami=deployed_ami, previous_model_version=deployed_model,
                                    target_ami=ami, started_at=self.w.clock())
         if in_flight is not None:
-            # Abandon the rotation in flight (its intent): roll back to what it would have restored.
+            # Abandon the rotation in flight (its intent): roll back to what it would have restored. Only once the
+            # rollback's own input is known good: its intent is the only record of where to go back to.
+            self.w.validate(requested)
             self.w.log(f"abandoning the {in_flight.kind} to model {in_flight.model_version} in flight")
             self.store.clear(stack)
         return self._run(requested, dry_run=dry_run)
@@ -284,7 +283,7 @@ class Rotation:
             gate = self._gated_preview(Expected(
                 to_model=intent.model_version, to_amis=frozenset(desired_amis(intent.target_ami).values()),
                 from_model=deployed_model, jobs_namespace=w.jobs_namespace,
-                required_policy_packs=tuple(w.stack.policy_packs)), plan=plan)
+                required_policy_packs=tuple(w.stack.policy_packs)), plan=plan, dry_run=dry_run)
             report.gate = gate.to_dict()
             log(gate.render())
             if not gate.allowed:
@@ -320,7 +319,8 @@ class Rotation:
         report.rollout = rollout
         disposition = rollout_disposition(rollout)
         if disposition == "interrupted":
-            return self._interrupted(report, f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')}")
+            return self._interrupted(report, f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')} "
+                                             "(`rollback` goes back instead)")
         if disposition != "completed":
             return self._fail(intent, report, disposition,
                               f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')}")
@@ -404,10 +404,10 @@ class Rotation:
             yield Rotation._Plan(path=os.path.join(tmp, "plan.json"))
 
     def _gated_preview(self, expected: Expected, *, plan: Optional["Rotation._Plan"] = None,
-                       refresh: bool = False) -> GateResult:
+                       refresh: bool = False, dry_run: bool = False) -> GateResult:
         adopt = False
         if expected.model_changes and self.w.volumes is not None:
-            decision = self.w.volumes.prepare(expected.to_model)
+            decision = self.w.volumes.prepare(expected.to_model, dry_run=dry_run)
             for note in decision.notes:
                 self.w.log(note)
             adopt = decision.adopt

@@ -30,7 +30,7 @@ official kubernetes client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from automation.gate import claim_name, volume_name
@@ -142,11 +142,16 @@ class ModelVolumes:
                     users.append(f"{self.namespace}/{pod.metadata.name}")
         return users
 
-    def prepare(self, version: str) -> Decision:
+    def prepare(self, version: str, *, dry_run: bool = False) -> Decision:
+        """Decide, and delete the stale objects the decision names, unless this is a dry run (which writes
+        nothing to the cluster: the notes say what a real run would delete)."""
         pv = self._get(self.core.read_persistent_volume, volume_name(version))
         pvc = self._get(self.core.read_namespaced_persistent_volume_claim, claim_name(version), self.namespace)
         users = self._claim_users(claim_name(version)) if pvc is not None and pv is None else []
         decision = decide(version, self.namespace, self.model_path, pv, pvc, users)
+        if dry_run:
+            return replace(decision, notes=tuple(f"dry run, nothing deleted: {n}" if "deleted" in n else n
+                                                 for n in decision.notes))
         if decision.delete_volume:
             self.core.delete_persistent_volume(volume_name(version))
             self.deleted.append(volume_name(version))

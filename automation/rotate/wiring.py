@@ -257,7 +257,7 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
     from automation.stack import ConfigReadError, kiln_config, open_stack, stack_region
     from infra.config import ConfigError
 
-    from .persist import GitPersist
+    from .persist import GitPersist, PersistError
     from .state import ClusterIntentStore, FileIntentStore
     from .volumes import ModelVolumes
 
@@ -297,6 +297,10 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
     if git_commit or git_push:
         remote, branch = (git_push.split("/", 1) + [None])[:2] if git_push else (None, None)
         persist = GitPersist(project_dir, remote=remote, branch=branch, log=log)
+        try:   # found at the end, after the whole rotation, it would leave a rotation that cannot finish
+            persist.check(stack.stack_file)
+        except PersistError as e:
+            raise BadInput(f"{'--git-push ' + git_push if git_push else '--git-commit'}: {e}") from None
     checks = AwsChecks(session, cfg)
 
     def validate(intent: RotationIntent) -> None:
@@ -306,6 +310,12 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
             from automation.stack import desired_amis
 
             checks.amis(desired_amis(intent.target_ami), "--ami")
+        if not outputs.get("kubeconfig"):
+            # Found after the bake and the `up`, this would apply the rotation and then restore it.
+            raise BadInput(f"--stack {stack_name}: the stack has no kubeconfig output, so there is no cluster to "
+                           "replace the nodes in (or to predict a dry run for)"
+                           + ("; the stand-in has none: `python -m automation demo` runs a whole rotation on moto "
+                              "with a simulated cluster" if stack.kind == "stand-in" else ""))
 
     def check_targets(amis: Mapping[str, str]) -> None:
         checks.amis(amis, "target AMI")
