@@ -526,3 +526,37 @@ def test_internal_or_narrow_load_balancers():
         assert violations(LB, SERVICE, props) == [], props
     internal_alb = {"metadata": {"annotations": {"alb.ingress.kubernetes.io/scheme": "internal"}}}
     assert violations(LB, "kubernetes:networking.k8s.io/v1:Ingress", internal_alb) == []
+
+
+def test_an_admin_principal_not_known_yet_is_not_an_allowed_one():
+    admin = {"policyArn": CLUSTER_ADMIN, "principalArn": pulumi.runtime.rpc.UNKNOWN}
+    found = violations(ADMIN, ASSOCIATION, admin)
+    assert len(found) == 1 and "a principal not known yet" in found[0]
+    with pytest.raises(UnknownValueError):  # it may be one of the allowed ones
+        violations(ADMIN, ASSOCIATION, admin, config={"allowedPrincipalArns": ["arn:aws:iam::123456789012:role/ops"]})
+
+
+def test_ci_access_to_a_role_not_known_yet_is_judged_by_that_roles_trust(stack_with_ci):
+    import json
+    unknown = pulumi.runtime.rpc.UNKNOWN
+    ops = resource("aws:iam/role:Role", "ops", {"arn": unknown, "assumeRolePolicy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/ops"}, "Action": "sts:AssumeRole"}]})})
+    entry = resource("aws:eks/accessEntry:AccessEntry", "ci-access", {"principalArn": unknown},
+                     parent_type=CI_ACCESS, property_dependencies={"principalArn": [ops]})
+    association = resource(ASSOCIATION, "ci-access", {"policyArn": CLUSTER_ADMIN, "principalArn": unknown},
+                           parent_type=CI_ACCESS, property_dependencies={"principalArn": [entry]})
+    found = stack_violations(CI_ADMIN, [ops, entry, association])
+    assert len(found) == 1 and "the role 'ops'" in found[0]
+    ci = resource("aws:iam/role:Role", "ci", {"arn": unknown, "assumeRolePolicy": ci_trust()})
+    entry = resource("aws:eks/accessEntry:AccessEntry", "ci-access", {"principalArn": unknown},
+                     parent_type=CI_ACCESS, property_dependencies={"principalArn": [ci]})
+    association = resource(ASSOCIATION, "ci-access", {"policyArn": CLUSTER_ADMIN, "principalArn": unknown},
+                           parent_type=CI_ACCESS, property_dependencies={"principalArn": [entry]})
+    assert stack_violations(CI_ADMIN, [ci, entry, association]) == []
+    pending = resource("aws:iam/role:Role", "ci", {"arn": unknown, "assumeRolePolicy": unknown})
+    entry = resource("aws:eks/accessEntry:AccessEntry", "ci-access", {"principalArn": unknown},
+                     parent_type=CI_ACCESS, property_dependencies={"principalArn": [pending]})
+    association = resource(ASSOCIATION, "ci-access", {"policyArn": CLUSTER_ADMIN, "principalArn": unknown},
+                           parent_type=CI_ACCESS, property_dependencies={"principalArn": [entry]})
+    with pytest.raises(UnknownValueError):
+        stack_violations(CI_ADMIN, [pending, entry, association])

@@ -28,8 +28,8 @@ from pulumi_policy.proxy import UnknownValueError
 from infra import ci_oidc, hostpaths, netranges
 from infra import config as kiln_config
 from infra.hostpaths import system_directory_problem
-from policies.rules._props import (ADVISORY, MANDATORY, Deferred, as_list, config, get, is_list, iter_mappings, known, schema,
-                                   under_path)
+from policies.rules._props import (ADVISORY, MANDATORY, Deferred, as_list, config, dependency_urns, get, is_list,
+                                   iter_mappings, known, schema, under_path, unknown_error)
 
 KUBERNETES = "kubernetes:"
 PERSISTENT_VOLUME = "kubernetes:core/v1:PersistentVolume"
@@ -558,6 +558,14 @@ def is_kiln_ci_access(urn: str, props: Any) -> bool:
             and stack_ci_oidc() is not None)
 
 
+def _not_allowed(props: Any, key: str, allowed: list[str]) -> bool:
+    """The principal is not in ``allowed``; one not known yet (a preview) can only be an allowed one if any are."""
+    principal = known(props, key)
+    if principal is None and allowed:
+        get(props, key)  # may turn out to be allowed: "can't run during preview"
+    return principal not in allowed
+
+
 def cluster_admin_problems(args, allowed: list[str]) -> Iterator[str]:
     t, props = args.resource_type, args.props
     if t in BINDINGS:
@@ -577,14 +585,14 @@ def cluster_admin_problems(args, allowed: list[str]) -> Iterator[str]:
             yield from rbac_rule_problems(i, rule)
     elif t == ACCESS_POLICY_ASSOCIATION:
         if (_admin_access_policy(get(props, "policyArn"), get(props, "accessScope", "type"))
-                and get(props, "principalArn") not in allowed
+                and _not_allowed(props, "principalArn", allowed)
                 and not is_kiln_ci_access(args.urn, props)):
-            yield (f"associates {get(props, 'policyArn')} with {get(props, 'principalArn')}; only kiln's CI deploy "
+            yield (f"associates {get(props, 'policyArn')} with {known(props, 'principalArn') or 'a principal not known yet'}; only kiln's CI deploy "
                    "access (kiln:ciOidc) and the principals in allowedPrincipalArns may hold cluster admin")
     elif t == ACCESS_ENTRY:
         groups = [g for g in as_list(get(props, "kubernetesGroups")) if g in ADMIN_GROUPS]
-        if groups and get(props, "principalArn") not in allowed:
-            yield f"maps {get(props, 'principalArn')} to {', '.join(groups)}"
+        if groups and _not_allowed(props, "principalArn", allowed):
+            yield f"maps {known(props, 'principalArn') or 'a principal not known yet'} to {', '.join(groups)}"
     elif t == EKS_COMPONENT:
         entries = get(props, "accessEntries", default={})
         for name in entries if isinstance(entries, Mapping) else ():
@@ -623,27 +631,68 @@ def validate_ci_access_grants_the_ci_deploy_role(args, report_violation) -> None
     ci = stack_ci_oidc()
     if not grants or ci is None:
         return  # nothing deferred: k8s-no-cluster-admin-binding judged every association itself
-    ci_roles, unverifiable = set(), []
-    for role in (r for r in args.resources if r.resource_type == ROLE):
-        arn, trust = known(role.props, "arn"), known(role.props, "assumeRolePolicy")
-        if arn is None or trust is None:
-            unverifiable.append(role)
-        elif ci_oidc.is_deploy_role_trust(trust, arn, ci.provider_url, ci.audience, ci.subject, ci.provider_arn):
-            ci_roles.add(arn)
+    roles = [r for r in args.resources if r.resource_type == ROLE]
+    by_urn = {r.urn: r for r in roles}
+
+    def is_ci_role(role) -> Optional[bool]:
+        """Whether a role's trust is exactly the CI deploy role's; None while its trust is not known. A role whose
+        ARN is not known yet (a preview) is taken to live in its trusted provider's account, as it must to be
+        assumable; ``up`` judges the real ARN."""
+        trust = known(role.props, "assumeRolePolicy")
+        if trust is None:
+            return None
+        arn = known(role.props, "arn") or _stand_in_role_arn(trust)
+        return arn is not None and ci_oidc.is_deploy_role_trust(trust, arn, ci.provider_url, ci.audience, ci.subject,
+                                                                ci.provider_arn)
+
+    deferred = Deferred()
     for grant in grants:
-        principal = get(grant.props, "principalArn")  # unknown: the SDK's "can't run during preview"
-        if principal in ci_roles:
+        principal = known(grant.props, "principalArn")
+        if principal is not None:
+            candidates = [r for r in roles if known(r.props, "arn") == principal]
+            if not candidates:  # a role whose ARN is not known yet may be the one
+                candidates = [r for r in roles if known(r.props, "arn") is None]
+        else:  # the principal is computed from a role of this stack (through its access entry): judge that role
+            candidates = _traced_roles(grant, by_urn, {r.urn: r for r in args.resources})
+        verdicts = [is_ci_role(r) for r in candidates]
+        if any(v is True for v in verdicts):
             continue
-        if unverifiable:  # a role whose ARN or trust is not known yet may be the CI deploy role
-            get(unverifiable[0].props, "arn")
-            get(unverifiable[0].props, "assumeRolePolicy")
+        if any(v is None for v in verdicts) or (principal is None and not candidates):
+            deferred.unknown = deferred.unknown or unknown_error(f"{grant.name}.principalArn")
+            continue
         report_violation(
-            f"{CI_ACCESS_COMPONENT} {grant.name!r} associates {get(grant.props, 'policyArn')} with {principal}, "
+            f"{CI_ACCESS_COMPONENT} {grant.name!r} associates {get(grant.props, 'policyArn')} with "
+            f"{principal or 'the role ' + ', '.join(repr(r.name) for r in candidates)}, "
             f"which is not kiln's CI deploy role: no role of this stack with that ARN trusts only "
             f"{ci.provider_url} tokens, through its own account's IAM OIDC provider"
             f"{' ' + ci.provider_arn if ci.provider_arn else ''}, for audience {ci.audience!r} and subject "
             f"{ci.subject!r} (kiln:ciOidc)",
             grant.urn)
+    deferred.finish()
+
+
+def _traced_roles(resource, roles: dict[str, Any], everything: dict[str, Any], depth: int = 0) -> list[Any]:
+    """The roles a resource's ``principalArn`` was computed from, through access entries in between."""
+    found = []
+    for urn in dependency_urns(resource, "principalArn"):
+        if urn in roles:
+            found.append(roles[urn])
+        elif depth < 3 and urn in everything and everything[urn].resource_type == ACCESS_ENTRY:
+            found += _traced_roles(everything[urn], roles, everything, depth + 1)
+    return found
+
+
+def _stand_in_role_arn(trust: Any) -> Optional[str]:
+    """A role ARN in the account (and partition) of the OIDC provider a trust names, or None."""
+    import json
+
+    try:
+        document = json.loads(trust) if isinstance(trust, str) else trust
+        federated = document["Statement"][0]["Principal"]["Federated"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    parts = federated.split(":") if isinstance(federated, str) else []
+    return f"arn:{parts[1]}:iam::{parts[4]}:role/not-known-yet" if len(parts) > 5 else None
 
 
 POLICIES = [
