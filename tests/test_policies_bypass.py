@@ -422,6 +422,10 @@ aws.sqs.Queue("x-srcarn-s3", policy=doc({"Effect": "Allow", "Principal": "*", "A
 aws.iam.Policy("x-dup-keys", policy='{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", '
     '"Resource": "*"}], "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}')
 """),
+    ("review-policy-statement-in-lower-case", "x-lower-statement", ("iam-no-star-on-star",), '''
+aws.iam.Policy("x-lower-statement", policy=json.dumps({"Version": "2012-10-17",
+    "statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+'''),
     ("review-invalid-json-bucket-policy", "x-badjson", ("iam-no-public-principal",), """
 aws.s3.BucketPolicy("x-badjson", bucket="kiln-models",
     policy='{"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}],}')

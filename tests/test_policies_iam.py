@@ -498,3 +498,15 @@ from pulumi_policy import StackValidationArgs  # noqa: E402
 
 def _stack_args(resources, config=None):
     return StackValidationArgs(resources, config or {})
+
+
+@pytest.mark.parametrize("document", [
+    {"Version": "2012-10-17", "statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+    {"Version": "2012-10-17", "Statement": [{"effect": "Allow", "Action": "*", "Resource": "*"}]},
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "ACTION": "*", "Resource": "*"}]},
+])
+def test_element_names_in_another_case_are_unreadable(document):
+    found = violations("iam-no-star-on-star", POLICY, {"policy": json.dumps(document)})
+    assert len(found) == 1 and "in another case" in found[0]
+    public_ = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "principal": "*", "Action": "s3:*"}]}
+    assert len(violations("iam-no-public-principal", BUCKET_POLICY, {"policy": json.dumps(public_)})) == 1

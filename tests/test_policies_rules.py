@@ -794,3 +794,13 @@ def test_an_endpoint_cidr_that_is_not_a_cidr_is_not_let_through():
                                                                     "publicAccessCidrs": ["203.0.113.0/24", "any"]}})):
         found = violations("eks-endpoint-not-public-to-world", type_, props)
         assert len(found) == 1 and "is not a CIDR block" in found[0], found
+
+
+def test_readme_names_every_setting_of_every_rule():
+    """Each rule's row says how to configure it: every setting of its config schema is named there."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}
+    missing = [(name, key) for name, p in POLICIES.items() if p.config_schema
+               for key in p.config_schema.properties if f"`{key}`" not in rows[name]]
+    assert missing == []

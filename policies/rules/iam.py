@@ -106,6 +106,30 @@ _SAMPLE_ACTIONS = ("iam:passrole", "s3:getobject", "ec2:runinstances", "kms:decr
 # --------------------------------------------------------------------------- reading documents
 
 
+# IAM's element names, spelled as IAM spells them: a document that spells one otherwise ("statement", "EFFECT")
+# is not read by a rule that looks for the right spelling, so it counts as unreadable (see ``readable``).
+_DOCUMENT_ELEMENTS = ("Version", "Id", "Statement")
+_STATEMENT_ELEMENTS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction", "Resource", "NotResource",
+                       "Condition")
+
+
+def _miscased(mapping: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    lower = {n.lower(): n for n in names}
+    return any(str(k).lower() in lower and str(k) != lower[str(k).lower()] for k in mapping)
+
+
+def readable(document: Any) -> bool:
+    """Valid JSON without a key given twice and with IAM's element names spelled as IAM spells them."""
+    doc = json_document(document)
+    if doc is None:
+        return document is None
+    if not isinstance(doc, Mapping):
+        return True
+    if _miscased(doc, _DOCUMENT_ELEMENTS):
+        return False
+    return not any(_miscased(st, _STATEMENT_ELEMENTS) for st in iter_mappings(doc.get("Statement")))
+
+
 def statements(document: Any) -> Iterator[Mapping[str, Any]]:
     doc = json_document(document)
     if isinstance(doc, Mapping):
@@ -190,8 +214,10 @@ def _label(i: int, statement: Mapping[str, Any]) -> str:
 
 def validate_no_star_on_star(args, report_violation) -> None:
     for where, document in _identity_documents(args):
-        if document is not None and json_document(document) is None:
-            report_violation(f"{where} is not valid JSON", None)
+        if not readable(document):
+            report_violation(f"{where} is not valid JSON" if json_document(document) is None else
+                             f"{where} spells an IAM element name in another case (Statement, Effect, Action, ...), "
+                             "so what it allows cannot be checked", None)
             continue
         for i, statement in enumerate(statements(document)):
             if star_on_star(statement):
@@ -435,9 +461,9 @@ def _public_grants(resource_type: str, props: Any) -> Iterator[str]:
 
 def validate_no_public_principal(args, report_violation) -> None:
     for where, document in resource_documents(args.resource_type, args.props):
-        if _unreadable(document) or (document is not None and json_document(document) is None):
-            report_violation(f"{where} is not valid JSON (or names a key twice), so who it lets in cannot be "
-                             "checked", None)
+        if _unreadable(document) or not readable(document):
+            report_violation(f"{where} is not valid JSON (or names a key twice, or spells an IAM element name in "
+                             "another case), so who it lets in cannot be checked", None)
             continue
         for i, statement in enumerate(statements(document)):
             if not _allows(statement) or _pins_principal(statement):
