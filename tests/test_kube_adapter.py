@@ -415,13 +415,13 @@ def test_intent_round_trips_through_the_lease_annotation(kube, cluster):
 
 # ---- watching ------------------------------------------------------------------------------
 
-def test_wait_for_pod_change_returns_on_a_change_and_times_out_without_one(kube, cluster):
+def test_wait_for_change_returns_on_a_change_and_times_out_without_one(kube, cluster):
     kube.put(PODS, "ml", pod("train-1"))
     kube.put(PODS, "ml", pod("train-2"))
     cluster.list_pods()
 
     started = time.monotonic()
-    cluster.wait_for_pod_change(1.0)                              # replayed ADDED events are not changes
+    cluster.wait_for_change(1.0)                              # replayed ADDED events are not changes
     quiet = time.monotonic() - started
     assert 0.9 <= quiet < 5
 
@@ -433,7 +433,7 @@ def test_wait_for_pod_change_returns_on_a_change_and_times_out_without_one(kube,
 
     threading.Thread(target=finish_later).start()
     started = time.monotonic()
-    cluster.wait_for_pod_change(10.0)
+    cluster.wait_for_change(10.0)
     assert time.monotonic() - started < 3                         # woke on the change, not the timeout
     watches = kube.requests(lambda r: r.resource == PODS and r.params.get("watch"))
     assert len(watches) == 2 and all(r.params.get("timeoutSeconds") for r in watches)
@@ -512,9 +512,9 @@ def test_watch_from_an_expired_version_returns_and_relists_next_time():
         expired.clear_requests()
 
         started = time.monotonic()
-        cluster.wait_for_pod_change(5.0)
+        cluster.wait_for_change(5.0)
         assert time.monotonic() - started < 2                    # 410 ends the wait at once
-        cluster.wait_for_pod_change(0.5)
+        cluster.wait_for_change(0.5)
         lists = expired.requests(lambda r: r.resource == PODS and not r.params.get("watch"))
         assert len(lists) == 1                                    # the second wait listed afresh first
     finally:

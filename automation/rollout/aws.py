@@ -5,7 +5,9 @@ Reads are paginated lists whose count does not grow with the fleet: one
 one ``DescribeInstances`` walk filtered by the groups' names (for each
 instance's AMI and launch time) and, only when a group or instance names
 ``$Latest``/``$Default``, ``DescribeLaunchTemplateVersions`` per launch
-template (per node group, never per node) to turn those into numbers.
+template (per node group, never per node) to turn those into numbers. Only for
+a group short of instances (a launch outstanding or failing),
+``DescribeScalingActivities`` for that group, to say why in AWS's words.
 
 Throttling and transient errors are retried by botocore's *adaptive* retry
 mode (client-side rate limiting plus exponential backoff); there is no retry
@@ -26,13 +28,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .model import TAG_CLUSTER, TAG_NODE_GROUP, AutoScalingGroup, Instance
+from .model import TAG_CLUSTER, TAG_NODE_GROUP, AutoScalingGroup, Instance, ScalingActivity
 from .ports import Throttled
 
 ASG_NAME_TAG = "aws:autoscaling:groupName"   # set by Auto Scaling on every instance it launches
 SYMBOLIC_VERSIONS = ("$Latest", "$Default")
 PROTECTION_BATCH = 50       # SetInstanceProtection accepts at most 50 instance ids per call
 FILTER_VALUES_BATCH = 200   # EC2 filters accept at most 200 values
+ACTIVITY_PAGES = 3          # DescribeScalingActivities: at most 3 pages of 100 (newest first) per look
 DEFAULT_MAX_ATTEMPTS = 10
 # Error codes AWS uses for "slow down" (botocore retries these itself first).
 THROTTLING_CODES = frozenset({
@@ -175,6 +178,19 @@ def group_from_describe(
     )
 
 
+def activity_from_describe(raw: Mapping[str, Any]) -> ScalingActivity:
+    """One ``DescribeScalingActivities`` entry -> :class:`ScalingActivity` (pure)."""
+    started = raw.get("StartTime")
+    return ScalingActivity(
+        group=raw.get("AutoScalingGroupName", ""),
+        activity_id=raw.get("ActivityId", ""),
+        status=raw.get("StatusCode", ""),
+        description=raw.get("Description", ""),
+        status_message=raw.get("StatusMessage", "") or "",
+        started_at=started.timestamp() if started is not None else 0.0,
+    )
+
+
 class AwsCloud:
     """:class:`~automation.rollout.ports.CloudPort` over boto3 ``autoscaling`` and ``ec2``."""
 
@@ -256,6 +272,22 @@ class AwsCloud:
                 resolved[(template_id, symbol)] = (
                     str(version["VersionNumber"]), (version.get("LaunchTemplateData") or {}).get("ImageId"))
         return resolved
+
+    @_port_call
+    def list_scaling_activities(self, asg: str, since: float) -> list[ScalingActivity]:
+        """The group's activities that started at or after ``since``, newest first (AWS returns
+        them newest first; the walk stops at the first older one, or after a few pages)."""
+        out: list[ScalingActivity] = []
+        paginator = self.autoscaling.get_paginator("describe_scaling_activities")
+        pages = paginator.paginate(AutoScalingGroupName=asg,
+                                   PaginationConfig={"PageSize": 100, "MaxItems": 100 * ACTIVITY_PAGES})
+        for page in pages:
+            for raw in page.get("Activities", []):
+                activity = activity_from_describe(raw)
+                if activity.started_at < since:
+                    return out
+                out.append(activity)
+        return out
 
     # ---- writes --------------------------------------------------------------------------
 

@@ -6,10 +6,20 @@ tags on each ASG) before it changes anything, and rebuilds the rest from a
 fresh snapshot every cycle, so running the same command again after a crash
 resumes where the world is. The autoscaler is restored on every exit path it
 can reach (and by the next run after a hard crash, from the intent).
+
+Outcomes (:data:`~automation.rollout.report.OUTCOMES`): ``completed``;
+``rolled_back`` (a bad new version; recorded on the groups, so a rerun reports
+it again until the target version changes); ``blocked`` (past the deadline
+something kiln will not force keeps nodes from draining — a PodDisruptionBudget,
+or in a rollback a Job — the intent stays and a rerun continues); ``failed``
+(anything else: launches failing too long, a lost lock, an API error; the
+intent stays); ``dry_run``. No exception leaves :func:`run_rollout` but a
+simulated crash: every failure is a report with a one-line reason.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -20,8 +30,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, TypeVar
 
 from . import engine
-from .engine import (AnnotateNode, Command, Cordon, DeleteGroupIntent, Evict, Protect, ScaleAutoscaler, SetCapacity,
-                     SetVersion, Terminate, Uncordon)
+from .engine import (AnnotateNode, ClearRolledBack, Command, Cordon, DeleteGroupIntent, Evict, MarkRolledBack,
+                     Protect, ScaleAutoscaler, SetCapacity, SetVersion, Terminate, Uncordon)
+from .events import EventRecorder
 from .model import CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Snapshot
 from .ports import CloudPort, Clock, ClusterPort, EvictionResult, Throttled
 from .report import RolloutReport
@@ -40,11 +51,12 @@ class StopRequested(BaseException):
     """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so the per-command
     ``except Exception`` in :meth:`_Session.execute` cannot swallow it."""
 
+
 PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
-RETRIES = 8                 # attempts of one call that keeps being throttled, across backoffs
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0   # the runner's back-off for a call still throttled after the adapter's retries
+MIN_PATIENCE = 600.0        # a throttled call is retried at least this long, and until the rollout's give-up time
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
-MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's pod watch fires constantly: at most one full relist per this
-GRACE_AFTER_DEADLINE = 1800.0  # give up (outcome failed) this long after the deadline
+MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's watch fires constantly: at most one full relist per this
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
 _OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")   # a Kubernetes kind: CamelCase, e.g. PyTorchJob
 
@@ -55,7 +67,9 @@ class RolloutOptions:
     strategy: str = "default"            # or "double-and-drain"
     surge: str | None = None             # "3" or "25%" of old nodes per group; None = on demand
     deadline_seconds: float = 7200
-    ready_timeout_seconds: float = 1800
+    ready_timeout_seconds: float = 1800   # registered but not Ready and warm by then: bad
+    boot_timeout_seconds: float = 600     # no node registered by then: bad
+    launch_failure_timeout_seconds: float = 900   # launches failing this long: stop (failed)
     pause_autoscaler: bool = False
     dry_run: bool = False
     poll_seconds: float = 30
@@ -63,14 +77,20 @@ class RolloutOptions:
     # Owner kinds whose pods are Jobs: never interrupted before the deadline, force-evicted
     # after it. Read from the options on every run (not persisted): a rerun passes the same flags.
     job_owner_kinds: frozenset[str] = engine.DEFAULT_JOB_OWNER_KINDS
+    events: bool = True                  # post Kubernetes Events on nodes and pods
 
     def validate(self) -> None:
         get_strategy(self.strategy)
         parse_surge(self.surge)
         validate_job_owner_kinds(self.job_owner_kinds)
-        for name in ("deadline_seconds", "ready_timeout_seconds", "poll_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-').removesuffix('-seconds')}: must be positive")
+        for name in ("deadline_seconds", "ready_timeout_seconds", "boot_timeout_seconds",
+                     "launch_failure_timeout_seconds", "poll_seconds"):
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-").removesuffix("-seconds")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{flag}: must be a finite number of seconds, got {value!r}")
+            if value <= 0:
+                raise ValueError(f"{flag}: must be positive")
 
 
 def validate_job_owner_kinds(kinds) -> None:
@@ -84,6 +104,14 @@ def validate_job_owner_kinds(kinds) -> None:
             raise ValueError(f"--job-kinds: {kind!r} is not a Kubernetes kind (CamelCase, e.g. PyTorchJob)")
         if kind in engine.NEVER_EVICTED_OWNER_KINDS:
             raise ValueError(f"--job-kinds: {kind} pods are never evicted; they cannot be Jobs")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line a person can act on (no traceback, no multi-line bodies)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 400:
+        text = text[:399] + "…"
+    return f"{type(exc).__name__}: {text}"
 
 
 class _Session:
@@ -101,24 +129,36 @@ class _Session:
         self.autoscaler_restored = False
         self.failing_cycles = 0
         self.lock_lost = False
+        self.started = clock.now()
+        self.recorder: Optional[EventRecorder] = None
+        self.launch_failures_seen: set[str] = set()
+        self.events_broken = False
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, event: str, **fields) -> None:
         self.on_event({"event": event, "t": round(self.clock.now(), 3), **fields})
 
+    def give_up_at(self) -> float:
+        """Until when a call that keeps being throttled is retried: the rollout's own give-up time."""
+        if self.intent is not None:
+            return self.intent.deadline_at + engine.GRACE_AFTER_DEADLINE
+        return self.started + MIN_PATIENCE
+
     def call(self, fn: Callable[[], T]) -> T:
-        """Call a port, backing off on throttling (the adapters already retried)."""
-        delay = 1.0
-        for attempt in range(RETRIES):
+        """Call a port, backing off while it is throttled (the adapters already retried with
+        botocore's adaptive mode or the API server's Retry-After). Never a fixed number of
+        tries: throttling makes a rollout slower, not failed — until its give-up time."""
+        delay = BACKOFF_FIRST
+        patience = max(self.clock.now() + MIN_PATIENCE, self.give_up_at())
+        while True:
             try:
                 return fn()
             except Throttled:
                 self.report.throttled_calls += 1
-                if attempt == RETRIES - 1:
+                if self.clock.now() + delay > patience:
                     raise
                 self.clock.sleep(delay)
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+                delay = min(delay * 2, BACKOFF_MAX)
 
     def observe(self) -> Snapshot:
         groups = self.call(lambda: self.cloud.list_groups(self.options.cluster_name))
@@ -130,8 +170,15 @@ class _Session:
         for g in groups:
             for inst in g.instances:
                 self.first_seen.setdefault(inst.id, now)
+        activities = []
+        since = self.intent.started_at if self.intent is not None else now
+        for g in groups:
+            live = sum(1 for i in g.instances if engine.is_live(i))
+            if g.desired_capacity > live and self.intent is not None:
+                # Short of instances: a launch is outstanding or failing. Say why in AWS's words.
+                activities += self.call(lambda g=g: self.cloud.list_scaling_activities(g.name, since))
         return Snapshot(now=now, groups=tuple(groups), nodes=tuple(nodes), pods=tuple(pods), pdbs=tuple(pdbs),
-                        autoscaler_replicas=replicas)
+                        autoscaler_replicas=replicas, activities=tuple(activities))
 
     def renew_lock(self) -> bool:
         now = self.clock.now()
@@ -184,7 +231,9 @@ class _Session:
             rollout_id=uuid.uuid4().hex[:12], started_at=now, deadline_at=now + self.options.deadline_seconds,
             strategy=strategy.name, surge=self.options.surge, pause_autoscaler=pause,
             autoscaler_replicas=snapshot.autoscaler_replicas, ready_timeout_seconds=self.options.ready_timeout_seconds,
-            phase="rolling", groups=tuple(intents[k] for k in sorted(intents)))
+            phase="rolling", groups=tuple(intents[k] for k in sorted(intents)),
+            boot_timeout_seconds=self.options.boot_timeout_seconds,
+            launch_failure_timeout_seconds=self.options.launch_failure_timeout_seconds)
         self.call(lambda: self.cluster.write_intent(self.intent))
         return self.intent
 
@@ -224,7 +273,7 @@ class _Session:
                     failed_groups.add(group)
             except Exception as exc:  # noqa: BLE001 - the world moved since the snapshot; decide again
                 error = exc
-                self.emit("command_failed", command=repr(cmd), reason=f"{type(exc).__name__}: {exc}")
+                self.emit("command_failed", command=repr(cmd), reason=one_line(exc))
                 if group:
                     failed_groups.add(group)
         # A rejected command is retried from a fresh snapshot; the same failure
@@ -240,15 +289,26 @@ class _Session:
         the snapshot and the terminate."""
         pods = self.call(lambda: self.cluster.list_pods())
         kinds = self.options.job_owner_kinds
-        return {p.node_name for p in pods if p.node_name
-                and (engine.blocks_drain(p, kinds) or engine.needs_eviction(p, kinds) or engine.still_leaving(p))}
+        return {p.node_name for p in pods if p.node_name and engine.holds_node(p, kinds)}
 
     def apply(self, cmd: Command) -> Optional[EvictionResult]:
+        now = self.clock.now()
         if isinstance(cmd, Cordon):
             taint = engine.SURPLUS_TAINT if cmd.surplus else engine.ROLLOUT_TAINT
             self.cluster.cordon(cmd.node, taint, {CA_SCALE_DOWN_DISABLED: "true"})
+            self._tell("Node", "", cmd.node, "RolloutCordoned", f"cordoned: {cmd.why}" if cmd.why else "cordoned",
+                       now, action="Cordon")
+            for pod in cmd.waits_for:
+                self._tell("Pod", pod.namespace, pod.name, "RolloutWaiting",
+                           f"node {cmd.node} is being replaced; the rollout waits for this pod until "
+                           f"{engine._clock(pod.deadline)} ({engine._duration(pod.deadline - now)} from now)"
+                           + (", then evicts it" if self.intent is None or self.intent.phase == "rolling" else ""),
+                           now, uid=pod.uid, action="Wait")
         elif isinstance(cmd, Uncordon):
             self.cluster.uncordon(cmd.node, TAINT_ROLLOUT, [CA_SCALE_DOWN_DISABLED])
+            if cmd.why:
+                self._tell("Node", "", cmd.node, "RolloutUncordoned", f"uncordoned: {cmd.why}", now,
+                           action="Uncordon")
         elif isinstance(cmd, AnnotateNode):
             self.cluster.annotate_node(cmd.node, dict(cmd.annotations))
         elif isinstance(cmd, Evict):
@@ -258,6 +318,10 @@ class _Session:
                 if cmd.forced:
                     self.report.jobs_force_evicted += 1
                 self.emit("evicted", pod=f"{cmd.namespace}/{cmd.name}", node=cmd.node, forced=cmd.forced)
+                self._tell("Pod", cmd.namespace, cmd.name,
+                           "RolloutForceEvicted" if cmd.forced else "RolloutEvicted",
+                           f"evicted from node {cmd.node}: {cmd.why}" if cmd.why else f"evicted from node {cmd.node}",
+                           now, uid=cmd.uid, warning=cmd.forced, action="Evict")
             elif result is EvictionResult.BLOCKED:
                 self.report.evictions_blocked += 1
             return result
@@ -265,6 +329,10 @@ class _Session:
             self.cloud.terminate_instance(cmd.instance_id, decrement_desired=cmd.decrement)
             self.report.nodes_terminated += 1
             self.emit("terminated", instance=cmd.instance_id, node=cmd.node, group=cmd.asg)
+            if cmd.node:
+                self._tell("Node", "", cmd.node, "RolloutTerminating",
+                           f"terminating instance {cmd.instance_id} of {cmd.asg}" + (f": {cmd.why}" if cmd.why else ""),
+                           now, action="Terminate")
         elif isinstance(cmd, SetCapacity):
             self.cloud.set_capacity(cmd.asg, desired=cmd.desired, max_size=cmd.max_size)
         elif isinstance(cmd, SetVersion):
@@ -277,19 +345,67 @@ class _Session:
             self.cluster.scale_autoscaler(cmd.replicas)
         elif isinstance(cmd, DeleteGroupIntent):
             self.cloud.delete_tags(cmd.asg, engine.group_intent_tag_keys())
+        elif isinstance(cmd, MarkRolledBack):
+            self.cloud.put_tags(cmd.asg, engine.rolled_back_tags(cmd.from_version, cmd.to_version, cmd.reason))
+        elif isinstance(cmd, ClearRolledBack):
+            self.cloud.delete_tags(cmd.asg, list(engine.ROLLED_BACK_TAG_KEYS))
         else:  # pragma: no cover - a new command type without an executor is a bug
             raise TypeError(f"no executor for {cmd!r}")
+        return None
 
-    def wait(self, strategy: Strategy, acted: bool, cycle_started: float) -> None:
+    # ------------------------------------------------------------------ Events (best effort)
+    def _tell(self, kind: str, namespace: str, name: str, reason: str, note: str, now: float, *,
+              uid: Optional[str] = None, warning: bool = False, action: str = "Drain") -> None:
+        if self.recorder is not None:
+            self.recorder.observe(kind, namespace, name, reason, note, now=now, uid=uid, warning=warning,
+                                  action=action, oneshot=True)
+
+    def observe_notes(self, decision: engine.Decision) -> None:
+        if self.recorder is None:
+            return
+        self.recorder.begin_cycle()
+        now = self.clock.now()
+        for n in decision.notes:
+            self.recorder.observe(n.kind, n.namespace, n.name, n.reason, n.message, now=now, subject=n.subject,
+                                  uid=n.uid, warning=n.warning, action="Wait" if not n.warning else "Drain")
+
+    def post_events(self) -> None:
+        """Write what the recorder says is due; an Event never stops or slows the rollout."""
+        if self.recorder is None or self.events_broken:
+            return
+        now = self.clock.now()
+        for event in self.recorder.due(now):
+            if self.lock_lost:
+                return
+            try:
+                self.cluster.record_event(event)
+            except Throttled:
+                self.report.events_failed += 1
+                return                    # the API is busy: try the rest next cycle
+            except Exception as exc:  # noqa: BLE001 - best effort, e.g. RBAC without events
+                self.report.events_failed += 1
+                if self.report.events_failed == 1:
+                    self.emit("events_unavailable", reason=f"cannot record Kubernetes Events: {one_line(exc)}")
+                if self.report.events_failed >= 20 and not self.report.events_written:
+                    self.events_broken = True      # e.g. no RBAC for events: stop trying
+                return
+            self.recorder.written(event, now)
+            self.report.events_written += 1
+
+    def wait(self, strategy: Strategy, acted: bool, cycle_started: float, wake_at: Optional[float]) -> None:
         if acted:
             self.clock.sleep(SETTLE_SECONDS)
-        elif strategy.react_to_pod_changes:
-            self.call(lambda: self.cluster.wait_for_pod_change(self.options.poll_seconds))
+            return
+        timeout = strategy.poll_seconds or self.options.poll_seconds
+        if wake_at is not None:
+            timeout = max(1.0, min(timeout, wake_at - self.clock.now()))
+        if strategy.react_to_changes:
+            self.call(lambda: self.cluster.wait_for_change(timeout))
             rest = MIN_RECONCILE_SECONDS - (self.clock.now() - cycle_started)
             if rest > 0:
                 self.clock.sleep(rest)
         else:
-            self.clock.sleep(strategy.poll_seconds or self.options.poll_seconds)
+            self.clock.sleep(timeout)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> RolloutReport:
@@ -299,7 +415,12 @@ class _Session:
         self.report.started_at = self.clock.now()
         self.emit("start", cluster=options.cluster_name, strategy=strategy.name, dry_run=options.dry_run)
         if options.dry_run:
-            return self.dry_run(strategy)
+            try:
+                return self.dry_run(strategy)
+            except Exception as exc:  # noqa: BLE001 - a report with one line, never a traceback
+                self.report.reason = one_line(exc)
+                self.emit("error", reason=self.report.reason)
+                return self.finish_report("failed")
         caught, previous_sigterm = self._catch_sigterm()
         try:
             return self._run_locked(options, strategy)
@@ -320,14 +441,25 @@ class _Session:
         return True, signal.signal(signal.SIGTERM, stop)
 
     def _run_locked(self, options: RolloutOptions, strategy: Strategy) -> RolloutReport:
-        if not self.renew_lock():
-            self.report.reason = "another rollout holds the lock"
-            self.emit("locked", reason=self.report.reason)
-            return self.finish_report("failed")
         outcome = "failed"
         snapshot: Optional[Snapshot] = None
+        locked = False
         try:
+            if not self.renew_lock():
+                self.report.reason = "another rollout holds the lock"
+                self.emit("locked", reason=self.report.reason)
+                return self.finish_report("failed")
+            locked = True
             snapshot = self.observe()
+            earlier = None if self.call(lambda: self.cluster.read_intent()) is not None else next(
+                (why for why in map(engine.earlier_rollback, snapshot.groups) if why), None)
+            if earlier:
+                # Durable outcome: the rollback is recorded on the groups, not in this process.
+                self.report.reason = (f"{earlier}; publish a new launch template version (or delete the "
+                                      f"kiln.dev/rolled-back-* tags on the group) to roll again")
+                self.emit("rolled_back_earlier", reason=self.report.reason)
+                outcome = "rolled_back"
+                return self.finish_report(outcome, snapshot)
             intent = self.ensure_intent(snapshot, strategy)
             if intent is None:
                 self.report.reason = "no old nodes"
@@ -339,20 +471,24 @@ class _Session:
                 self.report.started_at = intent.started_at
                 self.report.deadline_at = intent.deadline_at
                 self.report.old_nodes_at_start = engine.old_node_count(snapshot)
+                if options.events:
+                    self.recorder = EventRecorder(intent.rollout_id)
                 outcome = self.loop(strategy, snapshot)
                 snapshot = None
         except Exception as exc:  # noqa: BLE001 - any failure must still restore the autoscaler
-            self.report.reason = f"{type(exc).__name__}: {exc}"
+            self.report.reason = one_line(exc)
             self.emit("error", reason=self.report.reason)
+            snapshot = None
         except StopRequested:
             self.report.reason = "stopped by SIGTERM; rerun the same command to resume"
             self.emit("error", reason=self.report.reason)
+            snapshot = None
         finally:
             # Runs on every exit, a crash included (where the dead process's calls fail again).
             self.restore_autoscaler_if_paused()
             # Released on every exit we live through, failed ones too, so the rerun
             # resumes at once (the intent stays); never once another holder has it.
-            if not self.lock_lost:
+            if locked and not self.lock_lost:
                 try:
                     self.call(lambda: self.cluster.release_lock(options.holder))
                 except Exception:  # noqa: BLE001 - the lease expires by itself
@@ -367,11 +503,7 @@ class _Session:
                 self.report.reason = "lost the lock to another rollout"
                 return "failed"
             if snapshot is None:
-                try:
-                    snapshot = self.observe()
-                except Throttled:
-                    self.clock.sleep(SETTLE_SECONDS)
-                    continue
+                snapshot = self.observe()
             intents = self.group_intents(snapshot)
             if self.intent.phase == "rolling":
                 intents = self.remember_groups(snapshot)
@@ -379,25 +511,48 @@ class _Session:
                                      job_kinds=self.options.job_owner_kinds)
             self.report.cycles += 1
             self.emit("cycle", phase=self.intent.phase, **decision.summary())
+            self.tell_launch_failures(decision)
+            self.observe_notes(decision)
             if decision.rollback_reason and self.intent.phase == "rolling":
-                self.intent = replace(self.intent, phase="rolling_back")
+                self.intent = replace(self.intent, phase="rolling_back", rollback_reason=decision.rollback_reason)
                 self.call(lambda: self.cluster.write_intent(self.intent))
                 self.report.reason = decision.rollback_reason
                 self.emit("rollback", reason=decision.rollback_reason)
+                self.post_events()
                 snapshot = None
                 continue
             if decision.done:
+                self.post_events()
+                if decision.waiting_for:
+                    self.report.reason = decision.waiting_for
                 self.finalize(snapshot, intents, strategy)
                 return "completed" if self.intent.phase == "rolling" else "rolled_back"
-            if snapshot.now > self.intent.deadline_at + GRACE_AFTER_DEADLINE:
-                self.report.reason = f"not done {GRACE_AFTER_DEADLINE:.0f}s after the deadline: {decision.waiting_for}"
-                return "failed"
+            if decision.stop is not None:
+                self.post_events()
+                self.report.reason = decision.stop.reason
+                self.report.held = [{"node": h.node, "group": h.group, "holders": list(h.holders)}
+                                    for h in decision.held]
+                self.emit(decision.stop.outcome, reason=decision.stop.reason)
+                return decision.stop.outcome
             progressed = self.execute(decision.commands)
+            self.post_events()
             if self.lock_lost:
                 self.report.reason = "lost the lock to another rollout"
                 return "failed"
-            self.wait(strategy, acted=progressed, cycle_started=snapshot.now)
+            self.wait(strategy, acted=progressed, cycle_started=snapshot.now, wake_at=decision.wake_at)
             snapshot = None
+
+    def tell_launch_failures(self, decision: engine.Decision) -> None:
+        """Each failed launch once, as it happens, in AWS's words (progress line and JSON event)."""
+        for failure in decision.launch_failures:
+            if failure.activity_id in self.launch_failures_seen:
+                continue
+            self.launch_failures_seen.add(failure.activity_id)
+            self.report.launch_failures.append({"group": failure.group, "message": failure.message,
+                                                "activity": failure.activity_id})
+            self.emit("launch_failure", group=failure.group, message=failure.message, activity=failure.activity_id,
+                      since=round(failure.since, 3), invalid_template=failure.invalid_template,
+                      reason=f"launch in {failure.group} failed: {failure.message}")
 
     def finalize(self, snapshot: Snapshot, intents: dict[str, GroupIntent], strategy: Strategy) -> None:
         assert self.intent is not None
@@ -422,7 +577,7 @@ class _Session:
             self.call(lambda: self.cluster.scale_autoscaler(intent.autoscaler_replicas))
             self.autoscaler_restored = True
         except Exception as exc:  # noqa: BLE001 - never mask the original failure; the rerun restores it
-            self.emit("error", reason=f"could not restore cluster-autoscaler: {type(exc).__name__}: {exc}")
+            self.emit("error", reason=f"could not restore cluster-autoscaler: {one_line(exc)}")
 
     def finish_report(self, outcome: str, snapshot: Optional[Snapshot] = None) -> RolloutReport:
         self.report.outcome = outcome
@@ -438,7 +593,7 @@ class _Session:
                     self.report.autoscaler_restored = (
                         snapshot.autoscaler_replicas == self.intent.autoscaler_replicas
                         or (self.intent.pause_autoscaler and self.autoscaler_restored))
-        except Throttled:
+        except Exception:  # noqa: BLE001 - the report says what it knows; the outcome stands
             pass
         self.emit("finish", outcome=outcome, reason=self.report.reason)
         return self.report
@@ -455,11 +610,14 @@ class _Session:
             strategy=strategy.name, surge=self.options.surge,
             pause_autoscaler=self.options.pause_autoscaler or strategy.pause_autoscaler,
             autoscaler_replicas=snapshot.autoscaler_replicas, ready_timeout_seconds=self.options.ready_timeout_seconds,
-            groups=tuple(intents.values()))
+            groups=tuple(intents.values()), boot_timeout_seconds=self.options.boot_timeout_seconds,
+            launch_failure_timeout_seconds=self.options.launch_failure_timeout_seconds)
         decision = engine.decide(snapshot, intent, intents, strategy, {}, job_kinds=self.options.job_owner_kinds)
         self.report.old_nodes_at_start = engine.old_node_count(snapshot)
         self.report.plan = [repr(c) for c in decision.commands]
-        self.report.reason = f"{len(intents)} group(s) with old nodes; nothing changed"
+        earlier = next((why for why in map(engine.earlier_rollback, snapshot.groups) if why), None)
+        self.report.reason = (f"{earlier}; a run would report rolled_back" if earlier else
+                              f"{len(intents)} group(s) with old nodes; nothing changed")
         self.emit("plan", plan=self.report.plan, **decision.summary())
         return self.finish_report("dry_run", snapshot)
 
@@ -467,6 +625,8 @@ class _Session:
 def run_rollout(cloud: CloudPort, cluster: ClusterPort, clock: Clock, options: RolloutOptions,
                 on_event: Callable[[dict], None] | None = None) -> RolloutReport:
     """Replace every node whose launch template is out of date, without
-    interrupting a running Job before the deadline. Returns the report;
-    ``outcome`` is completed, rolled_back or failed (dry_run for ``--dry-run``)."""
+    interrupting a running Job before its deadline and without giving up a
+    group's old nodes before a replacement there is proven. Returns the report;
+    ``outcome`` is completed, rolled_back, blocked or failed (dry_run for
+    ``--dry-run``). Raises only ValueError for invalid options."""
     return _Session(cloud, cluster, clock, options, on_event).run()
