@@ -1,10 +1,10 @@
 """Kubernetes access for the rollout role: an EKS access entry and RBAC for exactly what a drain needs.
 
 The rollout (``automation/rollout/kube.py``) lists nodes, pods, Jobs and PDBs,
-cordons/taints and deletes nodes, evicts pods, holds a Lease in kube-system and
-pauses cluster-autoscaler by scaling its Deployment. The access entry maps the
+cordons/taints and deletes nodes, evicts pods, records Events about them, holds a
+Lease in kube-system and pauses cluster-autoscaler by scaling its Deployment. The access entry maps the
 rollout role to one Kubernetes group; the group gets those verbs and no others
-(no secrets, no pod exec, no writes outside nodes, evictions and its own Lease).
+(no secrets, no pod exec, no writes outside nodes, evictions, Events and its own Lease).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ CLUSTER_RULES = (
     # A Job's annotation may extend its pods' rollout deadline: the adapter lists Jobs with the pods.
     ("batch", "jobs", ("list",), ()),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch"), ()),
+    # Events on the nodes and pods it drains (why it waits, what it did); a repeat updates the series.
+    ("events.k8s.io", "events", ("create", "patch"), ()),
 )
 # (api group, resource, verbs, resource names) in kube-system.
 NAMESPACE_RULES = (

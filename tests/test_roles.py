@@ -355,6 +355,8 @@ KUBE_CALLS = {
     "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
     "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
     "patch_namespaced_lease": ("coordination.k8s.io", "leases", "patch"),
+    "create_namespaced_event": ("events.k8s.io", "events", "create"),
+    "patch_namespaced_event": ("events.k8s.io", "events", "patch"),
 }
 
 
@@ -380,7 +382,7 @@ def test_rbac_allows_every_call_the_rollout_adapter_makes_and_nothing_else(progr
     from automation.rollout import kube
 
     source = (ROOT / "automation" / "rollout" / "kube.py").read_text()
-    made = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination)\.(\w+)", source))
+    made = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination|events)\.(\w+)", source))
     assert made and made <= set(KUBE_CALLS), f"unmapped kubernetes calls: {made - set(KUBE_CALLS)}"
 
     cluster_role, cluster_rules = _rbac_rules(program, "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
