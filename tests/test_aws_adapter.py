@@ -453,3 +453,58 @@ def test_every_cloud_port_method_is_implemented_with_its_signature():
         wanted = list(inspect.signature(method).parameters)
         have = list(inspect.signature(inspect.unwrap(getattr(AwsCloud, name))).parameters)
         assert have == wanted, f"AwsCloud.{name}{have} != {wanted}"
+
+
+# ---- scaling activities: why a launch failed, in AWS's words ----------------------------------
+
+def test_scaling_activities_are_read_per_group_through_the_moto_server(world, cloud):
+    # moto 5.2.5 implements DescribeScalingActivities as an empty answer: this checks the request
+    # goes out as AWS expects it (the failure shapes are checked with botocore's Stubber below).
+    world.group("kiln-gpu-a", desired=1)
+    calls = count_calls(cloud.autoscaling, "DescribeScalingActivities")
+    assert cloud.list_scaling_activities(world.n("kiln-gpu-a"), since=0.0) == []
+    assert [c["params"]["body"]["AutoScalingGroupName"] for c in calls] == [world.n("kiln-gpu-a")]
+
+
+def _activity(n: int, minute: int, status: str = "Failed", message: str = "") -> dict:
+    import datetime as dt
+    return {"ActivityId": f"act-{n}", "AutoScalingGroupName": "kiln-gpu-a", "StatusCode": status,
+            "Description": "Launching a new EC2 instance.  Status Reason: " + message if message
+            else f"Launching a new EC2 instance: i-{n:017x}",
+            "Cause": "At 2026-01-01T00:00:00Z an instance was started in response to a difference between "
+                     "desired and actual capacity, increasing the capacity from 2 to 3.",
+            "StartTime": dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc), "Progress": 100,
+            **({"StatusMessage": message} if message else {})}
+
+
+def test_failed_launches_are_read_newest_first_with_aws_message_stopping_at_older_ones(session):
+    from botocore.stub import Stubber
+    import datetime as dt
+
+    ice = ("We currently do not have sufficient g5.2xlarge capacity in the Availability Zone you requested "
+           "(us-east-2a). Launching EC2 instance failed.")
+    cloud = AwsCloud(session=session, endpoint_url="https://autoscaling.invalid")
+    since = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.timezone.utc).timestamp()
+    with Stubber(cloud.autoscaling) as stub:
+        stub.add_response("describe_scaling_activities",
+                          {"Activities": [_activity(3, 9, message=ice), _activity(2, 7, message=ice)], "NextToken": "t2"},
+                          {"AutoScalingGroupName": "kiln-gpu-a", "MaxRecords": 100})
+        stub.add_response("describe_scaling_activities",
+                          {"Activities": [_activity(1, 6, status="Successful"), _activity(0, 2, message=ice)]},
+                          {"AutoScalingGroupName": "kiln-gpu-a", "MaxRecords": 100, "NextToken": "t2"})
+        got = cloud.list_scaling_activities("kiln-gpu-a", since)
+        stub.assert_no_pending_responses()
+    assert [(a.activity_id, a.status) for a in got] == [("act-3", "Failed"), ("act-2", "Failed"), ("act-1", "Successful")]
+    assert got[0].status_message == ice and got[0].is_launch and got[0].failed
+    assert got[0].started_at == dt.datetime(2026, 1, 1, 0, 9, tzinfo=dt.timezone.utc).timestamp()
+
+
+def test_throttled_activity_reads_surface_as_the_ports_throttled(session):
+    from botocore.stub import Stubber
+
+    cloud = AwsCloud(session=session, endpoint_url="https://autoscaling.invalid", max_attempts=1)
+    with Stubber(cloud.autoscaling) as stub:
+        stub.add_client_error("describe_scaling_activities", service_error_code="Throttling",
+                              service_message="Rate exceeded", http_status_code=400)
+        with pytest.raises(Throttled):
+            cloud.list_scaling_activities("kiln-gpu-a", 0.0)

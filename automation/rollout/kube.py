@@ -410,53 +410,78 @@ class KubeCluster:
         changed = threading.Event()
         stop = threading.Event()
         errors: list[BaseException] = []
+        streams: list[Any] = []
+        self._woke = False
         watches = ((self.core.list_pod_for_all_namespaces, "_pods_resource_version", self._is_change),
                    (self.core.list_node, "_nodes_resource_version", self._is_node_change))
         threads = [threading.Thread(target=self._watch, args=(call, attr, is_change, timeout_seconds, changed, stop,
-                                                              errors), daemon=True, name=f"kiln-watch-{attr}")
+                                                              errors, streams), daemon=True, name=f"kiln-watch-{attr}")
                    for call, attr, is_change in watches]
         for thread in threads:
             thread.start()
         changed.wait(timeout_seconds)
-        stop.set()     # a stream still blocked in a read ends at its next event or its timeout
-        if errors and not changed.is_set():
+        stop.set()
+        for stream in list(streams):
+            try:
+                stream.shutdown()    # unblocks a read still waiting on the other watch
+            except (RuntimeError, ValueError, OSError):
+                pass                 # that stream has ended already
+        for thread in threads:
+            thread.join(2.0)
+        if errors and not self._woke:
             raise errors[0]
 
     def _watch(self, list_call: Callable[..., Any], version_attr: str, is_change: Callable[[Mapping[str, Any]], bool],
                timeout_seconds: float, changed: threading.Event, stop: threading.Event,
-               errors: list[BaseException]) -> None:
-        # return_type "object" keeps events as plain dicts (no model objects) while the client
-        # still turns ERROR events into ApiException (its deserialize=False path cannot).
-        watcher = watch.Watch(return_type="object")
+               errors: list[BaseException], streams: list[Any]) -> None:
+        """One watch stream, read line by line (the client's own line splitter) from the raw
+        response, so :meth:`wait_for_change` can shut it down the moment the other one fires."""
         kwargs: dict[str, Any] = {
+            "watch": True,
             "timeout_seconds": max(1, int(math.ceil(timeout_seconds))),
             "allow_watch_bookmarks": True,
+            "_preload_content": False,
             "_request_timeout": (10, timeout_seconds + 1),
         }
         version = getattr(self, version_attr)
         if version and version != "...":
             kwargs["resource_version"] = version
+        response = None
         try:
-            for event in watcher.stream(list_call, **kwargs):
+            response = list_call(**kwargs)
+            streams.append(response)
+            if stop.is_set():
+                return
+            for line in watch.watch.iter_resp_lines(response):
                 if stop.is_set():
                     return
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if int(status.get("code") or 0) == 410:
+                        setattr(self, version_attr, None)   # too old to watch from: the next wait lists afresh
+                        self._woke = True
+                    else:
+                        errors.append(ApiException(status=int(status.get("code") or 500),
+                                                   reason=str(status.get("message") or status.get("reason"))))
+                    changed.set()
+                    return
                 if event.get("type") != "BOOKMARK" and is_change(event):
+                    self._woke = True
                     changed.set()
                     return
         except ApiException as error:
             if error.status == 410:
-                setattr(self, version_attr, None)   # too old to watch from: the next wait lists afresh
-                changed.set()
+                setattr(self, version_attr, None)
+                self._woke = True
             else:
                 errors.append(error)
-                changed.set()
-        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
-            return
-        except Exception as error:  # noqa: BLE001 - surfaced to the caller's thread
-            errors.append(error)
             changed.set()
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError):
+            return           # timed out, or shut down by the other stream's change
         finally:
-            watcher.stop()
+            if response is not None:
+                response.close()     # an interrupted watch connection is not reused
 
     def _is_node_change(self, event: Mapping[str, Any]) -> bool:
         raw = event.get("object") or {}
