@@ -107,8 +107,21 @@ def validate_job_owner_kinds(kinds) -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception as one line a person can act on (no traceback, no multi-line bodies)."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """An exception as one line a person can act on (no traceback, no multi-line bodies).
+
+    A Kubernetes API error says its status, reason and the API server's own message
+    (not the headers and body its ``str`` dumps)."""
+    status, body = getattr(exc, "status", None), getattr(exc, "body", None)
+    if isinstance(status, int) and hasattr(exc, "reason"):
+        message = ""
+        try:
+            import json
+            message = str((json.loads(body or "{}") or {}).get("message") or "")
+        except (TypeError, ValueError, AttributeError):
+            pass
+        text = " ".join(f"{status} {exc.reason}{': ' + message if message else ''}".split())
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
     if len(text) > 400:
         text = text[:399] + "…"
     return f"{type(exc).__name__}: {text}"
