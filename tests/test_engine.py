@@ -303,9 +303,25 @@ def test_pending_jobs_get_nodes_only_once_the_group_is_proven_counting_booting_o
     assert not of(SetCapacity, d.commands) and d.pending_jobs == 5     # the canary is on its way; nothing more yet
     g = group([inst("i-1"), inst("i-c1", "2"), inst("i-3", "2")], max_size=10)   # i-3 booting
     nodes = [node("n1", "i-1", slots=2.0), canary(slots=2.0)]
-    d = decide(snap([g], nodes, [job_pod("j1", "n1"), job_pod("j2", "n1")] + pending), intent(), gi(desired=1), DEFAULT)
+    # n1 is cordoned with one of its two slots free: the rollout took that slot away from pending Jobs.
+    d = decide(snap([g], nodes, [job_pod("j1", "n1")] + pending), intent(), gi(desired=1), DEFAULT)
     # 5 pending: 2 slots on the canary, 2 on the booting one: 1 more slot -> 1 more node; 1 old + 2 new + 1.
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=4, max_size=10)]
+
+
+def test_pending_jobs_beyond_what_the_rollout_took_away_are_the_autoscalers_not_the_rollouts():
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], max_size=20)
+    nodes = [node("n1", "i-1"), node("n2", "i-2"), canary()]
+    pods = [job_pod("j1", "n1"), job_pod("j2", "n2"), job_pod("j3", "c1")]
+    storm = [job_pod(f"p{i}", None, phase="Pending") for i in range(30)]
+    # Every old node is full: the rollout took no capacity away, so a queue is not its to serve.
+    for replicas in (None, 1):
+        d = decide(snap([g], nodes, pods + storm, replicas=replicas), intent(), gi(desired=2, max_size=20), DEFAULT)
+        assert not of(SetCapacity, d.commands), replicas
+    # Having paused cluster-autoscaler, the rollout stands in for it, up to the original max.
+    paused = decide(snap([g], nodes, pods + storm, replicas=0), intent(pause=True, replicas=1),
+                    gi(desired=2, max_size=20), DEFAULT)
+    assert of(SetCapacity, paused.commands) == [SetCapacity("gpu-a", desired=22, max_size=22)]
 
 
 def test_desired_is_never_lowered_by_the_engine():
@@ -660,11 +676,12 @@ def test_a_pending_pytorchjob_pod_gets_replacement_capacity_like_a_job_pod():
     g = group([inst("i-1"), inst("i-c1", "2")], desired=2, max_size=4)
     pending = Pod("ml", "train-w1", None, "Pending", owner_kind="PyTorchJob", owner_name="train")
     pods = [owned_pod("train-0", "n1", "PyTorchJob"), owned_pod("t", "c1", "PyTorchJob"), pending]
-    d = decide(snap([g], [node("n1", "i-1"), canary()], pods), intent(), gi(desired=1, max_size=4), DEFAULT)
+    d = decide(snap([g], [node("n1", "i-1"), canary()], pods), intent(pause=True, replicas=1), gi(desired=1, max_size=4),
+               DEFAULT)
     assert d.pending_jobs == 1
     assert of(SetCapacity, d.commands) and of(SetCapacity, d.commands)[0].desired == 3   # canary + the pending pod
-    without = decide(snap([g], [node("n1", "i-1"), canary()], pods), intent(), gi(desired=1, max_size=4), DEFAULT,
-                     job_kinds=frozenset({"Job"}))
+    without = decide(snap([g], [node("n1", "i-1"), canary()], pods), intent(pause=True, replicas=1),
+                     gi(desired=1, max_size=4), DEFAULT, job_kinds=frozenset({"Job"}))
     assert without.pending_jobs == 0
 
 

@@ -672,6 +672,24 @@ def _give_back(g: GroupView, fleet: Fleet, gh: GroupHealth) -> list[Command]:
     return out
 
 
+def _give_back_all(fleet: Fleet, health: Health) -> tuple[Command, ...]:
+    """Stopping because launches fail: the old nodes of those groups stay and are schedulable
+    again (no replacement could take their work); the request that cannot launch is withdrawn.
+    A rerun cordons them again once a replacement is proven."""
+    out: list[Command] = []
+    for g in fleet.groups:
+        if health.groups[g.name].launch_failure is None:
+            continue
+        for inst in g.old:
+            node = fleet.nodes_by_instance.get(inst.id)
+            if node is not None and has_old_taint(node):
+                out.append(Uncordon(g.name, node.name, why=f"the rollout stopped: launches in {g.name} fail"))
+        live = len(g.old) + len(g.new)
+        if g.asg.desired_capacity > max(live, g.asg.min_size):
+            out.append(SetCapacity(g.name, desired=max(live, g.asg.min_size)))
+    return tuple(out)
+
+
 def _fits(pod: Pod, labels: Mapping[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in pod.node_selector.items())
 
@@ -755,6 +773,12 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
     # added for earlier pending Jobs count as replacements (they are new nodes) and are not asked again.
     overflow = (extra_nodes_for_pending(fleet, health, {g.name: max(0, base[g.name] - len(g.new)) for g in fleet.groups})
                 if fleet.rolling and strategy.add_for_pending and intent.surge is None else {})
+    if not (intent.pause_autoscaler and fleet.autoscaler_present):
+        # The rollout makes up only the capacity it takes away — free slots on old nodes it cordoned —
+        # not a queue the fleet could not serve anyway: sizing for that is cluster-autoscaler's (or
+        # nobody's: without one the group keeps its size). Only a rollout that paused the autoscaler
+        # stands in for it, up to the original max.
+        overflow = {name: min(n, _capacity_taken(fleet, name)) for name, n in overflow.items()}
     out: list[Command] = []
     desired: dict[str, int] = {}
     for g in fleet.groups:
@@ -763,9 +787,19 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
         old_after = len(g.old) - drain.terminated.get(g.name, 0)
         desired_after = g.asg.desired_capacity - drain.decremented.get(g.name, 0)
         desired[g.name] = desired_after
-        if gh.launch_failure is not None and strategy.check_readiness:
-            continue
         want_new = base[g.name]
+        if gh.launch_failure is not None and strategy.check_readiness:
+            # Ask for nothing more. While rolling the request stays (the group retrying it is how
+            # the rollout learns capacity is back); a rollback withdraws what it no longer wants —
+            # never below the instances the group has, so nothing is terminated by this.
+            if fleet.rolling:
+                continue
+            live = len(g.old) + len(g.new) - drain.terminated.get(g.name, 0)
+            keep = max(live, old_after + min(want_new, max(g.intent.original_max, orig)), g.asg.min_size)
+            if keep < desired_after:
+                out.append(SetCapacity(g.name, desired=keep))
+                desired[g.name] = keep
+            continue
         if overflow.get(g.name):
             want_new = max(want_new, len(g.new)) + overflow[g.name]
         want_new = min(want_new, max(g.intent.original_max, orig))
@@ -782,6 +816,20 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
         elif g.asg.max_size > tight_max:
             out.append(SetCapacity(g.name, max_size=tight_max))
     return CapacityPlan(commands=tuple(out), desired=desired)
+
+
+def _capacity_taken(fleet: Fleet, group: str) -> int:
+    """Nodes' worth of Job slots left free on the group's old nodes that the rollout cordoned."""
+    g = next(g for g in fleet.groups if g.name == group)
+    free = 0.0
+    for inst in g.old:
+        node = fleet.nodes_by_instance.get(inst.id)
+        if node is None or not node.ready or not is_cordoned_for_rollout(node):
+            continue
+        used = sum(p.requests.get(RESOURCE_GPU, 1.0) for p in fleet.pods_by_node.get(node.name, ())
+                   if uses_slot(p, fleet.job_kinds))
+        free += max(0.0, float(node.allocatable.get(RESOURCE_GPU, g.slots_per_node)) - used)
+    return int(-(-free // g.slots_per_node)) if free > 0 else 0
 
 
 def extra_nodes_for_pending(fleet: Fleet, health: Health, coming: Mapping[str, int]) -> dict[str, int]:
@@ -904,6 +952,7 @@ def plan_trim(fleet: Fleet, health: Health, drain: DrainPlan, capacity: Capacity
 class Stop:
     outcome: str                 # blocked | failed
     reason: str
+    commands: tuple = ()         # what to leave behind first (e.g. capacity given back)
 
 
 @dataclass(frozen=True)
@@ -980,7 +1029,8 @@ def judge(fleet: Fleet, health: Health, drain: DrainPlan, trim: TrimPlan, intent
             failure = health.groups[g.name].launch_failure
             if failure is not None and now - failure.since >= intent.launch_failure_timeout_seconds:
                 return False, Stop("failed", f"launches in {g.name} have failed for "
-                                             f"{_duration(now - failure.since)}: {failure.message}"), waiting
+                                             f"{_duration(now - failure.since)}: {failure.message}",
+                                   _give_back_all(fleet, health)), waiting
     # Blocked: every old node still to go is held past its deadline (+ grace).
     if old_left and drain.held:
         held_nodes = {h.node for h in drain.held if now >= h.blocked_at}

@@ -541,6 +541,8 @@ class _Session:
                 self.finalize(snapshot, intents, strategy)
                 return "completed" if self.intent.phase == "rolling" else "rolled_back"
             if decision.stop is not None:
+                if decision.stop.commands:
+                    self.execute(decision.stop.commands)
                 self.post_events()
                 self.report.reason = decision.stop.reason
                 self.report.held = [{"node": h.node, "group": h.group, "holders": list(h.holders)}
