@@ -181,9 +181,17 @@ def test_capacity_and_max_change_independently(world, cloud):
     described = world.describe("kiln-gpu-a")
     assert (described["MaxSize"], described["DesiredCapacity"], len(described["Instances"])) == (8, 5, 5)
 
+    # A write never makes the group scale in (Auto Scaling would pick its own victims): desired
+    # stays at the 5 instances it has, and max goes no lower than that.
     cloud.set_capacity(world.n("kiln-gpu-a"), desired=2, max_size=3)
     [group] = cloud.list_groups(world.cluster)
-    assert (group.max_size, group.desired_capacity, len(group.instances)) == (3, 2, 2)
+    assert (group.max_size, group.desired_capacity, len(group.instances)) == (5, 5, 5)
+    # A raise computed from a stale snapshot never undoes a higher desired written meanwhile.
+    world.asg.set_desired_capacity(AutoScalingGroupName=world.n("kiln-gpu-a"), DesiredCapacity=5)
+    world.asg.update_auto_scaling_group(AutoScalingGroupName=world.n("kiln-gpu-a"), MaxSize=9, DesiredCapacity=7)
+    cloud.set_capacity(world.n("kiln-gpu-a"), desired=6, max_size=6, raise_only=True)
+    described = world.describe("kiln-gpu-a")
+    assert (described["MaxSize"], described["DesiredCapacity"]) == (7, 7)
 
     update_calls = count_calls(cloud.autoscaling, "UpdateAutoScalingGroup")
     cloud.set_capacity(world.n("kiln-gpu-a"))

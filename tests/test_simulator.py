@@ -224,8 +224,11 @@ def test_dry_run_plans_and_changes_nothing():
     cloud, cluster, clock = connect(world)
     report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, dry_run=True))
     assert report.outcome == "dry_run" and report.old_nodes_at_start == 6
-    # The first cycle asks for the canary only: nothing old is touched before it is proven.
-    assert report.plan == ["SetCapacity(asg='gpu-a', desired=7, max_size=12)"]
+    # The first cycle protects the group from scale-in and asks for the canary only: nothing old
+    # is touched before it is proven.
+    ids = tuple(sorted(world.insts))
+    assert report.plan == [f"Protect(asg='gpu-a', instance_ids={ids!r}, protected=True)",
+                           "SetCapacity(asg='gpu-a', desired=7, max_size=12)"]
     assert world.writes == 0 and world.intent is None and len(world.insts) == 6
 
 

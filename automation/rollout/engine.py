@@ -100,15 +100,15 @@ class Cordon:
     asg: str
     node: str
     surplus: bool = False        # a new node drained to bring the group back to its target size
-    why: str = field(default="", compare=False)
-    waits_for: tuple[WaitedPod, ...] = field(default=(), compare=False)   # told on each pod as an Event
+    why: str = field(default="", compare=False, repr=False)
+    waits_for: tuple[WaitedPod, ...] = field(default=(), compare=False, repr=False)   # told on each pod as an Event
 
 
 @dataclass(frozen=True)
 class Uncordon:
     asg: str
     node: str
-    why: str = field(default="", compare=False)
+    why: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,8 @@ class Evict:
     name: str
     job: bool = False
     forced: bool = False         # a Job pod past its deadline
-    uid: Optional[str] = field(default=None, compare=False)
-    why: str = field(default="", compare=False)
+    uid: Optional[str] = field(default=None, compare=False, repr=False)
+    why: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class Terminate:
     instance_id: str
     node: Optional[str]
     decrement: bool = True       # False only where a decrement would break the group's min size
-    why: str = field(default="", compare=False)
+    why: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,7 @@ class SetCapacity:
     asg: str
     desired: Optional[int] = None
     max_size: Optional[int] = None
+    raise_only: bool = field(default=False, compare=False, repr=False)   # a raise: never write below the current desired
 
 
 @dataclass(frozen=True)
@@ -811,7 +812,7 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
         if want_desired > desired_after:
             # Max goes with desired in the same call, so a world that moved since the
             # snapshot (a node lost, a terminate that found nothing) cannot make it invalid.
-            out.append(SetCapacity(g.name, desired=want_desired, max_size=max(tight_max, want_desired)))
+            out.append(SetCapacity(g.name, desired=want_desired, max_size=max(tight_max, want_desired), raise_only=True))
             desired[g.name] = want_desired
         elif g.asg.max_size > tight_max:
             out.append(SetCapacity(g.name, max_size=tight_max))
@@ -1081,8 +1082,10 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
                      for g in fleet.groups if g.asg.launch_template_version != g.intent.previous_version]
     commands += new_nodes.commands
     commands += drain.commands
-    if strategy.protect_instances and fleet.rolling:
+    if strategy.protect_instances:
         for g in fleet.groups:
+            if len(g.old) == drain.terminated.get(g.name, 0):
+                continue              # nothing old left to guard; the finish lifts the protection
             ids = tuple(i.id for i in g.old + g.new if not i.protected_from_scale_in)
             if ids:
                 commands.append(Protect(g.name, ids, True))

@@ -61,7 +61,12 @@ class CloudPort(Protocol):
     def list_groups(self, cluster: str) -> list[AutoScalingGroup]:
         """Every ASG tagged for ``cluster`` with its instances (one paginated describe)."""
 
-    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None) -> None: ...
+    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None,
+                     raise_only: bool = False) -> None:
+        """Set desired and/or max. A desired capacity is never written below the instances the group
+        has now (a write must never make Auto Scaling scale in, which picks its own victims), and with
+        ``raise_only`` never below the group's current desired (a snapshot may be stale: the
+        autoscaler may have raised it since). Max is raised with desired when needed."""
 
     def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> None:
         """Terminate exactly this instance; with ``decrement_desired`` in the same call."""

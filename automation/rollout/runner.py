@@ -174,12 +174,15 @@ class _Session:
                 delay = min(delay * 2, BACKOFF_MAX)
 
     def observe(self) -> Snapshot:
+        # The snapshot is judged as of the instant its reading began: under heavy throttling the
+        # reads can span minutes, and a timeout ("no node registered within 10m") must not be
+        # measured against a later clock than the list it is read from.
+        now = self.clock.now()
         groups = self.call(lambda: self.cloud.list_groups(self.options.cluster_name))
         nodes = self.call(lambda: self.cluster.list_nodes())
         pods = self.call(lambda: self.cluster.list_pods())
         pdbs = self.call(lambda: self.cluster.list_pdbs())
         replicas = self.call(lambda: self.cluster.get_autoscaler_replicas())
-        now = self.clock.now()
         for g in groups:
             for inst in g.instances:
                 self.first_seen.setdefault(inst.id, now)
@@ -260,6 +263,7 @@ class _Session:
         error: Optional[Exception] = None
         progressed = False
         busy_nodes: Optional[set[str]] = None
+        registered: Optional[set[str]] = None
         for cmd in commands:
             # A long cycle (a thousand cordons, throttled calls) must not outlive
             # the Lease: renew it as we go, and stop acting the moment it is lost.
@@ -278,10 +282,20 @@ class _Session:
                               reason="a pod arrived on the node after the snapshot")
                     failed_groups.add(cmd.asg)
                     continue
+            elif isinstance(cmd, Terminate):
+                if registered is None:
+                    registered = {n.instance_id for n in self.call(lambda: self.cluster.list_nodes()) if n.instance_id}
+                if cmd.instance_id in registered:
+                    # "Never registered" in the snapshot, registered now: decide again with its node.
+                    self.emit("terminate_deferred", instance=cmd.instance_id,
+                              reason="its node registered after the snapshot")
+                    failed_groups.add(cmd.asg)
+                    continue
             try:
-                progressed = (self.apply(cmd) is not EvictionResult.BLOCKED) or progressed
+                # A throttled write backs off and is tried again (not skipped): under heavy throttling
+                # the rollout goes slower, it does not stall.
+                progressed = (self.call(lambda: self.apply(cmd)) is not EvictionResult.BLOCKED) or progressed
             except Throttled:
-                self.report.throttled_calls += 1
                 if group:
                     failed_groups.add(group)
             except Exception as exc:  # noqa: BLE001 - the world moved since the snapshot; decide again
@@ -347,7 +361,7 @@ class _Session:
                            f"terminating instance {cmd.instance_id} of {cmd.asg}" + (f": {cmd.why}" if cmd.why else ""),
                            now, action="Terminate")
         elif isinstance(cmd, SetCapacity):
-            self.cloud.set_capacity(cmd.asg, desired=cmd.desired, max_size=cmd.max_size)
+            self.cloud.set_capacity(cmd.asg, desired=cmd.desired, max_size=cmd.max_size, raise_only=cmd.raise_only)
         elif isinstance(cmd, SetVersion):
             self.cloud.set_launch_template_version(cmd.asg, cmd.launch_template_id, cmd.version)
         elif isinstance(cmd, Protect):

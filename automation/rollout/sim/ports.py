@@ -86,8 +86,9 @@ class SimCloud:
     def list_scaling_activities(self, asg: str, since: float) -> list[ScalingActivity]:
         return self._p.call(False, lambda: self._w.activities(asg, since))
 
-    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None) -> None:
-        self._p.call(True, lambda: self._w.set_capacity(asg, desired, max_size))
+    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None,
+                     raise_only: bool = False) -> None:
+        self._p.call(True, lambda: self._w.set_capacity(asg, desired, max_size, raise_only))
 
     def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> None:
         self._p.call(True, lambda: self._w.terminate(instance_id, decrement_desired))

@@ -22,7 +22,12 @@ class Strategy:
     add_for_pending: bool = True       # add nodes for pending Job pods no new node can take
     canary: bool = True                # one replacement per group from the start: proves the AMI early
     prove_first: bool = True           # nothing old leaves a group until a replacement there is proven
-    protect_instances: bool = False    # scale-in protection on every instance
+    # Scale-in protection on every instance of a rolled group while the rollout runs: a desired
+    # capacity written from a snapshot that went stale (cluster-autoscaler raised it meanwhile)
+    # must not make the group scale in — Auto Scaling would pick the oldest launch template
+    # first, an old node running a Job. Exact removals (TerminateInstanceInAutoScalingGroup) are
+    # not affected. Restored at the end.
+    protect_instances: bool = True
     pause_autoscaler: bool = False     # scale cluster-autoscaler to 0 for the rollout
     react_to_changes: bool = True      # wake on a pod or node watch event rather than a fixed poll
     poll_seconds: Optional[float] = None  # fixed poll interval (None: the run's --poll-seconds)
@@ -36,7 +41,6 @@ DOUBLE_AND_DRAIN = Strategy(
     add_for_pending=False,
     canary=False,
     prove_first=False,
-    protect_instances=True,
     pause_autoscaler=True,
     react_to_changes=False,
     poll_seconds=60.0,
