@@ -720,3 +720,39 @@ def test_the_kube_adapter_reads_the_controller_owner_kind_the_filters_judge():
     ray = pod_from_json(raw)
     assert not engine.blocks_drain(ray) and engine.needs_eviction(ray)
     assert engine.blocks_drain(ray, engine.DEFAULT_JOB_OWNER_KINDS | {"RayCluster"})
+
+
+# ---------------------------------------------------------------- pinned to the proven version until proof
+
+def test_once_the_canary_launched_the_group_launches_the_proven_version_until_it_is_proven():
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1", cordoned=False), node("n2", "i-2", cordoned=False)]
+    d = decide(snap([g], nodes), intent(), gi(), DEFAULT)
+    assert of(SetVersion, d.commands) == [SetVersion("gpu-a", "lt-1", "1")]          # pinned
+    # Pinned (the group shows version 1): the canary still counts as new, and an instance the
+    # autoscaler launched meanwhile on version 1 is old — replaced once the new version is proven.
+    pinned = group([inst("i-1"), inst("i-2"), inst("i-c1", "2"), inst("i-ca", "1")], desired=4, version="1")
+    d = decide(snap([pinned], nodes), intent(), gi(), DEFAULT)
+    assert not of(SetVersion, d.commands) and (d.old_nodes, d.new_nodes) == (3, 1)
+    assert engine.old_node_count(snap([pinned]), gi().values()) == 3
+    # Proven: unpinned, then the drain starts.
+    proven = decide(snap([pinned], nodes + [canary()]), intent(), gi(), DEFAULT)
+    assert of(SetVersion, proven.commands) == [SetVersion("gpu-a", "lt-1", "2")] and of(Cordon, proven.commands)
+
+
+def test_a_pinned_group_whose_canary_was_lost_is_unpinned_before_it_asks_for_another():
+    pinned = group([inst("i-1"), inst("i-2")], desired=2, version="1")
+    d = decide(snap([pinned], [node("n1", "i-1", cordoned=False), node("n2", "i-2", cordoned=False)]), intent(), gi(),
+               DEFAULT)
+    version, capacity = of(SetVersion, d.commands), of(SetCapacity, d.commands)
+    assert version == [SetVersion("gpu-a", "lt-1", "2")] and capacity == [SetCapacity("gpu-a", desired=3, max_size=10)]
+    assert d.commands.index(version[0]) < d.commands.index(capacity[0])
+
+
+def test_the_baseline_and_a_rollback_never_pin():
+    g = group([inst("i-1"), inst("i-c1", "2")], desired=2)
+    d = decide(snap([g], [node("n1", "i-1", cordoned=False)]), intent(strategy="double-and-drain"), gi(desired=1),
+               DOUBLE_AND_DRAIN)
+    assert not of(SetVersion, d.commands)
+    back = decide(snap([g], [node("n1", "i-1", cordoned=False)]), intent(phase="rolling_back"), gi(desired=1), DEFAULT)
+    assert of(SetVersion, back.commands) == [SetVersion("gpu-a", "lt-1", "1")]

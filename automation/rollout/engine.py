@@ -15,6 +15,7 @@ argument (nothing is mutated behind another stage's back)::
     new      = plan_new_nodes(fleet, health)                              # uncordon, protect, replace bad ones
     drain    = plan_drain(fleet, health, intent, strategy)                # cordon, evict, terminate; waits, blocks
     capacity = plan_capacity(fleet, health, drain, intent, strategy)      # desired / max per group
+    versions = plan_versions(fleet, health, capacity, strategy)           # pin to the proven version until proof
     trim     = plan_trim(fleet, health, drain, capacity, intent)          # back to the original size
     verdict  = judge(fleet, health, drain, trim, intent, strategy)        # done, rollback, blocked, failed
 
@@ -257,7 +258,13 @@ def read_fleet(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping
         gi = group_intents.get(asg.name)
         if gi is None:
             continue
-        target = asg.launch_template_version if rolling else gi.previous_version
+        # While a group is pinned to its proven version (see plan_versions) the target is the intent's.
+        if not rolling:
+            target = gi.previous_version
+        elif asg.launch_template_version == gi.previous_version:
+            target = gi.target_version
+        else:
+            target = asg.launch_template_version
         live = [i for i in asg.instances if is_live(i)]
         old = tuple(i for i in live if is_old(i, target))
         new = tuple(i for i in live if not is_old(i, target))
@@ -741,6 +748,7 @@ def _held_note(node: Node, holders: Sequence[str], blocked_at: float, pdb: bool)
 class CapacityPlan:
     commands: tuple[Command, ...]
     desired: Mapping[str, int]          # desired capacity per group once these commands ran
+    base: Mapping[str, int]             # new nodes each group should have now, before any for pending Jobs
 
 
 def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: RolloutIntent,
@@ -816,7 +824,7 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
             desired[g.name] = want_desired
         elif g.asg.max_size > tight_max:
             out.append(SetCapacity(g.name, max_size=tight_max))
-    return CapacityPlan(commands=tuple(out), desired=desired)
+    return CapacityPlan(commands=tuple(out), desired=desired, base=base)
 
 
 def _capacity_taken(fleet: Fleet, group: str) -> int:
@@ -872,6 +880,41 @@ def extra_nodes_for_pending(fleet: Fleet, health: Health, coming: Mapping[str, i
         extras[best.name] += 1
         virtual[best.name].append(best.slots_per_node - need)
     return dict(extras)
+
+
+# --------------------------------------------------------------------------- stage 5b: versions
+
+
+@dataclass(frozen=True)
+class VersionPlan:
+    commands: tuple[Command, ...]       # run before the capacity commands
+
+
+def plan_versions(fleet: Fleet, health: Health, capacity: CapacityPlan, strategy: Strategy) -> VersionPlan:
+    """The launch template version each group launches with.
+
+    While a group's new version is unproven, only its canary runs it: once the canary
+    has launched, the group is *pinned* to the previous (proven) version, so whatever
+    else launches meanwhile — cluster-autoscaler's scale-ups for pending Jobs, the
+    replacement of a lost node — comes up on a version known to work, and a bad AMI
+    costs the canary and nothing more. Unpinned when the canary is proven (or to
+    launch a canary again); a rollback sets the previous version for good."""
+    out: list[Command] = []
+    for g in fleet.groups:
+        current, previous = g.asg.launch_template_version, g.intent.previous_version
+        if not fleet.rolling:
+            if current != previous:
+                out.append(SetVersion(g.name, g.asg.launch_template_id, previous))
+            continue
+        pinned = current == previous and g.target != previous
+        guarded = strategy.prove_first and strategy.check_readiness
+        gh = health.groups[g.name]
+        wants_pin = guarded and bool(g.old) and not gh.proven and len(g.new) >= capacity.base.get(g.name, 0) > 0
+        if wants_pin and not pinned:
+            out.append(SetVersion(g.name, g.asg.launch_template_id, previous))
+        elif pinned and not wants_pin:
+            out.append(SetVersion(g.name, g.asg.launch_template_id, g.target))
+    return VersionPlan(commands=tuple(out))
 
 
 # --------------------------------------------------------------------------- stage 6: trim
@@ -1073,13 +1116,13 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
     new_nodes = plan_new_nodes(fleet, health)
     drain = plan_drain(fleet, health, intent, strategy)
     capacity = plan_capacity(fleet, health, drain, intent, strategy)
+    versions = plan_versions(fleet, health, capacity, strategy)
     trim = plan_trim(fleet, health, drain, capacity, intent)
     commands: list[Command] = []
     if intent.pause_autoscaler and snapshot.autoscaler_replicas:
         commands.append(ScaleAutoscaler(0))
     if not fleet.rolling:
-        commands += [SetVersion(g.name, g.asg.launch_template_id, g.intent.previous_version)
-                     for g in fleet.groups if g.asg.launch_template_version != g.intent.previous_version]
+        commands += versions.commands
     commands += new_nodes.commands
     commands += drain.commands
     if strategy.protect_instances:
@@ -1089,6 +1132,8 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
             ids = tuple(i.id for i in g.old + g.new if not i.protected_from_scale_in)
             if ids:
                 commands.append(Protect(g.name, ids, True))
+    if fleet.rolling:
+        commands += versions.commands      # before capacity: a canary must launch on the new version
     commands += capacity.commands
     commands += trim.commands
     done, stop, waiting = judge(fleet, health, drain, trim, intent, strategy, commands)
@@ -1152,9 +1197,16 @@ def is_live(instance: Instance) -> bool:
     return instance.lifecycle_state not in GONE_STATES
 
 
-def old_node_count(snapshot: Snapshot) -> int:
-    return sum(1 for g in snapshot.groups for i in g.instances
-               if is_live(i) and is_old(i, g.launch_template_version))
+def old_node_count(snapshot: Snapshot, group_intents: Iterable[GroupIntent] = ()) -> int:
+    """Instances not on their group's target version (the intent's target while a group is pinned)."""
+    targets = {gi.asg: gi for gi in group_intents}
+    count = 0
+    for g in snapshot.groups:
+        gi = targets.get(g.name)
+        target = gi.target_version if gi is not None and g.launch_template_version == gi.previous_version \
+            else g.launch_template_version
+        count += sum(1 for i in g.instances if is_live(i) and is_old(i, target))
+    return count
 
 
 # --------------------------------------------------------------------------- group intent and outcome as tags

@@ -613,7 +613,9 @@ class _Session:
         self.report.finished_at = self.clock.now()
         try:
             snapshot = snapshot or self.observe()
-            self.report.old_nodes_remaining = engine.old_node_count(snapshot)
+            rolling = self.intent is not None and self.intent.phase == "rolling"
+            self.report.old_nodes_remaining = engine.old_node_count(
+                snapshot, self.intent.groups if rolling else ())
             if self.intent is not None:
                 by_name = {g.name: g for g in snapshot.groups}
                 self.report.max_size_restored = all(
