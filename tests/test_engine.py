@@ -301,12 +301,19 @@ def test_pending_jobs_get_nodes_only_once_the_group_is_proven_counting_booting_o
     d = decide(snap([unproven], [node("n1", "i-1", slots=2.0, cordoned=False)],
                     [job_pod("j1", "n1"), job_pod("j2", "n1")] + pending), intent(), gi(desired=1), DEFAULT)
     assert not of(SetCapacity, d.commands) and d.pending_jobs == 5     # the canary is on its way; nothing more yet
-    g = group([inst("i-1"), inst("i-c1", "2"), inst("i-3", "2")], max_size=10)   # i-3 booting
-    nodes = [node("n1", "i-1", slots=2.0), canary(slots=2.0)]
-    # n1 is cordoned with one of its two slots free: the rollout took that slot away from pending Jobs.
-    d = decide(snap([g], nodes, [job_pod("j1", "n1")] + pending), intent(), gi(desired=1), DEFAULT)
-    # 5 pending: 2 slots on the canary, 2 on the booting one: 1 more slot -> 1 more node; 1 old + 2 new + 1.
-    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=4, max_size=10)]
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2"), inst("i-3", "2")], max_size=10)   # i-3 booting
+    nodes = [node("n1", "i-1", slots=4.0), node("n2", "i-2", slots=4.0), canary(slots=4.0)]
+    # n1 and n2 are cordoned with 3 of their 4 slots free each: the rollout took 6 slots (2 nodes'
+    # worth) away from pending Jobs; i-3 (booting) is one node of that already.
+    nine = [job_pod(f"p{i}", None, phase="Pending") for i in range(9)]
+    d = decide(snap([g], nodes, [job_pod("j1", "n1"), job_pod("j2", "n2")] + nine), intent(), gi(desired=2), DEFAULT)
+    # 9 pending: 4 slots on the canary, 4 on the booting one: 1 more slot -> 1 more node; 2 old + 2 new + 1.
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=5, max_size=10)]
+    # Once that node is there, the same queue asks for nothing more: the total is bounded, not each cycle.
+    g5 = group([inst("i-1"), inst("i-2"), inst("i-c1", "2"), inst("i-3", "2"), inst("i-4", "2")], max_size=10)
+    more = [job_pod(f"q{i}", None, phase="Pending") for i in range(20)]
+    d = decide(snap([g5], nodes, [job_pod("j1", "n1"), job_pod("j2", "n2")] + more), intent(), gi(desired=2), DEFAULT)
+    assert not of(SetCapacity, d.commands)
 
 
 def test_pending_jobs_beyond_what_the_rollout_took_away_are_the_autoscalers_not_the_rollouts():

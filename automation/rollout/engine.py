@@ -782,12 +782,11 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
     # added for earlier pending Jobs count as replacements (they are new nodes) and are not asked again.
     overflow = (extra_nodes_for_pending(fleet, health, {g.name: max(0, base[g.name] - len(g.new)) for g in fleet.groups})
                 if fleet.rolling and strategy.add_for_pending and intent.surge is None else {})
-    if not (intent.pause_autoscaler and fleet.autoscaler_present):
-        # The rollout makes up only the capacity it takes away — free slots on old nodes it cordoned —
-        # not a queue the fleet could not serve anyway: sizing for that is cluster-autoscaler's (or
-        # nobody's: without one the group keeps its size). Only a rollout that paused the autoscaler
-        # stands in for it, up to the original max.
-        overflow = {name: min(n, _capacity_taken(fleet, name)) for name, n in overflow.items()}
+    # The rollout makes up only the capacity it takes away — free slots on old nodes it cordoned —
+    # not a queue the fleet could not serve anyway: sizing for that is cluster-autoscaler's (or
+    # nobody's: without one the group keeps its size). Only a rollout that paused the autoscaler
+    # stands in for it, up to the original max.
+    capped = not (intent.pause_autoscaler and fleet.autoscaler_present)
     out: list[Command] = []
     desired: dict[str, int] = {}
     for g in fleet.groups:
@@ -811,6 +810,8 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
             continue
         if overflow.get(g.name):
             want_new = max(want_new, len(g.new)) + overflow[g.name]
+            if capped:                      # in total, not per cycle: a queue that never drains adds nothing
+                want_new = min(want_new, base[g.name] + _capacity_taken(fleet, g.name))
         want_new = min(want_new, max(g.intent.original_max, orig))
         want_desired = old_after + want_new
         # Max is kept as tight as the rollout allows: raised only to what it asks
