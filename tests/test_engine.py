@@ -537,7 +537,7 @@ def test_blocked_only_when_every_node_left_is_held_and_deadlines_honour_extensio
     assert d.stop is None
     d = decide(snap([g], nodes[1:], [job_pod("stuck", "n2", deleting=True)], now=7200 + 1801), intent(), gi(),
                DEFAULT)
-    assert d.stop.outcome == "failed" and "after the last deadline" in d.stop.reason
+    assert d.stop.outcome == "failed" and "after the last deadline" in d.stop.reason and d.stop.overdue
 
 
 # ---------------------------------------------------------------- sizes given back
@@ -581,7 +581,8 @@ def test_a_trim_whose_jobs_outlast_the_rollout_ends_it_saying_so_rather_than_evi
                                                     "unschedulable": True, "taints": (engine.SURPLUS_TAINT,)})]
     pods = [job_pod("j3", "n3")]
     d = decide(snap([g], nodes, pods, now=9001), intent(), gi(desired=1, max_size=4), DEFAULT)
-    assert d.done and not d.commands and "left above their size (gpu-a by 1)" in d.waiting_for
+    assert not d.done and d.stop.outcome == "completed" and d.stop.overdue
+    assert "left above their size (gpu-a by 1)" in d.stop.reason and not of(Evict, d.commands)
 
 
 # ---------------------------------------------------------------- autoscaler, finish, intent and outcome tags

@@ -867,3 +867,36 @@ def test_a_capacity_raise_from_a_stale_snapshot_never_scales_the_group_in():
 
     report = run_rollout(AutoscalerRacing(), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
     assert report.outcome == "completed" and shrunk == [] and world.jobs_interrupted == 0
+
+
+def test_a_slow_rollout_that_keeps_progressing_is_never_given_up():
+    # Found by hypothesis: 90 % throttling and a budget allowing one eviction at a time put the last
+    # node past deadline + 30 min; the rollout was still terminating a node every few minutes.
+    report = simulate(load_scenario({
+        "seed": 267, "boot_seconds": 240, "warm_seconds": 0, "deadline_seconds": 1800, "autoscaler": True,
+        "node_groups": [{"name": "g0", "nodes": 0, "max_size": 0}, {"name": "g1", "zone": "us-east-2b", "nodes": 5,
+                                                                    "max_size": 5}],
+        "services": [{"name": "api", "replicas": 4, "min_available": 3}],
+        "faults": [{"kind": "throttle", "rate": 0.9}]})).report
+    assert_safe(report)
+    assert report["makespan_seconds"] > 1800 + 1800
+
+
+def test_a_rollout_stuck_past_its_deadline_is_given_up_with_what_it_waits_for():
+    world = _world(autoscaler=False, deadline_seconds=600, jobs={"remaining_list": [100.0]})
+    cloud, cluster, clock = connect(world)
+
+    class NeverLeaves:                   # a pod that stays terminating for ever (a stuck finalizer, say)
+        def __getattr__(self, name):
+            return getattr(cluster, name)
+
+        def list_pods(self):
+            from automation.rollout.model import Pod
+            stuck = Pod("default", "stuck", world.initial_nodes["gpu-a"][0], "Running", owner_kind="ReplicaSet",
+                        deleting=True)
+            return cluster.list_pods() + [stuck]
+
+    report = run_rollout(cloud, NeverLeaves(), clock, RolloutOptions(cluster_name=CLUSTER, deadline_seconds=600))
+    assert report.outcome == "failed" and "after the last deadline" in report.reason
+    assert world.now <= 600 + 1800 + 1800 + 120          # the grace, then as long again without progress
+    assert world.jobs_interrupted == 0

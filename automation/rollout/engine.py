@@ -995,9 +995,10 @@ def plan_trim(fleet: Fleet, health: Health, drain: DrainPlan, capacity: Capacity
 
 @dataclass(frozen=True)
 class Stop:
-    outcome: str                 # blocked | failed
+    outcome: str                 # blocked | failed (or completed: only the trim is left, and it is overdue)
     reason: str
     commands: tuple = ()         # what to leave behind first (e.g. capacity given back)
+    overdue: bool = False        # a give-up by the clock: the runner applies it only when nothing progresses
 
 
 @dataclass(frozen=True)
@@ -1093,12 +1094,13 @@ def judge(fleet: Fleet, health: Health, drain: DrainPlan, trim: TrimPlan, intent
     if now > give_up:
         if not old_left and excess and (proven or not needs_proof):
             # Only the Job-safe trim is left, and its Jobs outlast the rollout: no Job is evicted to
-            # shrink a group; the rollout ends and says how far above its size each group stays.
+            # shrink a group; the rollout may end, saying how far above its size each group stays.
             above = ", ".join(f"{g} by {n}" for g, n in sorted(trim.excess.items()) if n)
-            return True, None, (f"groups left above their size ({above}): their surplus nodes still run Jobs "
-                                f"{_duration(GRACE_AFTER_DEADLINE)} after the deadline")
+            return False, Stop("completed", f"groups left above their size ({above}): their surplus nodes still "
+                                            f"run Jobs {_duration(GRACE_AFTER_DEADLINE)} after the deadline",
+                               overdue=True), waiting
         return False, Stop("failed", f"not done {_duration(GRACE_AFTER_DEADLINE)} after the last deadline: "
-                                     f"waiting for {waiting}"), waiting
+                                     f"waiting for {waiting}", overdue=True), waiting
     return False, None, waiting
 
 
@@ -1138,8 +1140,6 @@ def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str
     commands += capacity.commands
     commands += trim.commands
     done, stop, waiting = judge(fleet, health, drain, trim, intent, strategy, commands)
-    if done and waiting:
-        commands = []            # finished with what is left (said in waiting_for); nothing more to do
     notes = list(new_nodes.notes) + list(drain.notes) + list(trim.notes)
     timers = [t for t in (*health.timers, *drain.timers) if t > snapshot.now]
     if not done and stop is None:

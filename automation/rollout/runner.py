@@ -146,6 +146,7 @@ class _Session:
         self.recorder: Optional[EventRecorder] = None
         self.launch_failures_seen: set[str] = set()
         self.events_broken = False
+        self.last_progress = self.started   # a node terminated or a pod evicted (this process)
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, event: str, **fields) -> None:
@@ -342,6 +343,7 @@ class _Session:
             result = self.cluster.evict(cmd.namespace, cmd.name)
             if result is EvictionResult.EVICTED:
                 self.report.pods_evicted += 1
+                self.last_progress = now
                 if cmd.forced:
                     self.report.jobs_force_evicted += 1
                 self.emit("evicted", pod=f"{cmd.namespace}/{cmd.name}", node=cmd.node, forced=cmd.forced)
@@ -355,6 +357,7 @@ class _Session:
         elif isinstance(cmd, Terminate):
             self.cloud.terminate_instance(cmd.instance_id, decrement_desired=cmd.decrement)
             self.report.nodes_terminated += 1
+            self.last_progress = now
             self.emit("terminated", instance=cmd.instance_id, node=cmd.node, group=cmd.asg)
             if cmd.node:
                 self._tell("Node", "", cmd.node, "RolloutTerminating",
@@ -550,10 +553,17 @@ class _Session:
                 continue
             if decision.done:
                 self.post_events()
-                if decision.waiting_for:
-                    self.report.reason = decision.waiting_for
                 self.finalize(snapshot, intents, strategy)
                 return "completed" if self.intent.phase == "rolling" else "rolled_back"
+            stop = decision.stop
+            if stop is not None and stop.overdue and snapshot.now - self.last_progress < engine.GRACE_AFTER_DEADLINE:
+                stop = None             # slow (heavy throttling, a budget allowing one eviction at a time), not stuck
+            if stop is not None and stop.outcome == "completed":
+                self.post_events()
+                self.report.reason = stop.reason
+                self.finalize(snapshot, intents, strategy)
+                return "completed"
+            decision = replace(decision, stop=stop)
             if decision.stop is not None:
                 if decision.stop.commands:
                     self.execute(decision.stop.commands)

@@ -96,6 +96,7 @@ def simulate(scenario: Scenario, strategy: str = "default",
         "lower_bound_seconds": round(world.lower_bound, 3),
         "old_nodes_remaining": old if not no_rollout else 0,
         "original_nodes_removed": sum(world.original_removed.values()),
+        "original_nodes_removed_by_group": dict(sorted(world.original_removed.items())),
         "proof_violations": sum(1 for g, t in world.first_removed_at.items()
                                 if not no_rollout and t < world.proven_at.get(g, float("inf"))),
         "jobs_interrupted": world.jobs_interrupted,
