@@ -53,8 +53,8 @@ class StopRequested(BaseException):
 
 
 PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
-BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0   # the runner's back-off for a call still throttled after the adapter's retries
-MIN_PATIENCE = 600.0        # a throttled call is retried at least this long, and until the rollout's give-up time
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0   # the runner's back-off for a call still throttled after the adapter's retries
+OUTAGE_SECONDS = 900.0      # no call at all answered for this long: an outage, not throttling — the run fails
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
 MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's watch fires constantly: at most one full relist per this
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
@@ -147,32 +147,30 @@ class _Session:
         self.launch_failures_seen: set[str] = set()
         self.events_broken = False
         self.last_progress = self.started   # a node terminated or a pod evicted (this process)
+        self.last_answer = self.started     # the API last answered a call (throttling is not an answer)
 
     # ------------------------------------------------------------------ plumbing
     def emit(self, event: str, **fields) -> None:
         self.on_event({"event": event, "t": round(self.clock.now(), 3), **fields})
 
-    def give_up_at(self) -> float:
-        """Until when a call that keeps being throttled is retried: the rollout's own give-up time."""
-        if self.intent is not None:
-            return self.intent.deadline_at + engine.GRACE_AFTER_DEADLINE
-        return self.started + MIN_PATIENCE
-
     def call(self, fn: Callable[[], T]) -> T:
         """Call a port, backing off while it is throttled (the adapters already retried with
-        botocore's adaptive mode or the API server's Retry-After). Never a fixed number of
-        tries: throttling makes a rollout slower, not failed — until its give-up time."""
+        botocore's adaptive mode, the kube adapter turns 429/5xx into ``Throttled``). Never a
+        fixed number of tries: throttling makes a rollout slower, not failed. Only an outage —
+        no call at all answered for :data:`OUTAGE_SECONDS` — ends it (failed, one line)."""
         delay = BACKOFF_FIRST
-        patience = max(self.clock.now() + MIN_PATIENCE, self.give_up_at())
         while True:
             try:
-                return fn()
+                result = fn()
             except Throttled:
                 self.report.throttled_calls += 1
-                if self.clock.now() + delay > patience:
+                if self.clock.now() + delay - self.last_answer > OUTAGE_SECONDS:
                     raise
                 self.clock.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            self.last_answer = self.clock.now()
+            return result
 
     def observe(self) -> Snapshot:
         # The snapshot is judged as of the instant its reading began: under heavy throttling the

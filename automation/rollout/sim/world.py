@@ -161,6 +161,7 @@ class World:
         self.jobs_failed = 0              # Jobs out of retries (backoffLimit)
         self.job_seconds_lost = 0.0       # work lost by Job pods that died running
         self.pdb_violations = 0
+        self.forced_on_held_nodes = 0     # Jobs forced off a node whose service pod no budget let go
         self.waits: list[float] = []
         self.live_count = 0
         self.surge_node_seconds = 0.0
@@ -628,6 +629,8 @@ class World:
                 self.jobs_interrupted += 1
             else:
                 self.jobs_force_evicted += 1
+                if cause == "rollout" and self._pdb_holds(pod.node_name):
+                    self.forced_on_held_nodes += 1
             if info.started_at is not None:
                 self.job_seconds_lost += self.now - info.started_at
             retry = info
@@ -646,6 +649,16 @@ class World:
             if was_ready and cause != "fault" and self.service_ready[svc.name] < svc.min_available:
                 self.pdb_violations += 1
             self._new_service_pod(svc.name)
+
+    def _pdb_holds(self, node: str) -> bool:
+        """A service pod on ``node`` whose PodDisruptionBudget allows no disruption now."""
+        for key in self.pods_by_node.get(node, ()):
+            info = self.pinfo.get(key)
+            if info is not None and info.kind == "service":
+                svc = next(s for s in self.s.services if s.name == info.service)
+                if self.service_ready[svc.name] - svc.min_available < 1:
+                    return True
+        return False
 
     def _pod_deadline(self, pod: Pod) -> float:
         try:
