@@ -873,13 +873,13 @@ def test_a_slow_rollout_that_keeps_progressing_is_never_given_up():
     # Found by hypothesis: 90 % throttling and a budget allowing one eviction at a time put the last
     # node past deadline + 30 min; the rollout was still terminating a node every few minutes.
     report = simulate(load_scenario({
-        "seed": 267, "boot_seconds": 240, "warm_seconds": 0, "deadline_seconds": 1800, "autoscaler": True,
+        "seed": 267, "boot_seconds": 240, "warm_seconds": 0, "deadline_seconds": 300, "autoscaler": True,
         "node_groups": [{"name": "g0", "nodes": 0, "max_size": 0}, {"name": "g1", "zone": "us-east-2b", "nodes": 5,
                                                                     "max_size": 5}],
         "services": [{"name": "api", "replicas": 4, "min_available": 3}],
         "faults": [{"kind": "throttle", "rate": 0.9}]})).report
     assert_safe(report)
-    assert report["makespan_seconds"] > 1800 + 1800
+    assert report["makespan_seconds"] > 300 + 1800          # overdue by the clock, but never stuck
 
 
 def test_a_rollout_stuck_past_its_deadline_is_given_up_with_what_it_waits_for():
