@@ -270,3 +270,15 @@ def test_an_api_error_is_one_line_and_exit_1_never_a_traceback(network, tmp_path
         assert fleet.describe()["DesiredCapacity"] == 2          # nothing was changed
     finally:
         broken.close()
+
+
+@pytest.mark.parametrize("content", [b"this: [is: not: yaml\n", b"\x00\x01\x02", b"- a list\n- not a config\n", None])
+def test_a_kubeconfig_that_cannot_be_read_exits_2_naming_the_flag(tmp_path, capsys, content):
+    path = tmp_path / "kubeconfig"
+    if content is None:
+        path.mkdir()                     # a directory where a file should be
+    else:
+        path.write_bytes(content)
+    assert run(["--cluster", "kiln", "--kubeconfig", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--kubeconfig" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

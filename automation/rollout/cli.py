@@ -183,6 +183,12 @@ def build_cluster(args: argparse.Namespace):
     except ConfigException as error:
         flag = "--context" if args.context else "--kubeconfig"
         raise BadInput(flag, f"cannot load Kubernetes configuration: {error}") from None
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
+        # A kubeconfig that is a directory, binary junk, or YAML of the wrong shape.
+        raise BadInput("--kubeconfig", f"cannot read the kubeconfig: {' '.join(str(error).split())}") from None
+    except Exception as error:  # noqa: BLE001 - e.g. yaml.YAMLError: still the kubeconfig's fault
+        raise BadInput("--kubeconfig", f"cannot read the kubeconfig: {type(error).__name__}: "
+                                       f"{' '.join(str(error).split())}") from None
 
 
 class BadInput(Exception):

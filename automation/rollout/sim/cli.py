@@ -70,6 +70,9 @@ def main(args: argparse.Namespace) -> int:
         if args.timeline:
             with open(args.timeline, "w") as fh:
                 json.dump(result.timeline, fh)
+    except KeyboardInterrupt:
+        print("python -m automation simulate: interrupted", file=sys.stderr)
+        return EXIT_FAILED
     except (SimulationStuck, OSError, RuntimeError, ValueError) as exc:
         print(f"python -m automation simulate: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
