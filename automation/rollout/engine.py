@@ -32,7 +32,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
 
-from . import pods as podrules
 from .model import (
     ANNOTATION_ROLLOUT_PROTECTED,
     CA_SCALE_DOWN_DISABLED,
@@ -57,6 +56,8 @@ from .model import (
     Snapshot,
     Taint,
 )
+# The pod rules live in pods.py; these names stay importable from the engine for its callers
+# (the runner, the dry-run prediction, the tests).
 from .pods import (DEFAULT_JOB_OWNER_KINDS, EVICT, LEAVING, NEVER_EVICTED_OWNER_KINDS, WAIT, blocks_drain,  # noqa: F401
                    classify_pod, holds_node, is_job, is_terminal, needs_eviction, pod_deadline, still_leaving,
                    uses_slot, wants_job_slot)
