@@ -192,6 +192,10 @@ def test_capacity_and_max_change_independently(world, cloud):
     cloud.set_capacity(world.n("kiln-gpu-a"), desired=6, max_size=6, raise_only=True)
     described = world.describe("kiln-gpu-a")
     assert (described["MaxSize"], described["DesiredCapacity"]) == (7, 7)
+    # A max computed from that stale snapshot is not written below the desired there is now.
+    cloud.set_capacity(world.n("kiln-gpu-a"), max_size=3)
+    described = world.describe("kiln-gpu-a")
+    assert (described["MaxSize"], described["DesiredCapacity"]) == (7, 7)
 
     update_calls = count_calls(cloud.autoscaling, "UpdateAutoScalingGroup")
     cloud.set_capacity(world.n("kiln-gpu-a"))

@@ -547,8 +547,9 @@ def test_without_autoscaler_the_group_is_trimmed_to_its_original_desired_job_saf
     nodes = [node(f"n{i}", f"i-{i}", old=False) for i in range(4)]
     pods = [job_pod("j0", "n0"), job_pod("j1", "n1"), job_pod("j2", "n2")]
     d = decide(snap([g], nodes, pods), intent(), gi(desired=2, max_size=6), DEFAULT)
-    # 2 above its size: the idle node first (cordoned, then terminated), then the least busy one drains.
-    assert [(c.node, c.surplus) for c in of(Cordon, d.commands)] == [("n3", True), ("n0", True)]
+    # 2 above its size: the idle node first (cordoned, then terminated), then a busy one drains — one the
+    # group launched during the rollout, newest first (n0 was there before the rollout started at t=0).
+    assert [(c.node, c.surplus) for c in of(Cordon, d.commands)] == [("n3", True), ("n2", True)]
     assert not of(Evict, d.commands) and not d.done
     with_ca = decide(snap([g], nodes, pods, replicas=1), intent(), gi(desired=2, max_size=6), DEFAULT)
     assert with_ca.done           # within the original max: cluster-autoscaler sizes it from here
@@ -560,7 +561,7 @@ def test_surplus_above_the_original_max_is_trimmed_without_touching_a_job():
     nodes = [node(f"n{i}", f"i-{i}", old=False) for i in (2, 3, 4)]
     busy = [job_pod("j2", "n2"), job_pod("j3", "n3"), job_pod("j4", "n4")]
     d = decide(snap([g], nodes, busy, replicas=1), intent(), gi(desired=2, max_size=2), DEFAULT)
-    assert [(c.node, c.surplus) for c in of(Cordon, d.commands)] == [("n2", True)]
+    assert [(c.node, c.surplus) for c in of(Cordon, d.commands)] == [("n3", True)]       # the newest
     assert not of(Terminate, d.commands) and not d.done
     idle = decide(snap([g], nodes, busy[:2], replicas=1), intent(), gi(desired=2, max_size=2), DEFAULT)
     assert [(c.node, c.surplus) for c in of(Cordon, idle.commands)] == [("n4", True)]
@@ -568,11 +569,22 @@ def test_surplus_above_the_original_max_is_trimmed_without_touching_a_job():
                       "taints": (engine.SURPLUS_TAINT,)})
     then = decide(snap([g], nodes[:2] + [surplus], busy[:2], replicas=1), intent(), gi(desired=2, max_size=2), DEFAULT)
     assert of(Terminate, then.commands) == [Terminate("gpu-a", "i-4", "n4")] and not of(Uncordon, then.commands)
+    # Max follows in the same cycle, so the autoscaler cannot refill what was just given back.
+    assert then.commands.index(Terminate("gpu-a", "i-4", "n4")) < then.commands.index(SetCapacity("gpu-a", max_size=2))
     g2 = group([inst("i-2", "2"), inst("i-3", "2")], desired=2, max_size=2)
     back = decide(snap([g2], [nodes[0], Node(**{**nodes[1].__dict__, "unschedulable": True,
                                                  "taints": (engine.SURPLUS_TAINT,)})], busy[:2], replicas=1),
                   intent(), gi(desired=2, max_size=2), DEFAULT)
     assert of(Uncordon, back.commands) == [Uncordon("gpu-a", "n3")]
+
+
+def test_a_rollbacks_trim_keeps_the_original_nodes_even_when_a_later_one_is_busy():
+    # After a rollback the group is one above its size: the original (idle) node stays, the node the
+    # group launched during the rollout (a lost canary's replacement, busy) is drained.
+    g = group([inst("i-1", "1", launched_at=0.0), inst("i-9", "1", launched_at=61.0)], desired=2, version="1")
+    nodes = [node("n1", "i-1", old=False), node("n9", "i-9", old=False)]
+    d = decide(snap([g], nodes, [job_pod("j", "n9")], now=900), intent(phase="rolling_back"), gi(desired=1), DEFAULT)
+    assert [(c.node, c.surplus) for c in of(Cordon, d.commands)] == [("n9", True)] and not of(Terminate, d.commands)
 
 
 def test_a_trim_whose_jobs_outlast_the_rollout_ends_it_saying_so_rather_than_evicting():

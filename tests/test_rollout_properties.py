@@ -56,12 +56,15 @@ def test_rollout_converges_safely_from_any_crash_point(scenario, strategy):
     assert report["old_nodes_remaining"] == 0
     assert report["jobs_interrupted"] == 0
     assert report["pdb_violations"] == 0
-    assert report["autoscaler_restored"] and report["max_size_restored"]
+    # The one documented exception: surplus nodes whose Jobs outlast the deadline + 30 minutes are
+    # not evicted to shrink the group; the rollout completes and says how far above its size it stays.
+    left_above = "left above their size" in report["reason"]
+    assert report["autoscaler_restored"] and (report["max_size_restored"] or left_above)
     assert report["intent_cleared"] and report["lock_released"]
     assert report["restarts"] <= len([f for f in scenario["faults"] if f["kind"] == "crash"])
     if strategy == "default":     # (double-and-drain reproduces the script, which proves nothing first)
         assert report["proof_violations"] == 0      # nothing old left a group before a replacement there was proven
-    if not scenario["autoscaler"]:
+    if not scenario["autoscaler"] and not left_above:
         # Sizes given back: every group ends at its original desired capacity.
         assert report["final_desired"] == report["final_nodes"] == sum(g["nodes"] for g in scenario["node_groups"])
     # Only Jobs that outlive the deadline are ever evicted. (New Jobs can land on an

@@ -294,19 +294,25 @@ class AwsCloud:
     @_port_call
     def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None,
                      raise_only: bool = False) -> None:
-        """Desired is read back first (one describe of this group) and never written below the
-        instances the group has, nor (``raise_only``) below its current desired: the window in
-        which another writer can slip in shrinks from a reconcile to one round trip, and the
-        group's scale-in protection covers that."""
+        """The group is read back first (one describe of this group): desired is never written
+        below the instances it has, nor (``raise_only``) below its current desired, and max never
+        below desired. The window in which another writer can slip in shrinks from a reconcile to
+        one round trip, and the group's scale-in protection covers that."""
         params: dict[str, Any] = {"AutoScalingGroupName": asg}
-        if desired is not None:
-            groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
-            if groups:
-                current = groups[0]
+        if desired is None and max_size is None:
+            return
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
+        if groups:
+            current = groups[0]
+            if desired is not None:
                 live = sum(1 for i in current.get("Instances", [])
                            if not str(i.get("LifecycleState", "")).startswith(("Terminating", "Terminated", "Detach")))
                 desired = max(int(desired), live, int(current["DesiredCapacity"]) if raise_only else 0)
-                max_size = max(int(max_size if max_size is not None else current["MaxSize"]), desired)
+            # Max never below desired (Auto Scaling refuses it): the one written now, or the current one.
+            floor = desired if desired is not None else int(current["DesiredCapacity"])
+            wanted_max = max(int(max_size if max_size is not None else current["MaxSize"]), floor)
+            max_size = wanted_max if max_size is not None or wanted_max != int(current["MaxSize"]) else None
+        if desired is not None:
             params["DesiredCapacity"] = int(desired)
         if max_size is not None:
             params["MaxSize"] = int(max_size)

@@ -957,37 +957,42 @@ def plan_trim(fleet: Fleet, health: Health, drain: DrainPlan, capacity: Capacity
             out += [Uncordon(g.name, n.name, why="no longer above the group's size")
                     for n in (fleet.nodes_by_instance.get(i.id) for i in g.new) if is_surplus(n)]
             continue
-        idle, draining, busy = [], [], []
+        # Which nodes go: those the group launched during the rollout before the original ones
+        # (the original fleet is kept: after a rollback, a lost canary's replacement is the surplus),
+        # then idle before already draining before busy, then not yet ready, then the newest.
+        ranked = []
         for inst in g.new:
             node = fleet.nodes_by_instance.get(inst.id)
             pods = fleet.pods_by_node.get(node.name, ()) if node is not None else ()
             work = [p for p in pods if holds_node(p, fleet.job_kinds)]
-            entry = (is_ready_new(node), -(inst.launched_at or 0.0), inst.id, node, work)
-            if not work:
-                idle.append(entry)
-            elif is_surplus(node):
-                draining.append(entry)
+            original = inst.launched_at is not None and inst.launched_at <= intent.started_at
+            state = 0 if not work else (1 if is_surplus(node) else 2)
+            jobs = sum(1 for p in work if blocks_drain(p, fleet.job_kinds))
+            ranked.append(((original, state, is_ready_new(node), jobs, -(inst.launched_at or 0.0), inst.id),
+                           inst.id, node, work, state))
+        ranked.sort(key=lambda r: r[0])
+        removed = 0
+        for _, iid, node, work, state in ranked[:excess]:
+            if state == 0:
+                if node is not None and node.ready and not is_surplus(node):
+                    out.append(Cordon(g.name, node.name, surplus=True,      # terminate once seen cordoned
+                                      why=f"{g.name} is above its size ({trim_target(g, fleet)}) after the rollout"))
+                else:
+                    out.append(Terminate(g.name, iid, node.name if node else None,
+                                         why=f"idle, and {g.name} is above its size after the rollout"))
+                    removed += 1
+            elif state == 1:
+                if not any(blocks_drain(p, fleet.job_kinds) for p in work):
+                    for pod in work:
+                        if needs_eviction(pod, fleet.job_kinds) and budgets.try_spend(pod):
+                            out.append(Evict(g.name, node.name, pod.namespace, pod.name, uid=pod.uid,
+                                             why=f"surplus node {node.name} is drained"))
             else:
-                busy.append(entry)
-        idle.sort(key=lambda e: e[:3])                   # not yet ready first, then the newest
-        for ready, _, iid, node, _ in idle[:excess]:
-            if node is not None and node.ready and not is_surplus(node):
-                out.append(Cordon(g.name, node.name, surplus=True,      # terminate once seen cordoned
-                                  why=f"{g.name} is above its size ({trim_target(g, fleet)}) after the rollout"))
-            else:
-                out.append(Terminate(g.name, iid, node.name if node else None,
-                                     why=f"idle, and {g.name} is above its size after the rollout"))
-        still = excess - min(excess, len(idle))
-        for _, _, _, node, work in draining[:still]:
-            if not any(blocks_drain(p, fleet.job_kinds) for p in work):
-                for pod in work:
-                    if needs_eviction(pod, fleet.job_kinds) and budgets.try_spend(pod):
-                        out.append(Evict(g.name, node.name, pod.namespace, pod.name, uid=pod.uid,
-                                         why=f"surplus node {node.name} is drained"))
-        busy.sort(key=lambda e: (sum(1 for p in e[4] if blocks_drain(p, fleet.job_kinds)), e[2]))
-        for _, _, _, node, _ in busy[: max(0, still - len(draining))]:
-            out.append(Cordon(g.name, node.name, surplus=True,
-                              why=f"{g.name} is above its size after the rollout: drained as its Jobs finish"))
+                out.append(Cordon(g.name, node.name, surplus=True,
+                                  why=f"{g.name} is above its size after the rollout: drained as its Jobs finish"))
+        if removed and g.asg.max_size > max(g.intent.original_max, capacity.desired[g.name] - removed):
+            # Max follows at once: the autoscaler must not refill what was just given back.
+            out.append(SetCapacity(g.name, max_size=max(g.intent.original_max, capacity.desired[g.name] - removed)))
     return TrimPlan(commands=tuple(out), excess=excess_by, notes=())
 
 

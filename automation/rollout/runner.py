@@ -58,6 +58,8 @@ OUTAGE_SECONDS = 900.0      # no call at all answered for this long: an outage, 
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
 MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's watch fires constantly: at most one full relist per this
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
+LAST_LOOK_SECONDS = 2.0     # a last look before terminating is reused within a cycle for this long
+_DEFERRED = object()        # a terminate the last look held back
 _OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")   # a Kubernetes kind: CamelCase, e.g. PyTorchJob
 
 
@@ -176,9 +178,11 @@ class _Session:
         # The snapshot is judged as of the instant its reading began: under heavy throttling the
         # reads can span minutes, and a timeout ("no node registered within 10m") must not be
         # measured against a later clock than the list it is read from.
+        # Nodes before groups: an instance the group lists without a node then really had none when
+        # the nodes were read (an instance removed in between is gone from the later group list).
         now = self.clock.now()
-        groups = self.call(lambda: self.cloud.list_groups(self.options.cluster_name))
         nodes = self.call(lambda: self.cluster.list_nodes())
+        groups = self.call(lambda: self.cloud.list_groups(self.options.cluster_name))
         pods = self.call(lambda: self.cluster.list_pods())
         pdbs = self.call(lambda: self.cluster.list_pdbs())
         replicas = self.call(lambda: self.cluster.get_autoscaler_replicas())
@@ -261,8 +265,18 @@ class _Session:
         failed_groups: set[str] = set()
         error: Optional[Exception] = None
         progressed = False
-        busy_nodes: Optional[set[str]] = None
-        registered: Optional[set[str]] = None
+        looks: dict[str, tuple[float, set[str]]] = {}
+
+        def last_look(kind: str) -> set[str]:
+            """Nodes with work ("pods") or instances with a node ("nodes"), read fresh: reused for
+            LAST_LOOK_SECONDS within a cycle, so a cycle of a hundred terminates costs one read."""
+            taken = looks.get(kind)
+            if taken is None or self.clock.now() - taken[0] > LAST_LOOK_SECONDS:
+                value = (self.nodes_with_work() if kind == "pods" else
+                         {n.instance_id for n in self.call(lambda: self.cluster.list_nodes()) if n.instance_id})
+                taken = looks[kind] = (self.clock.now(), value)
+            return taken[1]
+
         for cmd in commands:
             # A long cycle (a thousand cordons, throttled calls) must not outlive
             # the Lease: renew it as we go, and stop acting the moment it is lost.
@@ -271,29 +285,17 @@ class _Session:
             group = getattr(cmd, "asg", None)
             if group and group in failed_groups:
                 continue
-            if isinstance(cmd, Terminate) and cmd.node is not None:
-                if busy_nodes is None:
-                    busy_nodes = self.nodes_with_work()
-                if cmd.node in busy_nodes:
-                    # A pod bound after the snapshot (one tolerating the cordon, say):
-                    # not now. The group's later commands assumed this terminate.
-                    self.emit("terminate_deferred", node=cmd.node, instance=cmd.instance_id,
-                              reason="a pod arrived on the node after the snapshot")
-                    failed_groups.add(cmd.asg)
-                    continue
-            elif isinstance(cmd, Terminate):
-                if registered is None:
-                    registered = {n.instance_id for n in self.call(lambda: self.cluster.list_nodes()) if n.instance_id}
-                if cmd.instance_id in registered:
-                    # "Never registered" in the snapshot, registered now: decide again with its node.
-                    self.emit("terminate_deferred", instance=cmd.instance_id,
-                              reason="its node registered after the snapshot")
-                    failed_groups.add(cmd.asg)
-                    continue
+            action: Callable[[], Optional[EvictionResult]] = (lambda cmd=cmd: self.apply(cmd))
+            if isinstance(cmd, Terminate):
+                action = (lambda cmd=cmd: self.terminate_if_still_removable(cmd, last_look))
             try:
                 # A throttled write backs off and is tried again (not skipped): under heavy throttling
-                # the rollout goes slower, it does not stall.
-                progressed = (self.call(lambda: self.apply(cmd)) is not EvictionResult.BLOCKED) or progressed
+                # the rollout goes slower, it does not stall. A terminate looks again on every try.
+                result = self.call(action)
+                if result is _DEFERRED:
+                    failed_groups.add(cmd.asg)       # the group's later commands assumed this terminate
+                    continue
+                progressed = (result is not EvictionResult.BLOCKED) or progressed
             except Throttled:
                 if group:
                     failed_groups.add(group)
@@ -308,6 +310,19 @@ class _Session:
         if error is not None and self.failing_cycles >= MAX_FAILING_CYCLES:
             raise error
         return progressed or error is not None
+
+    def terminate_if_still_removable(self, cmd: Terminate, last_look: Callable[[str], set[str]]):
+        """The last look before an exact terminate: a pod that bound to the node since the
+        snapshot (one tolerating the cordon, say), or a node that registered for an instance
+        the snapshot saw without one, keeps the instance for now."""
+        if cmd.node is not None and cmd.node in last_look("pods"):
+            self.emit("terminate_deferred", node=cmd.node, instance=cmd.instance_id,
+                      reason="a pod arrived on the node after the snapshot")
+            return _DEFERRED
+        if cmd.node is None and cmd.instance_id in last_look("nodes"):
+            self.emit("terminate_deferred", instance=cmd.instance_id, reason="its node registered after the snapshot")
+            return _DEFERRED
+        return self.apply(cmd)
 
     def nodes_with_work(self) -> set[str]:
         """Nodes that host a pod the drain waits for or must evict, read fresh:
@@ -541,6 +556,9 @@ class _Session:
             self.emit("cycle", phase=self.intent.phase, **decision.summary())
             self.tell_launch_failures(decision)
             self.observe_notes(decision)
+            if decision.rollback_reason and self.intent.phase == "rolling" and not self.confirmed(decision, strategy):
+                snapshot = None          # not seen again on a fresh look: a snapshot caught mid-change
+                continue
             if decision.rollback_reason and self.intent.phase == "rolling":
                 self.intent = replace(self.intent, phase="rolling_back", rollback_reason=decision.rollback_reason)
                 self.call(lambda: self.cluster.write_intent(self.intent))
@@ -578,6 +596,18 @@ class _Session:
                 return "failed"
             self.wait(strategy, acted=progressed, cycle_started=snapshot.now, wake_at=decision.wake_at)
             snapshot = None
+
+    def confirmed(self, decision: engine.Decision, strategy: Strategy) -> bool:
+        """A rollback is decided on two looks: the reason must hold on a fresh snapshot too."""
+        fresh = self.observe()
+        intents = self.group_intents(fresh)
+        again = engine.decide(fresh, self.intent, intents, strategy, self.first_seen,
+                              job_kinds=self.options.job_owner_kinds)
+        if again.rollback_reason:
+            decision_reason = again.rollback_reason
+            return bool(decision_reason)
+        self.emit("rollback_not_confirmed", reason=f"not seen again on a fresh look: {decision.rollback_reason}")
+        return False
 
     def tell_launch_failures(self, decision: engine.Decision) -> None:
         """Each failed launch once, as it happens, in AWS's words (progress line and JSON event)."""

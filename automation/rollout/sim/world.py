@@ -745,7 +745,7 @@ class World:
         new_desired = g.desired if desired is None else desired
         if desired is not None:     # as the AWS adapter: read back, never below the instances (or desired)
             new_desired = max(new_desired, len(g.insts), g.desired if raise_only else 0)
-            new_max = max(new_max, new_desired)
+        new_max = max(new_max, new_desired)       # and max never below desired
         if not (g.min_size <= new_desired <= new_max):
             raise ValueError(f"{name}: desired {new_desired} outside [{g.min_size}, {new_max}]")
         g.max_size, g.desired = new_max, new_desired
