@@ -900,3 +900,72 @@ def test_a_rollout_stuck_past_its_deadline_is_given_up_with_what_it_waits_for():
     assert report.outcome == "failed" and "after the last deadline" in report.reason
     assert world.now <= 600 + 1800 + 1800 + 120          # the grace, then as long again without progress
     assert world.jobs_interrupted == 0
+
+
+def test_a_rollback_needs_a_second_look_a_snapshot_caught_mid_change_is_not_enough():
+    # One node list misses the (healthy) canary's node after the boot timeout — as when an instance is
+    # listed by its group but the node list was read at another moment. The fresh look sees it.
+    world = _world(autoscaler=False, jobs={"remaining_list": [1500.0]})
+    cloud, cluster, clock = connect(world)
+    hidden = {"done": False}
+
+    class OneStaleNodeList:
+        def __getattr__(self, name):
+            return getattr(cluster, name)
+
+        def list_nodes(self, label_selector=""):
+            nodes = cluster.list_nodes(label_selector)
+            if world.now > 700 and not hidden["done"]:
+                hidden["done"] = True
+                return [n for n in nodes if world.insts[n.instance_id].version != "2"]
+            return nodes
+
+    events = []
+    report = run_rollout(cloud, OneStaleNodeList(), clock, RolloutOptions(cluster_name=CLUSTER), events.append)
+    assert hidden["done"] and report.outcome == "completed", report.reason
+    assert any(e["event"] == "rollback_not_confirmed" for e in events)
+
+
+def test_the_simulated_group_never_takes_a_max_below_its_desired():
+    world = _world(autoscaler=False, jobs={})
+    world.set_capacity("gpu-a", desired=8, max_size=None)
+    world.set_capacity("gpu-a", desired=None, max_size=3)          # computed from a stale snapshot
+    assert (world.groups["gpu-a"].desired, world.groups["gpu-a"].max_size) == (8, 8)   # max floored at desired
+    world.set_capacity("gpu-a", desired=2, max_size=None)          # never below the instances it has
+    assert world.groups["gpu-a"].desired == 8 and len(world.groups["gpu-a"].insts) == 8
+
+
+def test_the_last_look_before_a_terminate_is_read_again_once_it_is_a_few_seconds_old():
+    from automation.rollout.engine import Terminate
+    from automation.rollout.model import Node
+    from automation.rollout.runner import _Session
+
+    class Clock:
+        t = 0.0
+
+        def now(self):
+            return self.t
+
+        def sleep(self, seconds):
+            self.t += seconds
+
+    clock = Clock()
+
+    class Cloud:
+        terminated: list = []
+
+        def terminate_instance(self, instance_id, *, decrement_desired):
+            clock.t += 10.0                    # a slow (throttled) call: the world moves meanwhile
+            self.terminated.append(instance_id)
+
+    class Cluster:
+        def acquire_lock(self, holder, ttl_seconds):
+            return True
+
+        def list_nodes(self, label_selector=""):   # i-b's node registers while i-a is being terminated
+            return [Node("node-b", "i-b", ready=True)] if clock.t >= 5 else []
+
+    cloud = Cloud()
+    session = _Session(cloud, Cluster(), clock, RolloutOptions(cluster_name=CLUSTER), None)
+    session.execute((Terminate("g1", "i-a", None), Terminate("g2", "i-b", None)))
+    assert cloud.terminated == ["i-a"]          # i-b has a node now: kept, decided again next cycle
