@@ -547,6 +547,11 @@ def plan_drain(fleet: Fleet, health: Health, intent: RolloutIntent, strategy: St
         if rolling and guarded and not gh.proven and strategy.prove_first:
             if g.old:
                 paused.append(_proof_wait(g, gh, fleet, intent))
+                # Nothing proven (any more: the canary was lost after old nodes were cordoned): old
+                # capacity is the only capacity there is, so pending Jobs get it back — not after a
+                # replacement boots, which may never come (launches failing) or may be bad.
+                out += _give_back(g, fleet, gh, count_coming=False,
+                                  why=f"given back to pending Jobs: nothing in {g.name} is proven (any more)")
             continue
         failing = gh.launch_failure is not None and guarded
         if failing:
@@ -654,14 +659,17 @@ def _terminate(g: GroupView, instance_id: str, node: Optional[str], terminated: 
     return Terminate(g.name, instance_id, node, decrement=decrement, why=why)
 
 
-def _give_back(g: GroupView, fleet: Fleet, gh: GroupHealth) -> list[Command]:
-    """Launches fail: uncordon old nodes with free slots while pending Jobs that fit this
-    group have nowhere else to go (nodes already holding a Job first: they stay anyway)."""
+def _give_back(g: GroupView, fleet: Fleet, gh: GroupHealth, *, count_coming: bool = True,
+               why: str = "") -> list[Command]:
+    """Launches fail (or nothing is proven): uncordon old nodes with free slots while pending Jobs
+    that fit this group have nowhere else to go (nodes already holding a Job first: they stay anyway).
+    ``count_coming``: slots on new nodes that are ready or booting count as somewhere to go."""
     fitting = [p for p in fleet.pending if _fits(p, g.labels)]
     if not fitting:
         return []
     need = sum(float(p.requests.get(RESOURCE_GPU, 1.0)) or 1.0 for p in fitting)
-    need -= sum(gh.free_slots)
+    if count_coming:
+        need -= sum(gh.free_slots)
     candidates = []
     for inst in g.old:
         node = fleet.nodes_by_instance.get(inst.id)
@@ -676,14 +684,16 @@ def _give_back(g: GroupView, fleet: Fleet, gh: GroupHealth) -> list[Command]:
     for _, _, name, free in sorted(candidates):
         if need <= 0:
             break
-        out.append(Uncordon(g.name, name, why=f"given back to pending Jobs: launches in {g.name} fail"))
+        out.append(Uncordon(g.name, name, why=why or f"given back to pending Jobs: launches in {g.name} fail"))
         need -= free
     return out
 
 
 def _give_back_all(fleet: Fleet, health: Health) -> tuple[Command, ...]:
     """Stopping because launches fail: the old nodes of those groups stay and are schedulable
-    again (no replacement could take their work); the request that cannot launch is withdrawn.
+    again (no replacement could take their work); the request that cannot launch is withdrawn —
+    the surge only, never below the group's original desired capacity: a node the rollout removed
+    before launches began to fail is capacity the group must get back once they succeed again.
     A rerun cordons them again once a replacement is proven."""
     out: list[Command] = []
     for g in fleet.groups:
@@ -693,9 +703,13 @@ def _give_back_all(fleet: Fleet, health: Health) -> tuple[Command, ...]:
             node = fleet.nodes_by_instance.get(inst.id)
             if node is not None and has_old_taint(node):
                 out.append(Uncordon(g.name, node.name, why=f"the rollout stopped: launches in {g.name} fail"))
-        live = len(g.old) + len(g.new)
-        if g.asg.desired_capacity > max(live, g.asg.min_size):
-            out.append(SetCapacity(g.name, desired=max(live, g.asg.min_size)))
+        if not health.groups[g.name].proven and g.old and g.asg.launch_template_version != g.intent.previous_version:
+            # What the group launches once launches succeed again, with nobody watching, is the
+            # version known to work (pinned, as while the rollout waits for a proof); a rerun unpins.
+            out.append(SetVersion(g.name, g.asg.launch_template_id, g.intent.previous_version))
+        keep = max(len(g.old) + len(g.new), g.asg.min_size, g.intent.original_desired)
+        if g.asg.desired_capacity > keep:
+            out.append(SetCapacity(g.name, desired=keep))
     return tuple(out)
 
 

@@ -32,6 +32,7 @@ from ..model import (
     LABEL_NODE_GROUP,
     RESOURCE_GPU,
     TAG_CLUSTER,
+    TAG_INTENT_PREFIX,
     TAG_NODE_GROUP,
     TAINT_WARMING,
     WARMUP_DAEMONSET,
@@ -807,9 +808,15 @@ class World:
 
     # ------------------------------------------------------------------ metrics
     def count_old_new(self) -> tuple[int, int]:
+        """Instances on / off the version their group is going to: the target its rollout intent
+        names while one is under way (a group may be pinned to the previous version meanwhile),
+        else the group's current version."""
         old = new = 0
         for inst in self.insts.values():
-            if inst.version == self.groups[inst.group].version:
+            g = self.groups[inst.group]
+            target = g.tags.get(TAG_INTENT_PREFIX + "target-version", g.version) if self.intent is not None \
+                and self.intent.phase == "rolling" else g.version
+            if inst.version == target:
                 new += 1
             else:
                 old += 1
