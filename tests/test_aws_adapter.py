@@ -161,6 +161,19 @@ def test_launch_template_version_change_and_new_instances_carry_the_new_ami(worl
     assert all(by_id[i].image_id == AMI_V1 and by_id[i].launch_template_version == "1" for i in old_ids)
 
 
+def test_a_version_change_with_expected_writes_only_if_the_group_still_has_that_version(world, cloud):
+    # A pulumi up may set a newer version between the rollout's read and its write: never undo it.
+    world.group("kiln-gpu-a", version="2", desired=0)
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-a"), world.template_id, "1", expected="1") is False
+    assert world.describe("kiln-gpu-a")["LaunchTemplate"]["Version"] == "2"          # untouched
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-a"), world.template_id, "1", expected="2") is True
+    assert world.describe("kiln-gpu-a")["LaunchTemplate"]["Version"] == "1"
+    world.group("kiln-gpu-b", version="$Latest", desired=0)                           # "$Latest" is version 2
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-b"), world.template_id, "1", expected="1") is False
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-b"), world.template_id, "1", expected="2") is True
+    assert world.describe("kiln-gpu-b")["LaunchTemplate"]["Version"] == "1"
+
+
 def test_symbolic_group_version_is_resolved_to_a_number(world, cloud):
     world.group("kiln-gpu-a", version="$Latest", desired=0)
     [group] = cloud.list_groups(world.cluster)

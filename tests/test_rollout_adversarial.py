@@ -117,3 +117,67 @@ def test_canary_lost_right_after_proof_then_no_capacity_keeps_jobs_starting_and_
     assert report["final_desired"] == report["original_nodes"] == 10          # given back when capacity returns
     assert report["old_nodes_remaining"] == 9 and report["jobs_interrupted"] == 0
     assert report["pending_p95_seconds"] <= baseline_p95(data, report["makespan_seconds"]) + BOOT_WARM
+
+
+# ---------------------------------------------------------------- a newer version published mid-rollout
+
+def test_a_version_published_mid_rollout_becomes_the_target_and_is_tagged():
+    g = group([inst("i-1"), inst("i-c", "2")], version="3")
+    moved = engine.moved_target(g, gi()["gpu-a"])
+    assert moved is not None and (moved.target_version, moved.previous_version) == ("3", "1")
+    assert (moved.original_desired, moved.original_max) == (3, 10)
+    assert engine.moved_target(group([inst("i-1")], version="1"), gi()["gpu-a"]) is None   # pinned: not a move
+    assert engine.moved_target(group([inst("i-1")], version="2"), gi()["gpu-a"]) is None
+
+
+@pytest.mark.parametrize("faults", [
+    [{"kind": "publish", "at_seconds": 120}],                                         # while pinned, v2 good
+    [{"kind": "bad_ami", "mode": "not_ready"}, {"kind": "publish", "at_seconds": 120}],  # the fix for a bad v2
+    [{"kind": "publish", "at_seconds": 900}, {"kind": "crash", "after_actions": 12}],    # mid-drain, with a crash
+])
+def test_a_pulumi_up_landing_mid_rollout_is_followed_never_undone(faults):
+    # Before the fix a group pinned to version 1 was later unpinned to the stale target 2: the rollout
+    # "completed" on 2 and the newer version the stack had published was silently undone.
+    data = {"seed": 7, "boot_seconds": 240, "warm_seconds": 60,
+            "node_groups": [{"name": "gpu-a", "nodes": 6, "max_size": 12},
+                            {"name": "gpu-b", "nodes": 3, "max_size": 6, "pods_per_node": 2}],
+            "jobs": {"running": 4, "remaining_seconds": [300, 2400], "arrivals_per_hour": 10,
+                     "duration_seconds": [600, 1200]},
+            "faults": faults}
+    report = simulate_report(data)
+    assert report["outcome"] == "completed", report["reason"]
+    assert report["final_versions"] == {"gpu-a": "3", "gpu-b": "3"}
+    assert report["old_nodes_remaining"] == 0 and report["jobs_interrupted"] == 0
+    assert report["final_nodes"] == report["original_nodes"] and report["intent_cleared"]
+
+
+def test_a_version_published_between_the_snapshot_and_the_write_is_not_overwritten():
+    # The race the read-back closes: the decision to unpin (canary proven) was made from a snapshot
+    # taken just before a pulumi up set version 3; writing the stale target 2 would undo it.
+    from automation.rollout.runner import RolloutOptions, run_rollout
+    from automation.rollout.sim.ports import connect
+    from automation.rollout.sim.world import CLUSTER, World
+
+    world = World(load_scenario({"seed": 1, "node_groups": [{"name": "gpu-a", "nodes": 3, "max_size": 6}]}))
+    cloud, cluster, clock = connect(world)
+    published = []
+
+    class PublishAfterTheSnapshot:
+        def __getattr__(self, name):
+            return getattr(cluster, name)
+
+        def get_autoscaler_replicas(self):          # the snapshot's last read
+            g = world.groups["gpu-a"]
+            proven = any(engine.is_ready_new(world.nodes.get(i.node)) and i.version == "2" for i in g.insts.values()
+                         if i.node)
+            if g.version == "1" and proven and not published:
+                world._on_publish(0)                 # version 3, set on the group
+                published.append(world.now)
+            return cluster.get_autoscaler_replicas()
+
+    events = []
+    report = run_rollout(cloud, PublishAfterTheSnapshot(), clock, RolloutOptions(cluster_name=CLUSTER), events.append)
+    assert published and report.outcome == "completed"
+    assert any(e["event"] == "version_deferred" for e in events)
+    assert world.groups["gpu-a"].version == "3"
+    assert all(i.version == "3" for i in world.insts.values()) and world.jobs_interrupted == 0

@@ -338,9 +338,21 @@ class AwsCloud:
             raise
 
     @_port_call
-    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str) -> None:
+    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str, *,
+                                    expected: Optional[str] = None) -> bool:
+        """With ``expected``: written only if the group, read back in this call, still has that
+        version (``$Latest``/``$Default`` resolved to a number); False, nothing written, when a newer
+        one was set since (a ``pulumi up`` mid-rollout must be followed, never undone). Auto Scaling
+        has no conditional update: this narrows the window to one round trip."""
         spec = {"LaunchTemplateId": launch_template_id, "Version": str(version)}
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
+        if expected is not None and groups:
+            current = _group_launch_template(groups[0]) or {}
+            now = str(current.get("Version", "$Default"))
+            if now in SYMBOLIC_VERSIONS:
+                now = self._resolve_symbolic_versions(groups).get((current.get("LaunchTemplateId"), now), (now,))[0]
+            if current.get("LaunchTemplateId") != launch_template_id or now != str(expected):
+                return False
         policy = groups[0].get("MixedInstancesPolicy") if groups else None
         if policy:
             # Spot / mixed-instances groups keep their template inside the policy. The policy is
@@ -354,6 +366,7 @@ class AwsCloud:
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, MixedInstancesPolicy=policy)
         else:
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, LaunchTemplate=spec)
+        return True
 
     @_port_call
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:

@@ -154,6 +154,9 @@ class SetVersion:
     asg: str
     launch_template_id: str
     version: str
+    # The version the group had in the snapshot: the runner writes only if it still has it (a
+    # ``pulumi up`` may have published a newer one since, which a write would silently undo).
+    expected: Optional[str] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -706,7 +709,8 @@ def _give_back_all(fleet: Fleet, health: Health) -> tuple[Command, ...]:
         if not health.groups[g.name].proven and g.old and g.asg.launch_template_version != g.intent.previous_version:
             # What the group launches once launches succeed again, with nobody watching, is the
             # version known to work (pinned, as while the rollout waits for a proof); a rerun unpins.
-            out.append(SetVersion(g.name, g.asg.launch_template_id, g.intent.previous_version))
+            out.append(SetVersion(g.name, g.asg.launch_template_id, g.intent.previous_version,
+                                  expected=g.asg.launch_template_version))
         keep = max(len(g.old) + len(g.new), g.asg.min_size, g.intent.original_desired)
         if g.asg.desired_capacity > keep:
             out.append(SetCapacity(g.name, desired=keep))
@@ -920,16 +924,16 @@ def plan_versions(fleet: Fleet, health: Health, capacity: CapacityPlan, strategy
         current, previous = g.asg.launch_template_version, g.intent.previous_version
         if not fleet.rolling:
             if current != previous:
-                out.append(SetVersion(g.name, g.asg.launch_template_id, previous))
+                out.append(SetVersion(g.name, g.asg.launch_template_id, previous, expected=current))
             continue
         pinned = current == previous and g.target != previous
         guarded = strategy.prove_first and strategy.check_readiness
         gh = health.groups[g.name]
         wants_pin = guarded and bool(g.old) and not gh.proven and len(g.new) >= capacity.base.get(g.name, 0) > 0
         if wants_pin and not pinned:
-            out.append(SetVersion(g.name, g.asg.launch_template_id, previous))
+            out.append(SetVersion(g.name, g.asg.launch_template_id, previous, expected=current))
         elif pinned and not wants_pin:
-            out.append(SetVersion(g.name, g.asg.launch_template_id, g.target))
+            out.append(SetVersion(g.name, g.asg.launch_template_id, g.target, expected=current))
     return VersionPlan(commands=tuple(out))
 
 
@@ -1253,6 +1257,19 @@ def group_intent_from_tags(asg: AutoScalingGroup) -> Optional[GroupIntent]:
                            previous_version=values["previous_version"])
     except ValueError:
         return None
+
+
+def moved_target(asg: AutoScalingGroup, gi: GroupIntent) -> Optional[GroupIntent]:
+    """The group intent once a newer launch template version was published mid-rollout (a
+    ``pulumi up`` set the group to a version that is neither the one being rolled out nor the
+    previous one): the rollout now goes to that version. Without this, a group pinned to the
+    previous version would later be unpinned to the stale target and the newer version undone.
+    The previous (proven) version and the original sizes stay. None when nothing moved."""
+    version = asg.launch_template_version
+    if version in (gi.previous_version, gi.target_version):
+        return None
+    return GroupIntent(asg=gi.asg, original_desired=gi.original_desired, original_max=gi.original_max,
+                       target_version=version, previous_version=gi.previous_version)
 
 
 def initial_group_intent(asg: AutoScalingGroup) -> Optional[GroupIntent]:

@@ -71,7 +71,10 @@ class CloudPort(Protocol):
     def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> None:
         """Terminate exactly this instance; with ``decrement_desired`` in the same call."""
 
-    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str) -> None: ...
+    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str, *,
+                                    expected: Optional[str] = None) -> bool:
+        """Set the group's launch template version. With ``expected``, only if the group (read back in
+        the same call) still has that version; False when it has another one and nothing was written."""
 
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None: ...
 

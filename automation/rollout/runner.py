@@ -59,7 +59,7 @@ SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods r
 MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's watch fires constantly: at most one full relist per this
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
 LAST_LOOK_SECONDS = 2.0     # a last look before terminating is reused within a cycle for this long
-_DEFERRED = object()        # a terminate the last look held back
+_DEFERRED = object()        # a terminate (or version change) the last look held back
 _OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")   # a Kubernetes kind: CamelCase, e.g. PyTorchJob
 
 
@@ -222,15 +222,29 @@ class _Session:
         return out
 
     def remember_groups(self, snapshot: Snapshot) -> dict[str, GroupIntent]:
-        """Tag every group that has old instances and no intent yet, before touching it."""
+        """Tag every group that has old instances and no intent yet, before touching it; follow a
+        group whose launch template version moved on to a newer one mid-rollout."""
         intents = self.group_intents(snapshot)
+        moved = False
         for asg in snapshot.groups:
             if asg.name in intents:
+                follow = engine.moved_target(asg, intents[asg.name])
+                if follow is not None:
+                    self.call(lambda: self.cloud.put_tags(asg.name, engine.group_intent_tags(follow)))
+                    self.emit("target_moved", group=asg.name, version=follow.target_version,
+                              reason=f"{asg.name} moved on to launch template version {follow.target_version} "
+                                     f"(was {intents[asg.name].target_version}): the rollout goes there instead")
+                    intents[asg.name] = follow
+                    moved = True
                 continue
             gi = engine.initial_group_intent(asg)
             if gi is not None:
                 self.call(lambda: self.cloud.put_tags(asg.name, engine.group_intent_tags(gi)))
                 intents[asg.name] = gi
+        if moved and self.intent is not None:
+            self.intent = replace(self.intent, groups=tuple(
+                intents.get(g.asg, g) for g in self.intent.groups))
+            self.call(lambda: self.cluster.write_intent(self.intent))
         return intents
 
     def ensure_intent(self, snapshot: Snapshot, strategy: Strategy) -> Optional[RolloutIntent]:
@@ -379,7 +393,14 @@ class _Session:
         elif isinstance(cmd, SetCapacity):
             self.cloud.set_capacity(cmd.asg, desired=cmd.desired, max_size=cmd.max_size, raise_only=cmd.raise_only)
         elif isinstance(cmd, SetVersion):
-            self.cloud.set_launch_template_version(cmd.asg, cmd.launch_template_id, cmd.version)
+            # Written only if the group still has the version the decision saw (read back in the same
+            # call): a newer version published since (a ``pulumi up``) is followed next cycle, not undone.
+            if self.cloud.set_launch_template_version(cmd.asg, cmd.launch_template_id, cmd.version,
+                                                      expected=cmd.expected) is False:
+                self.emit("version_deferred", group=cmd.asg, version=cmd.version,
+                          reason=f"{cmd.asg} is no longer on launch template version {cmd.expected}: not set to "
+                                 f"{cmd.version}; decided again from a fresh look")
+                return _DEFERRED
         elif isinstance(cmd, Protect):
             ids = list(cmd.instance_ids)
             for i in range(0, len(ids), PROTECT_BATCH):

@@ -133,6 +133,8 @@ def simulate(scenario: Scenario, strategy: str = "default",
         "final_nodes": len(world.insts),
         "original_nodes": scenario.total_nodes,
         "final_desired": sum(g.desired for g in world.groups.values()),
+        # The launch template version each group is left on (a completed rollout leaves the newest).
+        "final_versions": {name: g.version for name, g in sorted(world.groups.items())},
         "wall_seconds": round(time.perf_counter() - wall, 3),
     }
     return SimulationResult(report=report, timeline=world.timeline, rollout=rollout)

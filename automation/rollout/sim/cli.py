@@ -24,7 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run the rollout engine and runner, unchanged, against a simulated fleet on a virtual clock: "
         "ASGs, nodes, Jobs (retried when evicted), services under PodDisruptionBudgets, cluster-autoscaler "
-        "and faults (crash, bad_ami, throttle, node_loss, launch_failure). Outcomes: completed (exit 0), "
+        "and faults (crash, bad_ami, throttle, node_loss, launch_failure, publish). Outcomes: completed (exit 0), "
         "rolled_back, blocked or failed (exit 1); a bad scenario exits 2 naming the key.")
     parser.add_argument("--scenario", required=True, metavar="FILE",
                         help="scenario YAML: node_groups, jobs, services, faults (see scenarios/*.yaml)")

@@ -93,8 +93,9 @@ class SimCloud:
     def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> None:
         self._p.call(True, lambda: self._w.terminate(instance_id, decrement_desired))
 
-    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str) -> None:
-        self._p.call(True, lambda: self._w.set_version(asg, version))
+    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str, *,
+                                    expected: Optional[str] = None) -> bool:
+        return self._p.call(True, lambda: self._w.set_version(asg, version, expected))
 
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
         if len(instance_ids) > 50:

@@ -123,6 +123,7 @@ FAULT_KEYS = {
     "throttle": {"rate"},
     "node_loss": {"at_seconds", "group", "target"},
     "launch_failure": {"group", "at_seconds", "for_seconds", "reason", "version"},
+    "publish": {"at_seconds"},
 }
 
 
@@ -136,8 +137,10 @@ class FaultSpec:
     disappears (``target`` any, new — the newest new node, e.g. the canary — or old).
     ``launch_failure``: from ``at_seconds`` for ``for_seconds`` (default: for good) launches in
     ``group`` fail with ``reason`` (AWS's message, e.g. InsufficientInstanceCapacity or
-    InvalidAMIID.NotFound), on every version or only the new one (``version``)."""
-    kind: Literal["crash", "bad_ami", "throttle", "node_loss", "launch_failure"]
+    InvalidAMIID.NotFound), on every version or only the new one (``version``). ``publish``: at
+    ``at_seconds`` a newer launch template version is published and every group set to it (a
+    ``pulumi up`` landing mid-rollout); it is a good one (``bad_ami`` makes the first new version bad)."""
+    kind: Literal["crash", "bad_ami", "throttle", "node_loss", "launch_failure", "publish"]
     after_actions: Optional[Annotated[StrictInt, Field(ge=1)]] = None
     rate: Optional[Annotated[StrictFloat, Field(ge=0, le=0.9)]] = None
     at_seconds: Optional[Seconds] = None
@@ -159,7 +162,7 @@ class FaultSpec:
             _set(self, after_actions=1)
         if self.kind == "throttle" and self.rate is None:
             _set(self, rate=0.1)
-        if self.kind in ("node_loss", "launch_failure") and self.at_seconds is None:
+        if self.kind in ("node_loss", "launch_failure", "publish") and self.at_seconds is None:
             _set(self, at_seconds=0.0)
         if self.kind == "bad_ami" and self.mode is None:
             _set(self, mode="not_ready")

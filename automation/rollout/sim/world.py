@@ -147,6 +147,7 @@ class World:
         self.throttle_rate = max([f.rate or 0.0 for f in scenario.faults if f.kind == "throttle"] or [0.0])
         self.crash_points = sorted(f.after_actions for f in scenario.faults if f.kind == "crash")
         self.deadline_at = start_at + scenario.deadline_seconds
+        self.latest_version = NEW_VERSION if roll else OLD_VERSION   # the newest launch template version
         # metrics
         self.reads = self.writes = self.mutations = 0
         self.throttled = 0
@@ -233,6 +234,8 @@ class World:
         for i, f in enumerate(s.faults):
             if f.kind == "node_loss":
                 self._push(self.start_at + (f.at_seconds or 0.0), "node_loss", i)
+            elif f.kind == "publish" and self.roll:
+                self._push(self.start_at + (f.at_seconds or 0.0), "publish", i)
             elif f.kind == "launch_failure" and f.for_seconds is not None:
                 # When the failure ends, the groups try again at once (not at their next retry).
                 self._push(self.start_at + (f.at_seconds or 0.0) + f.for_seconds, "launch_recovered", f.group)
@@ -302,7 +305,7 @@ class World:
         self.nodes[node] = replace(n, taints=tuple(t for t in n.taints if t.key != TAINT_WARMING))
         self._refresh_node(node)
         self.changed = True
-        if is_ready_new(self.nodes[node]) and inst.version == NEW_VERSION:
+        if is_ready_new(self.nodes[node]) and inst.version != OLD_VERSION:
             self.proven_at.setdefault(inst.group, self.now)
 
     def _on_finish(self, key: str) -> None:
@@ -353,6 +356,13 @@ class World:
         else:
             node = self.fault_rng.choice([n for _, n in candidates])
         self._kill_instance(self.node_inst[node], cause="fault", decrement=False)
+
+    def _on_publish(self, _index: int) -> None:
+        """A ``pulumi up`` mid-rollout: a newer launch template version, every group set to it."""
+        self.latest_version = str(int(self.latest_version) + 1)
+        for g in self.groups.values():
+            g.version = self.latest_version
+            g.frozen = None
 
     def _on_launch_recovered(self, group: Optional[str]) -> None:
         for g in self.groups.values():
@@ -418,7 +428,7 @@ class World:
         for f in self.launch_faults:
             if f.group is not None and f.group != g.name:
                 continue
-            if f.version == "new" and g.version != NEW_VERSION:
+            if f.version == "new" and g.version == OLD_VERSION:
                 continue
             if f.at_seconds <= t and (f.for_seconds is None or t < f.at_seconds + f.for_seconds):
                 return f.reason
@@ -753,10 +763,13 @@ class World:
         g.frozen = None
         self._reconcile(g)
 
-    def set_version(self, name: str, version: str) -> None:
+    def set_version(self, name: str, version: str, expected: Optional[str] = None) -> bool:
         g = self.groups[name]
+        if expected is not None and g.version != expected:
+            return False             # as the AWS adapter: the group moved on since the caller looked
         g.version = version
         g.frozen = None
+        return True
 
     def protect(self, name: str, ids, protected: bool) -> None:
         g = self.groups[name]
