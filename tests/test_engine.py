@@ -134,7 +134,8 @@ def test_exactly_one_action_per_pod_and_a_node_is_held_by_every_action_but_ignor
         assert not any(flags)
 
 
-def test_a_deadline_extension_that_is_not_a_finite_number_is_ignored():
+def test_a_deadline_extension_that_is_not_a_finite_number_gives_no_deadline_of_its_own():
+    # (the drain never forces such a pod: see tests/test_rollout_adversarial.py)
     for bad in ("nan", "inf", "-inf", "soon", ""):
         assert engine.pod_deadline(job_pod("j", "n", annotations={ANNOTATION_DEADLINE_EXTENSION: bad}), 100.0) == 100.0
     assert engine.pod_deadline(job_pod("j", "n", annotations={ANNOTATION_DEADLINE_EXTENSION: "-50"}), 100.0) == 100.0

@@ -181,3 +181,81 @@ def test_a_version_published_between_the_snapshot_and_the_write_is_not_overwritt
     assert any(e["event"] == "version_deferred" for e in events)
     assert world.groups["gpu-a"].version == "3"
     assert all(i.version == "3" for i in world.insts.values()) and world.jobs_interrupted == 0
+
+
+# ---------------------------------------------------------------- deadline extensions nobody expected
+
+def proven_group_with(*pods, now=8000.0):
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1"), node("n2", "i-2"), node("c1", "i-c1", old=False, cordoned=False)]
+    return Snapshot(now=now, groups=(g,), nodes=tuple(nodes), pods=tuple(pods))
+
+
+@pytest.mark.parametrize("value", ["soon", "nan", "inf", "1e400", "12h", "0x10"])
+def test_a_job_whose_deadline_extension_cannot_be_read_is_never_forced_and_holds_its_node_by_name(value):
+    ext = {"kiln.dev/rollout-deadline-extension-seconds": value}
+    odd = job_pod("odd", "n1", annotations=ext)
+    # Before the fix: ignored, so forced at the rollout's deadline as if the owner had asked for nothing.
+    d = decide(proven_group_with(odd, now=7300), intent(), gi(), DEFAULT)
+    assert not of(engine.Evict, d.commands)
+    [held] = d.held
+    assert held.node == "n1" and "ml/odd" in held.holders[0] and repr(value) in held.holders[0]
+    assert any(n.reason == "RolloutUnreadableDeadlineExtension" and n.name == "odd" and n.warning for n in d.notes)
+    # A Job on the same node that is past its deadline is not forced either: the node cannot drain anyway.
+    d = decide(proven_group_with(odd, job_pod("due", "n1"), now=7300), intent(), gi(), DEFAULT)
+    assert not of(engine.Evict, d.commands) and d.held
+    # n2 drains (terminated); once n1 is all that is left, past the grace: blocked, naming the Job.
+    d = decide(proven_group_with(odd, now=7200 + 301), intent(), gi(), DEFAULT)
+    assert d.stop is not None and d.stop.outcome == "blocked" and "ml/odd" in d.stop.reason
+    # Before the rollout's deadline it is just a Job the rollout waits for.
+    d = decide(proven_group_with(odd, now=100), intent(), gi(), DEFAULT)
+    assert not d.held and not of(engine.Evict, d.commands) and d.blocking_jobs == 1
+
+
+def test_negative_and_readable_extensions_keep_their_meaning():
+    for value, forced in (("-600", True), ("-inf", True), ("", True), ("600", False), (" 600 ", False)):
+        pod = job_pod("j", "n1", annotations={"kiln.dev/rollout-deadline-extension-seconds": value})
+        d = decide(proven_group_with(pod, now=7300), intent(), gi(), DEFAULT)
+        assert bool(of(engine.Evict, d.commands)) == forced, value
+        assert not d.held
+
+
+def test_a_huge_deadline_extension_on_the_real_clock_is_waited_for_never_an_error():
+    # On the wall clock (seconds since 1970) an extension of 1e12 s puts the deadline past the year
+    # 9999: formatting it raised ValueError inside decide, and every run ended failed.
+    now = 1.8e9
+    start = intent(started_at=now - 100, deadline_at=now + 7200)
+    g = group([inst("i-1"), inst("i-c1", "2")], desired=2)
+    nodes = (node("n1", "i-1", cordoned=False), node("c1", "i-c1", old=False, cordoned=False))
+    for value in ("1e12", "1e308"):
+        pod = job_pod("long", "n1", annotations={"kiln.dev/rollout-deadline-extension-seconds": value})
+        d = decide(Snapshot(now=now, groups=(g,), nodes=nodes, pods=(pod,)), start, gi(desired=1), DEFAULT)
+        [cordon] = of(Cordon, d.commands)
+        assert "ml/long" in cordon.why
+        later = Snapshot(now=now + 7200 + 4000, groups=(g,), nodes=(node("n1", "i-1"), nodes[1]), pods=(pod,))
+        d = decide(later, start, gi(desired=1), DEFAULT)
+        assert not of(engine.Evict, d.commands) and d.stop is None and d.blocking_jobs == 1
+    assert engine._clock(now + 1e12) == "after the year 9999" and engine._clock(float("inf")) == "never"
+    assert engine._duration(1e300) == "more than 1000 days" and engine._duration(float("nan")) == "an unknown time"
+
+
+def test_an_unreadable_extension_through_the_runner_ends_blocked_and_forces_nothing():
+    from automation.rollout.runner import RolloutOptions, run_rollout
+    from automation.rollout.sim.ports import connect
+    from automation.rollout.sim.world import CLUSTER, World
+
+    world = World(load_scenario({"seed": 1, "deadline_seconds": 1800, "node_groups": [{"name": "gpu-a", "nodes": 3}],
+                                 "jobs": {"remaining_list": [5000], "placement": [["gpu-a", 0]]}}))
+    [key] = [k for k, i in world.pinfo.items() if i.kind == "job"]
+    world.pods[key] = world.pods[key].__class__(**{**world.pods[key].__dict__, "annotations": {
+        "kiln.dev/rollout-deadline-extension-seconds": "two hours"}})
+    cloud, cluster, clock = connect(world)
+    report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, deadline_seconds=1800))
+    assert report.outcome == "blocked" and "'two hours'" in report.reason, report.reason
+    assert world.jobs_force_evicted == 0 and world.jobs_interrupted == 0
+    assert report.held and report.held[0]["holders"][0].startswith("Job ml/")
+    # kubectl describe pod says why, on the pod itself.
+    notes = {e.reason: e for e in world.events.values() if e.kind == "Pod"}
+    assert notes["RolloutUnreadableDeadlineExtension"].type == "Warning"
+    assert "'two hours'" in notes["RolloutUnreadableDeadlineExtension"].note
+    assert "never evicted" in notes["RolloutWaiting"].note

@@ -60,7 +60,7 @@ from .model import (
 # (the runner, the dry-run prediction, the tests).
 from .pods import (DEFAULT_JOB_OWNER_KINDS, EVICT, LEAVING, NEVER_EVICTED_OWNER_KINDS, WAIT, blocks_drain,  # noqa: F401
                    classify_pod, holds_node, is_job, is_terminal, needs_eviction, pod_deadline, still_leaving,
-                   uses_slot, wants_job_slot)
+                   unreadable_extension, uses_slot, wants_job_slot)
 from .strategies import Strategy, surge_nodes
 
 ROLLOUT_TAINT = Taint(key=TAINT_ROLLOUT, value="old", effect="NoSchedule")
@@ -585,7 +585,8 @@ def plan_drain(fleet: Fleet, health: Health, intent: RolloutIntent, strategy: St
             deadlines.append(deadline)
             if not (node.unschedulable and node.annotations.get(CA_SCALE_DOWN_DISABLED) == "true"
                     and is_cordoned_for_rollout(node)):
-                waits = tuple(WaitedPod(p.namespace, p.name, p.uid, pod_deadline(p, intent.deadline_at)) for p in jobs)
+                waits = tuple(WaitedPod(p.namespace, p.name, p.uid, float("inf") if unreadable_extension(p)
+                                        else pod_deadline(p, intent.deadline_at)) for p in jobs)
                 why = _cordon_why(g, gh, intent, rolling)
                 if jobs:
                     why += "; " + _waiting_message(jobs, intent.deadline_at, rolling)
@@ -596,14 +597,25 @@ def plan_drain(fleet: Fleet, health: Health, intent: RolloutIntent, strategy: St
                     waiting += len(jobs)
                     continue
             if jobs:
-                due = [p for p in jobs if now >= pod_deadline(p, intent.deadline_at)] if now >= intent.deadline_at else []
+                # A Job whose deadline extension cannot be read is never forced (fail closed): past
+                # the rollout's deadline it holds its node like a PodDisruptionBudget does, by name.
+                unreadable = [(p, why) for p in jobs if (why := unreadable_extension(p))]
+                for p, why in unreadable:
+                    notes.append(Note("Pod", p.namespace, p.name, "RolloutUnreadableDeadlineExtension",
+                                      f"{why}: this pod is never force-evicted; past the rollout's deadline its "
+                                      f"node {node.name} holds the rollout (blocked) until it finishes or the "
+                                      f"annotation is fixed", subject=why, uid=p.uid, warning=True))
+                odd = {p.key for p, _ in unreadable}
+                due = ([p for p in jobs if p.key not in odd and now >= pod_deadline(p, intent.deadline_at)]
+                       if now >= intent.deadline_at else [])
                 holders = sorted({h for p in evictable for h in budgets.holding(p)})
-                if due and (not rolling or holders):
-                    what = ([f"PodDisruptionBudget {h}" for h in holders] if holders
+                unread = [f"Job {_job_name(p)} ({why})" for p, why in unreadable] if now >= intent.deadline_at else []
+                if (due or unread) and (not rolling or holders or unread):
+                    what = ([f"PodDisruptionBudget {h}" for h in holders] + unread if holders or unread
                             else sorted({f"Job {_job_name(p)}" for p in due}))
                     held.append(Held(g.name, node.name, tuple(what), deadline + BLOCKED_GRACE_SECONDS))
                     timers.append(deadline + BLOCKED_GRACE_SECONDS + 1)
-                    notes.append(_held_note(node, what, deadline + BLOCKED_GRACE_SECONDS, bool(holders)))
+                    notes.append(_held_note(node, what, deadline + BLOCKED_GRACE_SECONDS, bool(holders) or bool(unread)))
                     waiting += len(jobs)
                     continue
                 for pod in due:
@@ -746,14 +758,19 @@ def _job_name(pod: Pod) -> str:
 def _waiting_message(jobs: Sequence[Pod], deadline_at: float, rolling: bool) -> str:
     names = sorted({_job_name(p) for p in jobs})
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    first = min(pod_deadline(p, deadline_at) for p in jobs)
-    after = (f"; Jobs still running at {_clock(first)} (their deadline) are evicted" if rolling
-             else "; a rollback never evicts a Job")
+    readable = [pod_deadline(p, deadline_at) for p in jobs if not unreadable_extension(p)]
+    if not rolling:
+        after = "; a rollback never evicts a Job"
+    elif readable:
+        after = f"; Jobs still running at {_clock(min(readable))} (their deadline) are evicted"
+    else:
+        after = "; never evicted: the deadline extension annotation cannot be read"
+
     return f"waiting for Job{'s' if len(names) > 1 else ''} {shown} to finish before replacing this node{after}"
 
 
 def _held_note(node: Node, holders: Sequence[str], blocked_at: float, pdb: bool) -> Note:
-    why = ("allow no eviction, so no Job is force-evicted from this node" if pdb
+    why = ("keep this node from draining, so no Job is force-evicted from it" if pdb
            else "still run past the deadline and a rollback never evicts a Job")
     return Note("Node", "", node.name, "RolloutBlocked",
                 f"cannot drain: {', '.join(holders)} {why}; the rollout stops as blocked at {_clock(blocked_at)} "
@@ -1350,19 +1367,34 @@ def finish_commands(snapshot: Snapshot, intent: RolloutIntent, group_intents: Ma
 
 
 def _duration(seconds: float) -> str:
+    """A span for a person; never an error, whatever a deadline extension made of it."""
+    if seconds != seconds:
+        return "an unknown time"
     seconds = max(0.0, seconds)
     if seconds < 120:
         return f"{seconds:.0f}s"
     if seconds < 7200:
         return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f}h"
+    if seconds < 1000 * 86400:
+        return f"{seconds / 86400:.0f}d"
+    return "more than 1000 days" if seconds != float("inf") else "ever"
 
 
 def _clock(instant: float) -> str:
-    """An instant for a person: UTC wall time when it is one (the real clock), else seconds."""
+    """An instant for a person: UTC wall time when it is one (the real clock), else seconds.
+    Never an error: a Job's deadline extension can put a deadline past the year 9999."""
     import datetime as dt
+    if instant != instant or instant == float("inf"):
+        return "never"
     if instant > 1e9:
-        return dt.datetime.fromtimestamp(instant, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            return dt.datetime.fromtimestamp(instant, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, ValueError, OSError):
+            return "after the year 9999"
+    if instant > 1e7:
+        return f"t={instant:.3g}s"
     return f"t={instant:.0f}s"
 
 

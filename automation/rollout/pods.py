@@ -136,11 +136,33 @@ def is_job(pod: Pod, job_kinds: frozenset = DEFAULT_JOB_OWNER_KINDS) -> bool:
     return pod.owner_kind in job_kinds
 
 
+def unreadable_extension(pod: Pod) -> Optional[str]:
+    """Why the pod's deadline-extension annotation cannot be read as a number of seconds; None when
+    it is absent, empty or a number (a negative one means no extension). Fail closed: a Job whose
+    owner asked for more time in a way kiln cannot read is never force-evicted (see the drain)."""
+    value = pod.annotations.get(ANNOTATION_DEADLINE_EXTENSION) if pod.annotations else None
+    if value is None or not str(value).strip():
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return f"{ANNOTATION_DEADLINE_EXTENSION}={_shown(value)} is not a number of seconds"
+    if seconds != seconds or seconds == float("inf"):
+        return f"{ANNOTATION_DEADLINE_EXTENSION}={_shown(value)} is not a finite number of seconds"
+    return None
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(str(value))
+    return text if len(text) <= limit else text[: limit - 2] + "…'"
+
+
 def pod_deadline(pod: Pod, deadline_at: float) -> float:
     """The rollout's deadline for this pod, extended by its annotation (or its Job's) if any.
 
-    An extension that is not a finite, non-negative number of seconds is ignored
-    (the rollout's own deadline applies), never an error that stops the rollout.
+    A negative extension counts as none. One that is not a finite number of seconds
+    (:func:`unreadable_extension`) gives the rollout's own deadline here — the drain never
+    forces such a pod, it holds the node and names it instead — never an error.
     """
     extension = pod.annotations.get(ANNOTATION_DEADLINE_EXTENSION) if pod.annotations else None
     if not extension:

@@ -354,10 +354,13 @@ class _Session:
             self._tell("Node", "", cmd.node, "RolloutCordoned", f"cordoned: {cmd.why}" if cmd.why else "cordoned",
                        now, action="Cordon")
             for pod in cmd.waits_for:
+                if not math.isfinite(pod.deadline):
+                    until = "it finishes: its deadline extension annotation cannot be read, so it is never evicted"
+                else:
+                    until = (f"{engine._clock(pod.deadline)} ({engine._duration(pod.deadline - now)} from now)"
+                             + (", then evicts it" if self.intent is None or self.intent.phase == "rolling" else ""))
                 self._tell("Pod", pod.namespace, pod.name, "RolloutWaiting",
-                           f"node {cmd.node} is being replaced; the rollout waits for this pod until "
-                           f"{engine._clock(pod.deadline)} ({engine._duration(pod.deadline - now)} from now)"
-                           + (", then evicts it" if self.intent is None or self.intent.phase == "rolling" else ""),
+                           f"node {cmd.node} is being replaced; the rollout waits for this pod until {until}",
                            now, uid=pod.uid, action="Wait")
         elif isinstance(cmd, Uncordon):
             self.cluster.uncordon(cmd.node, TAINT_ROLLOUT, [CA_SCALE_DOWN_DISABLED])
