@@ -259,3 +259,17 @@ def test_an_unreadable_extension_through_the_runner_ends_blocked_and_forces_noth
     assert notes["RolloutUnreadableDeadlineExtension"].type == "Warning"
     assert "'two hours'" in notes["RolloutUnreadableDeadlineExtension"].note
     assert "never evicted" in notes["RolloutWaiting"].note
+
+
+# ---------------------------------------------------------------- reports tell the truth on every path
+
+@pytest.mark.parametrize("crash_after", [7, 9])
+def test_a_rerun_of_a_pinned_group_counts_its_original_nodes_as_old_not_its_canary(crash_after):
+    # The first run pinned the group to version 1 (its canary unproven) and died; the rerun's report
+    # said "old nodes at start: 1" (the version-2 canary) instead of the 10 originals still to go.
+    result = simulate(load_scenario({"seed": 5, "node_groups": [{"name": "gpu-a", "nodes": 10, "max_size": 20}],
+                                     "faults": [{"kind": "bad_ami", "mode": "not_ready"},
+                                                {"kind": "crash", "after_actions": crash_after}]}))
+    assert result.rollout.resumed and result.report["restarts"] == 1
+    assert result.rollout.old_nodes_at_start == 10
+    assert result.report["outcome"] == "rolled_back" and result.report["final_nodes"] == 10

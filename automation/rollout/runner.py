@@ -537,7 +537,9 @@ class _Session:
                 self.report.rollout_id = intent.rollout_id
                 self.report.started_at = intent.started_at
                 self.report.deadline_at = intent.deadline_at
-                self.report.old_nodes_at_start = engine.old_node_count(snapshot)
+                # Against each group's target: a group pinned to the previous version by an earlier run
+                # has its original nodes still to replace, not its canary.
+                self.report.old_nodes_at_start = engine.old_node_count(snapshot, self.group_intents(snapshot).values())
                 if options.events:
                     self.recorder = EventRecorder(intent.rollout_id)
                 outcome = self.loop(strategy, snapshot)
