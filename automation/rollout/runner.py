@@ -708,7 +708,7 @@ class _Session:
             groups=tuple(intents.values()), boot_timeout_seconds=self.options.boot_timeout_seconds,
             launch_failure_timeout_seconds=self.options.launch_failure_timeout_seconds)
         decision = engine.decide(snapshot, intent, intents, strategy, {}, job_kinds=self.options.job_owner_kinds)
-        self.report.old_nodes_at_start = engine.old_node_count(snapshot)
+        self.report.old_nodes_at_start = engine.old_node_count(snapshot, intents.values())
         self.report.plan = [repr(c) for c in decision.commands]
         earlier = next((why for why in map(engine.earlier_rollback, snapshot.groups) if why), None)
         self.report.reason = (f"{earlier}; a run would report rolled_back" if earlier else
