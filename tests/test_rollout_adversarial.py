@@ -273,3 +273,39 @@ def test_a_rerun_of_a_pinned_group_counts_its_original_nodes_as_old_not_its_cana
     assert result.rollout.resumed and result.report["restarts"] == 1
     assert result.rollout.old_nodes_at_start == 10
     assert result.report["outcome"] == "rolled_back" and result.report["final_nodes"] == 10
+
+
+# ---------------------------------------------------------------- malformed scenario files
+
+def run_simulate(argv):
+    from automation.cli import main as automation_main
+    try:
+        return automation_main(["simulate", *argv])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+
+
+@pytest.mark.parametrize("text,expected", [
+    # YAML keeps the last of two equal keys without a word: the first node_groups vanished.
+    ("node_groups:\n  - {name: a, nodes: 3}\nnode_groups:\n  - {name: b, nodes: 1}\n",
+     "node_groups: given twice in one mapping (lines 1 and 3)"),
+    ("node_groups:\n  - {name: a, nodes: 3, nodes: 30}\n", "nodes: given twice in one mapping"),
+    # A pasted value is shown shortened, the line stays readable.
+    ("node_groups:\n  - {name: a, nodes: 3}\nfaults:\n  - {kind: launch_failure, reason: '" + "x" * 3000 + "'}\n",
+     "faults[0].reason: string should have at most 1024 characters"),
+])
+def test_malformed_scenarios_exit_2_with_one_short_line_naming_the_key(tmp_path, capsys, text, expected):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    assert run_simulate(["--scenario", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1 and len(err) < 300, err
+
+
+def test_yaml_merge_keys_still_work_and_may_be_overridden(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("node_groups:\n  - &a {name: a, nodes: 2, max_size: 4}\n  - {<<: *a, name: b, nodes: 3}\n")
+    assert run_simulate(["--scenario", str(path), "--json"]) == 0
+    import json
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["nodes"] == 5 and report["outcome"] == "completed"

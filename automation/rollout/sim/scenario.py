@@ -269,7 +269,9 @@ def load_scenario(source: Union[str, Path, Mapping[str, Any], Scenario]) -> Scen
             raise ScenarioError(f"--scenario: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
                                 f"{exc.start})") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKey as exc:
+            raise ScenarioError(str(exc)) from None
         except yaml.YAMLError as exc:
             raise ScenarioError(f"--scenario: {path} is not valid YAML: {' '.join(str(exc).split())}") from None
         name = path.stem
@@ -288,6 +290,30 @@ def load_scenario(source: Union[str, Path, Mapping[str, Any], Scenario]) -> Scen
         from dataclasses import replace
         scenario = replace(scenario, name=name)
     return scenario
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    one silently: a second ``node_groups:`` would replace the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue             # "<<: *defaults": explicit keys override merged ones, as YAML says
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"{key}: given twice in one mapping (lines {seen[key] + 1} and "
+                                        f"{key_node.start_mark.line + 1}); keep one")
+                seen[key] = key_node.start_mark.line
+            except TypeError:     # an unhashable key: the base loader says what is wrong with it
+                break
+        return super().construct_mapping(node, deep=deep)
 
 
 def _key(loc: tuple) -> str:
@@ -324,6 +350,8 @@ def _first_error(exc: ValidationError) -> str:
     shown = repr(value) if not isinstance(value, Mapping) else "a mapping"
     if isinstance(value, float) and not math.isfinite(value):
         shown = str(value)
+    if len(shown) > 80:                  # one line a person reads, whatever was pasted into the file
+        shown = shown[:60] + f"… ({len(shown)} characters)"
     return f"{_key(loc) or 'scenario'}: {message[0].lower() + message[1:]}, got {shown}"
 
 
