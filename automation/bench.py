@@ -11,6 +11,8 @@ pending times) and, where the issue compares, beside double-and-drain:
   minutes then recovery;
 * an arrival storm without cluster-autoscaler;
 * a PodDisruptionBudget that never yields;
+* the canary lost right after its proof, then no capacity (the proof lost mid-drain);
+* a bad AMI whose fix is published mid-rollout (a ``pulumi up`` while the group is pinned);
 * the reference shape at about 50 and 1000 nodes.
 
 It prints one row per target with the measured value, the limit, their ratio
@@ -70,6 +72,8 @@ def plan() -> list[Run]:
     storm = load_scenario(SCENARIOS / "storm-no-autoscaler.yaml")
     pdb = load_scenario(SCENARIOS / "pdb-blocked.yaml")
     fleet = load_scenario(SCENARIOS / "fleet-1000.yaml")
+    lost = load_scenario(SCENARIOS / "canary-lost-then-no-capacity.yaml")
+    publish = load_scenario(SCENARIOS / "publish-fix-mid-rollout.yaml")
     runs = [Run("reference/default", reference, "completed"),
             Run("reference/double-and-drain", reference, "completed", "double-and-drain"),
             Run("reference/no-rollout", reference, "no_rollout", baseline_of="reference/default")]
@@ -98,6 +102,10 @@ def plan() -> list[Run]:
              Run("pdb-blocked/default", pdb, "blocked"),
              Run("pdb-blocked/double-and-drain", pdb, "blocked", "double-and-drain"),
              Run("pdb-blocked/no-rollout", pdb, "no_rollout", baseline_of="pdb-blocked/default"),
+             Run("canary-lost-then-ice/default", lost, "failed"),
+             Run("canary-lost-then-ice/no-rollout", lost, "no_rollout", baseline_of="canary-lost-then-ice/default"),
+             Run("publish-fix/default", publish, "completed"),
+             Run("publish-fix/no-rollout", publish, "no_rollout", baseline_of="publish-fix/default"),
              Run("fleet-50/default", load_scenario(SCENARIOS / "fleet-50.yaml"), "completed"),
              Run("fleet-1000/default", fleet, "completed"),
              Run("fleet-1000/double-and-drain", fleet, "completed", "double-and-drain"),
@@ -192,8 +200,20 @@ def targets(runs: dict) -> list[dict]:
         f"double-and-drain {dd['surge_node_seconds']:.0f}")
 
     # A PodDisruptionBudget that never yields: blocked, named, no Job forced off the nodes it holds.
+    # The proof lost mid-drain, and no capacity: old capacity goes back to Jobs, the size is never given up.
+    r = runs["canary-lost-then-ice/default"]
+    row("final desired >= original (canary lost, then no capacity)", r["final_desired"], r["original_nodes"],
+        r["final_desired"] >= r["original_nodes"], r["reason"][:60])
+    pending_row("canary-lost-then-ice")
+    # A fix published mid-rollout: followed, never undone.
+    r = runs["publish-fix/default"]
+    latest = sorted(set(r["final_versions"].values()))
+    row("every group ends on the version published mid-rollout (publish-fix)", int(latest == ["3"]), 1,
+        latest == ["3"], f"final versions {r['final_versions']}")
+    pending_row("publish-fix")
+
     r = runs["pdb-blocked/default"]
-    named = "PodDisruptionBudget default/api-pdb" in r["reason"]
+    named = "PodDisruptionBudget default/api-pdb" in r["reason"] and " holds ip-" in r["reason"]
     row("pdb-blocked ends blocked, naming the budget and its nodes", int(r["outcome"] == "blocked" and named), 1,
         r["outcome"] == "blocked" and named, r["reason"][:60])
     row("Jobs force-evicted from nodes a PDB holds (pdb-blocked)", r["jobs_forced_off_pdb_held_nodes"], 0,

@@ -309,3 +309,28 @@ def test_yaml_merge_keys_still_work_and_may_be_overridden(tmp_path, capsys):
     import json
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["nodes"] == 5 and report["outcome"] == "completed"
+
+
+# ---------------------------------------------------------------- sizes given back on every path
+
+def test_an_unlaunchable_request_above_the_size_is_withdrawn_before_the_rollout_finishes():
+    # Every old node is gone; the group still asks for 3 (the last old node was lost and the group
+    # tries to replace it), has 2, and cannot launch. Before the fix the trim skipped a group whose
+    # launches fail, so the rollout finished with desired 3 and max 3 over an original 2/2.
+    g = group([inst("i-c1", "2"), inst("i-c2", "2")], desired=3, max_size=3)
+    nodes = (node("c1", "i-c1", old=False, cordoned=False), node("c2", "i-c2", old=False, cordoned=False))
+    d = decide(Snapshot(now=700, groups=(g,), nodes=nodes, pods=(), activities=(failed(650),)), intent(),
+               gi(desired=2, max_size=2), DEFAULT)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=2)] and not d.done
+    assert not of(Terminate, d.commands)
+
+
+def test_a_lost_old_node_whose_replacement_cannot_launch_leaves_the_original_size_and_max():
+    report = simulate_report({
+        "seed": 383349, "autoscaler": True,
+        "node_groups": [{"name": "g0", "nodes": 2, "max_size": 2}],
+        "jobs": {"running": 2, "remaining_seconds": [60.0, 600.0]},
+        "faults": [{"kind": "node_loss", "at_seconds": 600, "target": "old"},
+                   {"kind": "launch_failure", "group": "g0", "at_seconds": 301, "version": "new", "for_seconds": 2000}]})
+    assert report["outcome"] == "completed" and report["max_size_restored"], report
+    assert report["final_desired"] == 2 and report["jobs_interrupted"] == 0      # the lost node is launched again

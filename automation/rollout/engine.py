@@ -985,6 +985,13 @@ def plan_trim(fleet: Fleet, health: Health, drain: DrainPlan, capacity: Capacity
         if len(g.old) - drain.terminated.get(g.name, 0) > 0:
             continue
         if health.groups[g.name].launch_failure is not None:
+            # Nothing old is left, but the group still asks for more than its size and cannot launch
+            # it (a lost node's replacement, say): withdraw the request above the size, which removes
+            # no instance; the trim then goes on from what the group has.
+            keep = max(trim_target(g, fleet), len(g.new), g.asg.min_size)
+            if capacity.desired[g.name] > keep:
+                out.append(SetCapacity(g.name, desired=keep))
+                excess_by[g.name] = capacity.desired[g.name] - keep
             continue
         excess = capacity.desired[g.name] - trim_target(g, fleet)
         excess_by[g.name] = max(0, excess)
