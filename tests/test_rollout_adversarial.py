@@ -334,3 +334,53 @@ def test_a_lost_old_node_whose_replacement_cannot_launch_leaves_the_original_siz
                    {"kind": "launch_failure", "group": "g0", "at_seconds": 301, "version": "new", "for_seconds": 2000}]})
     assert report["outcome"] == "completed" and report["max_size_restored"], report
     assert report["final_desired"] == 2 and report["jobs_interrupted"] == 0      # the lost node is launched again
+
+
+def test_a_version_published_while_the_rollout_finishes_is_rolled_too_not_reported_completed():
+    # The last writes of a rollout (group tags deleted, max restored, intent cleared) take a while under
+    # throttling; a pulumi up landing then left every node on the older version behind a "completed".
+    from automation.rollout.runner import RolloutOptions, run_rollout
+    from automation.rollout.sim.ports import connect
+    from automation.rollout.sim.world import CLUSTER, World
+
+    world = World(load_scenario({"seed": 2, "node_groups": [{"name": "gpu-a", "nodes": 3, "max_size": 6}]}))
+    cloud, cluster, clock = connect(world)
+    published = []
+
+    class PublishWhileFinishing:
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def delete_tags(self, asg, keys):
+            cloud.delete_tags(asg, keys)
+            if not published:
+                world._on_publish(0)
+                published.append(world.now)
+
+    events = []
+    report = run_rollout(PublishWhileFinishing(), cluster, clock, RolloutOptions(cluster_name=CLUSTER), events.append)
+    assert published and report.outcome == "completed" and report.old_nodes_remaining == 0
+    assert any(e["event"] == "another_rollout" for e in events)
+    assert {i.version for i in world.insts.values()} == {"3"} and world.intent is None and world.jobs_interrupted == 0
+
+
+def test_a_version_that_keeps_moving_while_each_rollout_finishes_ends_failed_saying_so():
+    from automation.rollout.runner import MAX_PASSES, RolloutOptions, run_rollout
+    from automation.rollout.sim.ports import connect
+    from automation.rollout.sim.world import CLUSTER, World
+
+    world = World(load_scenario({"seed": 2, "node_groups": [{"name": "gpu-a", "nodes": 2, "max_size": 4}]}))
+    cloud, cluster, clock = connect(world)
+
+    class PublishOnEveryFinish:
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def delete_tags(self, asg, keys):
+            cloud.delete_tags(asg, keys)
+            if any(k.startswith("kiln.dev/rollout-") for k in keys):
+                world._on_publish(0)
+
+    report = run_rollout(PublishOnEveryFinish(), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert report.outcome == "failed" and "keeps changing" in report.reason and report.exit_code == 1
+    assert world.latest_version == str(2 + MAX_PASSES) and world.intent is None and world.jobs_interrupted == 0

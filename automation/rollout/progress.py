@@ -58,7 +58,8 @@ class LiveProgress:
                       f"[{event.get('phase', '')}] {event.get('waiting_for', '')}")
             self.progress.update(self.task, completed=(self.total_old or 0) - old, status=status)
         elif kind in ("rollback", "resumed", "locked", "error", "launch_failure", "blocked", "failed",
-                      "rolled_back_earlier", "events_unavailable", "crash", "target_moved", "command_failed"):
+                      "rolled_back_earlier", "events_unavailable", "crash", "target_moved", "command_failed",
+                      "another_rollout"):
             self.console.log(f"{kind.replace('_', ' ')}: {event.get('reason', event)}")
         elif kind == "finish":
             self.progress.update(self.task, status=f"{event.get('outcome')}")

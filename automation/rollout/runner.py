@@ -58,6 +58,7 @@ OUTAGE_SECONDS = 900.0      # no call at all answered for this long: an outage, 
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
 MIN_RECONCILE_SECONDS = 5.0  # a busy cluster's watch fires constantly: at most one full relist per this
 MAX_FAILING_CYCLES = 5      # consecutive cycles with a rejected command before the run fails
+MAX_PASSES = 3              # rollouts in one run when the version moves on again while one finishes
 LAST_LOOK_SECONDS = 2.0     # a last look before terminating is reused within a cycle for this long
 _DEFERRED = object()        # a terminate (or version change) the last look held back
 _OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")   # a Kubernetes kind: CamelCase, e.g. PyTorchJob
@@ -527,23 +528,44 @@ class _Session:
                 self.emit("rolled_back_earlier", reason=self.report.reason)
                 outcome = "rolled_back"
                 return self.finish_report(outcome, snapshot)
-            intent = self.ensure_intent(snapshot, strategy)
-            if intent is None:
-                self.report.reason = "no old nodes"
-                outcome = "completed"
-            else:
+            for rollout_pass in range(MAX_PASSES):
+                intent = self.ensure_intent(snapshot, strategy)
+                if intent is None:
+                    if rollout_pass == 0:
+                        self.report.reason = "no old nodes"
+                    outcome = "completed"
+                    break
                 strategy = get_strategy(intent.strategy)    # a resumed rollout keeps its strategy
                 self.report.strategy = strategy.name
                 self.report.rollout_id = intent.rollout_id
-                self.report.started_at = intent.started_at
                 self.report.deadline_at = intent.deadline_at
-                # Against each group's target: a group pinned to the previous version by an earlier run
-                # has its original nodes still to replace, not its canary.
-                self.report.old_nodes_at_start = engine.old_node_count(snapshot, self.group_intents(snapshot).values())
+                if rollout_pass == 0:
+                    self.report.started_at = intent.started_at
+                    # Against each group's target: a group pinned to the previous version by an earlier
+                    # run has its original nodes still to replace, not its canary.
+                    self.report.old_nodes_at_start = engine.old_node_count(
+                        snapshot, self.group_intents(snapshot).values())
                 if options.events:
                     self.recorder = EventRecorder(intent.rollout_id)
                 outcome = self.loop(strategy, snapshot)
                 snapshot = None
+                if outcome != "completed":
+                    break
+                # Level-triggered to the end: a version published while the rollout was finishing (a
+                # pulumi up during the last writes) leaves old nodes; "completed" would be a lie.
+                snapshot = self.observe()
+                left = engine.old_node_count(snapshot)
+                if not left:
+                    break
+                if rollout_pass == MAX_PASSES - 1:
+                    outcome = "failed"
+                    self.report.reason = (f"{left} node{'s' if left != 1 else ''} run an older launch template "
+                                          f"version than their group's after {MAX_PASSES} rollouts in a row: the version "
+                                          f"keeps changing (or new instances never run it); rerun once it is stable")
+                    break
+                self.emit("another_rollout", reason=f"a newer launch template version was published while the rollout "
+                                                    f"finished: {left} old node{'s' if left != 1 else ''}; rolling again")
+                self.intent, self.recorder, self.first_seen = None, None, {}
         except Exception as exc:  # noqa: BLE001 - any failure must still restore the autoscaler
             self.report.reason = one_line(exc)
             self.emit("error", reason=self.report.reason)
