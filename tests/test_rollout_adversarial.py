@@ -384,3 +384,65 @@ def test_a_version_that_keeps_moving_while_each_rollout_finishes_ends_failed_say
     report = run_rollout(PublishOnEveryFinish(), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
     assert report.outcome == "failed" and "keeps changing" in report.reason and report.exit_code == 1
     assert world.latest_version == str(2 + MAX_PASSES) and world.intent is None and world.jobs_interrupted == 0
+
+
+# ---------------------------------------------------------------- signals, as CI cancels send them
+
+@pytest.mark.parametrize("first,second", [("SIGINT", "SIGTERM"), ("SIGTERM", "SIGTERM")])
+def test_a_second_signal_during_the_clean_up_is_ignored_and_the_run_still_reports(first, second):
+    # GitHub Actions cancels with SIGINT, then SIGTERM seconds later. Before the fix the second signal
+    # raised out of the clean-up: a traceback, no report, the autoscaler possibly left at zero.
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = f"""
+import os, signal, json
+from automation.rollout.sim import load_scenario
+from automation.rollout.sim.ports import connect
+from automation.rollout.sim.world import CLUSTER, World
+from automation.rollout.runner import RolloutOptions, run_rollout
+world = World(load_scenario({{"seed": 3, "autoscaler": True, "jobs": {{"remaining_list": [3000.0]}},
+                             "node_groups": [{{"name": "gpu-a", "nodes": 3, "max_size": 6}}]}}))
+cloud, cluster, clock = connect(world)
+class Cloud:
+    n = 0
+    def __getattr__(self, name): return getattr(cloud, name)
+    def list_groups(self, name):
+        Cloud.n += 1
+        if Cloud.n == 5:
+            os.kill(os.getpid(), signal.{first})
+        return cloud.list_groups(name)
+class Cluster:
+    def __getattr__(self, name): return getattr(cluster, name)
+    def scale_autoscaler(self, replicas):
+        if replicas == 1:                       # the clean-up restoring it
+            os.kill(os.getpid(), signal.{second})
+        return cluster.scale_autoscaler(replicas)
+report = run_rollout(Cloud(), Cluster(), clock, RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True))
+print(json.dumps({{"outcome": report.outcome, "reason": report.reason, "replicas": world.autoscaler_replicas,
+                  "lease": world.lease, "intent": world.intent is not None,
+                  "restored": [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
+                              == [signal.SIG_DFL, signal.default_int_handler]}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "failed" and f"stopped by {first}" in result["reason"]
+    assert result["replicas"] == 1 and result["lease"] is None and result["intent"] and result["restored"]
+
+
+def test_a_forced_interrupt_still_ends_json_output_with_a_report_line(tmp_path, capsys, monkeypatch):
+    import json
+    import automation.rollout.sim as sim
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sim, "simulate", interrupted)
+    path = tmp_path / "s.yaml"
+    path.write_text("node_groups:\n  - {name: a, nodes: 1}\n")
+    assert run_simulate(["--scenario", str(path), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["outcome"] == "failed"
+    assert "interrupted" in captured.err and "Traceback" not in captured.err

@@ -211,7 +211,7 @@ def options_from_args(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from .clock import SystemClock
     from .progress import LiveProgress, json_lines
-    from .runner import run_rollout
+    from .runner import StopRequested, run_rollout
 
     if not args.cluster.strip():
         return _bad_input("--cluster", "must not be empty")
@@ -236,7 +236,10 @@ def main(args: argparse.Namespace) -> int:
             with LiveProgress(label=f"replace {args.cluster}") as progress:
                 report = run_rollout(cloud, cluster, clock, options, on_event=progress)
             print(report.to_text())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopRequested):
+        # Forced (a second Ctrl-C while the run was stopping): no report from the runner; say so.
+        if args.json:
+            print(json.dumps({"outcome": "failed", "reason": "interrupted; rerun the same command to resume"}))
         print("python -m automation replace: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_FAILED
     except Exception as error:  # noqa: BLE001 - the runner reports its own failures; this is the last guard

@@ -48,8 +48,8 @@ def _unique_holder() -> str:
 
 
 class StopRequested(BaseException):
-    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so the per-command
-    ``except Exception`` in :meth:`_Session.execute` cannot swallow it."""
+    """SIGTERM (or a first Ctrl-C) arrived. A BaseException, like KeyboardInterrupt, so the
+    per-command ``except Exception`` in :meth:`_Session.execute` cannot swallow it."""
 
 
 PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
@@ -489,24 +489,32 @@ class _Session:
                 self.report.reason = one_line(exc)
                 self.emit("error", reason=self.report.reason)
                 return self.finish_report("failed")
-        caught, previous_sigterm = self._catch_sigterm()
+        previous = self._catch_signals()
         try:
             return self._run_locked(options, strategy)
         finally:
-            if caught:
-                signal.signal(signal.SIGTERM, previous_sigterm if previous_sigterm is not None else signal.SIG_DFL)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     @staticmethod
-    def _catch_sigterm():
-        """Turn SIGTERM (kubectl delete pod, systemd stop, CI cancel) into
-        StopRequested so the ``finally`` below restores the autoscaler; the
-        default action would kill the process on the spot. Main thread only."""
+    def _catch_signals() -> dict:
+        """Turn the first SIGTERM (kubectl delete pod, systemd stop, CI cancel) or Ctrl-C into
+        StopRequested, so the run stops where it is, restores the autoscaler, releases the Lease and
+        reports (the default action would kill the process on the spot). CI cancels often send
+        SIGINT, then SIGTERM seconds later: once stopping, a further SIGTERM is ignored so the clean-up
+        finishes; a second Ctrl-C still forces (KeyboardInterrupt). Main thread only."""
         if threading.current_thread() is not threading.main_thread():
-            return False, None
+            return {}
+        stopping: list[int] = []
 
         def stop(signum, frame):
-            raise StopRequested("SIGTERM")
-        return True, signal.signal(signal.SIGTERM, stop)
+            if stopping:
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                return                       # already stopping: let the clean-up finish
+            stopping.append(signum)
+            raise StopRequested(signal.Signals(signum).name)
+        return {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
 
     def _run_locked(self, options: RolloutOptions, strategy: Strategy) -> RolloutReport:
         outcome = "failed"
@@ -570,8 +578,8 @@ class _Session:
             self.report.reason = one_line(exc)
             self.emit("error", reason=self.report.reason)
             snapshot = None
-        except StopRequested:
-            self.report.reason = "stopped by SIGTERM; rerun the same command to resume"
+        except StopRequested as stop:
+            self.report.reason = f"stopped by {stop.args[0] if stop.args else 'SIGTERM'}; rerun the same command to resume"
             self.emit("error", reason=self.report.reason)
             snapshot = None
         finally:

@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from . import ScenarioError, SimulationStuck, load_scenario, simulate
     from ..progress import LiveProgress, json_lines
-    from ..runner import one_line
+    from ..runner import StopRequested, one_line
 
     try:
         scenario = load_scenario(args.scenario)
@@ -70,7 +70,9 @@ def main(args: argparse.Namespace) -> int:
         if args.timeline:
             with open(args.timeline, "w") as fh:
                 json.dump(result.timeline, fh)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopRequested):
+        if args.json:
+            print(json.dumps({"outcome": "failed", "reason": "interrupted"}))
         print("python -m automation simulate: interrupted", file=sys.stderr)
         return EXIT_FAILED
     except (SimulationStuck, OSError, RuntimeError, ValueError) as exc:
