@@ -446,3 +446,37 @@ def test_a_forced_interrupt_still_ends_json_output_with_a_report_line(tmp_path, 
     captured = capsys.readouterr()
     assert json.loads(captured.out.strip().splitlines()[-1])["outcome"] == "failed"
     assert "interrupted" in captured.err and "Traceback" not in captured.err
+
+
+# ---------------------------------------------------------------- reruns after each outcome
+
+def test_a_rerun_after_a_launch_failure_stop_gets_the_whole_timeout_again():
+    # Before the fix the rerun's clock started at the first failure of the earlier run: a rerun 10
+    # minutes later stopped again within seconds, though capacity came back minutes after.
+    from automation.rollout.runner import RolloutOptions, run_rollout
+    from automation.rollout.sim.ports import connect
+    from automation.rollout.sim.world import CLUSTER, World
+
+    world = World(load_scenario({"seed": 7, "node_groups": [{"name": "gpu-a", "nodes": 6, "max_size": 12}],
+                                 "faults": [{"kind": "launch_failure", "group": "gpu-a", "for_seconds": 1500,
+                                             "reason": ICE}]}))
+    options = RolloutOptions(cluster_name=CLUSTER)
+    first = run_rollout(*connect(world), options)
+    assert first.outcome == "failed" and ICE in first.reason and 900 <= world.now < 960
+    world.advance_to(world.now + 300)                       # the operator reruns 5 minutes later
+    second = run_rollout(*connect(world), options)
+    assert second.resumed and second.outcome == "completed", second.reason
+    assert world.jobs_interrupted == 0 and {i.version for i in world.insts.values()} == {"2"}
+    assert sum(g.desired for g in world.groups.values()) == 6
+
+
+def test_the_launch_failure_clock_of_a_rerun_starts_with_the_run_but_says_how_long_in_all():
+    g = group([inst("i-1")], desired=2)
+    snap = Snapshot(now=2000, groups=(g,), nodes=(node("n1", "i-1", cordoned=False),), pods=(),
+                    activities=(failed(1990), failed(100)))
+    assert decide(snap, intent(), gi(desired=1), DEFAULT, run_started_at=1900).stop is None
+    d = decide(snap, intent(), gi(desired=1), DEFAULT)
+    assert d.stop is not None and "32m" in d.stop.reason
+    late = Snapshot(now=1900 + 900, groups=(g,), nodes=snap.nodes, pods=(), activities=(failed(2700), failed(100)))
+    d = decide(late, intent(), gi(desired=1), DEFAULT, run_started_at=1900)
+    assert d.stop is not None and d.stop.outcome == "failed" and "45m" in d.stop.reason

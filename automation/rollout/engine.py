@@ -239,10 +239,11 @@ class Fleet:
     autoscaler_active: bool                  # cluster-autoscaler running and not paused by this rollout
     autoscaler_present: bool                 # a cluster-autoscaler exists (it takes sizing back at the end)
     job_kinds: frozenset
+    run_started_at: float = 0.0              # when this run (process) started: a rerun's launch-failure clock
 
 
 def read_fleet(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str, GroupIntent],
-               job_kinds: frozenset = DEFAULT_JOB_OWNER_KINDS) -> Fleet:
+               job_kinds: frozenset = DEFAULT_JOB_OWNER_KINDS, run_started_at: Optional[float] = None) -> Fleet:
     """Sort instances into old and new per group, pods by node, and the pending Job pods."""
     rolling = intent.phase == "rolling"
     nodes_by_instance = {n.instance_id: n for n in snapshot.nodes if n.instance_id}
@@ -284,7 +285,8 @@ def read_fleet(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping
                  pending=tuple(sorted(pending, key=lambda p: (p.created_at, p.key))), pdbs=snapshot.pdbs,
                  activities={k: tuple(sorted(v, key=lambda a: -a.started_at)) for k, v in activities.items()},
                  autoscaler_active=not intent.pause_autoscaler and bool(snapshot.autoscaler_replicas),
-                 autoscaler_present=present, job_kinds=job_kinds)
+                 autoscaler_present=present, job_kinds=job_kinds,
+                 run_started_at=intent.started_at if run_started_at is None else max(run_started_at, intent.started_at))
 
 
 def _group_shape(asg: AutoScalingGroup, instances: Sequence[Instance],
@@ -391,7 +393,7 @@ def assess_health(fleet: Fleet, intent: RolloutIntent, strategy: Strategy,
             bad.append((inst.id, node.name, reason))
         failure = launch_failure(g, fleet.activities.get(g.name, ()), intent.started_at)
         if failure is not None:
-            timers.append(failure.since + intent.launch_failure_timeout_seconds + 1)
+            timers.append(failure_clock(failure, fleet) + intent.launch_failure_timeout_seconds + 1)
         if checks and rollback is None:
             # Bad before anything was proven in the group: the new version is what is bad. Once a
             # replacement proved it, one bad instance is that instance's problem: it is replaced.
@@ -402,6 +404,13 @@ def assess_health(fleet: Fleet, intent: RolloutIntent, strategy: Strategy,
         out[g.name] = GroupHealth(group=g.name, proven_by=proven_by, ready_new=ready, free_slots=tuple(free),
                                   bad=tuple(bad), launch_failure=failure, booting=booting)
     return Health(groups=out, rollback_reason=rollback, timers=tuple(timers))
+
+
+def failure_clock(failure: LaunchFailure, fleet: Fleet) -> float:
+    """Where the launch-failure timeout counts from: the first failure of the unbroken run of
+    failures — but never before this run started. A rerun after a ``failed`` stop gets the whole
+    timeout to try again (its message still says how long launches have failed in all)."""
+    return max(failure.since, fleet.run_started_at)
 
 
 def warmup_failure(node: Node, pods: Iterable[Pod]) -> Optional[str]:
@@ -1121,7 +1130,7 @@ def judge(fleet: Fleet, health: Health, drain: DrainPlan, trim: TrimPlan, intent
     if strategy.check_readiness:
         for g in fleet.groups:
             failure = health.groups[g.name].launch_failure
-            if failure is not None and now - failure.since >= intent.launch_failure_timeout_seconds:
+            if failure is not None and now - failure_clock(failure, fleet) >= intent.launch_failure_timeout_seconds:
                 return False, Stop("failed", f"launches in {g.name} have failed for "
                                              f"{_duration(now - failure.since)}: {failure.message}",
                                    _give_back_all(fleet, health)), waiting
@@ -1157,12 +1166,12 @@ def judge(fleet: Fleet, health: Health, drain: DrainPlan, trim: TrimPlan, intent
 
 def decide(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str, GroupIntent],
            strategy: Strategy, first_seen: Mapping[str, float] | None = None,
-           job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS) -> Decision:
+           job_kinds: frozenset[str] = DEFAULT_JOB_OWNER_KINDS, run_started_at: Optional[float] = None) -> Decision:
     """Commands for this cycle. ``first_seen``: when the runner first saw each
     instance, used for the timeouts when the cloud gives no launch time.
     ``job_kinds``: owner kinds whose pods are Jobs (``RolloutOptions.job_owner_kinds``;
     taken from the options each run, not persisted: a rerun passes the same flags)."""
-    fleet = read_fleet(snapshot, intent, group_intents, job_kinds)
+    fleet = read_fleet(snapshot, intent, group_intents, job_kinds, run_started_at)
     health = assess_health(fleet, intent, strategy, first_seen or {})
     new_nodes = plan_new_nodes(fleet, health)
     drain = plan_drain(fleet, health, intent, strategy)

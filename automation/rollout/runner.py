@@ -607,7 +607,7 @@ class _Session:
             if self.intent.phase == "rolling":
                 intents = self.remember_groups(snapshot)
             decision = engine.decide(snapshot, self.intent, intents, strategy, self.first_seen,
-                                     job_kinds=self.options.job_owner_kinds)
+                                     job_kinds=self.options.job_owner_kinds, run_started_at=self.started)
             self.report.cycles += 1
             self.emit("cycle", phase=self.intent.phase, **decision.summary())
             self.tell_launch_failures(decision)
@@ -658,7 +658,7 @@ class _Session:
         fresh = self.observe()
         intents = self.group_intents(fresh)
         again = engine.decide(fresh, self.intent, intents, strategy, self.first_seen,
-                              job_kinds=self.options.job_owner_kinds)
+                              job_kinds=self.options.job_owner_kinds, run_started_at=self.started)
         if again.rollback_reason:
             decision_reason = again.rollback_reason
             return bool(decision_reason)
