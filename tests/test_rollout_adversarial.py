@@ -480,3 +480,15 @@ def test_the_launch_failure_clock_of_a_rerun_starts_with_the_run_but_says_how_lo
     late = Snapshot(now=1900 + 900, groups=(g,), nodes=snap.nodes, pods=(), activities=(failed(2700), failed(100)))
     d = decide(late, intent(), gi(desired=1), DEFAULT, run_started_at=1900)
     assert d.stop is not None and d.stop.outcome == "failed" and "45m" in d.stop.reason
+
+
+@pytest.mark.parametrize("argv,flag", [
+    (["--no-rollout", "--horizon", "200h"], "--horizon: at most 7 days"),    # 99999999h hung: years of virtual time
+    (["--timeline", "/nonexistent/dir/t.json"], "--timeline: cannot write"),       # said after the whole run
+])
+def test_simulate_flags_that_cannot_work_exit_2_before_simulating(tmp_path, capsys, argv, flag):
+    path = tmp_path / "s.yaml"
+    path.write_text("node_groups:\n  - {name: a, nodes: 1}\n")
+    assert run_simulate(["--scenario", str(path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and len(err.strip().splitlines()) == 1

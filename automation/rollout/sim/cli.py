@@ -55,6 +55,19 @@ def main(args: argparse.Namespace) -> int:
     if args.horizon is not None and not args.no_rollout:
         print("python -m automation simulate: error: --horizon: only with --no-rollout", file=sys.stderr)
         return EXIT_BAD_INPUT
+    from .scenario import MAX_SECONDS
+    if args.horizon is not None and args.horizon > MAX_SECONDS:
+        # A virtual clock still runs every event: ten thousand simulated years would never end.
+        print(f"python -m automation simulate: error: --horizon: at most {MAX_SECONDS / 86400:.0f} days, "
+              f"got {args.horizon / 86400:,.0f} days", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.timeline:
+        import os
+        folder = os.path.dirname(os.path.abspath(args.timeline))
+        if not os.path.isdir(folder) or os.path.isdir(args.timeline) or not os.access(folder, os.W_OK):
+            # Said before a long simulation, not after it.
+            print(f"python -m automation simulate: error: --timeline: cannot write {args.timeline}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         if args.json:
             result = simulate(scenario, args.strategy, on_event=_quiet(json_lines(sys.stdout)),
