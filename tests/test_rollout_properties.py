@@ -1,5 +1,6 @@
 """Properties over random fleets, Job durations, services, crash points,
-throttling (up to 90 %), bad AMIs and launch failures (hypothesis): resuming
+throttling (up to 90 %), bad AMIs, launch failures and a version published
+mid-rollout (hypothesis): resuming
 always converges, no Job is interrupted before its deadline, no
 PodDisruptionBudget is violated, no old node leaves a group before a
 replacement there is proven, a bad AMI keeps every original node, and the
@@ -114,3 +115,20 @@ def test_launch_failures_never_remove_capacity_that_cannot_be_replaced(scenario,
         if at == 0 and lasting is None:
             # Nothing could ever launch in that group: it was never touched.
             assert report["original_nodes_removed_by_group"][groups[0]] == 0
+    if not scenario["autoscaler"]:
+        # The capacity the rollout removed is asked for again, never given up (even when it stops).
+        assert report["final_desired"] >= sum(g["nodes"] for g in scenario["node_groups"]), report
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), st.integers(0, 4000))
+def test_a_version_published_at_any_moment_is_followed_never_undone(scenario, at):
+    scenario = dict(scenario, faults=scenario["faults"] + [{"kind": "publish", "at_seconds": at}])
+    report = simulate(load_scenario(scenario)).report
+    assert report["outcome"] == "completed", report
+    assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0 and report["proof_violations"] == 0
+    assert report["intent_cleared"] and report["lock_released"] and report["autoscaler_restored"]
+    if at < report["makespan_seconds"] - 60:
+        # Published while the rollout ran (not in the last minute, which can race its final look):
+        # every group ends on it, with no node left on an older one.
+        assert set(report["final_versions"].values()) == {"3"} and report["old_nodes_remaining"] == 0, report
