@@ -492,3 +492,32 @@ def test_simulate_flags_that_cannot_work_exit_2_before_simulating(tmp_path, caps
     assert run_simulate(["--scenario", str(path), *argv]) == 2
     err = capsys.readouterr().err
     assert flag in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_restart_while_launches_fail_drains_nothing_more_and_the_stop_asks_back_what_was_removed():
+    # Found by a random sweep: the rollout proved g1, removed two idle old nodes, then launches of the
+    # new version failed (no capacity). The process crashed; its successor's first cycle was decided on
+    # a snapshot read before the intent, so without the scaling activities: it drained three more old
+    # nodes of g1 while nothing could replace them, and the stop left g1 at desired 10 (original 12).
+    report = simulate_report({
+        "seed": 3183, "deadline_seconds": 600.0,
+        "node_groups": [{"name": "g0", "nodes": 2, "max_size": 4, "min_size": 1},
+                        {"name": "g1", "nodes": 12, "max_size": 12}],
+        "jobs": {"running": 13, "remaining_seconds": [60.0, 3000.0], "arrivals_per_hour": 5.0,
+                 "duration_seconds": [300.0, 1800.0]},
+        "faults": [{"kind": "crash", "after_actions": 48},
+                   {"kind": "launch_failure", "group": "g1", "at_seconds": 100, "version": "new"}]})
+    assert report["outcome"] == "failed" and "launches in g1" in report["reason"] and report["restarts"] == 1
+    assert report["original_nodes_removed_by_group"]["g1"] == 2              # only those before the failures
+    assert report["final_desired"] == report["original_nodes"] == 14 and report["jobs_interrupted"] == 0
+
+
+def test_the_stop_raises_desired_back_to_the_original_when_removals_were_never_made_up():
+    # Original 4; two old nodes removed with desired decremented, one replacement asked for and failing.
+    g = group([inst("i-1"), inst("i-c1", "2")], desired=3)
+    nodes = (node("n1", "i-1"), node("c1", "i-c1", old=False, cordoned=False))
+    d = decide(Snapshot(now=2000, groups=(g,), nodes=nodes, pods=(), activities=(failed(1990), failed(100))),
+               intent(), gi(desired=4), DEFAULT)
+    assert d.stop is not None and d.stop.outcome == "failed"
+    assert of(SetCapacity, d.stop.commands) == [SetCapacity("gpu-a", desired=4)]
+    assert of(SetCapacity, d.stop.commands)[0].raise_only

@@ -735,6 +735,10 @@ def _give_back_all(fleet: Fleet, health: Health) -> tuple[Command, ...]:
         keep = max(len(g.old) + len(g.new), g.asg.min_size, g.intent.original_desired)
         if g.asg.desired_capacity > keep:
             out.append(SetCapacity(g.name, desired=keep))
+        elif g.asg.desired_capacity < keep:
+            # Old nodes removed (desired decremented) before launches began to fail were never made
+            # up: ask for them again, so the group refills once capacity returns.
+            out.append(SetCapacity(g.name, desired=keep, raise_only=True))
     return tuple(out)
 
 

@@ -555,7 +555,10 @@ class _Session:
                         snapshot, self.group_intents(snapshot).values())
                 if options.events:
                     self.recorder = EventRecorder(intent.rollout_id)
-                outcome = self.loop(strategy, snapshot)
+                # A resumed rollout looks again: the first snapshot was read before the intent was, so
+                # without the scaling activities that say launches are failing (read only for a
+                # rollout under way) — a restart must not drain what cannot be replaced.
+                outcome = self.loop(strategy, None if self.report.resumed else snapshot)
                 snapshot = None
                 if outcome != "completed":
                     break
