@@ -521,3 +521,18 @@ def test_the_stop_raises_desired_back_to_the_original_when_removals_were_never_m
     assert d.stop is not None and d.stop.outcome == "failed"
     assert of(SetCapacity, d.stop.commands) == [SetCapacity("gpu-a", desired=4)]
     assert of(SetCapacity, d.stop.commands)[0].raise_only
+
+
+def test_an_unproven_group_never_grows_past_its_max_plus_the_canary_even_if_launches_never_look_new():
+    # Seen through replace against moto, which reports every instance's version as the template's
+    # default: each canary looked old, so every cycle asked for one more (3 -> 20 nodes in 90 s, max
+    # raised with them). On AWS the same happens when instances report another launch template.
+    g = group([inst("i-1"), inst("i-2"), inst("i-3"), inst("i-x1"), inst("i-x2")], desired=5, max_size=5)
+    nodes = tuple(node(f"n{i}", f"i-{i}", cordoned=False) for i in (1, 2, 3))
+    d = decide(Snapshot(now=60, groups=(g,), nodes=nodes, pods=()), intent(), gi(desired=3, max_size=4), DEFAULT)
+    assert not [c for c in of(SetCapacity, d.commands) if c.desired is not None and c.desired > 5]
+    # A normal canary request is untouched: the group at its original max still gets one.
+    g = group([inst("i-1"), inst("i-2"), inst("i-3"), inst("i-4")], desired=4, max_size=4)
+    nodes = tuple(node(f"n{i}", f"i-{i}", cordoned=False) for i in (1, 2, 3, 4))
+    d = decide(Snapshot(now=60, groups=(g,), nodes=nodes, pods=()), intent(), gi(desired=4, max_size=4), DEFAULT)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=5, max_size=5)]

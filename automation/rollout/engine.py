@@ -863,6 +863,12 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
                 want_new = min(want_new, base[g.name] + _capacity_taken(fleet, g.name))
         want_new = min(want_new, max(g.intent.original_max, orig))
         want_desired = old_after + want_new
+        if fleet.rolling and strategy.prove_first and strategy.check_readiness and not gh.proven:
+            # Unproven, a group never grows past its original max plus the canaries. (Instances the
+            # group launched on the rollout's request that still do not look new — another launch
+            # template per override, a symbolic version on another AMI — would otherwise add one
+            # more "canary" every cycle, without end.)
+            want_desired = min(want_desired, max(g.intent.original_max, orig) + base[g.name])
         # Max is kept as tight as the rollout allows: raised only to what it asks
         # for, lowered again as old nodes leave, so cluster-autoscaler never grows
         # into headroom the rollout made and the original max can be restored.
