@@ -864,11 +864,13 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
         want_new = min(want_new, max(g.intent.original_max, orig))
         want_desired = old_after + want_new
         if fleet.rolling and strategy.prove_first and strategy.check_readiness and not gh.proven:
-            # Unproven, a group never grows past its original max plus the canaries. (Instances the
-            # group launched on the rollout's request that still do not look new — another launch
-            # template per override, a symbolic version on another AMI — would otherwise add one
-            # more "canary" every cycle, without end.)
-            want_desired = min(want_desired, max(g.intent.original_max, orig) + base[g.name])
+            # Unproven, a group never grows past its original max plus the canaries — one set for
+            # the target and one for each version superseded mid-rollout (a canary of version 2 is
+            # old once version 3 is published). Instances launched on the rollout's request that
+            # still do not look new (an API reporting the default version, another launch template
+            # per override) would otherwise add one more "canary" every cycle, without end.
+            superseded = {i.launch_template_version for i in g.old} - {g.intent.previous_version}
+            want_desired = min(want_desired, max(g.intent.original_max, orig) + base[g.name] * (1 + len(superseded)))
         # Max is kept as tight as the rollout allows: raised only to what it asks
         # for, lowered again as old nodes leave, so cluster-autoscaler never grows
         # into headroom the rollout made and the original max can be restored.
