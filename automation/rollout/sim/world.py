@@ -170,6 +170,7 @@ class World:
         self.handler_actions: dict[str, int] = {}
         self.handler_dead_letters = 0
         self.max_hold_seconds = 0.0
+        self.max_rollout_hold_seconds = 0.0          # the rollout's own terminations, on the hook
         self.instances_completed_by_handler = 0
         self.hook_timeouts = 0
         self.faults_terminated = 0
@@ -496,6 +497,8 @@ class World:
 
     def _end_wait(self, inst: _Inst) -> None:
         self.max_hold_seconds = max(self.max_hold_seconds, self.now - inst.hook_started)
+        if inst.leaving == "rollout":
+            self.max_rollout_hold_seconds = max(self.max_rollout_hold_seconds, self.now - inst.hook_started)
         self._kill_instance(inst.id, cause="hook" if inst.leaving == "fault" else inst.leaving, decrement=False)
 
     def _hold_limit(self, pod: Pod) -> Optional[float]:
