@@ -13,7 +13,11 @@ pending times) and, where the issue compares, beside double-and-drain:
 * a PodDisruptionBudget that never yields;
 * the canary lost right after its proof, then no capacity (the proof lost mid-drain);
 * a bad AMI whose fix is published mid-rollout (a ``pulumi up`` while the group is pinned);
-* the reference shape at about 50 and 1000 nodes.
+* the reference shape at about 50 and 1000 nodes;
+* nodes leaving by other doors, with the termination handler's ``decide()`` in the
+  simulated cluster: an ASG scale-in and a rebalance (faults and the handler only,
+  and the same scale-in without the handler, to show what the hook is for), spot
+  interruptions, and every such fault during a rollout.
 
 It prints one row per target with the measured value, the limit, their ratio
 and PASS/FAIL, and exits 1 when a target fails.
@@ -58,6 +62,7 @@ class Run:
     expect: str                           # the outcome this run must end with
     strategy: str = "default"
     baseline_of: Optional[str] = None     # a no-rollout run over the span of this run
+    no_rollout: bool = False              # the world with its faults and the termination handler only
 
 
 def fault_tag(fault: FaultSpec) -> str:
@@ -110,6 +115,13 @@ def plan() -> list[Run]:
              Run("fleet-1000/default", fleet, "completed"),
              Run("fleet-1000/double-and-drain", fleet, "completed", "double-and-drain"),
              Run("fleet-1000/no-rollout", fleet, "no_rollout", baseline_of="fleet-1000/default")]
+    scale_in = load_scenario(SCENARIOS / "asg-scale-in.yaml")
+    runs += [Run("asg-scale-in/handler-only", scale_in, "no_rollout", no_rollout=True),
+             Run("asg-scale-in/no-handler", replace(scale_in, termination=replace(scale_in.termination, handler=False)),
+                 "no_rollout", no_rollout=True),
+             Run("spot-interruption/handler-only", load_scenario(SCENARIOS / "spot-interruption.yaml"), "no_rollout",
+                 no_rollout=True),
+             Run("faults-during-rollout/default", load_scenario(SCENARIOS / "faults-during-rollout.yaml"), "completed")]
     return runs
 
 
@@ -121,7 +133,7 @@ def measure(console: Console, runs: Optional[list[Run]] = None) -> dict:
             report = simulate(run.scenario, no_rollout=True,
                               horizon_seconds=out[run.baseline_of]["makespan_seconds"]).report
         else:
-            report = simulate(run.scenario, run.strategy).report
+            report = simulate(run.scenario, run.strategy, no_rollout=run.no_rollout).report
         report["wall_seconds"] = round(time.perf_counter() - started, 3)
         report["expected_outcome"] = run.expect
         out[run.label] = report
@@ -147,7 +159,8 @@ def targets(runs: dict) -> list[dict]:
         row(f"p95 pending <= no-rollout p95 + boot + warm ({label})", ours["pending_p95_seconds"], limit,
             ours["pending_p95_seconds"] <= limit, f"no-rollout p95 {base['pending_p95_seconds']:.0f}s")
 
-    rollouts = {k: r for k, r in runs.items() if not k.endswith("/no-rollout")}
+    # Every run but the baselines and the counterfactual without the termination handler.
+    rollouts = {k: r for k, r in runs.items() if not k.endswith(("/no-rollout", "/no-handler"))}
     interrupted = sum(r["jobs_interrupted"] for r in rollouts.values())
     row("Jobs interrupted before their deadline (every run, every fault)", interrupted, 0, interrupted == 0,
         f"{len(rollouts)} runs")
@@ -231,6 +244,26 @@ def targets(runs: dict) -> list[dict]:
     bound = 2 * big["nodes"] + big["jobs_completed"]
     row("Kubernetes Events at 1000 nodes <= 2 per node + 1 per Job (no flood)", writes, bound, writes <= bound,
         f"{big['events_created']} created, {big['events_updated']} series updates, {big['cycles']} cycles")
+    # Nodes leaving by other doors: the termination handler holds what the hook can hold.
+    held = {k: r for k, r in runs.items() if r.get("termination_handler")}
+    interrupted = sum(r["jobs_interrupted"] for r in held.values())
+    row("Jobs interrupted under ASG scale-in, rebalance, spot, faults during a rollout (handler on)", interrupted, 0,
+        interrupted == 0, f"{len(held)} runs; lost to faults: "
+        + ", ".join(f"{k.split('/')[0]} {r['jobs_lost_to_faults']}" for k, r in held.items()))
+    r = runs["asg-scale-in/handler-only"]
+    row("a scale-in of 5 ends with 5 fewer nodes, every Job done first (asg-scale-in)", r["final_nodes"],
+        r["original_nodes"] - 5, r["final_nodes"] == r["final_desired"] == r["original_nodes"] - 5
+        and r["jobs_lost_to_faults"] == 0 and r["hook_timeouts"] == 0, f"longest hold {r['max_hold_seconds']:.0f}s")
+    r = runs["asg-scale-in/no-handler"]
+    row("the same scale-in without the handler interrupts Jobs (what the hook is for)", r["jobs_interrupted"], 1,
+        r["jobs_interrupted"] >= 1, "measured >= limit")
+    r = runs["spot-interruption/handler-only"]
+    row("spot reclaims: Jobs counted lost to the fault, none interrupted", r["jobs_lost_to_faults"], 1,
+        r["jobs_lost_to_faults"] >= 1 and r["jobs_interrupted"] == 0, "measured >= limit")
+    r = runs["faults-during-rollout/default"]
+    row("the rollout's own terminations held by the hook at most one handler cycle (faults-during-rollout)",
+        r["max_rollout_hold_seconds"], 5.0, r["max_rollout_hold_seconds"] <= 5.0,
+        f"{r['instances_completed_by_handler']} completed by the handler")
     bad = [k for k, r in runs.items() if r["outcome"] != r["expected_outcome"] or r["pdb_violations"]
            or not r["autoscaler_restored"] or (r["outcome"] != "blocked" and not r["max_size_restored"])]
     row("every run ends as expected; no PDB violated; autoscaler and max sizes restored", len(bad), 0, not bad,

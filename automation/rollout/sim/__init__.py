@@ -19,7 +19,8 @@ from ..runner import RolloutOptions, run_rollout
 from ..strategies import get_strategy
 from .ports import connect
 from .scenario import FaultSpec, GroupSpec, JobsSpec, Scenario, ScenarioError, ServiceSpec, load_scenario
-from .world import CLUSTER, SimulatedCrash, SimulationStuck, World, percentile
+from .world import (CLUSTER, HANDLER_CYCLE_SECONDS, SPOT_WARNING_SECONDS, SimulatedCrash, SimulationStuck, World,
+                    percentile)
 
 RESTART_SECONDS = 10.0     # a crashed rollout is started again this much later
 
@@ -32,6 +33,28 @@ class SimulationResult:
     report: dict                              # every field of the issue's report, and a few more
     timeline: list = field(default_factory=list)   # samples: t, old_nodes, new_nodes, jobs_running, jobs_pending, deadline_at
     rollout: Optional[RolloutReport] = None   # the last runner's own report (None with no_rollout)
+
+
+def fault_end(fault: FaultSpec) -> float:
+    """How long a --no-rollout run must last at least to see a fault play out."""
+    if fault.kind == "spot_interruption":
+        return (fault.at_seconds or 0.0) + SPOT_WARNING_SECONDS
+    if fault.kind in ("asg_terminate", "handler_restart", "node_loss", "publish"):
+        return fault.at_seconds or 0.0
+    if fault.kind == "launch_failure":
+        return (fault.at_seconds or 0.0) + (fault.for_seconds or 0.0)
+    return 0.0
+
+
+def settle(world: World) -> None:
+    """After the rollout (or the horizon), let the termination handler finish: every instance on the
+    hook completed or timed out, every warned spot instance reclaimed — so the report counts every
+    Job the faults touched. Bounded by the hook's global timeout."""
+    if not world.hook:
+        return
+    limit = world.now + world.handler_settings.global_timeout_seconds + SPOT_WARNING_SECONDS + HANDLER_CYCLE_SECONDS
+    while world.handler_busy() and world.now < limit:
+        world.advance_to(min(limit, world.now + HANDLER_CYCLE_SECONDS))
 
 
 def simulate(scenario: Scenario, strategy: str = "default",
@@ -59,9 +82,12 @@ def simulate(scenario: Scenario, strategy: str = "default",
     rollout: Optional[RolloutReport] = None
     restarts = 0
     if no_rollout:
-        horizon = horizon_seconds if horizon_seconds is not None else max(world.lower_bound, scenario.poll_seconds)
+        horizon = horizon_seconds if horizon_seconds is not None else max(
+            world.lower_bound, scenario.poll_seconds, *(fault_end(f) for f in scenario.faults))
         world.advance_to(world.start_at + horizon)
         outcome, reason = "no_rollout", f"the same world for {horizon:.0f}s without a rollout"
+        if world.hook:
+            reason += ", faults and the termination handler only"
     else:
         options = RolloutOptions(cluster_name=CLUSTER, strategy=strategy, surge=scenario.surge,
                                  deadline_seconds=scenario.deadline_seconds,
@@ -81,6 +107,8 @@ def simulate(scenario: Scenario, strategy: str = "default",
                 watch({"event": "crash", "t": round(world.now, 3), "reason": str(crash)})
                 world.advance_to(world.now + RESTART_SECONDS)
         outcome, reason = rollout.outcome, rollout.reason
+    ended_at = world.now
+    settle(world)
     world.max_reads_per_cycle = max(world.max_reads_per_cycle, world.reads_this_cycle)   # the last reconcile
     world._sample(world.now)
     old, _new = world.count_old_new()
@@ -92,7 +120,9 @@ def simulate(scenario: Scenario, strategy: str = "default",
         "nodes": scenario.total_nodes,
         "outcome": outcome,
         "reason": reason,
-        "makespan_seconds": round(world.now - world.start_at, 3),
+        "makespan_seconds": round(ended_at - world.start_at, 3),
+        # With the termination handler: when the last instance left Terminating:Wait (or was reclaimed).
+        "settled_at_seconds": round(world.now - world.start_at, 3),
         "lower_bound_seconds": round(world.lower_bound, 3),
         "old_nodes_remaining": old if not no_rollout else 0,
         "original_nodes_removed": sum(world.original_removed.values()),
@@ -103,6 +133,14 @@ def simulate(scenario: Scenario, strategy: str = "default",
         "jobs_force_evicted": world.jobs_force_evicted,
         "jobs_forced_off_pdb_held_nodes": world.forced_on_held_nodes,
         "jobs_lost_to_faults": world.jobs_lost,
+        "termination_handler": world.hook,
+        "instances_terminated_by_faults": world.faults_terminated,
+        "instances_completed_by_handler": world.instances_completed_by_handler,
+        "hook_timeouts": world.hook_timeouts,
+        "max_hold_seconds": round(world.max_hold_seconds, 3),
+        "max_rollout_hold_seconds": round(world.max_rollout_hold_seconds, 3),
+        "handler_decisions": world.handler_decisions,
+        "handler_actions": dict(sorted(world.handler_actions.items())),
         "jobs_completed": world.jobs_completed,
         "jobs_retried": world.jobs_retried,
         "jobs_failed": world.jobs_failed,

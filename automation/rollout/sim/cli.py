@@ -24,8 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Run the rollout engine and runner, unchanged, against a simulated fleet on a virtual clock: "
         "ASGs, nodes, Jobs (retried when evicted), services under PodDisruptionBudgets, cluster-autoscaler "
-        "and faults (crash, bad_ami, throttle, node_loss, launch_failure, publish). Outcomes: completed (exit 0), "
-        "rolled_back, blocked or failed (exit 1); a bad scenario exits 2 naming the key.")
+        "and faults (crash, bad_ami, throttle, node_loss, launch_failure, publish, asg_terminate, spot_interruption, "
+        "handler_restart); with the termination handler on (scenario key termination.handler, on by default with "
+        "the last three) its decide() runs in the cluster every 5 s and every ASG termination waits on kiln's "
+        "lifecycle hook. Outcomes: completed (exit 0), rolled_back, blocked or failed (exit 1); a bad scenario "
+        "exits 2 naming the key.")
     parser.add_argument("--scenario", required=True, metavar="FILE",
                         help="scenario YAML: node_groups, jobs, services, faults (see scenarios/*.yaml)")
     parser.add_argument("--strategy", default="default", choices=("default", "double-and-drain"),
@@ -33,10 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "copied script, as a baseline (default: %(default)s)")
     parser.add_argument("--no-rollout", action="store_true",
                         help="run the same world with no rollout (launch template unchanged), for --horizon: the "
-                             "reference for pending times; same report fields, outcome no_rollout")
+                             "reference for pending times, or the faults and the termination handler alone; "
+                             "same report fields, outcome no_rollout")
     parser.add_argument("--horizon", type=parse_duration, default=None, metavar="DURATION",
                         help="with --no-rollout: how long to run (default: the scenario's lower bound, "
-                             "max(longest running Job, boot + warm))")
+                             "max(longest running Job, boot + warm), and at least until the last fault; the "
+                             "termination handler's holds then run to their end)")
     parser.add_argument("--json", action="store_true",
                         help="print events as JSON lines; the last line of stdout is the report")
     parser.add_argument("--timeline", metavar="FILE", help="also write the timeline samples as JSON to FILE")

@@ -23,6 +23,15 @@ from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, Stri
 from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 
+from infra.lifecycle import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    DEFAULT_JOB_GRACE_SECONDS,
+    MAX_HEARTBEAT_SECONDS,
+    MIN_HEARTBEAT_SECONDS,
+    STOP_ALLOWANCE_SECONDS,
+    max_job_grace,
+)
+
 
 class ScenarioError(ValueError):
     """A scenario that cannot be simulated; the message names the key."""
@@ -124,7 +133,12 @@ FAULT_KEYS = {
     "node_loss": {"at_seconds", "group", "target"},
     "launch_failure": {"group", "at_seconds", "for_seconds", "reason", "version"},
     "publish": {"at_seconds"},
+    "asg_terminate": {"group", "count", "at_seconds", "replace"},
+    "spot_interruption": {"group", "count", "at_seconds"},
+    "handler_restart": {"at_seconds"},
 }
+# Faults that need the termination handler's lifecycle hook to be survivable (they turn it on by default).
+HANDLER_FAULTS = frozenset({"asg_terminate", "spot_interruption", "handler_restart"})
 
 
 @dataclass(frozen=True, config=_CONFIG)
@@ -139,8 +153,17 @@ class FaultSpec:
     ``group`` fail with ``reason`` (AWS's message, e.g. InsufficientInstanceCapacity or
     InvalidAMIID.NotFound), on every version or only the new one (``version``). ``publish``: at
     ``at_seconds`` a newer launch template version is published and every group set to it (a
-    ``pulumi up`` landing mid-rollout); it is a good one (``bad_ami`` makes the first new version bad)."""
-    kind: Literal["crash", "bad_ami", "throttle", "node_loss", "launch_failure", "publish"]
+    ``pulumi up`` landing mid-rollout); it is a good one (``bad_ami`` makes the first new version bad).
+    ``asg_terminate``: at ``at_seconds`` Auto Scaling terminates ``count`` InService instances of
+    ``group`` on its own — a scale-in (desired drops by ``count``; scale-in-protected instances are
+    spared) or, with ``replace: true``, a capacity rebalance or health replacement (desired stays, a
+    replacement launches at once); with the termination hook they wait in ``Terminating:Wait``.
+    ``spot_interruption``: ``count`` instances of a spot ``group`` get the two-minute warning and are
+    reclaimed 120 s later, whatever runs there (Jobs then count in ``jobs_lost_to_faults``).
+    ``handler_restart``: the termination handler restarts (10 s down, its memory of lifecycle actions
+    and heartbeats lost; the queue keeps its messages)."""
+    kind: Literal["crash", "bad_ami", "throttle", "node_loss", "launch_failure", "publish", "asg_terminate",
+                  "spot_interruption", "handler_restart"]
     after_actions: Optional[Annotated[StrictInt, Field(ge=1)]] = None
     rate: Optional[Annotated[StrictFloat, Field(ge=0, le=0.9)]] = None
     at_seconds: Optional[Seconds] = None
@@ -150,6 +173,8 @@ class FaultSpec:
     mode: Optional[Literal["not_ready", "no_join", "warmup_fails"]] = None
     target: Optional[Literal["any", "new", "old"]] = None
     version: Optional[Literal["any", "new"]] = None
+    count: Optional[Annotated[StrictInt, Field(ge=1, le=MAX_NODES_PER_GROUP)]] = None
+    replace: Optional[StrictBool] = None
 
     @model_validator(mode="after")
     def _keys_of_kind(self) -> "FaultSpec":
@@ -162,8 +187,15 @@ class FaultSpec:
             _set(self, after_actions=1)
         if self.kind == "throttle" and self.rate is None:
             _set(self, rate=0.1)
-        if self.kind in ("node_loss", "launch_failure", "publish") and self.at_seconds is None:
+        if self.kind in ("node_loss", "launch_failure", "publish", *HANDLER_FAULTS) and self.at_seconds is None:
             _set(self, at_seconds=0.0)
+        if self.kind in ("asg_terminate", "spot_interruption"):
+            if self.group is None:
+                raise ValueError(f"group: required for a {self.kind} fault (the node group it hits)")
+            if self.count is None:
+                _set(self, count=1)
+        if self.kind == "asg_terminate" and self.replace is None:
+            _set(self, replace=False)
         if self.kind == "bad_ami" and self.mode is None:
             _set(self, mode="not_ready")
         if self.kind == "node_loss" and self.target is None:
@@ -177,11 +209,33 @@ class FaultSpec:
 
 
 @dataclass(frozen=True, config=_CONFIG)
+class TerminationSpec:
+    """The termination handler (automation/termination) and its lifecycle hook on every group, as
+    ``kiln:terminationHandlerImage``, ``kiln:terminationJobGraceSeconds`` and
+    ``kiln:terminationHeartbeatSeconds`` declare them. ``handler`` unset: on when a fault needs it
+    (asg_terminate, spot_interruption, handler_restart); off, no hook (as without the image)."""
+    handler: Optional[StrictBool] = None
+    job_grace_seconds: Annotated[StrictInt, Field(ge=0)] = DEFAULT_JOB_GRACE_SECONDS
+    heartbeat_seconds: Annotated[StrictInt, Field(ge=MIN_HEARTBEAT_SECONDS, le=MAX_HEARTBEAT_SECONDS)] = \
+        DEFAULT_HEARTBEAT_SECONDS
+
+    @model_validator(mode="after")
+    def _within_the_hook(self) -> "TerminationSpec":
+        limit = max_job_grace(self.heartbeat_seconds)
+        if self.job_grace_seconds > limit:
+            raise ValueError(f"job_grace_seconds: must be <= {limit} (the hook's global timeout min(48 h, 100 x "
+                             f"heartbeat_seconds ({self.heartbeat_seconds})) minus {STOP_ALLOWANCE_SECONDS} s), "
+                             f"got {self.job_grace_seconds}")
+        return self
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class Scenario:
     node_groups: tuple[GroupSpec, ...] = ()
     jobs: JobsSpec = JobsSpec()
     services: tuple[ServiceSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
+    termination: TerminationSpec = TerminationSpec()
     seed: StrictInt = 0
     boot_seconds: Seconds = 240.0
     warm_seconds: Seconds = 60.0
@@ -220,10 +274,34 @@ class Scenario:
                 if used[group, index] > by_name[group].pods_per_node:
                     raise _KeyedError(("jobs", "placement", i), f"more Jobs on node {index} of {group!r} than its "
                                                                 f"pods_per_node ({by_name[group].pods_per_node})")
+        by_group = {g.name: g for g in self.node_groups}
         for i, fault in enumerate(self.faults):
             if fault.group is not None and fault.group not in names:
                 raise _KeyedError(("faults", i, "group"), f"no node group {fault.group!r}; expected one of "
                                                           f"{', '.join(names) or '(none)'}")
+            if fault.kind in ("asg_terminate", "spot_interruption"):
+                spec = by_group[fault.group]
+                if fault.count > spec.nodes:
+                    raise _KeyedError(("faults", i, "count"), f"group {fault.group!r} has {spec.nodes} nodes, "
+                                                              f"cannot terminate {fault.count}")
+                if fault.kind == "asg_terminate" and not fault.replace and fault.count > spec.nodes - spec.min_size:
+                    raise _KeyedError(("faults", i, "count"), f"a scale-in of {fault.count} would take group "
+                                                              f"{fault.group!r} below its min_size ({spec.min_size}); "
+                                                              f"at most {spec.nodes - spec.min_size}")
+                if fault.kind == "spot_interruption" and spec.capacity_type != "spot":
+                    raise _KeyedError(("faults", i, "group"), f"group {fault.group!r} is {spec.capacity_type}: "
+                                                              "only spot instances get interruption warnings "
+                                                              "(capacity_type: spot)")
+        if self.termination.handler is None:
+            _set(self, termination=TerminationSpec(
+                handler=any(f.kind in HANDLER_FAULTS for f in self.faults),
+                job_grace_seconds=self.termination.job_grace_seconds,
+                heartbeat_seconds=self.termination.heartbeat_seconds))
+        elif not self.termination.handler:
+            for i, fault in enumerate(self.faults):
+                if fault.kind == "handler_restart":
+                    raise _KeyedError(("faults", i, "kind"), "handler_restart needs the termination handler "
+                                                             "(termination.handler is false)")
         if self.surge is not None:
             from ..strategies import parse_surge
             try:

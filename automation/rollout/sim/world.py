@@ -56,6 +56,12 @@ ASG_RETRY_SECONDS = 60.0          # a group whose launch failed tries again this
 ACTIVITIES_KEPT = 100             # DescribeScalingActivities returns at most the last 100 per group
 BACKOFF_LIMIT = 6                 # a Job's pods are retried this often (batch/v1 default)
 MAX_CYCLES = 400_000
+HANDLER_CYCLE_SECONDS = 5.0       # the termination handler's cadence (its SQS long poll)
+HANDLER_RESTART_SECONDS = 10.0    # a restarted handler is back this much later, its memory empty
+VISIBILITY_SECONDS = 60.0         # a message the handler keeps is delivered again this much later
+MAX_RECEIVES = 5                  # then the redrive policy moves it to the dead-letter queue
+SPOT_WARNING_SECONDS = 120.0      # a spot interruption warning comes two minutes before the reclaim
+WAITING = "Terminating:Wait"
 
 
 class SimulatedCrash(BaseException):
@@ -80,6 +86,10 @@ class _Inst:
     alive: bool = True
     bad: Optional[str] = None        # bad_ami mode: not_ready | no_join | warmup_fails
     frozen: Optional[Instance] = None
+    # Terminating:Wait (the termination hook): who started it, when, the last heartbeat.
+    leaving: Optional[str] = None    # rollout | scale_in | autoscaler | fault
+    hook_started: float = 0.0
+    hook_beat: float = 0.0
 
 
 @dataclass
@@ -95,6 +105,7 @@ class _Group:
     capacity_type: str
     tags: dict
     insts: dict = field(default_factory=dict)     # id -> _Inst (live only)
+    waiting: dict = field(default_factory=dict)   # id -> _Inst in Terminating:Wait (not counted in desired)
     frozen: Optional[AutoScalingGroup] = None
     activities: deque = field(default_factory=lambda: deque(maxlen=ACTIVITIES_KEPT))
     retry_pending: bool = False
@@ -146,6 +157,29 @@ class World:
         self.launch_faults = [f for f in scenario.faults if f.kind == "launch_failure"]
         self.throttle_rate = max([f.rate or 0.0 for f in scenario.faults if f.kind == "throttle"] or [0.0])
         self.crash_points = sorted(f.after_actions for f in scenario.faults if f.kind == "crash")
+        # The termination handler and its lifecycle hook (automation/termination): on, or neither.
+        self.hook = bool(scenario.termination.handler)
+        self.handler_settings = None
+        self.handler_started: dict[str, float] = {}     # the handler process's memory (lost on a restart)
+        self.handler_heartbeats: dict[str, float] = {}
+        self.handler_down_until = start_at
+        self.queue: dict[str, list] = {}                # message id -> [notice, visible at, receives]
+        self.marked: dict[str, None] = {}               # nodes carrying a kiln.dev/terminating mark
+        self.reclaims: dict[str, float] = {}            # spot instances warned -> reclaimed at
+        self.handler_cycles = self.handler_decisions = 0
+        self.handler_actions: dict[str, int] = {}
+        self.handler_dead_letters = 0
+        self.max_hold_seconds = 0.0
+        self.max_rollout_hold_seconds = 0.0          # the rollout's own terminations, on the hook
+        self.instances_completed_by_handler = 0
+        self.hook_timeouts = 0
+        self.faults_terminated = 0
+        if self.hook:
+            from ...termination import decisions as hd
+            self._hd = hd
+            self.handler_settings = hd.Settings(job_grace_seconds=float(scenario.termination.job_grace_seconds),
+                                                heartbeat_timeout_seconds=float(scenario.termination.heartbeat_seconds),
+                                                job_kinds=hd.DEFAULT_JOB_OWNER_KINDS | {scenario.jobs.owner_kind})
         self.deadline_at = start_at + scenario.deadline_seconds
         self.latest_version = NEW_VERSION if roll else OLD_VERSION   # the newest launch template version
         # metrics
@@ -231,11 +265,15 @@ class World:
             self._push(self.now + self.rng.expovariate(s.jobs.arrivals_per_hour / 3600.0), "arrival", None)
         if self.autoscaler_replicas is not None:
             self._push(self.now + CA_TICK_SECONDS, "ca", None)
+        if self.hook:
+            self._push(self.now + HANDLER_CYCLE_SECONDS, "handler", None)
         for i, f in enumerate(s.faults):
             if f.kind == "node_loss":
                 self._push(self.start_at + (f.at_seconds or 0.0), "node_loss", i)
             elif f.kind == "publish" and self.roll:
                 self._push(self.start_at + (f.at_seconds or 0.0), "publish", i)
+            elif f.kind in ("asg_terminate", "spot_interruption", "handler_restart"):
+                self._push(self.start_at + (f.at_seconds or 0.0), f.kind, i)
             elif f.kind == "launch_failure" and f.for_seconds is not None:
                 # When the failure ends, the groups try again at once (not at their next retry).
                 self._push(self.start_at + (f.at_seconds or 0.0) + f.for_seconds, "launch_recovered", f.group)
@@ -382,6 +420,205 @@ class World:
         self._ca_scale_up()
         self._ca_scale_down()
 
+    # ------------------------------------------------------------------ Auto Scaling terminating on its own
+    def _on_asg_terminate(self, index: int) -> None:
+        """A scale-in (desired drops by count; protected instances spared), or a rebalance/health
+        replacement (desired stays: a replacement launches at once). Auto Scaling picks the instances."""
+        f = self.s.faults[index]
+        g = self.groups[f.group]
+        candidates = sorted(i.id for i in g.insts.values() if i.node and (f.replace or not i.protected))
+        chosen = self.fault_rng.sample(candidates, min(f.count, len(candidates)))
+        if not f.replace:
+            chosen = chosen[: max(0, g.desired - g.min_size)]
+        for iid in sorted(chosen):
+            self.faults_terminated += 1
+            self._terminate(iid, cause="fault", decrement=not f.replace)
+
+    def _on_spot_interruption(self, index: int) -> None:
+        """The two-minute warning (an EventBridge event in the handler's queue), then the reclaim."""
+        f = self.s.faults[index]
+        g = self.groups[f.group]
+        candidates = sorted(i.id for i in [*g.insts.values(), *g.waiting.values()]
+                            if i.node and i.id not in self.reclaims)
+        for iid in sorted(self.fault_rng.sample(candidates, min(f.count, len(candidates)))):
+            self.faults_terminated += 1
+            at = self.now + SPOT_WARNING_SECONDS
+            self.reclaims[iid] = at
+            if self.hook:
+                self._notify(self._hd.Reason.SPOT, iid, at=at)
+            self._push(at, "reclaim", iid)
+
+    def _on_reclaim(self, iid: str) -> None:
+        if iid in self.reclaims and self.reclaims[iid] <= self.now:
+            self._kill_instance(iid, cause="fault", decrement=False)
+
+    def _on_handler_restart(self, _index: int) -> None:
+        self.handler_started.clear()
+        self.handler_heartbeats.clear()
+        self.handler_down_until = self.now + HANDLER_RESTART_SECONDS
+
+    def _terminate(self, iid: str, *, cause: str, decrement: bool) -> None:
+        """Auto Scaling terminating an instance: with kiln's hook it waits in Terminating:Wait (no
+        longer counted in desired, so a replacement launches unless desired drops) until the handler
+        completes the action or the hook times out; without the hook it is gone at once."""
+        inst = self.insts.get(iid)
+        if inst is None or not inst.alive or inst.leaving is not None:
+            return
+        if not self.hook:
+            # No hook (no handler deployed): gone at once. What an ASG kills on its own this way
+            # could have been held: its Jobs count as interrupted, not as lost to the fault.
+            self._kill_instance(iid, cause="unheld" if cause == "fault" else cause, decrement=decrement)
+            return
+        g = self.groups[inst.group]
+        del g.insts[iid]
+        g.waiting[iid] = inst
+        inst.leaving, inst.hook_started, inst.hook_beat = cause, self.now, self.now
+        inst.frozen = None
+        g.frozen = None
+        if decrement:
+            g.desired = max(g.min_size, g.desired - 1)
+        hb = self.s.termination.heartbeat_seconds
+        self._push(self.now + hb, "hook_timeout", iid)
+        self._push(self.now + self.handler_settings.global_timeout_seconds, "hook_timeout", iid)
+        self._notify(self._hd.Reason.LIFECYCLE, iid, asg=g.name, hook=self._hd.HOOK_NAME)
+        self.changed = True
+        self._reconcile(g)
+
+    def _on_hook_timeout(self, iid: str) -> None:
+        """The heartbeat timeout or the global timeout: Auto Scaling continues (the default result)."""
+        inst = self.insts.get(iid)
+        if inst is None or inst.leaving is None:
+            return
+        beat_over = self.now >= inst.hook_beat + self.s.termination.heartbeat_seconds
+        global_over = self.now >= inst.hook_started + self.handler_settings.global_timeout_seconds
+        if beat_over or global_over:
+            self.hook_timeouts += 1
+            self._end_wait(inst)
+
+    def _end_wait(self, inst: _Inst) -> None:
+        self.max_hold_seconds = max(self.max_hold_seconds, self.now - inst.hook_started)
+        if inst.leaving == "rollout":
+            self.max_rollout_hold_seconds = max(self.max_rollout_hold_seconds, self.now - inst.hook_started)
+        self._kill_instance(inst.id, cause="hook" if inst.leaving == "fault" else inst.leaving, decrement=False)
+
+    def _hold_limit(self, pod: Pod) -> Optional[float]:
+        """How long the hook can keep a Job pod's node, as kiln documents it: the Job grace plus the
+        pod's deadline extension from the hook's start, never past AWS's global timeout less the
+        handler's margin. Starts are whole seconds, as the node's annotation records them."""
+        iid = self.node_inst.get(pod.node_name or "")
+        inst = self.insts.get(iid) if iid else None
+        if inst is None or inst.leaving is None or self.handler_settings is None:
+            return None                # not held at all
+        hd, start = self._hd, math.floor(inst.hook_started)
+        try:
+            extension = float(pod.annotations.get(ANNOTATION_DEADLINE_EXTENSION, 0))
+        except ValueError:
+            extension = 0.0
+        return min(start + self.s.termination.job_grace_seconds + extension,
+                   start + self.handler_settings.global_timeout_seconds - hd.COMPLETE_MARGIN_SECONDS)
+
+    # ------------------------------------------------------------------ the termination handler
+    def _notify(self, reason, iid: str, *, asg: Optional[str] = None, hook: Optional[str] = None,
+                at: Optional[float] = None) -> None:
+        """An EventBridge event delivered to the handler's queue."""
+        self._ids += 1
+        mid = f"msg-{self._ids}"
+        notice = self._hd.Notice(mid, reason, (iid,), time=float(math.floor(self.now)), asg=asg, hook=hook, at=at)
+        self.queue[mid] = [notice, self.now, 0]
+
+    def handler_busy(self) -> bool:
+        """Something the handler acts on: an instance on the hook, a message, a marked node, a reclaim."""
+        return bool(self.queue or self.marked or self.reclaims or any(g.waiting for g in self.groups.values()))
+
+    def _on_handler(self, _) -> None:
+        self._push(self.now + HANDLER_CYCLE_SECONDS, "handler", None)
+        self.handler_cycles += 1
+        if self.now < self.handler_down_until:
+            return
+        if not (self.queue or self.marked or any(g.waiting for g in self.groups.values())):
+            return                     # decide() has nothing to say about a quiet cluster (tested)
+        self.handler_decide()
+
+    def handler_snapshot(self):
+        hd = self._hd
+        instances = {}
+        for g in self.groups.values():
+            for inst in g.insts.values():
+                instances[inst.id] = hd.Instance(inst.id, g.name, "InService" if inst.node else "Pending")
+            for inst in g.waiting.values():
+                instances[inst.id] = hd.Instance(inst.id, g.name, WAITING)
+        notices = []
+        for mid, entry in list(self.queue.items()):
+            if entry[1] <= self.now:
+                entry[2] += 1
+                notices.append(entry[0])
+        named = {iid for n in notices for iid in n.instance_ids}
+        named |= {iid for g in self.groups.values() for iid in g.waiting}
+        wanted = {self.insts[iid].node for iid in named if iid in self.insts and self.insts[iid].node}
+        wanted |= set(self.marked)
+        pods = tuple(self.pods[k] for name in sorted(wanted) for k in self.pods_by_node.get(name, ())
+                     if self.pods[k].phase not in ("Succeeded", "Failed"))
+        return hd.Snapshot(groups=frozenset(self.groups), instances=instances, nodes=tuple(self.nodes.values()),
+                           pods=pods, pdbs=tuple(self.pdb_views()), notices=tuple(notices),
+                           started=dict(self.handler_started), heartbeats=dict(self.handler_heartbeats))
+
+    def handler_decide(self) -> None:
+        """One leader cycle: observe, decide (the handler's pure function), execute, as handler.py does."""
+        hd = self._hd
+        snapshot = self.handler_snapshot()
+        for notice in snapshot.notices:
+            if notice.reason is hd.Reason.LIFECYCLE:
+                for iid in notice.instance_ids:
+                    self.handler_started[iid] = min(notice.time, self.handler_started.get(iid, notice.time))
+        decision = hd.decide(snapshot, self.now, self.handler_settings)
+        self.handler_decisions += 1
+        for action in decision.actions:
+            kind = type(action).__name__
+            self.handler_actions[kind] = self.handler_actions.get(kind, 0) + 1
+            if isinstance(action, hd.Mark):
+                self._mark(action)
+            elif isinstance(action, hd.Evict):
+                self.evict(f"{action.namespace}/{action.name}", cause="handler")
+            elif isinstance(action, hd.Heartbeat):
+                inst = self.insts.get(action.instance_id)
+                if inst is not None and inst.leaving is not None:
+                    inst.hook_beat = self.now
+                    self._push(self.now + self.s.termination.heartbeat_seconds, "hook_timeout", inst.id)
+                    self.handler_heartbeats[action.instance_id] = self.now
+            elif isinstance(action, hd.Complete):
+                inst = self.insts.get(action.instance_id)
+                self.handler_started.pop(action.instance_id, None)
+                self.handler_heartbeats.pop(action.instance_id, None)
+                if inst is not None and inst.leaving is not None:
+                    self.instances_completed_by_handler += 1
+                    self._end_wait(inst)
+            elif isinstance(action, hd.DeleteMessage):
+                self.queue.pop(action.message_id, None)
+            elif isinstance(action, hd.KeepMessage):
+                entry = self.queue.get(action.message_id)
+                if entry is not None:
+                    if entry[2] >= MAX_RECEIVES:
+                        self.queue.pop(action.message_id)
+                        self.handler_dead_letters += 1
+                    else:
+                        entry[1] = self.now + VISIBILITY_SECONDS
+        if self._sched_dirty:
+            self._schedule()
+
+    def _mark(self, action) -> None:
+        """Cordon, taint kiln.dev/terminating=<first reason>:NoSchedule, annotate each reason (one patch)."""
+        hd = self._hd
+        n = self.nodes.get(action.node)
+        if n is None or not action.reasons:
+            return
+        taints = n.taints if any(t.key == hd.TAINT_TERMINATING for t in n.taints) else \
+            n.taints + (Taint(hd.TAINT_TERMINATING, action.reasons[0][0].value, "NoSchedule"),)
+        annotations = {**{r.annotation: hd.format_time(t) for r, t in action.reasons}, **n.annotations}
+        self.nodes[action.node] = replace(n, unschedulable=True, taints=taints, annotations=annotations)
+        self.marked[action.node] = None
+        self._refresh_node(action.node)
+        self.changed = True
+
     # ------------------------------------------------------------------ cluster-autoscaler
     def _ca_scale_up(self) -> None:
         pending_jobs = sum(1 for k in self.pending if self.pinfo[k].kind == "job")
@@ -416,7 +653,7 @@ class World:
             since = self.ca_empty_since.setdefault(name, self.now)
             g = self.groups[self._group_of(name)]
             if self.now - since >= CA_SCALE_DOWN_UNNEEDED_SECONDS and g.desired > g.min_size:
-                self._kill_instance(self.node_inst[name], cause="autoscaler", decrement=True)
+                self._terminate(self.node_inst[name], cause="autoscaler", decrement=True)
 
     # ------------------------------------------------------------------ instances and nodes
     def _group_of(self, node: str) -> str:
@@ -527,10 +764,12 @@ class World:
         if inst.original and cause in ("rollout", "scale_in"):    # the rollout's doing, not the autoscaler's
             self.original_removed[inst.group] += 1
             self.first_removed_at.setdefault(inst.group, self.now)
-        if inst.node:
+        if inst.node and inst.node in self.nodes:
             self._remove_node(inst.node, cause)
         g = self.groups[inst.group]
-        del g.insts[iid]
+        g.insts.pop(iid, None)
+        g.waiting.pop(iid, None)
+        self.reclaims.pop(iid, None)
         del self.insts[iid]
         g.frozen = None
         self.live_count -= 1
@@ -549,6 +788,7 @@ class World:
         self.node_used.pop(name, None)
         self.node_inst.pop(name, None)
         self.ca_empty_since.pop(name, None)
+        self.marked.pop(name, None)
         self.changed = True
 
     def _reconcile(self, g: _Group) -> None:
@@ -561,7 +801,7 @@ class World:
             victims = sorted((i for i in g.insts.values() if not i.protected),
                              key=lambda i: (i.version == g.version, -i.launched_at))
             for inst in victims[: len(g.insts) - g.desired]:
-                self._kill_instance(inst.id, cause="scale_in", decrement=False)
+                self._terminate(inst.id, cause="scale_in", decrement=False)
 
     # ------------------------------------------------------------------ pods
     def _add_pod(self, pod: Pod, info: _PodInfo) -> str:
@@ -634,8 +874,19 @@ class World:
         pod, info = self.pods[key], self.pinfo[key]
         retry = None
         if info.kind == "job" and pod.phase in ("Running", "Pending") and pod.node_name:
-            if cause == "fault":
+            if cause in ("hook", "handler"):
+                # Killed at the end of a hold, or evicted by the handler: lost to the termination that
+                # started it (an ASG scale-in, a rebalance, ...) once the hook could hold it no longer;
+                # before that (or on a node not held at all), kiln let it down.
+                limit = self._hold_limit(pod)
+                if limit is not None and self.now >= limit:
+                    self.jobs_lost += 1
+                else:
+                    self.jobs_interrupted += 1
+            elif cause == "fault":
                 self.jobs_lost += 1
+            elif cause == "unheld":
+                self.jobs_interrupted += 1
             elif self.now < self._pod_deadline(pod):
                 self.jobs_interrupted += 1
             else:
@@ -657,7 +908,7 @@ class World:
                 self.jobs_failed += 1
         if info.kind == "service":
             svc = next(s for s in self.s.services if s.name == info.service)
-            if was_ready and cause != "fault" and self.service_ready[svc.name] < svc.min_available:
+            if was_ready and cause not in ("fault", "hook", "unheld") and self.service_ready[svc.name] < svc.min_available:
                 self.pdb_violations += 1
             self._new_service_pod(svc.name)
 
@@ -700,12 +951,16 @@ class World:
     def group_view(self, g: _Group) -> AutoScalingGroup:
         if g.frozen is None:
             insts = []
-            for inst in g.insts.values():
-                if inst.frozen is None:
+            for inst in [*g.insts.values(), *g.waiting.values()]:
+                if inst.frozen is None and inst.leaving is not None:
+                    inst.frozen = Instance(id=inst.id, zone=g.zone, launch_template_version=inst.version,
+                                           lifecycle_state=WAITING, protected_from_scale_in=inst.protected,
+                                           launched_at=inst.launched_at)
+                elif inst.frozen is None:
                     inst.frozen = Instance(id=inst.id, zone=g.zone, launch_template_version=inst.version,
                                            lifecycle_state="InService" if inst.node else "Pending",
                                            protected_from_scale_in=inst.protected, launched_at=inst.launched_at)
-                elif (inst.frozen.lifecycle_state == "Pending") != (inst.node is None):
+                elif inst.leaving is None and (inst.frozen.lifecycle_state == "Pending") != (inst.node is None):
                     inst.frozen = replace(inst.frozen, lifecycle_state="InService")
                 insts.append(inst.frozen)
             g.frozen = AutoScalingGroup(name=g.name, node_group=g.node_group, zone=g.zone, min_size=g.min_size,
@@ -717,7 +972,7 @@ class World:
     def activities(self, name: str, since: float) -> list[ScalingActivity]:
         return [a for a in self.groups[name].activities if a.started_at >= since]
 
-    def evict(self, key: str) -> str:
+    def evict(self, key: str, cause: str = "rollout") -> str:
         pod = self.pods.get(key)
         if pod is None:
             return "gone"
@@ -733,20 +988,20 @@ class World:
             if info.kind == "service":
                 self._new_service_pod(info.service)
         else:
-            self._pod_dies(key, "rollout")
+            self._pod_dies(key, cause)
         if self._sched_dirty:
             self._schedule()
         return "evicted"
 
     def terminate(self, iid: str, decrement: bool) -> None:
-        if iid not in self.insts:
+        if iid not in self.insts or self.insts[iid].leaving is not None:
             return      # as the AWS adapter: an instance Auto Scaling no longer has is already done
         g = self.groups[self.insts[iid].group]
         if decrement and g.desired <= g.min_size:
             # As Auto Scaling answers (ValidationError): the decrement would break the min size.
             raise ValueError(f"Currently, desiredSize equals minSize ({g.min_size}). Terminating instance "
                              "without replacement will violate group's min size constraint.")
-        self._kill_instance(iid, cause="rollout", decrement=decrement)
+        self._terminate(iid, cause="rollout", decrement=decrement)
         if self._sched_dirty:
             self._schedule()
 
@@ -826,6 +1081,8 @@ class World:
         else the group's current version."""
         old = new = 0
         for inst in self.insts.values():
+            if inst.leaving is not None:
+                continue              # in Terminating:Wait: gone for the group (and the rollout)
             g = self.groups[inst.group]
             target = g.tags.get(TAG_INTENT_PREFIX + "target-version", g.version) if self.intent is not None \
                 and self.intent.phase == "rolling" else g.version
