@@ -101,8 +101,8 @@ def issuer_problem(issuer: str, audience: str, allow_custom: bool) -> tuple[Opti
 # ---- the CI deploy role's trust: built by infra/roles.py, recognised by the policy pack ----------------
 
 WEB_IDENTITY_ACTION = "sts:AssumeRoleWithWebIdentity"
-_PROVIDER_ARN = re.compile(r"^arn:(?P<partition>aws(-[a-z-]+)?):iam::(?P<account>\d{12}):oidc-provider/(?P<host>\S+?)/?$")
-_ROLE_ARN = re.compile(r"^arn:(?P<partition>aws(-[a-z-]+)?):iam::(?P<account>\d{12}):role/\S+$")
+_PROVIDER_ARN = re.compile(r"^arn:(?P<partition>aws(-[a-z-]+)?):iam::(?P<account>[0-9]{12}):oidc-provider/(?P<host>\S+?)/?$")
+_ROLE_ARN = re.compile(r"^arn:(?P<partition>aws(-[a-z-]+)?):iam::(?P<account>[0-9]{12}):role/\S+$")
 
 
 def deploy_role_trust(provider_arn: str, provider_url: str, audience: str, subject: str) -> str:

@@ -65,12 +65,12 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 _AMI_RE = re.compile(r"^ami-[0-9a-f]{8}([0-9a-f]{9})?$")
 _CLUSTER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
-_K8S_VERSION_RE = re.compile(r"^1\.(\d+)$")
+_K8S_VERSION_RE = re.compile(r"^1\.([0-9]+)$")
 # The model version becomes a label value and part of a PVC name (DNS-1123).
 _MODEL_VERSION_RE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,40}[a-z0-9])?$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _GROUP_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-_AZ_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+_AZ_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$")
 _SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _VPC_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 _LABEL_KEY_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
@@ -251,7 +251,7 @@ def _as_int(p: _Problems, key: str, value: Any, minimum: int | None = None, maxi
     if isinstance(value, bool):
         p.add(key, f"({value!r}) must be an integer")
         return None
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
         value = int(value)
     if not isinstance(value, int):
         p.add(key, f"({value!r}) must be an integer")
@@ -482,9 +482,9 @@ _CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn", "allowCu
                    "preview", "rotation", "stateBackend", "secretsKmsKey"}
 _CI_ROLE_FIELDS = {"subject", "audience"}
 _STATE_BACKEND_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$")
-_KMS_KEY_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:kms:[a-z]{2}(-[a-z]+)+-\d:\d{12}:key/[0-9a-f-]{36}$|"
-                             r"^arn:aws(-[a-z-]+)?:kms:[a-z]{2}(-[a-z]+)+-\d:\d{12}:key/mrk-[0-9a-f]{32}$")
-_OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:iam::\d{12}:oidc-provider/(?P<issuer>\S+)$")
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:kms:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:key/[0-9a-f-]{36}$|"
+                             r"^arn:aws(-[a-z-]+)?:kms:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:key/mrk-[0-9a-f]{32}$")
+_OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:iam::[0-9]{12}:oidc-provider/(?P<issuer>\S+)$")
 
 
 def _parse_ci_provider_arn(p: _Problems, value: Any, provider_url: Optional[str]) -> Optional[str]:
@@ -640,6 +640,8 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
     # IPv6 is refused by infra/validation.py (a VPC's primary CIDR is IPv4): one error per mistake.
     if vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).version == 4 and ipaddress.ip_network(vpc_cidr).prefixlen > 20:
         p.add("vpcCidr", f"({vpc_cidr}) must be /20 or larger to hold a public and a private subnet per zone")
+    elif vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).version == 4 and ipaddress.ip_network(vpc_cidr).prefixlen < 16:
+        p.add("vpcCidr", f"({vpc_cidr}) must be /16 or smaller: a VPC's CIDR block is /16 to /28 (EC2 refuses a larger one)")
     vpc_id = raw.get("vpcId")
     subnet_ids: list[str] = []
     if vpc_id is not None:
@@ -680,7 +682,8 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
         model_version = _as_str(p, "modelVersion", str(model_version), _MODEL_VERSION_RE,
                                 "must be lower-case letters, digits, '.' and '-' (it becomes a label value)")
     model_path = _as_str(p, "modelPath", raw.get("modelPath", "/opt/models"), re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"),
-                         "must be an absolute path, not /")
+                         "must be an absolute path other than /, of ASCII letters, digits, '.', '_', '-' and '/', "
+                         "without a trailing '/'")
     if model_path is not None and ".." in model_path.split("/"):
         p.add("modelPath", f"({model_path!r}) must not contain '..'")
     device = _as_str(p, "modelVolumeDevice", raw.get("modelVolumeDevice", "/dev/xvdb"),
@@ -724,7 +727,10 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
     repos: list[str] = []
     for i, r in enumerate(_as_list(p, "ecrRepositories", raw.get("ecrRepositories", [])) or []):
         if _as_str(p, f"ecrRepositories[{i}]", r, _REPO_RE, "must be a valid ECR repository name"):
-            repos.append(r)
+            if not 2 <= len(r) <= 256:
+                p.add(f"ecrRepositories[{i}]", f"({r[:40]!r}…, {len(r)} characters) must be 2 to 256 characters (ECR's limit)")
+            else:
+                repos.append(r)
     if len(set(repos)) != len(repos):
         p.add("ecrRepositories", "must not repeat a repository")
     keep = _as_int(p, "ecrKeepImages", raw.get("ecrKeepImages", 10), minimum=1, maximum=1000)
@@ -737,7 +743,7 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
             images.append(img)
     chart = raw.get("autoscalerChartVersion")
     if chart is not None:
-        chart = _as_str(p, "autoscalerChartVersion", str(chart), re.compile(r"^\d+\.\d+\.\d+$"), "must be a chart version such as 9.46.6")
+        chart = _as_str(p, "autoscalerChartVersion", str(chart), re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$"), "must be a chart version such as 9.46.6")
 
     ci = None
     raw_ci = _decode(raw.get("ciOidc"))
@@ -809,12 +815,84 @@ def stack_region(config: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     return region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
 
 
+def _stack_file_loader():
+    """A PyYAML loader that reads a stack file as the Pulumi CLI does (Go's yaml.v3), not as YAML 1.1.
+
+    * A key given twice is an error (yaml.v3: "mapping key already defined"), never "the last one wins".
+    * Plain scalars resolve by YAML 1.2's core schema: only ``true``/``false`` are booleans (``yes``, ``on`` stay
+      strings), no base-60 numbers (``16:40`` stays a string), ``0o17`` and ``0x1f`` are integers, and dates stay
+      strings. Otherwise the offline check would judge a different config than the one Pulumi hands the program.
+    """
+    import yaml
+
+    class StackFileLoader(yaml.SafeLoader):
+        pass
+
+    dropped = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+               "tag:yaml.org,2002:timestamp"}
+    StackFileLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in dropped]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    StackFileLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                          list("tTfF"))
+    StackFileLoader.add_implicit_resolver("tag:yaml.org,2002:int",
+                                          re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+    StackFileLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+        list("-+0123456789."))
+
+    def construct_int(loader, node):
+        text = loader.construct_scalar(node)
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        if text.startswith("0x"):
+            return int(text, 16)
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        return sign * (int(digits, 8) if len(digits) > 1 and digits.startswith("0") and set(digits) <= set("01234567")
+                       else int(digits))
+
+    def construct_mapping(loader, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first at line {seen[key] + 1}); Pulumi refuses "
+                                "the file", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    StackFileLoader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    StackFileLoader.add_constructor("tag:yaml.org,2002:map", lambda loader, node: _mapping(loader, node, construct_mapping))
+    return StackFileLoader
+
+
+def _mapping(loader, node, construct_mapping):
+    data: dict[Any, Any] = {}
+    yield data
+    data.update(construct_mapping(loader, node))
+
+
+def read_stack_yaml(text: str) -> Any:
+    """A stack file's document, read as Pulumi reads it (see :func:`_stack_file_loader`); raises ``yaml.YAMLError``."""
+    import yaml
+
+    return yaml.load(text, Loader=_stack_file_loader())  # noqa: S506 - a SafeLoader subclass
+
+
 def load_stack_file(path: str) -> KilnConfig:
     """Parse a ``Pulumi.<stack>.yaml`` file (secure values are not needed by kiln keys)."""
     import yaml
 
     with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh) or {}
+        try:
+            doc = read_stack_yaml(fh.read()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     config = doc.get("config") or {}
     if not isinstance(config, Mapping):
         raise ConfigError([f"{path}: 'config' must be a mapping"])

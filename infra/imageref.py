@@ -20,7 +20,7 @@ DIGEST_EXAMPLE = "123456789012.dkr.ecr.us-east-2.amazonaws.com/kiln-termination-
 FLOATING_TAGS = ("latest",)
 
 _HOST_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
-_HOST = re.compile(rf"^(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})+|localhost)(?::\d{{1,5}})?$|^{_HOST_COMPONENT}:\d{{1,5}}$")
+_HOST = re.compile(rf"^(?:{_HOST_COMPONENT}(?:\.{_HOST_COMPONENT})+|localhost)(?::[0-9]{{1,5}})?$|^{_HOST_COMPONENT}:[0-9]{{1,5}}$")
 _PATH = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

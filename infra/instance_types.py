@@ -21,7 +21,7 @@ OTHER_ACCELERATOR_FAMILIES = frozenset({"g4ad", "inf1", "inf2", "trn1", "trn1n",
 # Graviton (arm64) families that the attribute rule below does not catch.
 ARM_FAMILIES = frozenset({"a1", "p6e-gb200"})
 
-_FAMILY_RE = re.compile(r"^(?P<series>[a-z]+)(?P<generation>\d+)(?P<attributes>[a-z]*)(-[a-z0-9]+)*$")
+_FAMILY_RE = re.compile(r"^(?P<series>[a-z]+)(?P<generation>[0-9]+)(?P<attributes>[a-z]*)(-[a-z0-9]+)*$")
 
 
 def family(instance_type: str) -> str:

@@ -43,6 +43,11 @@ def parse(cidr: object) -> Optional[Network]:
         return None
 
 
+def unreadable(cidrs: Iterable[object]) -> list[object]:
+    """The entries that are not a CIDR in any spelling: a rule cannot say what they admit, so it must not pass them."""
+    return [c for c in cidrs if parse(c) is None]
+
+
 def as_ipv4(net: Network) -> list[Network]:
     """The network itself, plus the IPv4 it reaches when it is IPv4 written as IPv6."""
     out: list[Network] = [net]

@@ -39,7 +39,8 @@ KILN_PREFIX = "kiln.dev/"
 
 _TAINT_RE = re.compile(r"^(?P<key>[^=:\s]+)(=(?P<value>[^:\s]*))?:(?P<effect>\w+)$")
 _INSTANCE_TYPE_RE = re.compile(r"^[a-z0-9-]+\.[a-z0-9]+$")
-_AZ_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_AZ_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$")
 
 
 def problems(raw: Mapping[str, Any], region: Optional[str] = None) -> list[Problem]:
@@ -84,7 +85,7 @@ def _int(value: Any) -> Optional[int]:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
         return int(value)
     return None
 
@@ -94,7 +95,7 @@ def _int(value: Any) -> Optional[int]:
 
 def _kubernetes_version(raw: Mapping[str, Any]) -> Iterator[Problem]:
     version = str(raw.get("kubernetesVersion", ""))
-    m = re.fullmatch(r"1\.(\d+)", version)
+    m = re.fullmatch(r"1\.([0-9]+)", version)
     if m and int(m[1]) >= 29 and version not in SUPPORTED_KUBERNETES_VERSIONS:  # older: parse says >= 1.29
         yield "kubernetesVersion", (f"({version!r}) is not a supported EKS version "
                                     f"(supported: {', '.join(SUPPORTED_KUBERNETES_VERSIONS)})")
@@ -162,8 +163,8 @@ def _model_path(raw: Mapping[str, Any]) -> Iterator[Problem]:
 
 def _jobs_namespace(raw: Mapping[str, Any]) -> Iterator[Problem]:
     namespace = raw.get("jobsNamespace")
-    if not isinstance(namespace, str):
-        return
+    if not isinstance(namespace, str) or not _DNS_LABEL_RE.fullmatch(namespace):
+        return  # parse: must be a DNS-1123 label
     if namespace in SYSTEM_NAMESPACES:
         yield "jobsNamespace", (f"({namespace!r}) is a system namespace: kiln creates the jobs namespace and "
                                 "`pulumi destroy` deletes it")

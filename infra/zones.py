@@ -24,7 +24,7 @@ LETTERS = {
     "cn-north-1": "abd",
 }
 PARTITIONS = ("aws", "aws-us-gov", "aws-cn")
-_ZONE_RE = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-\d)(?P<letter>[a-z])$")
+_ZONE_RE = re.compile(r"^(?P<region>[a-z]{2}(-[a-z]+)+-[0-9])(?P<letter>[a-z])$")
 
 
 @lru_cache(maxsize=1)

@@ -33,8 +33,8 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.version import VERSION
 
-from infra.config import ConfigError, parse, stack_region
-from policies.pack import PACK_NAME, config_defaults, level_of, policies
+from infra.config import ConfigError, parse, read_stack_yaml, stack_region
+from policies.pack import PACK_NAME, config_defaults, level_of, policies, settings_problems
 from policies.program import PROJECT_DIR, ProgramRun, Registration, run_program
 
 EXIT_OK, EXIT_MANDATORY, EXIT_BAD_INPUT = 0, 1, 2
@@ -108,7 +108,7 @@ def load_stack_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput([f"{path}: no such stack config file"])
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = read_stack_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput([f"{path}: cannot read: {exc}"]) from exc
     except yaml.YAMLError as exc:
@@ -116,6 +116,14 @@ def load_stack_config(path: Path) -> dict[str, Any]:
     config = doc.get("config", {}) if isinstance(doc, Mapping) else None
     if not isinstance(config, Mapping):
         raise BadInput([f"{path}: 'config' must be a mapping"])
+    # Pulumi reads a key without a namespace as the project's (kiln:): one key, however it is spelled.
+    normalised: dict[str, Any] = {}
+    for key, value in config.items():
+        full = str(key) if ":" in str(key) else f"kiln:{key}"
+        if full in normalised:
+            raise BadInput([f"{path}: {full} is given twice (as {full} and as {full.split(':', 1)[1]})"])
+        normalised[full] = value
+    config = normalised
     try:
         parse({k: v for k, v in config.items() if str(k).startswith("kiln:")}, region=stack_region(config))
     except ConfigError as exc:
@@ -151,9 +159,12 @@ def load_policy_config(path: Optional[Path]) -> dict[str, Any]:
             properties = known[name].config_schema.properties if known[name].config_schema else {}
             schema = {"type": "object", "properties": properties, "additionalProperties": False}
             settings = {k: v for k, v in value.items() if k != "enforcementLevel"}
-            for error in sorted(Draft7Validator(schema).iter_errors(settings), key=str):
+            errors = sorted(Draft7Validator(schema).iter_errors(settings), key=str)
+            for error in errors:
                 where = ".".join(map(str, [name, *error.absolute_path]))
                 problems.append(f"{path}: {where}: {error.message} (settings: {', '.join(sorted(properties)) or 'none'})")
+            if not errors:
+                problems.extend(f"{path}: {problem}" for problem in settings_problems(name, settings))
         elif not isinstance(value, (str, dict)):
             problems.append(f"{path}: {name} must be a level or an object")
     if problems:
@@ -254,6 +265,8 @@ def analyze_stack_request(run: ProgramRun) -> proto.AnalyzeStackRequest:
             type=r.type, properties=_struct(_jsonable(r.outputs)), urn=r.urn, name=r.name,
             options=_options(r), parent=r.parent, dependencies=list(r.dependencies),
         )
+        for prop, urns in r.property_dependencies.items():
+            resource.propertyDependencies[prop].urns.extend(urns)
         provider = _provider(r, by_urn, ids)
         if provider is not None:
             resource.provider.CopyFrom(provider)

@@ -38,6 +38,16 @@ def config_defaults(policy: Policy) -> dict[str, Any]:
     return {k: v["default"] for k, v in schema.properties.items() if "default" in v}
 
 
+def settings_problems(name: str, settings: dict[str, Any]) -> list[str]:
+    """What a policy's settings get wrong together (each one alone is checked against its schema)."""
+    if name == "cost-volume-size-bounds":
+        low = settings.get("minVolumeSizeGiB", cost.DEFAULT_MIN_VOLUME_GIB)
+        high = settings.get("maxVolumeSizeGiB", cost.DEFAULT_MAX_VOLUME_GIB)
+        if isinstance(low, int) and isinstance(high, int) and low > high:
+            return [f"{name}: minVolumeSizeGiB ({low}) must not be above maxVolumeSizeGiB ({high})"]
+    return []
+
+
 def serve() -> None:
     """Construct the pack: starts the analyzer server, prints its port, blocks."""
     PolicyPack(name=PACK_NAME, policies=policies(), enforcement_level=EnforcementLevel.MANDATORY)

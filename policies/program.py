@@ -46,6 +46,9 @@ class Registration:
     ignore_changes: tuple[str, ...] = ()
     replace_on_changes: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
+    # Input property -> the URNs it was computed from (how a rule knows which security group an
+    # ingress rule names while the group's id is not known yet, as the engine tells analyzers).
+    property_dependencies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     protect: bool = False
     delete_before_replace: bool = False
     retain_on_delete: bool = False
@@ -88,18 +91,35 @@ class KilnMocks(pulumi.runtime.Mocks):
 
     Outputs echo the inputs (as a provider's state would) and add the computed
     attributes kiln's components depend on. Nothing here asserts anything.
+
+    With ``preview=True`` they behave as the engine does in the first preview of a new
+    stack, where every resource is a create: a resource's outputs are its inputs (and its
+    auto-generated ``name``, which providers compute at check time), while everything the
+    provider computes on create — the id, ARNs, versions, URLs — stays unknown. That is the
+    preview in which the fewest values are known, so the one a policy pack must survive.
     """
 
-    def __init__(self, account: str = "123456789012", region: str = "us-east-2") -> None:
+    def __init__(self, account: str = "123456789012", region: str = "us-east-2", preview: bool = False) -> None:
         self.account = account
         self.region = region
+        self.preview = preview
         self._counter = 0
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        rid, state = self._created(args)
+        if not self.preview:
+            return rid, state
+        # An empty id and missing outputs are unknown to the program at preview (the SDK's dry run).
+        planned = {k: v for k, v in state.items() if k in args.inputs}
+        if "name" in state:
+            planned["name"] = state["name"]
+        return "", planned
 
     def _id(self, prefix: str) -> str:
         self._counter += 1
         return f"{prefix}-{self._counter:017x}"
 
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+    def _created(self, args: pulumi.runtime.MockResourceArgs):
         state = dict(args.inputs)
         typ, name = args.typ, args.name
         rid = self._id(typ.split(":")[-1].lower()[:8])
@@ -191,6 +211,7 @@ class RecordingMonitor(_mocks.MockMonitor):
             ignore_changes=tuple(request.ignoreChanges),
             replace_on_changes=tuple(request.replaceOnChanges),
             dependencies=tuple(request.dependencies),
+            property_dependencies={k: tuple(v.urns) for k, v in request.propertyDependencies.items()},
             protect=bool(request.protect),
             delete_before_replace=bool(request.deleteBeforeReplace),
             retain_on_delete=bool(request.retainOnDelete),
@@ -230,7 +251,7 @@ def run_program(
     Raises whatever the program raises (for instance ``infra.config.ConfigError``);
     the registrations made before the failure stay on ``RecordingMonitor.run``.
     """
-    mocks = mocks or KilnMocks()
+    mocks = mocks or KilnMocks(preview=preview)
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_all_config(config_to_pulumi(config), [])
     settings.ROOT.set(None)

@@ -38,11 +38,15 @@ def violations(policy: str, type_: str, props: dict, *, ignore_changes=(), confi
     return found
 
 
-def resource(type_, name, props, parent=None, dependencies=(), parent_type=None):
-    """A stack resource; ``parent_type`` puts a component's type in its URN (``…::parent$type::name``)."""
+def resource(type_, name, props, parent=None, dependencies=(), parent_type=None, property_dependencies=None):
+    """A stack resource; ``parent_type`` puts a component's type in its URN (``…::parent$type::name``);
+    ``property_dependencies`` maps an input to the stack resources it was computed from (as the engine reports)."""
     chain = f"{parent_type}${type_}" if parent_type else type_
     return PolicyResource(type_, _props(props), f"urn:pulumi:t::kiln::{chain}::{name}", name, _opts(),
-                          None, parent, list(dependencies), {})
+                          None, parent, list(dependencies), dict(property_dependencies or {}))
+
+
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # pulumi.runtime.rpc.UNKNOWN: a value not known during preview
 
 
 def stack_violations(policy: str, resources: list, *, config=None, with_urns=False) -> list:

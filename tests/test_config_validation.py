@@ -278,3 +278,49 @@ def test_duplicate_taints_but_not_same_key_with_another_effect():
     group = GOOD["nodeGroups"][0]
     assert problems(nodeGroups=[{**group, "taints": ["a=b:NoSchedule", "a=c:NoExecute"]}, SYSTEM]) == []
     assert len(problems(nodeGroups=[{**group, "taints": ["a=b:NoSchedule", "a:NoSchedule"]}, SYSTEM])) == 1
+
+
+# --------------------------------------------------------------------------- review of issue 14: what got through
+
+@pytest.mark.parametrize("changes, key", [
+    ({"nodeGroups": [{**GOOD["nodeGroups"][0], "maxSize": "３"}]}, "kiln:nodeGroups[0].maxSize"),   # fullwidth digit
+    ({"nodeGroups": [{**GOOD["nodeGroups"][0], "minSize": "٠"}]}, "kiln:nodeGroups[0].minSize"),   # Arabic-Indic zero
+    ({"ecrKeepImages": "１０"}, "kiln:ecrKeepImages"),
+    ({"kubernetesVersion": "1.３３"}, "kiln:kubernetesVersion"),
+    ({"availabilityZones": ["us-east-２a", "us-east-2b"]}, "kiln:availabilityZones[0]"),
+])
+def test_numbers_are_ascii_digits(changes, key):
+    found = problems(**changes)
+    assert found and all(p.startswith(key) for p in found), found
+
+
+def test_a_unicode_digit_is_not_an_image_port_or_an_account():
+    from infra.imageref import image_reference_problem
+    assert image_reference_problem("localhost:５０００/x:1") is not None
+    assert image_reference_problem("localhost:5000/x:1") is None
+    arn = "arn:aws:iam::１２３４５６７８９０１２:oidc-provider/token.actions.githubusercontent.com"
+    found = problems(ciOidc={"providerUrl": ci_oidc.GITHUB_ISSUER, "audience": "sts.amazonaws.com",
+                             "subject": "repo:o/r:ref:refs/heads/main", "providerArn": arn})
+    assert len(found) == 1 and found[0].startswith("kiln:ciOidc.providerArn")
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/8", "172.16.0.0/12", "10.0.0.0/15"])
+def test_a_vpc_larger_than_ec2_allows_is_refused(cidr):
+    assert problems(vpcCidr=cidr) == [f"kiln:vpcCidr ({cidr}) must be /16 or smaller: a VPC's CIDR block is /16 to "
+                                      "/28 (EC2 refuses a larger one)"]
+    assert problems(vpcCidr="10.0.0.0/16") == []
+
+
+def test_ecr_repository_names_within_ecrs_length_limit():
+    found = problems(ecrRepositories=["a" * 257])
+    assert len(found) == 1 and "must be 2 to 256 characters" in found[0]
+    assert problems(ecrRepositories=["a" * 256, "ab"]) == []
+
+
+def test_a_namespace_that_is_not_a_dns_label_is_one_mistake():
+    assert problems(jobsNamespace="kube-system ") == ["kiln:jobsNamespace ('kube-system ') must be a DNS-1123 label"]
+
+
+def test_the_model_path_rule_says_what_it_wants():
+    found = problems(modelPath="/opt/mоdels")  # a Cyrillic o
+    assert len(found) == 1 and "ASCII letters, digits" in found[0]

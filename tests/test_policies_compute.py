@@ -33,7 +33,7 @@ GOOD_LT = {
 }
 GOOD_INSTANCE = {"ami": "ami-0123456789abcdef0", "instanceType": "m7i.large", "associatePublicIpAddress": False,
                  "metadataOptions": IMDS, "rootBlockDevice": {"encrypted": True, "volumeSize": 50}}
-GOOD_LC = {"imageId": "ami-1", "instanceType": "m7i.large", "metadataOptions": IMDS,
+GOOD_LC = {"imageId": "ami-1", "instanceType": "m7i.large", "metadataOptions": IMDS, "associatePublicIpAddress": False,
            "rootBlockDevice": {"encrypted": True, "volumeSize": 50}}
 GOOD_NODE_GROUP = {"clusterName": "kiln", "instanceTypes": ["m7i.large"], "launchTemplate": {"id": "lt-1", "version": "1"},
                    "scalingConfig": {"minSize": 0, "maxSize": 3, "desiredSize": 1}}
@@ -247,3 +247,155 @@ def test_every_compute_and_cost_rule_is_mandatory():
     for name in (*COMPUTE, "compute-launch-template-declared", "cost-max-nodes-per-group", "cost-max-nodes-per-stack",
                  "cost-instance-families-allowed", "cost-volume-size-bounds"):
         assert POLICIES[name].enforcement_level.value == "mandatory", name
+
+
+# --------------------------------------------------------------------------- review of issue 14: what got through
+
+import base64  # noqa: E402
+import gzip  # noqa: E402
+
+from pulumi_policy.proxy import UnknownValueError  # noqa: E402
+
+from _policy_helpers import UNKNOWN  # noqa: E402
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLE attacker@example"
+
+
+@pytest.mark.parametrize("type_, props, fragment", [
+    (INSTANCE, {**GOOD_INSTANCE, "associatePublicIpAddress": None}, "associatePublicIpAddress is not set"),
+    (LC, {**GOOD_LC, "associatePublicIpAddress": None}, "associatePublicIpAddress is not set"),
+    (LT, {**GOOD_LT, "networkInterfaces": None}, "networkInterfaces is not set"),
+    (LT, {**GOOD_LT, "networkInterfaces": [{"securityGroups": ["sg-1"]}]}, "networkInterfaces[0].associatePublicIpAddress is not set"),
+    ("aws:ec2/subnet:Subnet", {"cidrBlock": "10.0.0.0/24", "mapPublicIpOnLaunch": True}, "mapPublicIpOnLaunch"),
+    ("aws:ec2/defaultSubnet:DefaultSubnet", {"availabilityZone": "us-east-2a"}, "mapPublicIpOnLaunch"),
+    ("aws:ec2/eip:Eip", {"domain": "vpc", "instance": "i-1"}, "Elastic IP"),
+    ("aws:ec2/eipAssociation:EipAssociation", {"networkInterfaceId": "eni-1", "allocationId": "eipalloc-1"}, "Elastic IP"),
+    (SPOT_FLEET, {"launchSpecifications": [{"instanceType": "m7i.large"}]}, "associatePublicIpAddress must be false"),
+])
+def test_a_public_ip_left_to_the_subnet_is_a_public_ip(type_, props, fragment):
+    found = violations("compute-no-public-ip", type_, props)
+    assert any(fragment in m for m in found), found
+
+
+def test_what_gets_no_public_ip():
+    for type_, props in (("aws:ec2/subnet:Subnet", {"cidrBlock": "10.0.0.0/24", "mapPublicIpOnLaunch": False}),
+                         ("aws:ec2/subnet:Subnet", {"cidrBlock": "10.0.0.0/24"}),
+                         ("aws:ec2/defaultSubnet:DefaultSubnet", {"mapPublicIpOnLaunch": False}),
+                         ("aws:ec2/eip:Eip", {"domain": "vpc"}),  # a NAT gateway's
+                         (INSTANCE, {**GOOD_INSTANCE, "associatePublicIpAddress": None,
+                                     "launchTemplate": {"id": "lt-1"}})):  # the template decides
+        assert violations("compute-no-public-ip", type_, props) == [], (type_, props)
+
+
+@pytest.mark.parametrize("type_, key, user_data", [
+    (INSTANCE, "userData", f"#!/bin/bash\necho '{KEY}' >> /home/ec2-user/.ssh/authorized_keys\n"),
+    (INSTANCE, "userData", f"#cloud-config\nssh_authorized_keys:\n  - {KEY}\n"),
+    (INSTANCE, "userData", "#cloud-config\nssh_pwauth: true\nchpasswd: {expire: false}\n"),
+    (INSTANCE, "userDataBase64", base64.b64encode(f"#!/bin/sh\necho {KEY} > /root/.ssh/authorized_keys".encode()).decode()),
+    (LT, "userData", base64.b64encode(f"#cloud-config\nssh_authorized_keys: [{KEY}]".encode()).decode()),
+    (LT, "userData", base64.b64encode(gzip.compress(b"#!/bin/sh\nsed -i s/no/yes/ /etc/ssh/sshd_config\n"
+                                                    b"echo PasswordAuthentication yes >> /etc/ssh/sshd_config")).decode()),
+    (LC, "userData", f"#!/bin/sh\necho '{KEY}' >> ~/.ssh/authorized_keys"),
+])
+def test_user_data_that_lets_ssh_in(type_, key, user_data):
+    good = {INSTANCE: GOOD_INSTANCE, LT: GOOD_LT, LC: GOOD_LC}[type_]
+    found = violations("compute-no-ssh-access", type_, {**good, key: user_data})
+    assert len(found) == 1 and f"{key} sets up SSH logins" in found[0]
+
+
+def test_kiln_node_user_data_is_not_ssh():
+    from infra import userdata
+    rendered = userdata.render(cluster_name="kiln", endpoint="https://x.eks.amazonaws.com", certificate_authority="Q0E=",
+                               service_cidr="172.20.0.0/16", model_version="v5", group="general", extra_labels={},
+                               taints=[], model_device="/dev/xvdb", model_path="/opt/models", accelerator=None)
+    b64 = base64.b64encode(rendered.encode()).decode()
+    assert violations("compute-no-ssh-access", LT, {**GOOD_LT, "userData": b64}) == []
+
+
+def test_user_data_not_known_during_preview_is_reported_after_the_rest():
+    found: list = []
+    args = __import__("pulumi_policy").ResourceValidationArgs(
+        LT, __import__("_policy_helpers")._props({**GOOD_LT, "keyName": "ops", "userData": UNKNOWN}), "urn:x", "x",
+        __import__("_policy_helpers")._opts(), None, {})
+    with pytest.raises(UnknownValueError):
+        POLICIES["compute-no-ssh-access"].validate(args, lambda m, urn=None: found.append(m))
+    assert len(found) == 1 and "keyName" in found[0]
+
+
+@pytest.mark.parametrize("type_, props", [
+    ("aws:ebs/encryptionByDefault:EncryptionByDefault", {"enabled": False}),
+    ("aws:ebs/snapshotCopy:SnapshotCopy", {"sourceSnapshotId": "snap-1", "sourceRegion": "us-east-2"}),
+    ("aws:ec2/amiCopy:AmiCopy", {"sourceAmiId": "ami-1", "sourceAmiRegion": "us-east-2", "encrypted": False}),
+])
+def test_encryption_switched_off_or_left_off(type_, props):
+    assert len(violations("compute-ebs-encrypted", type_, props)) == 1
+    on = {**props, "enabled": True} if "enabled" in props else {**props, "encrypted": True}
+    assert violations("compute-ebs-encrypted", type_, on) == []
+
+
+def test_fractional_weights_warm_pools_and_batch_count_as_nodes():
+    lt = {"launchTemplateSpecification": {"id": "lt-1"}}
+    spot = resource(SPOT_FLEET, "sf", {"targetCapacity": 10, "launchTemplateConfigs": [
+        {**lt, "overrides": [{"instanceType": "m7i.large", "weightedCapacity": 0.05}]}]})
+    fleet = resource(FLEET, "f", {"targetCapacitySpecification": {"totalTargetCapacity": 10}, "launchTemplateConfigs": [
+        {**lt, "overrides": [{"instanceType": "m7i.large", "weightedCapacity": 0.05}]}]})
+    warm = resource(ASG, "warm", {"maxSize": 3, "warmPool": {"maxGroupPreparedCapacity": 500, "minSize": 1}})
+    batch = resource(BATCH, "b", {"computeResources": {"type": "SPOT", "maxVcpus": 4096}})
+    found = stack_violations("cost-max-nodes-per-group", [spot, fleet, warm, batch], with_urns=True)
+    assert sorted(u.rsplit("::", 1)[1] for _, u in found) == ["b", "f", "sf", "warm"]
+    assert any("may grow to 200 nodes" in m for m, _ in found)  # 10 / 0.05
+    whole = resource(SPOT_FLEET, "sf2", {"targetCapacity": 10, "launchTemplateConfigs": [
+        {**lt, "overrides": [{"instanceType": "m7i.large", "weightedCapacity": 2}]}]})
+    assert stack_violations("cost-max-nodes-per-group", [whole, asg("small-warm", 3)]) == []
+
+
+def test_a_node_count_not_known_during_preview_is_left_out_and_reported():
+    found: list = []
+    unknown = resource(ASG, "pending", {"maxSize": UNKNOWN})
+    with pytest.raises(UnknownValueError):
+        POLICIES["cost-max-nodes-per-group"].validate(
+            __import__("pulumi_policy").StackValidationArgs([unknown, asg("huge", 500)], {"maxNodesPerGroup": 100}),
+            lambda m, urn=None: found.append(urn))
+    assert [u.rsplit("::", 1)[1] for u in found] == ["huge"]
+
+
+@pytest.mark.parametrize("type_, props, fragment", [
+    (VOLUME, {"size": 100, "encrypted": True, "type": "io2", "iops": 256000}, "iops is 256000"),
+    (VOLUME, {"size": 100, "encrypted": True, "type": "gp3", "throughput": 2000}, "throughput is 2000"),
+    (LT, {**GOOD_LT, "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": {"encrypted": "true", "iops": 64000}}]},
+     "blockDeviceMappings /dev/xvda ebs.iops is 64000"),
+    (INSTANCE, {**GOOD_INSTANCE, "ebsBlockDevices": [{"deviceName": "/dev/sdf", "encrypted": True, "iops": 100000}]},
+     "ebsBlockDevices /dev/sdf.iops is 100000"),
+])
+def test_provisioned_volume_performance_is_bounded(type_, props, fragment):
+    found = violations("cost-volume-performance-bounds", type_, props)
+    assert len(found) == 1 and fragment in found[0]
+    assert violations("cost-volume-performance-bounds", type_, props, config={"maxIops": 256000,
+                                                                              "maxThroughputMiBps": 4000}) == []
+
+
+def test_kiln_model_volume_throughput_is_within_the_default_bound():
+    assert violations("cost-volume-performance-bounds", LT, {**GOOD_LT, "blockDeviceMappings": [
+        {"deviceName": "/dev/xvdb", "ebs": {"encrypted": "true", "throughput": 300, "iops": 3000}}]}) == []
+
+
+def test_volume_bounds_that_allow_nothing_are_named_as_the_settings_mistake():
+    found = violations("cost-volume-size-bounds", VOLUME, {"size": 100, "encrypted": True},
+                       config={"minVolumeSizeGiB": 2000, "maxVolumeSizeGiB": 10})
+    assert found == ["the pack's settings minVolumeSizeGiB (2000) > maxVolumeSizeGiB (10) allow no volume; "
+                     "fix the policy config"]
+
+
+def test_a_template_id_unknown_during_preview_is_traced_to_the_declared_template():
+    lt = resource(LT, "lt", {**GOOD_LT, "id": UNKNOWN, "name": "nodes-123"})
+    traced = resource(ASG, "a", {"launchTemplate": {"id": UNKNOWN, "version": UNKNOWN}},
+                      property_dependencies={"launchTemplate": [lt]})
+    assert stack_violations("compute-launch-template-declared", [lt, traced]) == []
+    foreign = resource(ASG, "f", {"launchTemplate": {"id": "lt-0123456789abcdef0"}})
+    found: list = []
+    untraced = resource(ASG, "u", {"launchTemplate": {"id": UNKNOWN}})
+    with pytest.raises(UnknownValueError):
+        POLICIES["compute-launch-template-declared"].validate(
+            __import__("pulumi_policy").StackValidationArgs([lt, traced, untraced, foreign], {}),
+            lambda m, urn=None: found.append(urn))
+    assert [u.rsplit("::", 1)[1] for u in found] == ["f"]

@@ -284,6 +284,47 @@ CASES: list[tuple[str, dict[str, Any], Expectation]] = [
      Allowed("the digest pins it; the tag is informative")),
     ("no-termination-handler", stack(terminationHandlerImage=None),
      Allowed("no hook and no handler (the program warns): kiln's own rollout still never kills a Job")),
+    # --- added by the review of issue 14
+    ("review-max-size-fullwidth-digit", stack(nodeGroups=groups(0, maxSize="３")),
+     Refused("nodeGroups[0].maxSize", "integer")),
+    ("review-min-size-arabic-indic-zero", stack(nodeGroups=groups(0, minSize="٠")),
+     Refused("nodeGroups[0].minSize", "integer")),
+    ("review-keep-images-fullwidth", stack(ecrKeepImages="１０"), Refused("ecrKeepImages", "integer")),
+    ("review-vpc-slash-8", stack(vpcCidr="10.0.0.0/8"), Refused("vpcCidr", "/16 or smaller")),
+    ("review-vpc-slash-12", stack(vpcCidr="172.16.0.0/12"), Refused("vpcCidr", "/16 or smaller")),
+    ("review-ecr-repository-300-characters", stack(ecrRepositories=["a" * 300]),
+     Refused("ecrRepositories[0]", "2 to 256 characters")),
+    ("review-provider-arn-unicode-account",
+     stack(ciOidc=ci(providerArn="arn:aws:iam::１２３４５６７８９０１２:oidc-provider/token.actions.githubusercontent.com")),
+     Refused("ciOidc.providerArn", "IAM OIDC provider ARN")),
+    ("review-jobs-namespace-trailing-space", stack(jobsNamespace="kube-system "),
+     Refused("jobsNamespace", "DNS-1123")),
+    ("review-node-groups-as-a-json-string", stack(nodeGroups=json.dumps(EXAMPLE["kiln:nodeGroups"])),
+     Allowed("how Pulumi itself hands structured config to a program")),
+    ("review-ci-oidc-as-a-json-string", stack(ciOidc=json.dumps(ci())),
+     Allowed("the same map as JSON text; each field is judged as before")),
+    ("review-model-path-empty", stack(modelPath=""),
+     Allowed("an empty value means not set (Pulumi.yaml declares \"\" as the default): /opt/models")),
+    ("review-prefetch-tag-latest-cuda", stack(prefetchImages=["ghcr.io/org/trainer:latest-cuda"]),
+     Allowed("a tag, not latest itself; the issue asks for a tag or digest, never latest")),
+]
+
+# Stack files whose text, not their values, is the attack: read as the Pulumi CLI reads them (Go's yaml.v3).
+EXAMPLE_TEXT = (PROJECT_DIR / "Pulumi.example.yaml").read_text()
+RAW_CASES: list[tuple[str, str, str]] = [
+    # (id, stack file text, what the one error line says)
+    ("review-key-given-twice-first-wins-in-go", EXAMPLE_TEXT.replace(
+        "  kiln:jobsNamespace: ml-jobs\n", "  kiln:jobsNamespace: kube-system\n  kiln:jobsNamespace: ml-jobs\n"),
+     "key 'kiln:jobsNamespace' is given twice"),
+    ("review-key-given-twice-in-a-group", EXAMPLE_TEXT.replace("      maxSize: 3\n", "      maxSize: 3\n      maxSize: 900\n", 1),
+     "key 'maxSize' is given twice"),
+    ("review-config-section-given-twice", EXAMPLE_TEXT + "config:\n  kiln:modelPath: /etc\n", "key 'config' is given twice"),
+    ("review-key-without-namespace-shadows", EXAMPLE_TEXT.replace(
+        "  kiln:modelPath: /opt/models\n", "  kiln:modelPath: /opt/models\n  modelPath: /etc\n"), "kiln:modelPath is given twice"),
+    ("review-yaml-1-1-yes", EXAMPLE_TEXT.replace("      spot: true\n", "      spot: yes\n"),
+     "kiln:nodeGroups[1].spot ('yes') must be true or false"),
+    ("review-yaml-1-1-base-60", EXAMPLE_TEXT.replace("      maxSize: 3\n", "      maxSize: 16:40\n", 1),
+     "kiln:nodeGroups[0].maxSize ('16:40') must be an integer"),
 ]
 
 
@@ -335,3 +376,14 @@ def test_case_ids_are_unique_and_the_table_is_large():
     assert len(ids) == len(set(ids))
     hostile = [c for c in CASES if not isinstance(c[2], Allowed)]
     assert len(hostile) >= 41  # at least as many as the issue's review tried
+
+
+@pytest.mark.parametrize("text, words", [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES])
+def test_hostile_stack_file_text(text, words, tmp_path, capsys, monkeypatch):
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    path = tmp_path / "Pulumi.hostile.yaml"
+    path.write_text(text, encoding="utf-8")
+    code = offline.main(["--config", str(path), "--json"])
+    errors = [line.removeprefix("error: ") for line in capsys.readouterr().err.splitlines()]
+    assert code == 2 and any(words in e for e in errors), errors

@@ -327,3 +327,217 @@ S3 = "s3-no-public-access"
 ])
 def test_s3_acls_and_public_access_blocks(type_, props, bad):
     assert bool(violations(S3, type_, props)) is bad
+
+
+# --------------------------------------------------------------------------- review of issue 14: what got through
+
+BUCKET_POLICY = "aws:s3/bucketPolicy:BucketPolicy"
+
+
+def public(statement_extra=None, **extra):
+    return {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*",
+            **(statement_extra or {}), **extra}
+
+
+@pytest.mark.parametrize("effect", ["allow", "ALLOW", None, "Allow "])
+def test_an_effect_that_is_not_exactly_deny_is_judged_as_allow(effect):
+    statement = public()
+    if effect is None:
+        statement.pop("Effect")
+    else:
+        statement["Effect"] = effect
+    assert len(violations("iam-no-public-principal", BUCKET_POLICY, {"policy": doc(statement)})) == 1
+    assert violations("iam-no-public-principal", BUCKET_POLICY, {"policy": doc({**statement, "Effect": "Deny"})}) == []
+
+
+@pytest.mark.parametrize("condition", [
+    # true when the key is absent: a principal outside any organisation has no aws:PrincipalOrgID
+    {"ForAllValues:StringEquals": {"aws:PrincipalOrgID": "o-abc123"}},
+    # presence tests pin nobody
+    {"Null": {"aws:PrincipalArn": "false"}},
+    {"Bool": {"aws:PrincipalIsAWSService": "false"}},
+    # an S3 ARN names no account: arn:aws:s3:::* is every bucket of everyone, and a prefix anyone can register
+    {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::*"}},
+    {"ArnLike": {"aws:SourceArn": "arn:aws:s3:::kiln-*"}},
+    {"StringEqualsIfExists": {"aws:SourceAccount": "123456789012"}},
+    {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-*/*"}},
+])
+def test_conditions_that_do_not_pin_the_caller(condition):
+    assert len(violations("iam-no-public-principal", BUCKET_POLICY,
+                          {"policy": doc(public(Condition=condition))})) == 1
+
+
+@pytest.mark.parametrize("condition", [
+    {"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}},
+    {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/*"}},
+    {"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::kiln-models"}},
+    {"ArnLike": {"aws:SourceArn": "arn:aws:sns:us-east-2:123456789012:*"}},
+])
+def test_conditions_that_pin_the_caller(condition):
+    assert violations("iam-no-public-principal", BUCKET_POLICY, {"policy": doc(public(Condition=condition))}) == []
+
+
+def test_a_document_with_a_key_given_twice_is_unreadable():
+    twice = ('{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}], '
+             '"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}')
+    assert violations("iam-no-star-on-star", POLICY, {"policy": twice}) == ["policy is not valid JSON"]
+    in_statement = ('{"Statement": [{"Effect": "Allow", "Principal": "*", "Principal": {"AWS": "arn:aws:iam::1:root"},'
+                    ' "Action": "s3:*"}]}')
+    found = violations("iam-no-public-principal", BUCKET_POLICY, {"policy": in_statement})
+    assert len(found) == 1 and "not valid JSON" in found[0]
+    assert len(violations("iam-no-public-principal", BUCKET_POLICY, {"policy": '{"Statement": [], }'})) == 1
+
+
+@pytest.mark.parametrize("type_, key", [
+    ("aws:secretsmanager/secret:Secret", "policy"),
+    ("aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate", "repositoryPolicy"),
+    ("aws:opensearch/domainPolicy:DomainPolicy", "accessPolicies"),
+    ("aws:cloudwatch/logResourcePolicy:LogResourcePolicy", "policyDocument"),
+    ("aws:s3control/accessPointPolicy:AccessPointPolicy", "policy"),
+    ("aws:glacier/vault:Vault", "accessPolicy"),
+])
+def test_a_policy_document_is_judged_whatever_the_resource_calls_it(type_, key):
+    found = violations("iam-no-public-principal", type_, {key: doc(public())})
+    assert len(found) == 1 and found[0].startswith(f"{key} Statement[0]")
+    pinned = public(Condition={"StringEquals": {"aws:PrincipalAccount": "123456789012"}})
+    assert violations("iam-no-public-principal", type_, {key: doc(pinned)}) == []
+
+
+def test_policy_names_that_are_not_documents_are_left_alone():
+    listener = {"sslPolicy": "ELBSecurityPolicy-TLS13-1-2-2021-06", "protocol": "HTTPS"}
+    assert violations("iam-no-public-principal", "aws:lb/listener:Listener", listener) == []
+    group = {"terminationPolicies": ["OldestLaunchTemplate"], "maxSize": 3}
+    assert violations("iam-no-public-principal", "aws:autoscaling/group:Group", group) == []
+
+
+@pytest.mark.parametrize("type_, props, fragment", [
+    ("aws:lambda/functionUrl:FunctionUrl", {"functionName": "f", "authorizationType": "NONE"}, "anyone on the internet"),
+    ("aws:ecrpublic/repository:Repository", {"repositoryName": "x"}, "ECR Public"),
+    ("aws:ec2/amiLaunchPermission:AmiLaunchPermission", {"imageId": "ami-1", "group": "all"}, "makes the AMI public"),
+    ("aws:ec2/imageBlockPublicAccess:ImageBlockPublicAccess", {"state": "unblocked"}, "may be made public"),
+    ("aws:ebs/snapshotBlockPublicAccess:SnapshotBlockPublicAccess", {"state": "unblocked"}, "may be made public"),
+])
+def test_opening_to_anyone_without_a_policy_document(type_, props, fragment):
+    found = violations("iam-no-public-principal", type_, props)
+    assert len(found) == 1 and fragment in found[0]
+
+
+def test_what_does_not_open_to_anyone():
+    assert violations("iam-no-public-principal", "aws:lambda/functionUrl:FunctionUrl", {"authorizationType": "AWS_IAM"}) == []
+    assert violations("iam-no-public-principal", "aws:ec2/amiLaunchPermission:AmiLaunchPermission",
+                      {"imageId": "ami-1", "accountId": "123456789012"}) == []
+    assert violations("iam-no-public-principal", "aws:ebs/snapshotBlockPublicAccess:SnapshotBlockPublicAccess",
+                      {"state": "block-all-sharing"}) == []
+
+
+@pytest.mark.parametrize("statement, found", [
+    (allow("iam:AddUserToGroup", "arn:aws:iam::123456789012:group/*"), "iam:AddUserToGroup"),
+    (allow("iam:PutRolePermissionsBoundary", "arn:aws:iam::*:role/*"), "iam:PutRolePermissionsBoundary"),
+    (allow("iam:PutUserPermissionsBoundary"), "iam:PutUserPermissionsBoundary"),
+])
+def test_escalation_through_groups_and_boundaries(statement, found):
+    messages = violations("iam-no-privilege-escalation", POLICY, {"policy": doc(statement)})
+    assert len(messages) == 1 and found in messages[0]
+    one_group = allow("iam:AddUserToGroup", "arn:aws:iam::123456789012:group/readers")
+    assert violations("iam-no-privilege-escalation", POLICY, {"policy": doc(one_group)}) == []
+
+
+def test_sso_permission_set_inline_policies_are_identity_policies():
+    sso = "aws:ssoadmin/permissionSetInlinePolicy:PermissionSetInlinePolicy"
+    assert len(violations("iam-no-star-on-star", sso, {"inlinePolicy": doc(allow("*"))})) == 1
+
+
+@pytest.mark.parametrize("type_", ["aws:iam/accessKey:AccessKey", "aws:iam/userLoginProfile:UserLoginProfile",
+                                   "aws:iam/serviceSpecificCredential:ServiceSpecificCredential",
+                                   "aws:iam/signingCertificate:SigningCertificate", "aws:iam/sshKey:SshKey"])
+def test_no_long_lived_credentials(type_):
+    assert len(violations("iam-no-long-lived-credentials", type_, {"user": "someone"})) == 1
+    assert violations("iam-no-long-lived-credentials", "aws:iam/user:User", {"name": "someone"}) == []
+
+
+ATTACH = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+
+
+def test_only_aws_managed_and_declared_policies_are_attached():
+    own = resource(POLICY, "own", {"arn": "arn:aws:iam::123456789012:policy/own", "policy": doc(allow("s3:GetObject"))})
+    managed = resource(ATTACH, "managed", {"policyArn": "arn:aws-us-gov:iam::aws:policy/AmazonEKSWorkerNodePolicy"})
+    declared = resource(ATTACH, "declared", {"policyArn": "arn:aws:iam::123456789012:policy/own"})
+    foreign = resource(ATTACH, "foreign", {"policyArn": "arn:aws:iam::123456789012:policy/HandMadeAdmin"})
+    listed = resource(ROLE, "role", {"managedPolicyArns": ["arn:aws:iam::aws:policy/ReadOnlyAccess",
+                                                           "arn:aws:iam::999999999999:policy/Theirs"]})
+    found = stack_violations("iam-attached-policies-declared", [own, managed, declared, foreign, listed], with_urns=True)
+    assert sorted(urn.rsplit("::", 1)[1] for _, urn in found) == ["foreign", "role"]
+    assert "HandMadeAdmin" in dict((u.rsplit("::", 1)[1], m) for m, u in found)["foreign"]
+
+
+def test_attachments_not_known_during_preview_are_traced_or_deferred():
+    own = resource(POLICY, "own", {"arn": "04da6b54-80e4-46f7-96ec-b56ff0331ba9", "policy": doc(allow("s3:GetObject"))})
+    traced = resource(ATTACH, "traced", {"policyArn": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"},
+                      property_dependencies={"policyArn": [own]})
+    assert stack_violations("iam-attached-policies-declared", [own, traced]) == []
+    untraced = resource(ATTACH, "untraced", {"policyArn": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"})
+    foreign = resource(ATTACH, "foreign", {"policyArn": "arn:aws:iam::123456789012:policy/HandMadeAdmin"})
+    found: list = []
+    with pytest.raises(UnknownValueError):  # "can't run during preview", after what it could judge was reported
+        POLICIES_BY_NAME["iam-attached-policies-declared"].validate(
+            _stack_args([own, untraced, foreign]), lambda message, urn=None: found.append(urn))
+    assert [u.rsplit("::", 1)[1] for u in found] == ["foreign"]
+
+
+def test_a_condition_naming_the_foreign_account_itself_does_not_make_it_trusted():
+    foreign_pinned = trusting("pinned-to-itself", "arn:aws:iam::999999999999:root",
+                              Condition={"StringEquals": {"aws:PrincipalAccount": "999999999999"}})
+    org = trusting("org", "arn:aws:iam::999999999999:root",
+                   Condition={"StringEquals": {"aws:PrincipalOrgID": "o-abc123"}})
+    ours = trusting("ours", "arn:aws:iam::999999999999:root",
+                    Condition={"ArnEquals": {"aws:PrincipalArn": "arn:aws:iam::123456789012:role/ci"}})
+    found = stack_violations("iam-no-cross-account-principal", [foreign_pinned, org, ours], with_urns=True)
+    assert [urn.rsplit("::", 1)[1] for _, urn in found] == ["pinned-to-itself"]
+
+
+@pytest.mark.parametrize("type_, props", [
+    ("aws:ecr/replicationConfiguration:ReplicationConfiguration",
+     {"replicationConfiguration": {"rules": [{"destinations": [{"region": "us-east-1", "registryId": "999999999999"}]}]}}),
+    ("aws:ec2/amiLaunchPermission:AmiLaunchPermission", {"imageId": "ami-1", "accountId": "999999999999"}),
+    ("aws:ec2/snapshotCreateVolumePermission:SnapshotCreateVolumePermission",
+     {"snapshotId": "snap-1", "accountId": "999999999999"}),
+    ("aws:ram/principalAssociation:PrincipalAssociation", {"principal": "999999999999", "resourceShareArn": "arn:x"}),
+])
+def test_sharing_with_another_account_without_a_policy_document(type_, props):
+    own = resource(ROLE, "own", {"arn": "arn:aws:iam::123456789012:role/own"})
+    shared = resource(type_, "shared", props)
+    found = stack_violations("iam-no-cross-account-principal", [own, shared])
+    assert len(found) == 1 and "shares with account 999999999999" in found[0]
+    assert stack_violations("iam-no-cross-account-principal", [own, shared],
+                            config={"trustedAccountIds": ["999999999999"]}) == []
+
+
+def test_cross_account_rule_judges_what_it_can_during_preview():
+    own = resource(ROLE, "own", {"arn": "arn:aws:iam::123456789012:role/own",
+                                 "assumeRolePolicy": "04da6b54-80e4-46f7-96ec-b56ff0331ba9"})
+    foreign = trusting("foreign", "arn:aws:iam::999999999999:root")
+    found: list = []
+    with pytest.raises(UnknownValueError):
+        POLICIES_BY_NAME["iam-no-cross-account-principal"].validate(
+            _stack_args([own, foreign]), lambda message, urn=None: found.append(urn))
+    assert [u.rsplit("::", 1)[1] for u in found] == ["foreign"]
+
+
+from _policy_helpers import POLICIES as POLICIES_BY_NAME  # noqa: E402
+from pulumi_policy import StackValidationArgs  # noqa: E402
+
+
+def _stack_args(resources, config=None):
+    return StackValidationArgs(resources, config or {})
+
+
+@pytest.mark.parametrize("document", [
+    {"Version": "2012-10-17", "statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+    {"Version": "2012-10-17", "Statement": [{"effect": "Allow", "Action": "*", "Resource": "*"}]},
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "ACTION": "*", "Resource": "*"}]},
+])
+def test_element_names_in_another_case_are_unreadable(document):
+    found = violations("iam-no-star-on-star", POLICY, {"policy": json.dumps(document)})
+    assert len(found) == 1 and "in another case" in found[0]
+    public_ = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "principal": "*", "Action": "s3:*"}]}
+    assert len(violations("iam-no-public-principal", BUCKET_POLICY, {"policy": json.dumps(public_)})) == 1

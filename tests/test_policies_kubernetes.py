@@ -51,8 +51,8 @@ SHAPES = {
     ({"containers": [container()], "hostPID": True}, "hostPID: true shares the node's processes"),
     ({"containers": [container()], "hostIPC": True}, "hostIPC"),
     ({"containers": [container()], "hostNetwork": True}, "hostNetwork"),
-    ({"containers": [container(securityContext={"capabilities": {"add": ["NET_RAW", "CAP_SYS_ADMIN"]}})]},
-     "capabilities.add grants SYS_ADMIN"),
+    ({"containers": [container(securityContext={"capabilities": {"add": ["NET_BIND_SERVICE", "CAP_SYS_ADMIN"]}})]},
+     "capabilities.add grants SYS_ADMIN ("),
     ({"containers": [container(securityContext={"capabilities": {"add": ["all"]}})]}, "grants ALL"),
 ])
 def test_privileged_and_host_namespaces_everywhere(type_, spec, fragment):
@@ -203,7 +203,7 @@ def test_cluster_admin_grants(type_, props):
 def test_narrow_grants_and_allowed_principals():
     assert violations(ADMIN, f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "kiln-rollout"},
                                                            "subjects": [{"kind": "Group", "name": "kiln-rollout"}]}) == []
-    assert violations(ADMIN, f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["*"],
+    assert violations(ADMIN, f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["pods", "nodes"],
                                                                 "verbs": ["get", "list"]}]}) == []
     view = {"principalArn": "arn:aws:iam::1:role/x",
             "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"}
@@ -517,3 +517,204 @@ def test_jobs_in_a_config_groups_yaml_are_judged_too():
     assert found.startswith("yaml CronJob/nightly: spec.jobTemplate.spec.template.metadata.annotations")
     cron["spec"]["jobTemplate"]["spec"]["template"] = pod_template(SAFE)
     assert violations(SAFE_TO_EVICT, "kubernetes:yaml/v2:ConfigGroup", {"yaml": pyyaml.safe_dump_all([deploy, cron])}) == []
+
+
+# --------------------------------------------------------------------------- review of issue 14: what got through
+
+@pytest.mark.parametrize("type_", SHAPES)
+@pytest.mark.parametrize("spec, fragment", [
+    # Pod Security Standards, baseline: every capability outside its short list
+    ({"containers": [container(securityContext={"capabilities": {"add": ["SYS_RESOURCE", " net_raw "]}})]},
+     "grants SYS_RESOURCE, NET_RAW"),
+    ({"containers": [container(ports=[{"containerPort": 80, "hostPort": 80}])]}, "hostPort 80"),
+    ({"containers": [container(securityContext={"procMount": "Unmasked"})]}, "procMount: Unmasked"),
+    ({"containers": [container()], "securityContext": {"seccompProfile": {"type": "Unconfined"}}}, "seccompProfile"),
+    ({"containers": [container(securityContext={"appArmorProfile": {"type": "Unconfined"}})]}, "appArmorProfile"),
+    ({"containers": [container()], "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}, "spc_t"),
+    ({"containers": [container()], "securityContext": {"windowsOptions": {"hostProcess": True}}}, "hostProcess"),
+    ({"containers": [container()], "securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}},
+     "sets kernel.msgmax"),
+])
+def test_pod_security_baseline_everywhere(type_, spec, fragment):
+    found = violations(PRIVILEGED, type_, SHAPES[type_](spec))
+    assert len(found) == 1 and fragment in found[0], found
+
+
+def test_what_the_baseline_allows():
+    spec = {"containers": [container(ports=[{"containerPort": 80}], securityContext={
+        "procMount": "Default", "seccompProfile": {"type": "RuntimeDefault"},
+        "capabilities": {"add": ["NET_BIND_SERVICE", "CHOWN"]}})],
+        "securityContext": {"seLinuxOptions": {"type": "container_t", "level": "s0:c1,c2"},
+                            "sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1024 65535"}]}}
+    assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", {"spec": spec}) == []
+
+
+def test_annotations_and_namespace_labels_that_turn_protections_off():
+    pod = {"metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/main": "unconfined"}},
+           "spec": {"containers": [container()]}}
+    assert len(violations(PRIVILEGED, "kubernetes:core/v1:Pod", pod)) == 1
+    namespace = {"metadata": {"name": "ml-jobs", "labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}
+    for type_ in ("kubernetes:core/v1:Namespace", "kubernetes:core/v1:NamespacePatch"):
+        assert len(violations(PRIVILEGED, type_, namespace)) == 1
+    restricted = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    assert violations(PRIVILEGED, "kubernetes:core/v1:Namespace", restricted) == []
+    unknown = {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": pulumi.runtime.rpc.UNKNOWN}}}
+    with pytest.raises(UnknownValueError):
+        violations(PRIVILEGED, "kubernetes:core/v1:Namespace", unknown)
+
+
+@pytest.mark.parametrize("path", ["/opt/models/current/../v4", "/opt/models/./v5", "/opt/models//v5"])
+def test_host_paths_that_stay_inside_only_on_paper(path):
+    spec = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume(path)]}
+    found = violations(HOSTPATH, "kubernetes:core/v1:Pod", {"spec": spec})
+    assert len(found) == 1 and "not a normalised path" in found[0]
+    ok = {"containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models/v5/")]}
+    assert violations(HOSTPATH, "kubernetes:core/v1:Pod", {"spec": ok}) == []
+
+
+def test_argo_pod_spec_patches_written_as_text_are_read():
+    argo = "kubernetes:argoproj.io/v1alpha1:Workflow"
+    patch = "hostNetwork: true\nvolumes: [{name: r, hostPath: {path: /}}]\n"
+    wf = {"spec": {"entrypoint": "main", "podSpecPatch": patch,
+                   "templates": [{"name": "main", "container": container(), "podSpecPatch": '{"hostPID": true}'}]}}
+    assert len(violations(PRIVILEGED, argo, wf)) == 2
+    assert len(violations(HOSTPATH, argo, wf)) == 1
+    broken = {"spec": {"podSpecPatch": "hostNetwork: [true"}}
+    assert len(violations(PRIVILEGED, argo, broken)) == 1 and "cannot be parsed" in violations(PRIVILEGED, argo, broken)[0]
+
+
+def test_persistent_volumes_inside_a_config_group_are_persistent_volumes():
+    group = {"yaml": "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: m}\nspec:\n"
+                     "  accessModes: [ReadWriteMany]\n  hostPath: {path: /opt/models}\n"}
+    found = violations(HOSTPATH, "kubernetes:yaml/v2:ConfigGroup", group)
+    assert found == ["PersistentVolume 'm': a hostPath volume must be ReadOnlyMany only, has accessModes ['ReadWriteMany']"]
+
+
+@pytest.mark.parametrize("type_, props, fragment", [
+    (f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["*"], "verbs": ["*"]}]}, "every verb on every"),
+    (f"{RBAC}Role", {"rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                                "verbs": ["escalate"]}]}, "'escalate' on clusterroles"),
+    (f"{RBAC}ClusterRole", {"rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["*"],
+                                       "verbs": ["bind"]}]}, "'bind' on *"),
+    (f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["serviceaccounts"],
+                                       "verbs": ["impersonate"]}]}, "'impersonate' on serviceaccounts"),
+    (f"{RBAC}ClusterRole", {"rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]},
+     "nodes/proxy"),
+    (f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "view"},
+                                   "subjects": [{"kind": "Group", "name": "system:authenticated"}]}, "everyone"),
+    (f"{RBAC}RoleBinding", {"roleRef": {"kind": "Role", "name": "reader"},
+                            "subjects": [{"kind": "User", "name": "system:anonymous"}]}, "everyone"),
+    (f"{RBAC}ClusterRoleBinding", {"roleRef": {"kind": "ClusterRole", "name": "edit"},
+                                   "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "ml-jobs"}]},
+     "cluster-wide"),
+    ("aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+     {"principalArn": "arn:aws:iam::1:role/x", "accessScope": {"type": "cluster"},
+      "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy"}, "AmazonEKSAdminPolicy"),
+])
+def test_cluster_admin_by_other_names(type_, props, fragment):
+    found = violations(ADMIN, type_, props)
+    assert len(found) == 1 and fragment in found[0], found
+
+
+def test_namespace_scoped_grants_that_are_fine():
+    edit_in_one_namespace = {"roleRef": {"kind": "ClusterRole", "name": "edit"},
+                             "subjects": [{"kind": "ServiceAccount", "name": "ci", "namespace": "ml-jobs"}]}
+    assert violations(ADMIN, f"{RBAC}RoleBinding", edit_in_one_namespace) == []
+    admin_in_a_namespace = {"principalArn": "arn:aws:iam::1:role/x",
+                            "accessScope": {"type": "namespace", "namespaces": ["ml-jobs"]},
+                            "policyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSAdminPolicy"}
+    assert violations(ADMIN, "aws:eks/accessPolicyAssociation:AccessPolicyAssociation", admin_in_a_namespace) == []
+
+
+HELM = "k8s-helm-chart-allowed"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def test_only_reviewed_charts_at_exact_versions():
+    from infra import autoscaler, gpu
+    for module in (autoscaler, gpu):  # kiln's own charts are the default list
+        ok = {"chart": module.CHART, "version": module.DEFAULT_CHART_VERSION,
+              "repositoryOpts": {"repo": module.CHART_REPOSITORY}}
+        assert violations(HELM, RELEASE, ok) == []
+    found = violations(HELM, RELEASE, {"chart": "node-shell", "version": "1.0.0",
+                                       "repositoryOpts": {"repo": "https://charts.example.com/"}})
+    assert len(found) == 1 and "'https://charts.example.com/node-shell', which is not in allowedCharts" in found[0]
+    for version in (None, "^9.46.0", "9.x", ">=1.0.0", "*", "latest"):
+        found = violations(HELM, RELEASE, {"chart": autoscaler.CHART, "version": version,
+                                           "repositoryOpts": {"repo": autoscaler.CHART_REPOSITORY}})
+        assert len(found) == 1 and "exact version" in found[0], version
+    oci = {"chart": "oci://ghcr.io/example/charts/app", "version": "1.2.3"}
+    assert len(violations(HELM, "kubernetes:helm.sh/v4:Chart", oci)) == 1
+    assert violations(HELM, "kubernetes:helm.sh/v4:Chart", oci,
+                      config={"allowedCharts": ["oci://ghcr.io/example/charts/app"]}) == []
+    v3 = {"chart": "app", "version": "1.2.3", "fetchOpts": {"repo": "https://charts.example.com"}}
+    assert violations(HELM, "kubernetes:helm.sh/v3:Chart", v3,
+                      config={"allowedCharts": ["https://charts.example.com/app"]}) == []
+
+
+LB = "k8s-no-internet-load-balancer"
+SERVICE = "kubernetes:core/v1:Service"
+
+
+def lb(annotations=None, **spec):
+    return {"metadata": {"annotations": annotations or {}}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}],
+                                                                     **spec}}
+
+
+@pytest.mark.parametrize("type_, props, fragment", [
+    (SERVICE, lb(), "open to 0.0.0.0/0"),
+    (SERVICE, lb(loadBalancerSourceRanges=["0.0.0.0/1", "128.0.0.0/1"]), "the whole internet"),
+    (SERVICE, lb({"service.beta.kubernetes.io/load-balancer-source-ranges": "3.0.0.0/8, 4.0.0.0/8"}), "public addresses"),
+    (SERVICE, lb({"service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing"}), "open to 0.0.0.0/0"),
+    ("kubernetes:networking.k8s.io/v1:Ingress",
+     {"metadata": {"annotations": {"alb.ingress.kubernetes.io/scheme": "internet-facing"}}}, "internet-facing ALB"),
+    ("kubernetes:yaml/v2:ConfigGroup", {"yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"
+                                                "spec: {type: LoadBalancer, ports: [{port: 80}]}\n"}, "open to 0.0.0.0/0"),
+])
+def test_load_balancers_that_kubernetes_opens_to_the_internet(type_, props, fragment):
+    found = violations(LB, type_, props)
+    assert len(found) == 1 and fragment in found[0], found
+
+
+def test_internal_or_narrow_load_balancers():
+    for props in (lb({"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}),
+                  lb({"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}),
+                  lb(loadBalancerSourceRanges=["203.0.113.0/24"]),
+                  {"spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}):
+        assert violations(LB, SERVICE, props) == [], props
+    internal_alb = {"metadata": {"annotations": {"alb.ingress.kubernetes.io/scheme": "internal"}}}
+    assert violations(LB, "kubernetes:networking.k8s.io/v1:Ingress", internal_alb) == []
+
+
+def test_an_admin_principal_not_known_yet_is_not_an_allowed_one():
+    admin = {"policyArn": CLUSTER_ADMIN, "principalArn": pulumi.runtime.rpc.UNKNOWN}
+    found = violations(ADMIN, ASSOCIATION, admin)
+    assert len(found) == 1 and "a principal not known yet" in found[0]
+    with pytest.raises(UnknownValueError):  # it may be one of the allowed ones
+        violations(ADMIN, ASSOCIATION, admin, config={"allowedPrincipalArns": ["arn:aws:iam::123456789012:role/ops"]})
+
+
+def test_ci_access_to_a_role_not_known_yet_is_judged_by_that_roles_trust(stack_with_ci):
+    import json
+    unknown = pulumi.runtime.rpc.UNKNOWN
+    ops = resource("aws:iam/role:Role", "ops", {"arn": unknown, "assumeRolePolicy": json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/ops"}, "Action": "sts:AssumeRole"}]})})
+    entry = resource("aws:eks/accessEntry:AccessEntry", "ci-access", {"principalArn": unknown},
+                     parent_type=CI_ACCESS, property_dependencies={"principalArn": [ops]})
+    association = resource(ASSOCIATION, "ci-access", {"policyArn": CLUSTER_ADMIN, "principalArn": unknown},
+                           parent_type=CI_ACCESS, property_dependencies={"principalArn": [entry]})
+    found = stack_violations(CI_ADMIN, [ops, entry, association])
+    assert len(found) == 1 and "the role 'ops'" in found[0]
+    ci = resource("aws:iam/role:Role", "ci", {"arn": unknown, "assumeRolePolicy": ci_trust()})
+    entry = resource("aws:eks/accessEntry:AccessEntry", "ci-access", {"principalArn": unknown},
+                     parent_type=CI_ACCESS, property_dependencies={"principalArn": [ci]})
+    association = resource(ASSOCIATION, "ci-access", {"policyArn": CLUSTER_ADMIN, "principalArn": unknown},
+                           parent_type=CI_ACCESS, property_dependencies={"principalArn": [entry]})
+    assert stack_violations(CI_ADMIN, [ci, entry, association]) == []
+    pending = resource("aws:iam/role:Role", "ci", {"arn": unknown, "assumeRolePolicy": unknown})
+    entry = resource("aws:eks/accessEntry:AccessEntry", "ci-access", {"principalArn": unknown},
+                     parent_type=CI_ACCESS, property_dependencies={"principalArn": [pending]})
+    association = resource(ASSOCIATION, "ci-access", {"policyArn": CLUSTER_ADMIN, "principalArn": unknown},
+                           parent_type=CI_ACCESS, property_dependencies={"principalArn": [entry]})
+    with pytest.raises(UnknownValueError):
+        stack_violations(CI_ADMIN, [pending, entry, association])

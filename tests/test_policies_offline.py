@@ -212,8 +212,30 @@ def test_unknown_values_are_handled_as_the_sdk_does(programs):
         assert "string value at .launchTemplate.version can't be known during preview" in v.message
         assert v.type == "aws:autoscaling/group:Group"
     assert report.exit_code == 0
-    # The same program with the version known: nothing to report.
-    assert offline.check(STACK, program=programs["good"], preview=True).violations == []
+    # The same program with every value known (an update): nothing to report.
+    assert offline.check(STACK, program=programs["good"]).violations == []
+
+
+def test_a_preview_is_the_first_preview_of_a_new_stack(programs):
+    """--preview: every output a provider computes is unknown, as in the engine's preview of creates; what the
+    rules cannot know is reported as the SDK reports it (advisory), never taken for safe, and the stack rules
+    reach new resources through the engine's property dependencies."""
+    run = run_program(STACK, program=programs["good"], preview=True)
+    lt = run.one("aws:ec2/launchTemplate:LaunchTemplate")
+    assert lt.id == "" and "latestVersion" not in lt.outputs and "arn" not in lt.outputs
+    asg = run.of_type("aws:autoscaling/group:Group")[0]
+    assert asg.property_dependencies["launchTemplate"] == (lt.urn,)
+    report = offline.evaluate(run)
+    assert report.mandatory == [] and report.violations
+    assert all(v.level == "advisory" and "can't be known during preview" in v.message for v in report.violations)
+    # The template's id is unknown, yet the stack rule matched the ASGs to it through their property dependency.
+    assert "compute-launch-template-declared" not in {v.policy for v in report.violations}
+    request = offline.analyze_stack_request(run)
+    sent = next(r for r in request.resources if r.urn == asg.urn)
+    assert list(sent.propertyDependencies["launchTemplate"].urns) == [lt.urn]
+    # A bad program is still flagged during the preview, for everything known.
+    bad = offline.check(STACK, program=programs["bad"], preview=True)
+    assert bad.exit_code == 1 and bad.mandatory
 
 
 def test_engine_view_of_wire_values():
@@ -347,3 +369,57 @@ def test_stack_rules_read_kiln_config_the_way_the_cli_passes_it(monkeypatch):
     ]
     assert report.exit_code == 1
     pulumi.runtime.set_all_config({}, [])
+
+
+
+# --------------------------------------------------------------------------- the stack file, read as Pulumi reads it
+
+EXAMPLE_TEXT = (PROJECT_DIR / "Pulumi.example.yaml").read_text()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    (EXAMPLE_TEXT.replace("  kiln:jobsNamespace: ml-jobs\n", "  kiln:jobsNamespace: kube-system\n  kiln:jobsNamespace: ml-jobs\n"),
+     "key 'kiln:jobsNamespace' is given twice"),
+    (EXAMPLE_TEXT.replace("      maxSize: 3\n", "      maxSize: 3\n      maxSize: 900\n", 1), "key 'maxSize' is given twice"),
+    (EXAMPLE_TEXT + "config:\n  kiln:modelPath: /etc\n", "key 'config' is given twice"),
+    (EXAMPLE_TEXT.replace("  kiln:modelPath: /opt/models\n", "  kiln:modelPath: /opt/models\n  modelPath: /data\n"),
+     "kiln:modelPath is given twice"),
+    # YAML 1.1's booleans and base-60 numbers are strings to Pulumi (yaml.v3): kiln refuses them as Pulumi would.
+    (EXAMPLE_TEXT.replace("      spot: true\n", "      spot: yes\n"), "spot ('yes') must be true or false"),
+    (EXAMPLE_TEXT.replace("      maxSize: 3\n", "      maxSize: 16:40\n", 1), "maxSize ('16:40') must be an integer"),
+])
+def test_a_stack_file_is_read_as_pulumi_reads_it(text, fragment, tmp_path):
+    path = tmp_path / "Pulumi.dup.yaml"
+    path.write_text(text)
+    with pytest.raises(offline.BadInput) as caught:
+        offline.load_stack_config(path)
+    assert any(fragment in line for line in caught.value.lines), caught.value.lines
+
+
+def test_yaml_1_2_numbers_and_merge_keys_are_read_as_pulumi_reads_them(tmp_path):
+    from infra.config import read_stack_yaml
+    doc = read_stack_yaml("a: 0o17\nb: 0x1f\nc: 2024-01-01\nd: on\ne: TRUE\nf: &g {x: 1}\nh: {<<: *g, y: 2}\n")
+    assert doc == {"a": 15, "b": 31, "c": "2024-01-01", "d": "on", "e": True, "f": {"x": 1}, "h": {"x": 1, "y": 2}}
+    anchored = EXAMPLE_TEXT.replace("    - name: general\n", "    - &general\n      name: general\n", 1)
+    path = tmp_path / "Pulumi.anchor.yaml"
+    path.write_text(anchored)
+    assert offline.load_stack_config(path)["kiln:nodeGroups"][0]["name"] == "general"
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"cost-volume-size-bounds": {"minVolumeSizeGiB": 2000, "maxVolumeSizeGiB": 10}},
+     "minVolumeSizeGiB (2000) must not be above maxVolumeSizeGiB (10)"),
+    ({"k8s-no-cluster-admin-binding": {"allowedPrincipalArns": ["*"]}}, "does not match"),
+    ({"iam-no-administrator-access": {"forbiddenPolicies": []}}, "should be non-empty"),
+    ({"eks-control-plane-logging": {"requiredLogTypes": []}}, "should be non-empty"),
+    ({"k8s-hostpath-model-only-readonly": {"modelPath": "opt/models"}}, "does not match"),
+    ({"sg-no-ingress-from-internet": {"allowedPrefixListIds": ["*"]}}, "does not match"),
+    ({"k8s-helm-chart-allowed": {"allowedCharts": [""]}}, "should be non-empty"),
+    ({"cost-volume-performance-bounds": {"maxIops": 10**6}}, "is greater than the maximum"),
+])
+def test_the_packs_own_settings_are_validated(settings, fragment, tmp_path):
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(settings))
+    with pytest.raises(offline.BadInput) as caught:
+        offline.load_policy_config(path)
+    assert any(fragment in line for line in caught.value.lines), caught.value.lines

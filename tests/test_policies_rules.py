@@ -304,7 +304,9 @@ def test_prefix_lists_declared_in_the_stack_are_read():
     rule = resource(INGRESS_RULE, "r", {"securityGroupId": "sg-1", "prefixListId": "pl-1"})
     assert len(sg_violations(world, rule)) == 1
     inline = resource(SG, "sg", {"id": "sg-9", "ingress": [{"prefixListIds": ["pl-2"]}]})
-    assert len(sg_violations(entry, inline)) == 1
+    # pl-2 is only added to here: its own entries are read (half the internet), and the rest of it is unknown.
+    found = sg_violations(entry, inline)
+    assert len(found) == 2 and any("128.0.0.0/1" in m for m in found) and any("does not declare" in m for m in found)
     private = resource("aws:ec2/managedPrefixList:ManagedPrefixList", "pl",
                        {"id": "pl-1", "entries": [{"cidr": "10.0.0.0/8"}]})
     assert sg_violations(private, rule) == []
@@ -665,3 +667,140 @@ def test_registry_lifecycle_policies_pass_exactly_up_to_the_cap(keep, cap):
     found = violations("ecr-lifecycle-policy", LIFECYCLE, {"repository": "r", "policy": json.dumps(lifecycle_policy(keep))},
                        config={"maxImages": cap})
     assert found == ([] if keep <= cap else [f"keeps up to {keep} tagged images; at most {cap} allowed"])
+
+
+# --------------------------------------------------------------------------- review of issue 14: security groups
+
+from _policy_helpers import UNKNOWN  # noqa: E402
+
+PREFIX_LIST = "aws:ec2/managedPrefixList:ManagedPrefixList"
+
+
+@pytest.mark.parametrize("type_, props", [
+    (SG, {"id": "sg-1", "ingress": [{"cidrBlocks": ["0.0.0.0 /0"]}]}),
+    (INGRESS_RULE, {"securityGroupId": "sg-1", "cidrIpv4": "0/0"}),
+    (SG_RULE, {"type": "ingress", "securityGroupId": "sg-1", "cidrBlocks": ["0.0.0.0/０"]}),
+])
+def test_a_source_that_is_not_a_cidr_is_not_let_through(type_, props):
+    found = sg_violations(resource(type_, "r", props))
+    assert len(found) == 1 and "is not a CIDR block" in found[0]
+
+
+def test_prefix_lists_from_outside_the_stack_are_refused_unless_allowed():
+    managed = resource(INGRESS_RULE, "cf", {"securityGroupId": "sg-1", "prefixListId": "pl-3b927c52"})
+    found = sg_violations(managed)
+    assert len(found) == 1 and "'pl-3b927c52', which this stack does not declare" in found[0]
+    assert sg_violations(managed, config={"allowedPrefixListIds": ["pl-3b927c52"]}) == []
+    # Entries added here to a list created elsewhere do not make the list known.
+    entry = resource("aws:ec2/managedPrefixListEntry:ManagedPrefixListEntry", "e",
+                     {"prefixListId": "pl-0abc", "cidr": "10.0.0.0/8"})
+    inline = resource(SG, "sg", {"id": "sg-9", "ingress": [{"prefixListIds": ["pl-0abc"]}]})
+    assert len(sg_violations(entry, inline)) == 1
+
+
+def test_the_vpc_default_security_group_is_a_security_group():
+    default = resource("aws:ec2/defaultSecurityGroup:DefaultSecurityGroup", "d",
+                       {"id": "sg-d", "ingress": [{"protocol": "-1", "cidrBlocks": ["0.0.0.0/0"]}]})
+    assert len(sg_violations(default)) == 1
+
+
+def test_during_preview_rules_reach_their_new_group_through_property_dependencies():
+    group = resource(SG, "g", {"id": UNKNOWN, "ingress": [{"cidrBlocks": ["3.0.0.0/9"]}]})
+    rule = resource(INGRESS_RULE, "r", {"securityGroupId": UNKNOWN, "cidrIpv4": "4.0.0.0/9"},
+                    property_dependencies={"securityGroupId": [group]})
+    assert sg_violations(group, rule) == []  # two /9s: one /8's worth, the limit
+    third = resource(SG_RULE, "t", {"type": "ingress", "securityGroupId": UNKNOWN, "cidrBlocks": ["5.0.0.0/9"]},
+                     property_dependencies={"securityGroupId": [group]})
+    assert len(sg_violations(group, rule, third)) == 3
+    listed = resource(PREFIX_LIST, "pl", {"id": UNKNOWN, "entries": [{"cidr": "0.0.0.0/1"}]})
+    via_list = resource(SG_RULE, "v", {"type": "ingress", "securityGroupId": "sg-2", "prefixListIds": [UNKNOWN]},
+                        property_dependencies={"prefixListIds": [listed]})
+    found = sg_violations(listed, via_list)
+    assert len(found) == 1 and "admitting 2147483648" not in found[0] and "0.0.0.0/1" in found[0]
+
+
+def test_during_preview_what_cannot_be_placed_is_reported_after_the_rest():
+    from pulumi_policy.proxy import UnknownValueError
+    untraced = resource(INGRESS_RULE, "u", {"securityGroupId": UNKNOWN, "cidrIpv4": "4.0.0.0/8"})
+    world = resource(INGRESS_RULE, "w", {"securityGroupId": "sg-1", "cidrIpv4": "0.0.0.0/0"})
+    found: list = []
+    with pytest.raises(UnknownValueError):
+        POLICIES["sg-no-ingress-from-internet"].validate(StackValidationArgs([untraced, world], {}),
+                                                        lambda m, urn=None: found.append(urn))
+    assert [u.rsplit("::", 1)[1] for u in found] == ["w"]
+
+
+# --------------------------------------------------------------------------- review of issue 14: ECR's own repositories
+
+TEMPLATE = "aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate"
+KEEP_10 = json.dumps({"rules": [{"rulePriority": 1, "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                                                                   "countNumber": 10}, "action": {"type": "expire"}}]})
+
+
+def ptc(prefix="dockerhub"):
+    return resource("aws:ecr/pullThroughCacheRule:PullThroughCacheRule", f"ptc-{prefix}",
+                    {"ecrRepositoryPrefix": prefix, "upstreamRegistryUrl": "registry-1.docker.io"})
+
+
+def template_(prefix, applied=("PULL_THROUGH_CACHE",), lifecycle=KEEP_10):
+    return resource(TEMPLATE, f"t-{prefix}", {"prefix": prefix, "appliedFors": list(applied),
+                                              **({"lifecyclePolicy": lifecycle} if lifecycle else {})})
+
+
+def test_repositories_ecr_creates_need_a_creation_template_with_a_lifecycle():
+    rule = "ecr-repository-has-lifecycle-policy"
+    assert len(stack_violations(rule, [ptc()])) == 1
+    assert stack_violations(rule, [ptc(), template_("dockerhub")]) == []
+    assert stack_violations(rule, [ptc(), template_("ROOT")]) == []
+    assert len(stack_violations(rule, [ptc(), template_("quay")])) == 1                   # another prefix
+    assert len(stack_violations(rule, [ptc(), template_("dockerhub", ("REPLICATION",))])) == 1  # another use
+    assert len(stack_violations(rule, [ptc(), template_("dockerhub", lifecycle=None)])) == 1
+    replication = resource("aws:ecr/replicationConfiguration:ReplicationConfiguration", "repl", {
+        "replicationConfiguration": {"rules": [{"destinations": [{"region": "us-west-2", "registryId": "123456789012"}],
+                                                "repositoryFilters": [{"filter": "trainer", "filterType": "PREFIX_MATCH"}]}]}})
+    assert len(stack_violations(rule, [replication])) == 1
+    assert stack_violations(rule, [replication, template_("trainer", ("REPLICATION",))]) == []
+
+
+def test_creation_templates_are_judged_like_repositories():
+    bad = {"prefix": "p", "appliedFors": ["PULL_THROUGH_CACHE"], "imageTagMutability": "MUTABLE",
+           "lifecyclePolicy": json.dumps({"rules": [{"rulePriority": 1, "selection": {
+               "tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 500}, "action": {"type": "expire"}}]})}
+    assert len(violations("ecr-lifecycle-policy", TEMPLATE, bad)) == 1
+    assert len(violations("ecr-immutable-tags", TEMPLATE, bad)) == 1
+    assert len(violations("ecr-kms-encryption", TEMPLATE, bad)) == 1
+    assert violations("ecr-lifecycle-policy", TEMPLATE, {"prefix": "p"}) == [
+        "lifecyclePolicy is not set: the repositories ECR creates from this template keep every image"]
+
+
+def test_asg_zones_are_read_through_subnets_not_known_during_preview(kiln_config):
+    from policies.rules.stack import SUBNET
+    zones, groups = ("us-east-2a", "us-east-2b"), ("system", "gpu")  # STACK_CONFIG's
+    subnets = {z: resource(SUBNET, f"s-{z}", {"id": UNKNOWN, "availabilityZone": z}) for z in zones}
+    asgs = [resource("aws:autoscaling/group:Group", f"{g}-{z}", {
+        "vpcZoneIdentifiers": [UNKNOWN], "tags": [{"key": "kiln.dev/node-group", "value": g}]},
+        property_dependencies={"vpcZoneIdentifiers": [subnets[z]]}) for g in groups for z in zones]
+    assert stack_violations("stack-asg-per-group-and-zone", [*subnets.values(), *asgs]) == []
+    assert stack_violations("stack-asg-per-group-and-zone", [*subnets.values(), *asgs[1:]]) == [
+        "node group 'system' has no ASG in us-east-2a"]
+
+
+from pulumi_policy import StackValidationArgs  # noqa: E402
+
+
+def test_an_endpoint_cidr_that_is_not_a_cidr_is_not_let_through():
+    for type_, props in (("eks:index:Cluster", {"endpointPublicAccess": True, "publicAccessCidrs": ["0.0.0.0 /0"]}),
+                         ("aws:eks/cluster:Cluster", {"vpcConfig": {"endpointPublicAccess": True,
+                                                                    "publicAccessCidrs": ["203.0.113.0/24", "any"]}})):
+        found = violations("eks-endpoint-not-public-to-world", type_, props)
+        assert len(found) == 1 and "is not a CIDR block" in found[0], found
+
+
+def test_readme_names_every_setting_of_every_rule():
+    """Each rule's row says how to configure it: every setting of its config schema is named there."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in text.splitlines() if line.startswith("| `")}
+    missing = [(name, key) for name, p in POLICIES.items() if p.config_schema
+               for key in p.config_schema.properties if f"`{key}`" not in rows[name]]
+    assert missing == []

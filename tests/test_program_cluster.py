@@ -63,7 +63,7 @@ def service_ranges(r) -> set[str]:
 
 def test_service_cidr_is_pinned_and_avoids_the_vpc():
     assert service_ranges(run(BASE)) == {"172.20.0.0/16"}
-    overlapping = with_changes(BASE, vpcCidr="172.16.0.0/12")
+    overlapping = with_changes(BASE, vpcCidr="172.20.0.0/16")  # EC2 allows a VPC of /16 at most
     assert service_ranges(run(overlapping)) == {"10.100.0.0/16"}
 
 

@@ -80,12 +80,31 @@ def tags_of(props: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(sorted({k for k in keys if keys.count(k) > 1}))
+    return dict(pairs)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def json_document(value: Any) -> Optional[Any]:
-    """A JSON document given either as a string (the usual) or as an object."""
+    """A JSON document given either as a string (the usual) or as an object; None when it is not valid JSON.
+
+    A key given twice (``{"Statement": [...], "Statement": [...]}``) makes a document unreadable: which of the
+    two a service acts on is not something a rule may guess, so the rules treat it like invalid JSON.
+    """
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return json.loads(value, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        except ValueError:  # JSONDecodeError, a duplicate key, NaN/Infinity
             return None
     if isinstance(value, Mapping) or is_list(value):
         return value
@@ -131,3 +150,56 @@ def iter_mappings(value: Any) -> Iterator[Mapping[str, Any]]:
     for item in as_list(value):
         if isinstance(item, Mapping):
             yield item
+
+
+class Deferred:
+    """What a stack rule could not judge during a preview, kept until it has judged everything else.
+
+    pulumi_policy turns an ``UnknownValueError`` into one advisory "can't run during preview" for the
+    whole stack rule: raised at the first unknown value, it would hide every violation the rule can
+    see. ``attempt`` runs one resource's judgement, remembers the first unknown and carries on;
+    ``finish`` raises it after the violations were reported, so a preview shows both.
+    """
+
+    def __init__(self) -> None:
+        self.unknown: Optional[UnknownValueError] = None
+
+    def attempt(self, judge, *args, default: Any = None) -> Any:
+        try:
+            return judge(*args)
+        except UnknownValueError as exc:
+            self.unknown = self.unknown or exc
+            return default
+
+    def finish(self) -> None:
+        if self.unknown is not None:
+            raise self.unknown
+
+
+def dependency_urns(resource: Any, prop: str) -> list[str]:
+    """The URNs of the resources a stack resource's ``prop`` was computed from (what the engine tells analyzers)."""
+    return [d.urn for d in (getattr(resource, "property_dependencies", None) or {}).get(prop, [])]
+
+
+def known_items(props: Any, *path: str | int) -> tuple[list[Any], int]:
+    """The known items of a list (or a scalar) at ``path``, and how many are not known yet (a preview)."""
+    try:
+        value = get(props, *path)
+    except UnknownValueError:
+        return [], 1
+    if not is_list(value):
+        return ([] if value is None else [value]), 0
+    items, unknown = [], 0
+    for i in range(len(value)):
+        try:
+            items.append(value[i])
+        except UnknownValueError:
+            unknown += 1
+    return items, unknown
+
+
+def unknown_error(where: str) -> UnknownValueError:
+    """The SDK's error for a value not known during preview (becomes its advisory "can't run during preview")."""
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
+
+    return UnknownValueError(UNKNOWN_STRING_VALUE, [where])

@@ -15,11 +15,18 @@ an unencrypted volume, a public IP or an SSH key undoes the rest of the design.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
+import re
+
 from typing import Any, Iterator, Optional
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy.proxy import UnknownValueError
 
-from policies.rules._props import MANDATORY, as_number, config, get, iter_mappings, known, schema, truthy
+from policies.rules._props import (MANDATORY, Deferred, as_number, config, dependency_urns, get, iter_mappings, known,
+                                   schema, truthy, unknown_error)
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 LAUNCH_CONFIGURATION = "aws:ec2/launchConfiguration:LaunchConfiguration"
@@ -31,6 +38,13 @@ ASG = "aws:autoscaling/group:Group"
 EKS_NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 BATCH_COMPUTE_ENVIRONMENT = "aws:batch/computeEnvironment:ComputeEnvironment"
 EBS_VOLUME = "aws:ebs/volume:Volume"
+SNAPSHOT_COPY = "aws:ebs/snapshotCopy:SnapshotCopy"
+AMI_COPY = "aws:ec2/amiCopy:AmiCopy"
+ENCRYPTION_BY_DEFAULT = "aws:ebs/encryptionByDefault:EncryptionByDefault"
+SUBNETS = ("aws:ec2/subnet:Subnet", "aws:ec2/defaultSubnet:DefaultSubnet")
+DEFAULT_SUBNET = "aws:ec2/defaultSubnet:DefaultSubnet"
+EIP = "aws:ec2/eip:Eip"
+EIP_ASSOCIATION = "aws:ec2/eipAssociation:EipAssociation"
 # pulumi-eks components: their children (templates, ASGs, node groups) reach the pack under a real
 # `pulumi preview`; their own inputs are judged here too, which is all the offline runner can see.
 EKS_MANAGED_NODE_GROUP = "eks:index:ManagedNodeGroup"
@@ -130,9 +144,11 @@ def ebs_problems(args) -> Iterator[str]:
         yield from _block_devices(props, root_required=True)
     elif t in INSTANCES:
         yield from _block_devices(props, root_required=not _has_template(props))
-    elif t == EBS_VOLUME:
+    elif t in (EBS_VOLUME, SNAPSHOT_COPY, AMI_COPY):
         if not truthy(get(props, "encrypted")):
             yield "encrypted must be true"
+    elif t == ENCRYPTION_BY_DEFAULT and not truthy(get(props, "enabled", default=True)):
+        yield "enabled: false turns off the account's EBS encryption by default (every volume a rule cannot see)"
     elif t in NODE_GROUPS and not _has_template(props):
         yield "no launchTemplate: EKS's default launch template does not encrypt the node's volume"
     elif t == BATCH_COMPUTE_ENVIRONMENT and _batch_ec2(props) and get(props, "computeResources", "launchTemplate") is None:
@@ -157,19 +173,46 @@ def validate_ebs_encrypted(args, report_violation) -> None:
 # --------------------------------------------------------------------------- public IPs
 
 
+def _explicit_private(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() == "false")
+
+
 def public_ip_problems(args) -> Iterator[str]:
+    """A public address on an instance, however it gets one: an interface or instance that asks for it, one that
+    leaves it to the subnet (whose ``mapPublicIpOnLaunch`` then decides), a subnet that maps public IPs on launch,
+    or an Elastic IP associated with an instance or interface."""
     t, props = args.resource_type, args.props
     if t == LAUNCH_TEMPLATE:
-        for i, nic in enumerate(iter_mappings(get(props, "networkInterfaces"))):
+        nics = list(iter_mappings(get(props, "networkInterfaces")))
+        if not nics:
+            yield ("networkInterfaces is not set: the subnet's mapPublicIpOnLaunch decides whether instances get a "
+                   "public IP; set networkInterfaces[0].associatePublicIpAddress: 'false'")
+        for i, nic in enumerate(nics):
             if truthy(get(nic, "associatePublicIpAddress")):
                 yield f"networkInterfaces[{i}].associatePublicIpAddress must not be true"
+            elif i == 0 and not _explicit_private(get(nic, "associatePublicIpAddress")):
+                yield ("networkInterfaces[0].associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch "
+                       "decides; set it to 'false'")
     elif t in (LAUNCH_CONFIGURATION, *INSTANCES):
-        if truthy(get(props, "associatePublicIpAddress")):
+        value = get(props, "associatePublicIpAddress")
+        if truthy(value):
             yield "associatePublicIpAddress must not be true"
+        elif not _explicit_private(value) and not (t in INSTANCES and _has_template(props)):
+            yield "associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch decides; set it to false"
     elif t == SPOT_FLEET_REQUEST:
         for i, spec in enumerate(iter_mappings(get(props, "launchSpecifications"))):
-            if truthy(get(spec, "associatePublicIpAddress")):
-                yield f"launchSpecifications[{i}].associatePublicIpAddress must not be true"
+            if not _explicit_private(get(spec, "associatePublicIpAddress")):
+                yield f"launchSpecifications[{i}].associatePublicIpAddress must be false"
+    elif t in SUBNETS:
+        default = t == DEFAULT_SUBNET  # a default subnet maps public IPs unless told not to
+        value = get(props, "mapPublicIpOnLaunch")
+        if truthy(value) or (default and not _explicit_private(value)):
+            yield ("mapPublicIpOnLaunch gives every instance launched here without an explicit setting a public IP; "
+                   "set it to false")
+    elif t == EIP and any(get(props, k) for k in ("instance", "networkInterface", "associateWithPrivateIp")):
+        yield "associates an Elastic IP (a public address) with an instance or network interface"
+    elif t == EIP_ASSOCIATION and any(get(props, k) for k in ("instanceId", "networkInterfaceId")):
+        yield "associates an Elastic IP (a public address) with an instance or network interface"
     else:
         settings = _eks_component_settings(args)
         if settings is not None and get(settings, "nodeAssociatePublicIpAddress") is not False:
@@ -182,6 +225,55 @@ def validate_no_public_ip(args, report_violation) -> None:
 
 
 # --------------------------------------------------------------------------- SSH
+
+
+# What user data does to let SSH in: install a public key, or turn on password logins.
+_SSH_KEY = re.compile(r"(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp\d+|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com)"
+                      r"\s+AAAA", re.IGNORECASE)
+_SSH_SETTINGS = re.compile(r"authorized_keys|ssh_authorized_keys|ssh_pwauth\s*:\s*(true|yes|1)|"
+                           r"PasswordAuthentication\s+yes|PermitRootLogin\s+yes|chpasswd", re.IGNORECASE)
+USER_DATA_KEYS = ("userData", "userDataBase64")
+
+
+def user_data_texts(value: Any) -> list[str]:
+    """User data as a node would read it: the text itself, base64-decoded, and gunzipped (cloud-init accepts all)."""
+    if not isinstance(value, str) or not value:
+        return []
+    texts, raw = [value], None
+    try:
+        raw = base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raw = None
+    for blob in (raw, value.encode("utf-8", "replace")):
+        if blob is None:
+            continue
+        if blob[:2] == b"\x1f\x8b":
+            try:
+                blob = gzip.decompress(blob)
+            except (OSError, EOFError):
+                continue
+        texts.append(blob.decode("utf-8", "replace"))
+    return texts
+
+
+def user_data_ssh_problem(where: str, value: Any) -> Optional[str]:
+    for text in user_data_texts(value):
+        found = _SSH_KEY.search(text) or _SSH_SETTINGS.search(text)
+        if found:
+            return f"{where} sets up SSH logins ({found.group(0)[:40]!r}); nodes are reached through SSM, not SSH"
+    return None
+
+
+def _user_data_sources(t: str, props: Any) -> Iterator[tuple[str, Any]]:
+    if t in (LAUNCH_TEMPLATE, LAUNCH_CONFIGURATION, *INSTANCES):
+        for key in USER_DATA_KEYS:
+            yield key, get(props, key)
+    elif t == SPOT_FLEET_REQUEST:
+        for i, spec in enumerate(iter_mappings(get(props, "launchSpecifications"))):
+            yield f"launchSpecifications[{i}].userData", get(spec, "userData")
+    elif t in EKS_SELF_MANAGED_NODE_GROUPS or t == EKS_CLUSTER:
+        for key in ("nodeUserData", "nodeUserDataOverride"):
+            yield key, get(props, key)
 
 
 def ssh_problems(args) -> Iterator[str]:
@@ -206,23 +298,40 @@ def ssh_problems(args) -> Iterator[str]:
 def validate_no_ssh(args, report_violation) -> None:
     for problem in ssh_problems(args):
         report_violation(problem, None)
+    # User data last: it is often not known during preview, and the rest must be reported first.
+    for where, value in _user_data_sources(args.resource_type, args.props):
+        problem = user_data_ssh_problem(where, value)
+        if problem:
+            report_violation(problem, None)
 
 
 # --------------------------------------------------------------------------- templates the pack can see
 
 
+UNKNOWN = object()  # a reference not known during preview
+
+
+def _maybe(value: Any, key: str) -> Any:
+    """``get``, with a value not known during preview given as ``UNKNOWN``."""
+    try:
+        return get(value, key)
+    except UnknownValueError:
+        return UNKNOWN
+
+
 def template_references(resource) -> Iterator[tuple[str, str, Any]]:
     """``(where, kind, value)`` for every launch template / configuration a resource launches from;
-    ``kind`` is ``id``, ``name`` or ``configuration``."""
+    ``kind`` is ``id``, ``name`` or ``configuration``; ``value`` is ``UNKNOWN`` while not known (a preview)."""
     t, props = resource.resource_type, resource.props
 
     def spec(where: str, value: Any, id_key: str, name_key: str) -> Iterator[tuple[str, str, Any]]:
         if value is None:
             return
-        if get(value, id_key) is not None:
-            yield f"{where}.{id_key}", "id", get(value, id_key)
-        elif get(value, name_key) is not None:
-            yield f"{where}.{name_key}", "name", get(value, name_key)
+        ident, name = _maybe(value, id_key), _maybe(value, name_key)
+        if ident is not None:
+            yield f"{where}.{id_key}", "id", ident
+        elif name is not None:
+            yield f"{where}.{name_key}", "name", name
         else:
             yield where, "id", None
 
@@ -234,8 +343,8 @@ def template_references(resource) -> Iterator[tuple[str, str, Any]]:
         for i, override in enumerate(iter_mappings(get(mixed, "overrides"))):
             yield from spec(f"mixedInstancesPolicy.launchTemplate.overrides[{i}].launchTemplateSpecification",
                             get(override, "launchTemplateSpecification"), "launchTemplateId", "launchTemplateName")
-        if get(props, "launchConfiguration") is not None:
-            yield "launchConfiguration", "configuration", get(props, "launchConfiguration")
+        if _maybe(props, "launchConfiguration") is not None:
+            yield "launchConfiguration", "configuration", _maybe(props, "launchConfiguration")
     elif t in (*INSTANCES, EKS_NODE_GROUP):
         yield from spec("launchTemplate", get(props, "launchTemplate"), "id", "name")
     elif t == FLEET:
@@ -251,20 +360,41 @@ def template_references(resource) -> Iterator[tuple[str, str, Any]]:
                         "launchTemplateId", "launchTemplateName")
 
 
+def _template_prop(resource, where: str) -> str:
+    """The top-level input a template reference sits in (what the engine's property dependencies are keyed by)."""
+    return where.split(".", 1)[0].split("[", 1)[0]
+
+
 def validate_templates_declared(args, report_violation) -> None:
+    """A template is named by id or name; while a new template's id is not known (a preview), the reference is
+    traced to the template it was computed from through the engine's property dependencies."""
+    deferred = Deferred()
     templates: dict[str, set[Any]] = {"id": set(), "name": set(), "configuration": set()}
+    urns = {"id": set(), "name": set(), "configuration": set()}
     for r in args.resources:
         if r.resource_type == LAUNCH_TEMPLATE:
             templates["id"].add(known(r.props, "id"))
             templates["name"].add(known(r.props, "name"))
+            urns["id"].add(r.urn)
+            urns["name"].add(r.urn)
         elif r.resource_type == LAUNCH_CONFIGURATION:
             templates["configuration"].update({known(r.props, "name"), known(r.props, "id")})
-    for r in args.resources:
+            urns["configuration"].add(r.urn)
+
+    def judge(r) -> None:
         for where, kind, value in template_references(r):
+            if value is UNKNOWN:
+                deps = set(dependency_urns(r, _template_prop(r, where)))
+                if deps & urns[kind]:
+                    continue  # computed from a template (configuration) this stack declares
+                raise unknown_error(f"{r.name}.{where}")
             if value is None or value not in templates[kind] - {None}:
                 what = "launch configuration" if kind == "configuration" else "launch template"
                 report_violation(f"{r.resource_type} {r.name!r}: {where} ({value!r}) is not a {what} declared in this "
                                  f"stack, so no rule can check what it launches", r.urn)
+    for r in args.resources:
+        deferred.attempt(judge, r)
+    deferred.finish()
 
 
 POLICIES = [

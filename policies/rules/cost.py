@@ -17,10 +17,11 @@ import fnmatch
 from typing import Any, Iterator, Optional
 
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
+from pulumi_policy.proxy import UnknownValueError
 
 from infra.instance_types import family
 from policies.rules import compute as c
-from policies.rules._props import MANDATORY, as_list, as_number, config, get, iter_mappings, schema, tags_of
+from policies.rules._props import MANDATORY, Deferred, as_list, as_number, config, get, iter_mappings, schema, tags_of
 
 NODE_GROUP_TAG = "kiln.dev/node-group"
 DEFAULT_FAMILIES = [
@@ -33,6 +34,8 @@ DEFAULT_FAMILIES = [
 ]
 DEFAULT_MIN_VOLUME_GIB, DEFAULT_MAX_VOLUME_GIB = 20, 1024
 DEFAULT_MAX_NODES_PER_GROUP, DEFAULT_MAX_NODES_PER_STACK = 100, 300
+# gp3's ceilings: io1/io2 go to 64,000-256,000 IOPS, billed per provisioned IOPS (io2 at 256,000 is ~$10,000 a month).
+DEFAULT_MAX_IOPS, DEFAULT_MAX_THROUGHPUT = 16000, 1000
 
 
 # --------------------------------------------------------------------------- what a resource launches
@@ -95,20 +98,72 @@ def volume_sizes(resource_type: str, props: Any) -> Iterator[tuple[str, float]]:
         yield from size("nodeRootVolumeSize", get(props, "nodeRootVolumeSize"))
 
 
+def volume_performance(resource_type: str, props: Any) -> Iterator[tuple[str, str, float]]:
+    """``(where, "iops" | "throughput", value)`` of every EBS volume's provisioned performance."""
+    t = resource_type
+
+    def of(where: str, volume: Any) -> Iterator[tuple[str, str, float]]:
+        for key, kind in (("iops", "iops"), ("throughput", "throughput")):
+            number = as_number(get(volume, key))
+            if number is not None:
+                yield f"{where}.{key}", kind, number
+
+    if t == c.LAUNCH_TEMPLATE:
+        for m in iter_mappings(get(props, "blockDeviceMappings")):
+            yield from of(f"blockDeviceMappings {get(m, 'deviceName', default='?')} ebs", get(m, "ebs"))
+    elif t in (c.LAUNCH_CONFIGURATION, *c.INSTANCES):
+        yield from of("rootBlockDevice", get(props, "rootBlockDevice"))
+        for d in iter_mappings(get(props, "ebsBlockDevices")):
+            yield from of(f"ebsBlockDevices {get(d, 'deviceName', default='?')}", d)
+    elif t == c.EBS_VOLUME:
+        for key, kind in (("iops", "iops"), ("throughput", "throughput")):
+            number = as_number(get(props, key))
+            if number is not None:
+                yield key, kind, number
+
+
+def _smallest_weight(configs: Any) -> float:
+    """The smallest ``weightedCapacity`` of a fleet's overrides (1 when none): a target capacity of 100 with
+    a weight of 0.01 is 10,000 instances."""
+    weights = [as_number(get(o, "weightedCapacity")) for cfg in iter_mappings(configs)
+               for o in iter_mappings(get(cfg, "overrides"))]
+    weights += [as_number(get(spec, "weightedCapacity")) for spec in iter_mappings(configs)]
+    positive = [w for w in weights if w is not None and w > 0]
+    return min([1.0, *positive])
+
+
+def _group_name(props: Any) -> Optional[str]:
+    try:
+        return tags_of(props).get(NODE_GROUP_TAG)
+    except UnknownValueError:
+        return None  # counted on its own while a tag is not known
+
+
 def max_nodes(resource) -> Optional[tuple[str, float]]:
     """``(group, the most nodes it may run)`` for a resource that launches nodes, else None."""
     t, props = resource.resource_type, resource.props
     if t == c.ASG:
-        group = tags_of(props).get(NODE_GROUP_TAG)
-        return (f"node group {group!r}" if group else f"ASG {resource.name!r}"), as_number(get(props, "maxSize")) or 0
+        group = _group_name(props)
+        size = as_number(get(props, "maxSize")) or 0
+        warm = get(props, "warmPool")
+        if warm is not None:  # instances in the warm pool are instances too (stopped or running)
+            size = max(size + (as_number(get(warm, "minSize")) or 0), as_number(get(warm, "maxGroupPreparedCapacity")) or 0)
+        return (f"node group {group!r}" if group else f"ASG {resource.name!r}"), size
     if t in c.NODE_GROUPS:
         return f"EKS node group {resource.name!r}", as_number(get(props, "scalingConfig", "maxSize")) or 0
     if t in c.EKS_SELF_MANAGED_NODE_GROUPS:
         return f"node group {resource.name!r}", as_number(get(props, "maxSize", default=2)) or 0
     if t == c.SPOT_FLEET_REQUEST:
-        return f"spot fleet {resource.name!r}", as_number(get(props, "targetCapacity")) or 0
+        weight = min(_smallest_weight(get(props, "launchTemplateConfigs")),
+                     _smallest_weight(get(props, "launchSpecifications")))
+        return f"spot fleet {resource.name!r}", (as_number(get(props, "targetCapacity")) or 0) / weight
     if t == c.FLEET:
-        return f"fleet {resource.name!r}", as_number(get(props, "targetCapacitySpecification", "totalTargetCapacity")) or 0
+        weight = _smallest_weight(get(props, "launchTemplateConfigs"))
+        total = as_number(get(props, "targetCapacitySpecification", "totalTargetCapacity")) or 0
+        return f"fleet {resource.name!r}", total / weight
+    if t == c.BATCH_COMPUTE_ENVIRONMENT and c._batch_ec2(props):
+        # Batch scales to maxVcpus; with no instance facts offline, one instance per vCPU is the bound.
+        return f"Batch compute environment {resource.name!r}", as_number(get(props, "computeResources", "maxVcpus")) or 0
     if t in c.INSTANCES:
         return f"instance {resource.name!r}", 1
     return None
@@ -135,16 +190,31 @@ def validate_families(args, report_violation) -> None:
 def validate_volume_sizes(args, report_violation) -> None:
     low = int(config(args, "minVolumeSizeGiB", DEFAULT_MIN_VOLUME_GIB))
     high = int(config(args, "maxVolumeSizeGiB", DEFAULT_MAX_VOLUME_GIB))
+    if low > high:  # the CLI checks each setting against the schema, not the two together
+        report_violation(f"the pack's settings minVolumeSizeGiB ({low}) > maxVolumeSizeGiB ({high}) allow no volume; "
+                         "fix the policy config", None)
+        return
     for where, size in volume_sizes(args.resource_type, args.props):
         if not low <= size <= high:
             report_violation(f"{where} is {int(size)} GiB; volumes must be {low}-{high} GiB "
                              "(minVolumeSizeGiB, maxVolumeSizeGiB)", None)
 
 
-def _groups(resources) -> dict[str, list[tuple[Any, float]]]:
+def validate_volume_performance(args, report_violation) -> None:
+    limits = {"iops": int(config(args, "maxIops", DEFAULT_MAX_IOPS)),
+              "throughput": int(config(args, "maxThroughputMiBps", DEFAULT_MAX_THROUGHPUT))}
+    units = {"iops": "IOPS (maxIops)", "throughput": "MiB/s (maxThroughputMiBps)"}
+    for where, kind, value in volume_performance(args.resource_type, args.props):
+        if value > limits[kind]:
+            report_violation(f"{where} is {int(value)}; at most {limits[kind]} {units[kind]} allowed: provisioned "
+                             "performance is billed per unit every month, whether used or not", None)
+
+
+def _groups(resources, deferred: Deferred) -> dict[str, list[tuple[Any, float]]]:
+    """Node count per group; a count not known during preview is left out (and reported as such at the end)."""
     groups: dict[str, list[tuple[Any, float]]] = {}
     for r in resources:
-        found = max_nodes(r)
+        found = deferred.attempt(max_nodes, r)
         if found is not None:
             groups.setdefault(found[0], []).append((r, found[1]))
     return groups
@@ -152,22 +222,26 @@ def _groups(resources) -> dict[str, list[tuple[Any, float]]]:
 
 def validate_nodes_per_group(args, report_violation) -> None:
     limit = int(config(args, "maxNodesPerGroup", DEFAULT_MAX_NODES_PER_GROUP))
-    for group, members in _groups(args.resources).items():
+    deferred = Deferred()
+    for group, members in _groups(args.resources, deferred).items():
         total = sum(n for _, n in members)
         if total > limit:
             for r, n in members:
                 report_violation(f"{group} may grow to {int(total)} nodes ({r.resource_type} {r.name!r}: {int(n)}); "
                                  f"at most {limit} allowed (maxNodesPerGroup)", r.urn)
+    deferred.finish()
 
 
 def validate_nodes_per_stack(args, report_violation) -> None:
     limit = int(config(args, "maxNodesPerStack", DEFAULT_MAX_NODES_PER_STACK))
-    members = [m for ms in _groups(args.resources).values() for m in ms]
+    deferred = Deferred()
+    members = [m for ms in _groups(args.resources, deferred).values() for m in ms]
     total = sum(n for _, n in members)
     if total > limit:
         r, n = max(members, key=lambda m: m[1])
         report_violation(f"the stack may grow to {int(total)} nodes, the most ({int(n)}) from {r.resource_type} "
                          f"{r.name!r}; at most {limit} allowed (maxNodesPerStack)", r.urn)
+    deferred.finish()
 
 
 POLICIES = [
@@ -203,5 +277,14 @@ POLICIES = [
         config_schema=schema(minVolumeSizeGiB={"type": "integer", "minimum": 1, "default": DEFAULT_MIN_VOLUME_GIB},
                              maxVolumeSizeGiB={"type": "integer", "minimum": 1, "maximum": 65536,
                                                "default": DEFAULT_MAX_VOLUME_GIB}),
+    ),
+    ResourceValidationPolicy(
+        name="cost-volume-performance-bounds",
+        description="EBS volumes provision at most maxIops IOPS and maxThroughputMiBps MiB/s.",
+        validate=validate_volume_performance,
+        enforcement_level=MANDATORY,
+        config_schema=schema(maxIops={"type": "integer", "minimum": 3000, "maximum": 256000, "default": DEFAULT_MAX_IOPS},
+                             maxThroughputMiBps={"type": "integer", "minimum": 125, "maximum": 4000,
+                                                 "default": DEFAULT_MAX_THROUGHPUT}),
     ),
 ]

@@ -13,10 +13,16 @@ from typing import Any, Optional
 from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 
 from infra.registry import lifecycle_rule_problems
-from policies.rules._props import MANDATORY, as_list, as_number, config, get, json_document, plain, schema
+from policies.rules._props import (MANDATORY, Deferred, as_list, as_number, config, get, iter_mappings, json_document,
+                                   plain, schema)
 
 REPOSITORY = "aws:ecr/repository:Repository"
 LIFECYCLE_POLICY = "aws:ecr/lifecyclePolicy:LifecyclePolicy"
+# ECR creates repositories on its own for pull-through cache rules and replication; what they get (lifecycle,
+# tag mutability, encryption) comes from the repository creation template whose prefix matches.
+CREATION_TEMPLATE = "aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate"
+PULL_THROUGH_CACHE_RULE = "aws:ecr/pullThroughCacheRule:PullThroughCacheRule"
+REPLICATION = "aws:ecr/replicationConfiguration:ReplicationConfiguration"
 DEFAULT_MAX_IMAGES = 20
 
 
@@ -75,30 +81,85 @@ def _covers_all_tagged(rule: Any) -> bool:
 
 
 def validate_lifecycle(args, report_violation) -> None:
-    if args.resource_type != LIFECYCLE_POLICY:
+    key = {LIFECYCLE_POLICY: "policy", CREATION_TEMPLATE: "lifecyclePolicy"}.get(args.resource_type)
+    if key is None:
         return
     max_images = int(config(args, "maxImages", DEFAULT_MAX_IMAGES))
-    for problem in lifecycle_problems(get(args.props, "policy"), max_images):
-        report_violation(problem, None)
+    document = get(args.props, key)
+    if document is None:
+        report_violation(f"{key} is not set: the repositories ECR creates from this template keep every image", None)
+        return
+    for problem in lifecycle_problems(document, max_images):
+        report_violation(problem if key == "policy" else f"{key}: {problem}", None)
+
+
+def _auto_created(resources, deferred) -> list[tuple[Any, str, str, str]]:
+    """``(resource, where, applied-for, repository prefix)`` for repositories ECR creates on its own: a pull-through
+    cache rule's (under its prefix) and replication's (under each filter's prefix, or every name)."""
+    out = []
+
+    def of(r) -> None:
+        if r.resource_type == PULL_THROUGH_CACHE_RULE:
+            out.append((r, "ecrRepositoryPrefix", "PULL_THROUGH_CACHE", str(get(r.props, "ecrRepositoryPrefix"))))
+        elif r.resource_type == REPLICATION:
+            for i, rule in enumerate(iter_mappings(get(r.props, "replicationConfiguration", "rules"))):
+                filters = [f for f in iter_mappings(get(rule, "repositoryFilters"))
+                           if get(f, "filterType") == "PREFIX_MATCH"]
+                for prefix in [str(get(f, "filter")) for f in filters] or [""]:
+                    out.append((r, f"replicationConfiguration.rules[{i}]", "REPLICATION", prefix))
+    for r in resources:
+        deferred.attempt(of, r)
+    return out
+
+
+def _template_matches(template_prefix: Any, prefix: str) -> bool:
+    """ECR applies a template whose prefix starts the new repository's name; ``ROOT`` is every repository."""
+    if template_prefix == "ROOT":
+        return True
+    return isinstance(template_prefix, str) and bool(prefix) and (
+        prefix == template_prefix or prefix.startswith(template_prefix.rstrip("/") + "/") or
+        prefix.startswith(template_prefix))
 
 
 def validate_repositories_have_lifecycle(args, report_violation) -> None:
     """Every repository is the target of a lifecycle policy: its ``repository`` is the repository's name.
 
     Only the name counts. A policy that merely depends on, or is parented to, a repository may
-    target another one entirely (ECR keeps one lifecycle policy per repository, by name).
+    target another one entirely (ECR keeps one lifecycle policy per repository, by name). Repositories
+    that ECR creates itself (pull-through cache, replication) need a creation template, for that use and
+    a matching prefix, that carries a lifecycle policy.
     """
+    deferred = Deferred()
     repos = [r for r in args.resources if r.resource_type == REPOSITORY]
-    covered = {get(p.props, "repository") for p in args.resources if p.resource_type == LIFECYCLE_POLICY}
+    covered = {deferred.attempt(get, p.props, "repository") for p in args.resources if p.resource_type == LIFECYCLE_POLICY}
     for repo in repos:
-        name = get(repo.props, "name")
+        name = deferred.attempt(get, repo.props, "name", default=UNSET)
+        if name is UNSET:
+            continue
         if name is None or name not in covered:
             report_violation(f"repository {name or repo.name!r} has no lifecycle policy (none names it as its "
                              "repository)", repo.urn)
+    templates = []
+    for t in args.resources:
+        if t.resource_type == CREATION_TEMPLATE:
+            found = deferred.attempt(lambda t=t: (get(t.props, "prefix"), as_list(get(t.props, "appliedFors")),
+                                                  get(t.props, "lifecyclePolicy")))
+            if found is not None:
+                templates.append(found)
+    for r, where, use, prefix in _auto_created(args.resources, deferred):
+        if not any(_template_matches(tp, prefix) and use in applied and policy for tp, applied, policy in templates):
+            report_violation(f"{r.resource_type} {r.name!r}: {where} makes ECR create repositories "
+                             f"({prefix + '/…' if prefix else 'any name'}) that no repository creation template "
+                             f"(appliedFor {use}, a matching prefix) gives a lifecycle policy, so they keep every "
+                             "image", r.urn)
+    deferred.finish()
+
+
+UNSET = object()
 
 
 def validate_immutable_tags(args, report_violation) -> None:
-    if args.resource_type != REPOSITORY:
+    if args.resource_type not in (REPOSITORY, CREATION_TEMPLATE):
         return
     mutability = get(args.props, "imageTagMutability", default="MUTABLE")
     if mutability != "IMMUTABLE":
@@ -113,11 +174,12 @@ def validate_scan_on_push(args, report_violation) -> None:
 
 
 def validate_kms(args, report_violation) -> None:
-    if args.resource_type != REPOSITORY:
+    if args.resource_type not in (REPOSITORY, CREATION_TEMPLATE):
         return
-    configs = as_list(get(args.props, "encryptionConfigurations"))
+    key = "encryptionConfigurations"
+    configs = as_list(get(args.props, key))
     if not any(get(c, "encryptionType") == "KMS" for c in configs):
-        report_violation("encryptionConfigurations must use encryptionType KMS", None)
+        report_violation(f"{key} must use encryptionType KMS", None)
 
 
 POLICIES = [

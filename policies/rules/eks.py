@@ -37,6 +37,8 @@ def validate_endpoint(args, report_violation) -> None:
         report_violation(f"the public endpoint is enabled without {where}, which defaults to 0.0.0.0/0", None)
         return
     cidrs = as_list(cidrs)
+    for cidr in netranges.unreadable(cidrs):
+        report_violation(f"{where} contains {cidr!r}, which is not a CIDR block: what it admits cannot be checked", None)
     v4, v6 = int(config(args, "ipv4MinPrefix", netranges.DEFAULT_IPV4_MIN_PREFIX)), \
         int(config(args, "ipv6MinPrefix", netranges.DEFAULT_IPV6_MIN_PREFIX))
     too_broad = False
@@ -110,7 +112,7 @@ POLICIES = [
         validate=validate_logging,
         enforcement_level=MANDATORY,
         config_schema=schema(requiredLogTypes={
-            "type": "array", "items": {"type": "string", "enum": [
+            "type": "array", "minItems": 1, "items": {"type": "string", "enum": [
                 "api", "audit", "authenticator", "controllerManager", "scheduler"]},
             "default": DEFAULT_LOG_TYPES}),
     ),

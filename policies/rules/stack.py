@@ -12,7 +12,8 @@ from typing import Any, Optional
 from pulumi_policy import StackValidationPolicy
 
 from infra import config as kiln_config
-from policies.rules._props import MANDATORY, as_list, get, iter_mappings, tags_of, under_path
+from policies.rules._props import (MANDATORY, Deferred, as_list, dependency_urns, get, iter_mappings, known,
+                                   known_items, tags_of, under_path)
 
 ASG = "aws:autoscaling/group:Group"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -45,8 +46,11 @@ def _group_of(asg, group_names: set[str]) -> Optional[str]:
 
 
 def _zones_of(asg, subnet_zones: dict[str, str]) -> set[str]:
-    zones = {z for z in as_list(get(asg.props, "availabilityZones")) if isinstance(z, str)}
-    for subnet in as_list(get(asg.props, "vpcZoneIdentifiers")):
+    """The zones an ASG runs in: its zones, its subnets' zones; subnet ids not known yet (a preview) are traced to
+    the subnets they were computed from."""
+    zones = {z for z in known_items(asg.props, "availabilityZones")[0] if isinstance(z, str)}
+    subnets, unknown = known_items(asg.props, "vpcZoneIdentifiers")
+    for subnet in subnets + (dependency_urns(asg, "vpcZoneIdentifiers") if unknown else []):
         if subnet in subnet_zones:
             zones.add(subnet_zones[subnet])
     return zones
@@ -56,14 +60,21 @@ def validate_asg_per_group_and_zone(args, report_violation) -> None:
     cfg = stack_config(args)
     subnet_zones = dict(zip(cfg.private_subnet_ids, cfg.availability_zones))
     for r in args.resources:
-        if r.resource_type == SUBNET and get(r.props, "id") and get(r.props, "availabilityZone"):
-            subnet_zones[r.props["id"]] = r.props["availabilityZone"]
+        zone = known(r.props, "availabilityZone") if r.resource_type == SUBNET else None
+        if zone:
+            subnet_zones[r.urn] = zone
+            if known(r.props, "id"):
+                subnet_zones[r.props["id"]] = zone
     names = {g.name for g in cfg.node_groups}
     have: set[tuple[str, str]] = set()
+    deferred = Deferred()
     for asg in (r for r in args.resources if r.resource_type == ASG):
-        group = _group_of(asg, names)
+        group = deferred.attempt(_group_of, asg, names)
         if group is not None:
             have.update((group, zone) for zone in _zones_of(asg, subnet_zones))
+    if deferred.unknown is not None and any((g.name, z) not in have for g in cfg.node_groups
+                                             for z in cfg.availability_zones):
+        deferred.finish()  # an ASG whose tags are not known yet may be the missing one
     for group in cfg.node_groups:
         for zone in cfg.availability_zones:
             if (group.name, zone) not in have:
