@@ -1,12 +1,13 @@
 """Kubernetes access for the rollout role: an EKS access entry and RBAC for exactly what a drain needs.
 
 The rollout (``automation/rollout/kube.py``) lists nodes, pods, Jobs and PDBs,
-cordons/taints and deletes nodes, evicts pods, holds a Lease in kube-system and
-pauses cluster-autoscaler by scaling its Deployment; ``rotate``/``rollback``/``guard``
-read and write the rotation's intent, one ConfigMap in kube-system
-(``automation/rotate/state.py``). The access entry maps the rollout role to one
-Kubernetes group; the group gets those verbs and no others (no secrets, no pod
-exec, no writes outside nodes, evictions, its own Lease and its own ConfigMap).
+cordons/taints and deletes nodes, evicts pods, records Events about them, holds a
+Lease in kube-system and pauses cluster-autoscaler by scaling its Deployment;
+``rotate``/``rollback``/``guard`` read and write the rotation's intent, one
+ConfigMap in kube-system (``automation/rotate/state.py``). The access entry maps
+the rollout role to one Kubernetes group; the group gets those verbs and no others
+(no secrets, no pod exec, no writes outside nodes, evictions, Events, its own Lease
+and its own ConfigMap).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ CLUSTER_RULES = (
     # A Job's annotation may extend its pods' rollout deadline: the adapter lists Jobs with the pods.
     ("batch", "jobs", ("list",), ()),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch"), ()),
+    # Events on the nodes and pods it drains (why it waits, what it did); a repeat updates the series.
+    ("events.k8s.io", "events", ("create", "patch"), ()),
 )
 # (api group, resource, verbs, resource names) in kube-system.
 NAMESPACE_RULES = (

@@ -167,6 +167,10 @@ class ModelWarmup(pulumi.ComponentResource):
                                     field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="spec.nodeName"))),
                                 k8s.core.v1.EnvVarArgs(name="MODEL_PATH", value=MOUNT),
                                 k8s.core.v1.EnvVarArgs(name="TAINT_KEY", value=L.TAINT_WARMING),
+                                # The model on disk must be the version this label names (checked before untaint).
+                                k8s.core.v1.EnvVarArgs(name="VERSION_LABEL", value=L.LABEL_MODEL_VERSION),
+                                # Why the agent refused to untaint, shown as the container's exit message.
+                                k8s.core.v1.EnvVarArgs(name="TERMINATION_LOG", value="/dev/termination-log"),
                             ],
                             volume_mounts=[
                                 k8s.core.v1.VolumeMountArgs(name="model", mount_path=MOUNT, read_only=True,

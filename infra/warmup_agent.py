@@ -8,6 +8,21 @@ every file once, before any model Job may land here, means Jobs find the model
 warm. Then the node's ``kiln.dev/model-warming`` taint is removed — only from the
 node this pod runs on (its name comes from the downward API), and with the node's
 resourceVersion in the patch so a concurrent change to the taints is never lost.
+
+Before it untaints, the agent checks what a Job on this node would get (fail
+closed: anything it cannot read counts as wrong):
+
+- the model directory is mounted read-only in its view (``statvfs`` ``ST_RDONLY``);
+- the model the bake recorded on the volume (the ``current`` link the bake's
+  ``record`` step writes, naming the version directory) is the version on the
+  node's ``kiln.dev/model-version`` label — checked on the very node object the
+  untaint patch is computed from, so a label that changes meanwhile makes the
+  patch stale (409) and is checked again.
+
+If either does not hold, the taint stays, the reason goes to stderr and to the
+container's termination message (``kubectl describe pod`` shows it), and the
+agent exits 1: the init container fails, and the rollout, which waits for new
+nodes to lose the warming taint, rolls a bad AMI back at its deadline.
 """
 
 from __future__ import annotations
@@ -25,6 +40,12 @@ from typing import Callable, Optional
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 CHUNK = 8 << 20
+CURRENT_LINK = "current"                     # written by automation/bake/builder.sh (record)
+DEFAULT_VERSION_LABEL = "kiln.dev/model-version"
+
+
+class NotReadyToUntaint(RuntimeError):
+    """The node must keep its warming taint; the message says why."""
 
 
 def _read_file(path: Path) -> int:
@@ -48,6 +69,45 @@ def read_tree(root: Path, workers: int = 4, log: Callable[[str], None] = print) 
                 secs = max(time.monotonic() - start, 1e-6)
                 log(f"read {i}/{len(files)} files, {total / 2**20:.0f} MiB, {total / 2**20 / secs:.0f} MiB/s")
     return len(files), total
+
+
+def check_read_only(root: Path, statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> None:
+    """Raise unless ``root`` is on a read-only mount in this process's view."""
+    try:
+        flags = statvfs(str(root)).f_flag
+    except OSError as exc:
+        raise NotReadyToUntaint(f"cannot tell whether model path {root} is mounted read-only: {exc}") from None
+    if not flags & os.ST_RDONLY:
+        raise NotReadyToUntaint(f"model path {root} is mounted read-write: a Job could change the model "
+                                "(the model volume must be mounted read-only)")
+
+
+def recorded_version(root: Path) -> str:
+    """The model version the bake recorded on the volume: the version directory the ``current`` link names.
+
+    The link is relative (``v6``) on AMIs baked since issue 12 and absolute (``/opt/models/v6``) before: its last
+    component names the version either way, and that directory must exist here."""
+    link = root / CURRENT_LINK
+    try:
+        target = os.readlink(link)
+    except OSError as exc:
+        raise NotReadyToUntaint(f"cannot read the model version the bake recorded ({link}): {exc}") from None
+    version = target.rstrip("/").rsplit("/", 1)[-1]
+    if version in ("", ".", "..") or not (root / version).is_dir():
+        raise NotReadyToUntaint(f"the model version the bake recorded ({link} -> {target!r}) is not a version "
+                                f"directory under {root}")
+    return version
+
+
+def version_problem(node: dict, on_disk: str, label: str = DEFAULT_VERSION_LABEL) -> Optional[str]:
+    """Why the node's model-version label and the model on disk disagree, or None when they match."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    wanted = labels.get(label)
+    if not isinstance(wanted, str) or not wanted:
+        return f"node has no {label} label, so the model on disk ({on_disk}) cannot be checked against it"
+    if wanted != on_disk:
+        return f"model on disk is {on_disk} but the node's {label} label says {wanted} (wrong AMI for this node)"
+    return None
 
 
 class Api:
@@ -94,10 +154,18 @@ def untaint_patch(node: dict, key: str) -> Optional[dict]:
 
 
 def remove_taint(api: Api, node_name: str, key: str, attempts: int = 10,
-                 log: Callable[[str], None] = print) -> bool:
-    """Remove taint ``key`` from ``node_name``. True if removed now, False if it was already gone."""
+                 log: Callable[[str], None] = print,
+                 check: Callable[[dict], Optional[str]] = lambda node: None) -> bool:
+    """Remove taint ``key`` from ``node_name``. True if removed now, False if it was already gone.
+
+    ``check`` sees every node object a patch is computed from; a problem it names raises
+    :class:`NotReadyToUntaint` and nothing is patched (even when the taint is already gone)."""
     for attempt in range(1, attempts + 1):
-        patch = untaint_patch(api.get_node(node_name), key)
+        current = api.get_node(node_name)
+        problem = check(current)
+        if problem:
+            raise NotReadyToUntaint(problem)
+        patch = untaint_patch(current, key)
         if patch is None:
             log(f"node {node_name} has no {key} taint")
             return False
@@ -112,22 +180,44 @@ def remove_taint(api: Api, node_name: str, key: str, attempts: int = 10,
     raise RuntimeError(f"could not remove taint {key} from node {node_name} after {attempts} attempts")
 
 
-def main(env: Optional[dict] = None, api: Optional[Callable[[], Api]] = None) -> int:
+def main(env: Optional[dict] = None, api: Optional[Callable[[], Api]] = None,
+         statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> int:
     env = os.environ if env is None else env
     node = env["NODE_NAME"]
     root = Path(env.get("MODEL_PATH", "/model"))
     key = env.get("TAINT_KEY", "kiln.dev/model-warming")
-    if not root.is_dir():
-        print(f"model path {root} is not a directory; leaving the {key} taint in place", file=sys.stderr)
+    label = env.get("VERSION_LABEL", DEFAULT_VERSION_LABEL)
+    try:
+        if not root.is_dir():
+            raise NotReadyToUntaint(f"model path {root} is not a directory")
+        # Cheap checks first: a wrong or writable model fails in seconds, not after reading 30 GB.
+        check_read_only(root, statvfs)
+        on_disk = recorded_version(root)
+        files, size = read_tree(root)
+        if files == 0:
+            # An empty directory means the model volume is not mounted: stay tainted.
+            raise NotReadyToUntaint(f"no files under {root}")
+        print(f"model warm: {files} files, {size / 2**30:.1f} GiB, version {on_disk}")
+        # Again at the end: the mount could have changed while the model was read.
+        check_read_only(root, statvfs)
+        remove_taint((api or Api.in_cluster)(), node, key,
+                     check=lambda n: version_problem(n, recorded_version(root), label))
+    except NotReadyToUntaint as why:
+        message = f"{why}; leaving the {key} taint on node {node}"
+        print(message, file=sys.stderr)
+        if env.get("TERMINATION_LOG"):   # set by the DaemonSet (infra/warmup.py)
+            _termination_message(env["TERMINATION_LOG"], message)
         return 1
-    files, size = read_tree(root)
-    if files == 0:
-        # An empty directory means the model volume is not mounted: stay tainted.
-        print(f"no files under {root}; leaving the {key} taint in place", file=sys.stderr)
-        return 1
-    print(f"model warm: {files} files, {size / 2**30:.1f} GiB")
-    remove_taint((api or Api.in_cluster)(), node, key)
     return 0
+
+
+def _termination_message(path: str, message: str) -> None:
+    """The kubelet shows this file's content as the container's exit message (``kubectl describe pod``)."""
+    try:
+        with open(path, "w") as fh:
+            fh.write(message + "\n")
+    except OSError:
+        pass   # stderr carries it
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ them as kmock reactions or a subclass, the way kmock's docs suggest:
 * the ``pods/eviction`` subresource: 404 for a missing pod, 500 when more than
   one PodDisruptionBudget selects the pod (as the API server answers), 429 when
   the PodDisruptionBudget selecting the pod allows no disruption, else delete;
-* the ``deployments/scale`` subresource rendered as an ``autoscaling/v1`` Scale.
+* the ``deployments/scale`` subresource rendered as an ``autoscaling/v1`` Scale;
+* ``events.k8s.io/v1`` Events stored like any object (create answers 409 for a name
+  that exists, a merge patch updates ``series``), which is all the rollout writes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ PDBS = kmock.resource("policy/v1/poddisruptionbudgets")
 LEASES = kmock.resource("coordination.k8s.io/v1/leases")
 DEPLOYMENTS = kmock.resource("apps/v1/deployments")
 JOBS = kmock.resource("batch/v1/jobs")
+EVENTS = kmock.resource("events.k8s.io/v1/events")
 
 
 def _status(code: int, reason: str, message: str) -> kmock.KubernetesError:
@@ -200,7 +203,7 @@ class KubeEmulator:
         emulator = self.emulator
         for resource, kind, namespaced in ((NODES, "Node", False), (PODS, "Pod", True), (PDBS, "PodDisruptionBudget", True),
                                            (LEASES, "Lease", True), (DEPLOYMENTS, "Deployment", True),
-                                           (JOBS, "Job", True)):
+                                           (JOBS, "Job", True), (EVENTS, "Event", True)):
             emulator.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=namespaced)
         emulator[kmock.action.LIST] << self._list
         emulator[kmock.method.POST, PODS, kmock.subresource("eviction")] << self._evict

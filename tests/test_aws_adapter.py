@@ -161,6 +161,19 @@ def test_launch_template_version_change_and_new_instances_carry_the_new_ami(worl
     assert all(by_id[i].image_id == AMI_V1 and by_id[i].launch_template_version == "1" for i in old_ids)
 
 
+def test_a_version_change_with_expected_writes_only_if_the_group_still_has_that_version(world, cloud):
+    # A pulumi up may set a newer version between the rollout's read and its write: never undo it.
+    world.group("kiln-gpu-a", version="2", desired=0)
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-a"), world.template_id, "1", expected="1") is False
+    assert world.describe("kiln-gpu-a")["LaunchTemplate"]["Version"] == "2"          # untouched
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-a"), world.template_id, "1", expected="2") is True
+    assert world.describe("kiln-gpu-a")["LaunchTemplate"]["Version"] == "1"
+    world.group("kiln-gpu-b", version="$Latest", desired=0)                           # "$Latest" is version 2
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-b"), world.template_id, "1", expected="1") is False
+    assert cloud.set_launch_template_version(world.n("kiln-gpu-b"), world.template_id, "1", expected="2") is True
+    assert world.describe("kiln-gpu-b")["LaunchTemplate"]["Version"] == "1"
+
+
 def test_symbolic_group_version_is_resolved_to_a_number(world, cloud):
     world.group("kiln-gpu-a", version="$Latest", desired=0)
     [group] = cloud.list_groups(world.cluster)
@@ -181,9 +194,21 @@ def test_capacity_and_max_change_independently(world, cloud):
     described = world.describe("kiln-gpu-a")
     assert (described["MaxSize"], described["DesiredCapacity"], len(described["Instances"])) == (8, 5, 5)
 
+    # A write never makes the group scale in (Auto Scaling would pick its own victims): desired
+    # stays at the 5 instances it has, and max goes no lower than that.
     cloud.set_capacity(world.n("kiln-gpu-a"), desired=2, max_size=3)
     [group] = cloud.list_groups(world.cluster)
-    assert (group.max_size, group.desired_capacity, len(group.instances)) == (3, 2, 2)
+    assert (group.max_size, group.desired_capacity, len(group.instances)) == (5, 5, 5)
+    # A raise computed from a stale snapshot never undoes a higher desired written meanwhile.
+    world.asg.set_desired_capacity(AutoScalingGroupName=world.n("kiln-gpu-a"), DesiredCapacity=5)
+    world.asg.update_auto_scaling_group(AutoScalingGroupName=world.n("kiln-gpu-a"), MaxSize=9, DesiredCapacity=7)
+    cloud.set_capacity(world.n("kiln-gpu-a"), desired=6, max_size=6, raise_only=True)
+    described = world.describe("kiln-gpu-a")
+    assert (described["MaxSize"], described["DesiredCapacity"]) == (7, 7)
+    # A max computed from that stale snapshot is not written below the desired there is now.
+    cloud.set_capacity(world.n("kiln-gpu-a"), max_size=3)
+    described = world.describe("kiln-gpu-a")
+    assert (described["MaxSize"], described["DesiredCapacity"]) == (7, 7)
 
     update_calls = count_calls(cloud.autoscaling, "UpdateAutoScalingGroup")
     cloud.set_capacity(world.n("kiln-gpu-a"))
@@ -453,3 +478,58 @@ def test_every_cloud_port_method_is_implemented_with_its_signature():
         wanted = list(inspect.signature(method).parameters)
         have = list(inspect.signature(inspect.unwrap(getattr(AwsCloud, name))).parameters)
         assert have == wanted, f"AwsCloud.{name}{have} != {wanted}"
+
+
+# ---- scaling activities: why a launch failed, in AWS's words ----------------------------------
+
+def test_scaling_activities_are_read_per_group_through_the_moto_server(world, cloud):
+    # moto 5.2.5 implements DescribeScalingActivities as an empty answer: this checks the request
+    # goes out as AWS expects it (the failure shapes are checked with botocore's Stubber below).
+    world.group("kiln-gpu-a", desired=1)
+    calls = count_calls(cloud.autoscaling, "DescribeScalingActivities")
+    assert cloud.list_scaling_activities(world.n("kiln-gpu-a"), since=0.0) == []
+    assert [c["params"]["body"]["AutoScalingGroupName"] for c in calls] == [world.n("kiln-gpu-a")]
+
+
+def _activity(n: int, minute: int, status: str = "Failed", message: str = "") -> dict:
+    import datetime as dt
+    return {"ActivityId": f"act-{n}", "AutoScalingGroupName": "kiln-gpu-a", "StatusCode": status,
+            "Description": "Launching a new EC2 instance.  Status Reason: " + message if message
+            else f"Launching a new EC2 instance: i-{n:017x}",
+            "Cause": "At 2026-01-01T00:00:00Z an instance was started in response to a difference between "
+                     "desired and actual capacity, increasing the capacity from 2 to 3.",
+            "StartTime": dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc), "Progress": 100,
+            **({"StatusMessage": message} if message else {})}
+
+
+def test_failed_launches_are_read_newest_first_with_aws_message_stopping_at_older_ones(session):
+    from botocore.stub import Stubber
+    import datetime as dt
+
+    ice = ("We currently do not have sufficient g5.2xlarge capacity in the Availability Zone you requested "
+           "(us-east-2a). Launching EC2 instance failed.")
+    cloud = AwsCloud(session=session, endpoint_url="https://autoscaling.invalid")
+    since = dt.datetime(2026, 1, 1, 0, 5, tzinfo=dt.timezone.utc).timestamp()
+    with Stubber(cloud.autoscaling) as stub:
+        stub.add_response("describe_scaling_activities",
+                          {"Activities": [_activity(3, 9, message=ice), _activity(2, 7, message=ice)], "NextToken": "t2"},
+                          {"AutoScalingGroupName": "kiln-gpu-a", "MaxRecords": 100})
+        stub.add_response("describe_scaling_activities",
+                          {"Activities": [_activity(1, 6, status="Successful"), _activity(0, 2, message=ice)]},
+                          {"AutoScalingGroupName": "kiln-gpu-a", "MaxRecords": 100, "NextToken": "t2"})
+        got = cloud.list_scaling_activities("kiln-gpu-a", since)
+        stub.assert_no_pending_responses()
+    assert [(a.activity_id, a.status) for a in got] == [("act-3", "Failed"), ("act-2", "Failed"), ("act-1", "Successful")]
+    assert got[0].status_message == ice and got[0].is_launch and got[0].failed
+    assert got[0].started_at == dt.datetime(2026, 1, 1, 0, 9, tzinfo=dt.timezone.utc).timestamp()
+
+
+def test_throttled_activity_reads_surface_as_the_ports_throttled(session):
+    from botocore.stub import Stubber
+
+    cloud = AwsCloud(session=session, endpoint_url="https://autoscaling.invalid", max_attempts=1)
+    with Stubber(cloud.autoscaling) as stub:
+        stub.add_client_error("describe_scaling_activities", service_error_code="Throttling",
+                              service_message="Rate exceeded", http_status_code=400)
+        with pytest.raises(Throttled):
+            cloud.list_scaling_activities("kiln-gpu-a", 0.0)

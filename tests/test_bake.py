@@ -486,7 +486,7 @@ def test_sigterm_during_the_bake_terminates_the_builder_and_the_sweep_removes_th
 
 def test_sigterm_while_run_instances_is_in_flight_still_terminates_the_builder(world):
     """AWS launched the builder but the answer never reached kiln (SIGTERM during the call, or a read timeout):
-    the builder is found by the bake's own security group and terminated now, not left running for 6 hours
+    the builder is found by the run's own kiln:bake-id tag and terminated now, not left running for 6 hours
     until another bake's sweep."""
     from automation.signals import Interrupted
 
@@ -828,3 +828,49 @@ def test_cli_sigterm_exits_1_saying_what_was_cleaned_up(world, monkeypatch, caps
     err = capsys.readouterr().err
     assert "bake interrupted (SIGTERM)" in err and "swept by the next bake" in err and "Traceback" not in err
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_builder_gets_no_public_ip_even_in_a_subnet_that_maps_them(world):
+    """A --subnet-id that maps public IPs on launch (a public subnet, or a private one someone flipped) must not
+    put the builder on the internet: its one network interface asks for no public IP and keeps the
+    builder's no-inbound security group."""
+    clients, fleet = world["clients"], world["fleet"]
+    ec2 = clients.ec2
+    public = ec2.create_subnet(VpcId=fleet.vpc_id, CidrBlock="10.0.200.0/24",
+                               AvailabilityZone=fleet.zones[0])["Subnet"]["SubnetId"]
+    ec2.modify_subnet_attribute(SubnetId=public, MapPublicIpOnLaunch={"Value": True})
+    seen, groups, lines = [], [], []
+
+    def look_at_the_builder(parsed, **_):   # while it runs: afterwards it is terminated and its ENI gone
+        instance_id = parsed["Instances"][0]["InstanceId"]
+        seen.extend(i for r in ec2.describe_instances(InstanceIds=[instance_id])["Reservations"] for i in r["Instances"])
+        groups.extend(ec2.describe_security_groups(
+            GroupIds=[g["GroupId"] for nic in seen[-1]["NetworkInterfaces"] for g in nic["Groups"]])["SecurityGroups"])
+
+    ec2.meta.events.register("after-call.ec2.RunInstances", look_at_the_builder)
+    asked = []
+    ec2.meta.events.register("before-parameter-build.ec2.RunInstances", lambda params, **_: asked.append(params))
+    result = bake(request_for(world, model_version="v46", subnet_id=public), clients, runner=runner(world),
+                  waiter_delay=0.2, progress=lines.append)
+    [builder], [params] = seen, asked
+    assert builder["InstanceId"] == result.builder_instance_id
+    # What AWS gets: the subnet and group only inside the interface (EC2 answers InvalidParameterCombination to
+    # SubnetId or SecurityGroupIds beside NetworkInterfaces; moto does not check that, so it is checked here).
+    assert "SubnetId" not in params and "SecurityGroupIds" not in params
+    assert "PublicIpAddress" not in builder and builder["SubnetId"] == public
+    # (The groups are read from the interface: moto lists on the instance only groups given as SecurityGroupIds;
+    # EC2 lists the primary interface's there too.)
+    [nic] = builder["NetworkInterfaces"]
+    assert not nic.get("Association", {}).get("PublicIp") and nic["SubnetId"] == public
+    [group] = nic["Groups"]
+    assert params["NetworkInterfaces"] == [{"DeviceIndex": 0, "SubnetId": public, "Groups": [group["GroupId"]],
+                                           "AssociatePublicIpAddress": False, "DeleteOnTermination": True}]
+    [described] = groups   # the bake's own group: builder-tagged, no inbound rules
+    assert described["GroupId"] == group["GroupId"] and described["IpPermissions"] == []
+    assert {"Key": TAG_ROLE, "Value": BUILDER_ROLE} in described["Tags"]
+    assert any(public in line and "no public IP" in line for line in lines)   # said, not silently ignored
+    # Control: the same subnet hands an instance launched the old way (subnet id only) a public IP.
+    probe = ec2.run_instances(ImageId=fleet.base_ami, InstanceType="t3.micro", MinCount=1, MaxCount=1,
+                              SubnetId=public)["Instances"][0]["InstanceId"]
+    assert ec2.describe_instances(InstanceIds=[probe])["Reservations"][0]["Instances"][0].get("PublicIpAddress")
+    ec2.terminate_instances(InstanceIds=[probe])

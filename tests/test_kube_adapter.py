@@ -415,13 +415,13 @@ def test_intent_round_trips_through_the_lease_annotation(kube, cluster):
 
 # ---- watching ------------------------------------------------------------------------------
 
-def test_wait_for_pod_change_returns_on_a_change_and_times_out_without_one(kube, cluster):
+def test_wait_for_change_returns_on_a_change_and_times_out_without_one(kube, cluster):
     kube.put(PODS, "ml", pod("train-1"))
     kube.put(PODS, "ml", pod("train-2"))
     cluster.list_pods()
 
     started = time.monotonic()
-    cluster.wait_for_pod_change(1.0)                              # replayed ADDED events are not changes
+    cluster.wait_for_change(1.0)                              # replayed ADDED events are not changes
     quiet = time.monotonic() - started
     assert 0.9 <= quiet < 5
 
@@ -433,7 +433,7 @@ def test_wait_for_pod_change_returns_on_a_change_and_times_out_without_one(kube,
 
     threading.Thread(target=finish_later).start()
     started = time.monotonic()
-    cluster.wait_for_pod_change(10.0)
+    cluster.wait_for_change(10.0)
     assert time.monotonic() - started < 3                         # woke on the change, not the timeout
     watches = kube.requests(lambda r: r.resource == PODS and r.params.get("watch"))
     assert len(watches) == 2 and all(r.params.get("timeoutSeconds") for r in watches)
@@ -512,9 +512,9 @@ def test_watch_from_an_expired_version_returns_and_relists_next_time():
         expired.clear_requests()
 
         started = time.monotonic()
-        cluster.wait_for_pod_change(5.0)
+        cluster.wait_for_change(5.0)
         assert time.monotonic() - started < 2                    # 410 ends the wait at once
-        cluster.wait_for_pod_change(0.5)
+        cluster.wait_for_change(0.5)
         lists = expired.requests(lambda r: r.resource == PODS and not r.params.get("watch"))
         assert len(lists) == 1                                    # the second wait listed afresh first
     finally:
@@ -560,3 +560,117 @@ def test_every_cluster_port_method_is_implemented_with_its_signature():
             wanted = list(inspect.signature(method).parameters)
             have = list(inspect.signature(inspect.unwrap(getattr(adapter, name))).parameters)
             assert have[:len(wanted)] == wanted, f"{adapter.__name__}.{name}{have} != {wanted}"
+
+
+# ---- watching nodes too --------------------------------------------------------------------
+
+def test_wait_for_change_wakes_on_a_node_change_but_not_on_a_heartbeat(kube, cluster):
+    kube.put(NODES, None, node("n1", taints=[{"key": "kiln.dev/model-warming", "value": "true", "effect": "NoSchedule"}]))
+    kube.put(PODS, "ml", pod("train-1"))
+    cluster.list_pods()
+    cluster.list_nodes()
+    other = KubeCluster(kube.api_client())
+
+    def heartbeat():
+        time.sleep(0.2)
+        other.core.patch_node("n1", {"status": {"conditions": [
+            {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:01:00Z"}]}},
+            _content_type="application/merge-patch+json", _preload_content=False)
+
+    threading.Thread(target=heartbeat).start()
+    started = time.monotonic()
+    cluster.wait_for_change(1.5)                                   # a heartbeat is not a change the rollout reads
+    assert time.monotonic() - started >= 1.4
+
+    def warmed():
+        time.sleep(0.3)
+        other.core.patch_node("n1", {"spec": {"taints": None}}, _content_type="application/merge-patch+json",
+                              _preload_content=False)
+
+    cluster.list_nodes()
+    threading.Thread(target=warmed).start()
+    started = time.monotonic()
+    cluster.wait_for_change(10.0)
+    assert time.monotonic() - started < 3                          # the warm-up taint went: wake now
+    node_watches = kube.requests(lambda r: r.resource == NODES and r.params.get("watch"))
+    assert node_watches and all(r.params.get("resourceVersion") for r in node_watches)
+
+
+# ---- Events --------------------------------------------------------------------------------
+
+def _event(name="n1.abc", kind="Node", object_name="n1", namespace="default", object_namespace="", uid=None,
+           count=1, reason="RolloutCordoned", note="cordoned: rollout r1", **kw):
+    from automation.rollout.ports import ClusterEvent
+    return ClusterEvent(name=name, namespace=namespace, kind=kind, object_name=object_name,
+                        object_namespace=object_namespace, object_uid=uid or (object_name if kind == "Node" else None),
+                        reason=reason, note=note, count=count, first_seen=NOW, last_seen=NOW + 60 * count, **kw)
+
+
+def test_events_are_created_about_nodes_and_pods_as_kubectl_describe_finds_them(kube, cluster):
+    from tests._kube_emulator import EVENTS
+    cluster.record_event(_event())
+    cluster.record_event(_event(name="train-1.def", kind="Pod", object_name="train-1", namespace="ml",
+                                object_namespace="ml", uid="uid-123", reason="RolloutWaiting",
+                                note="node n1 is being replaced; the rollout waits for this pod until 12:00Z",
+                                action="Wait"))
+    on_node = kube.get(EVENTS, "default", "n1.abc")
+    assert on_node["apiVersion"] == "events.k8s.io/v1" and on_node["reason"] == "RolloutCordoned"
+    # kubectl describe node lists Events whose involvedObject (regarding) is the Node with uid = its name.
+    assert on_node["regarding"] == {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "n1"}
+    assert on_node["reportingController"] == "kiln.dev/rollout" and on_node["reportingInstance"]
+    assert on_node["eventTime"].endswith("Z") and on_node["type"] == "Normal" and "series" not in on_node
+    on_pod = kube.get(EVENTS, "ml", "train-1.def")
+    assert on_pod["regarding"] == {"apiVersion": "v1", "kind": "Pod", "name": "train-1", "namespace": "ml",
+                                   "uid": "uid-123"}
+    assert on_pod["note"].startswith("node n1 is being replaced") and on_pod["action"] == "Wait"
+
+
+def test_a_repeat_updates_the_series_and_a_rerun_finds_its_event(kube, cluster):
+    from tests._kube_emulator import EVENTS
+    cluster.record_event(_event())
+    cluster.record_event(_event(count=7))                           # a repeat: the series, not a new Event
+    stored = kube.get(EVENTS, "default", "n1.abc")
+    assert stored["series"]["count"] == 7 and stored["note"] == "cordoned: rollout r1"
+    creates = kube.requests(lambda r: r.resource == EVENTS and r.method == "POST")
+    assert len(creates) == 1
+    # A rerun after a crash makes the same name again: 409 on create, so it updates instead.
+    cluster.record_event(_event())
+    assert kube.get(EVENTS, "default", "n1.abc")["series"]["count"] == 2
+    # An Event that expired meanwhile (Events live about an hour) is created again with its series.
+    kube.reset()
+    cluster.record_event(_event(count=3))
+    assert kube.get(EVENTS, "default", "n1.abc")["series"]["count"] == 3
+
+
+def test_an_event_write_the_api_refuses_raises_for_the_runner_to_count():
+    refusing = KubeEmulator()
+    try:
+        from tests._kube_emulator import EVENTS
+        forbidden = kmock.KubernetesError(status=403, reason="Forbidden", message="cannot create events", details={})
+        refusing.call(lambda: refusing.emulator[kmock.method.POST, EVENTS] ** 10 << forbidden)
+        with pytest.raises(Exception) as error:
+            KubeCluster(refusing.api_client()).record_event(_event())
+        assert "403" in str(error.value) or "Forbidden" in str(error.value)
+    finally:
+        refusing.close()
+
+
+# ---- pods that cannot run -----------------------------------------------------------------
+
+def test_a_failed_init_container_and_a_crash_loop_are_read_as_the_pods_failure(kube, cluster):
+    warm = pod("kiln-model-warmup-x", "kube-system", owner=("DaemonSet", "kiln-model-warmup"), phase="Pending")
+    warm["metadata"]["uid"] = "uid-w"
+    warm["status"]["initContainerStatuses"] = [{"name": "warm-model", "state": {
+        "waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]
+    erred = pod("other", "kube-system", owner=("DaemonSet", "x"), phase="Pending")
+    erred["status"]["initContainerStatuses"] = [{"name": "i", "state": {"terminated": {"exitCode": 2}}}]
+    pulling = pod("train-2", node_name="n2", phase="Pending")
+    pulling["status"]["containerStatuses"] = [{"name": "c", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]
+    fine = pod("train-3", node_name="n3")
+    fine["status"]["initContainerStatuses"] = [{"name": "i", "state": {"terminated": {"exitCode": 0}}}]
+    for namespace, body in (("kube-system", warm), ("kube-system", erred), ("ml", pulling), ("ml", fine)):
+        kube.put(PODS, namespace, body)
+    failures = {p.name: (p.failure, p.uid) for p in cluster.list_pods()}
+    assert failures["kiln-model-warmup-x"] == ("Init:CrashLoopBackOff", "uid-w")
+    assert failures["other"][0] == "Init:Error"
+    assert failures["train-2"][0] == "ImagePullBackOff" and failures["train-3"][0] is None

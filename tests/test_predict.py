@@ -155,7 +155,7 @@ def test_the_simulated_fleet_starts_with_each_job_on_its_node_and_its_extension(
     ({"running": 1, "placement": [["g", 2]]}, "jobs.placement[0]"),
     ({"running": 2, "placement": [["g", 0], ["g", 0]]}, "jobs.placement[1]"),   # more Jobs than slots on node 0
     ({"running": 2, "placement": [["g", 0]]}, "jobs.placement"),
-    ({"running": 1, "deadline_extension_list": [-1]}, "jobs.deadline_extension_list"),
+    ({"running": 1, "deadline_extension_list": [-1]}, "jobs.deadline_extension_list[0]"),
 ])
 def test_bad_placement_names_the_key(jobs, key):
     with pytest.raises(ScenarioError) as error:

@@ -108,6 +108,9 @@ def test_warmup_reads_the_model_read_only_and_knows_its_node_from_the_downward_a
     env = {e["name"]: e for e in init["env"]}
     assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert env["TAINT_KEY"]["value"] == "kiln.dev/model-warming"
+    assert env["VERSION_LABEL"]["value"] == "kiln.dev/model-version"       # checked against the model on disk
+    assert env["TERMINATION_LOG"]["value"] == "/dev/termination-log"       # why it refused, in `describe pod`
+    assert init.get("terminationMessagePath", "/dev/termination-log") == env["TERMINATION_LOG"]["value"]
     mounts = {m["name"]: m for m in init["volumeMounts"]}
     assert mounts["model"]["readOnly"] is True and mounts["model"]["mountPath"] == env["MODEL_PATH"]["value"]
     volumes = {v["name"]: v for v in spec["volumes"]}

@@ -101,8 +101,21 @@ def test_help_lists_the_flags_and_exits_zero(capsys):
     assert run(["--help"]) == 0
     text = capsys.readouterr().out
     for flag in ("--cluster", "--region", "--kubeconfig", "--context", "--surge", "--deadline", "--ready-timeout",
-                 "--pause-autoscaler", "--strategy", "--dry-run", "--json"):
+                 "--boot-timeout", "--launch-failure-timeout", "--pause-autoscaler", "--strategy", "--dry-run",
+                 "--json"):
         assert flag in text
+    # Every outcome and its exit code is explained.
+    for outcome in ("completed (0)", "dry_run (0)", "rolled_back (1)", "blocked (1)", "failed (1)", "bad input (2)"):
+        assert outcome in text
+    assert "PodDisruptionBudget" in text and "proven first" in text
+
+
+def test_the_timeouts_reach_the_options():
+    options = parse_options(["--boot-timeout", "5m", "--launch-failure-timeout", "20m", "--ready-timeout", "1h"])
+    assert (options.boot_timeout_seconds, options.launch_failure_timeout_seconds, options.ready_timeout_seconds) == (
+        300.0, 1200.0, 3600.0)
+    defaults = parse_options([])
+    assert (defaults.boot_timeout_seconds, defaults.launch_failure_timeout_seconds) == (600.0, 900.0)
 
 
 @pytest.mark.parametrize("argv, flag", [
@@ -113,6 +126,8 @@ def test_help_lists_the_flags_and_exits_zero(capsys):
     (["--cluster", "kiln", "--deadline", "soon"], "--deadline"),
     (["--cluster", "kiln", "--deadline", "0"], "--deadline"),
     (["--cluster", "kiln", "--ready-timeout", "-5m"], "--ready-timeout"),
+    (["--cluster", "kiln", "--boot-timeout", "0"], "--boot-timeout"),
+    (["--cluster", "kiln", "--launch-failure-timeout", "nan"], "--launch-failure-timeout"),
     (["--cluster", "kiln", "--strategy", "yolo"], "--strategy"),
     (["--cluster", "kiln", "--kubeconfig", "/nonexistent/kubeconfig"], "--kubeconfig"),
     (["--cluster", " "], "--cluster"),
@@ -229,3 +244,41 @@ def test_human_output_prints_the_report(network, kube_server, kubeconfig, capsys
     fleet = Fleet(network, kube_server, current=False)
     assert run(["--cluster", fleet.cluster, "--kubeconfig", kubeconfig, "--dry-run"]) == 0
     assert "rollout dry_run" in capsys.readouterr().out
+
+
+def test_an_api_error_is_one_line_and_exit_1_never_a_traceback(network, tmp_path, capsys):
+    import kmock
+
+    from tests._kube_emulator import KubeEmulator
+    broken = KubeEmulator()
+    try:
+        fleet = Fleet(network, broken, current=False)
+        error = kmock.KubernetesError(status=500, reason="InternalError", message="etcdserver: request timed out\n"
+                                      "(a second line)", details={})
+        broken.call(lambda: broken.emulator[kmock.action.LIST, NODES] ** 100 << error)
+        path = tmp_path / "kubeconfig"
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters: [{{name: b, cluster: {{server: '{broken.url}'}}}}]\n"
+            "users: [{name: t, user: {token: not-a-secret}}]\n"
+            "contexts: [{name: b, context: {cluster: b, user: t}}]\ncurrent-context: b\n")
+        assert run(["--cluster", fleet.cluster, "--kubeconfig", str(path)]) == 1
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.err + captured.out
+        [line] = [l for l in captured.err.splitlines() if l.startswith("python -m automation replace")]
+        assert "failed" in line and "500 Internal Server Error: etcdserver: request timed out (a second line)" in line
+        assert fleet.describe()["DesiredCapacity"] == 2          # nothing was changed
+    finally:
+        broken.close()
+
+
+@pytest.mark.parametrize("content", [b"this: [is: not: yaml\n", b"\x00\x01\x02", b"- a list\n- not a config\n", None])
+def test_a_kubeconfig_that_cannot_be_read_exits_2_naming_the_flag(tmp_path, capsys, content):
+    path = tmp_path / "kubeconfig"
+    if content is None:
+        path.mkdir()                     # a directory where a file should be
+    else:
+        path.write_bytes(content)
+    assert run(["--cluster", "kiln", "--kubeconfig", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--kubeconfig" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -460,6 +460,8 @@ KUBE_CALLS = {
     "read_namespaced_config_map": ("", "configmaps", "get"),
     "create_namespaced_config_map": ("", "configmaps", "create"),
     "patch_namespaced_config_map": ("", "configmaps", "patch"),
+    "create_namespaced_event": ("events.k8s.io", "events", "create"),
+    "patch_namespaced_event": ("events.k8s.io", "events", "patch"),
 }
 # Where those calls live: the rollout adapter, and the rotation's intent store.
 KUBE_SOURCES = (("automation", "rollout", "kube.py"), ("automation", "rotate", "state.py"))
@@ -491,7 +493,7 @@ def test_rbac_allows_every_call_the_rollout_adapter_makes_and_nothing_else(progr
 
     made = set()
     for parts in KUBE_SOURCES:
-        found = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination)\.(\w+)", ROOT.joinpath(*parts).read_text()))
+        found = set(re.findall(r"self\.(?:core|apps|batch|policy|coordination|events)\.(\w+)", ROOT.joinpath(*parts).read_text()))
         assert found, parts          # the scan sees each source
         made |= found
     assert made <= set(KUBE_CALLS), f"unmapped kubernetes calls: {made - set(KUBE_CALLS)}"

@@ -1,7 +1,10 @@
-"""Properties over random fleets, Job durations, services and crash points
-(hypothesis): resuming always converges, no Job is interrupted before the
-deadline, no PodDisruptionBudget is violated, and the autoscaler and the
-groups' max sizes are restored."""
+"""Properties over random fleets, Job durations, services, crash points,
+throttling (up to 90 %), bad AMIs, launch failures and a version published
+mid-rollout (hypothesis): resuming
+always converges, no Job is interrupted before its deadline, no
+PodDisruptionBudget is violated, no old node leaves a group before a
+replacement there is proven, a bad AMI keeps every original node, and the
+autoscaler and the groups' sizes are restored."""
 
 from __future__ import annotations
 
@@ -42,11 +45,11 @@ def fleets(draw):
     if draw(st.booleans()):
         scenario["faults"].append({"kind": "node_loss", "at_seconds": draw(st.integers(0, 3000))})
     if draw(st.booleans()):
-        scenario["faults"].append({"kind": "throttle", "rate": draw(st.sampled_from([0.1, 0.3]))})
+        scenario["faults"].append({"kind": "throttle", "rate": draw(st.sampled_from([0.1, 0.3, 0.9]))})
     return scenario
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleets(), st.sampled_from(["default", "double-and-drain"]))
 def test_rollout_converges_safely_from_any_crash_point(scenario, strategy):
     report = simulate(load_scenario(scenario), strategy).report
@@ -54,24 +57,34 @@ def test_rollout_converges_safely_from_any_crash_point(scenario, strategy):
     assert report["old_nodes_remaining"] == 0
     assert report["jobs_interrupted"] == 0
     assert report["pdb_violations"] == 0
-    assert report["autoscaler_restored"] and report["max_size_restored"]
+    # The one documented exception: surplus nodes whose Jobs outlast the deadline + 30 minutes are
+    # not evicted to shrink the group; the rollout completes and says how far above its size it stays.
+    left_above = "left above their size" in report["reason"]
+    assert report["autoscaler_restored"] and (report["max_size_restored"] or left_above)
     assert report["intent_cleared"] and report["lock_released"]
     assert report["restarts"] <= len([f for f in scenario["faults"] if f["kind"] == "crash"])
+    if strategy == "default":     # (double-and-drain reproduces the script, which proves nothing first)
+        assert report["proof_violations"] == 0      # nothing old left a group before a replacement there was proven
+    if not scenario["autoscaler"] and not left_above:
+        # Sizes given back: every group ends at its original desired capacity.
+        assert report["final_desired"] == report["final_nodes"] == sum(g["nodes"] for g in scenario["node_groups"])
     # Only Jobs that outlive the deadline are ever evicted. (New Jobs can land on an
     # old node before its cordon, e.g. while a crashed rollout restarts, so only without arrivals.)
     if not scenario["jobs"]["arrivals_per_hour"] and scenario["deadline_seconds"] >= scenario["jobs"]["remaining_seconds"][1]:
         assert report["jobs_force_evicted"] == 0
 
 
-@settings(max_examples=15, deadline=None)
-@given(fleets())
-def test_bad_ami_always_rolls_back_safely(scenario):
-    scenario = dict(scenario, ready_timeout_seconds=900, faults=scenario["faults"] + [{"kind": "bad_ami"}])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), st.sampled_from(["not_ready", "no_join", "warmup_fails"]))
+def test_bad_ami_always_rolls_back_safely(scenario, mode):
+    scenario = dict(scenario, ready_timeout_seconds=900,
+                    faults=scenario["faults"] + [{"kind": "bad_ami", "mode": mode}])
     result = simulate(load_scenario(scenario))
     report = result.report
     has_old = any(g["nodes"] for g in scenario["node_groups"])
-    # A crash right after the rollback finished leaves the rerun nothing to do.
-    finished_before_crash = report["restarts"] and report["reason"] == "no old nodes"
+    # A crash right after the rollback finished, or a fault that took the only old node before the
+    # rollout's first look, leaves it nothing to do.
+    finished_before_crash = report["reason"] == "no old nodes"
     assert report["outcome"] == ("rolled_back" if has_old and not finished_before_crash else "completed"), report
     if not scenario["autoscaler"]:
         # Every node is back on the previous version. (With cluster-autoscaler on, a group
@@ -79,3 +92,43 @@ def test_bad_ami_always_rolls_back_safely(scenario):
         assert result.timeline[-1]["new_nodes"] == 0
     assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0
     assert report["autoscaler_restored"] and report["max_size_restored"] and report["intent_cleared"]
+    # A bad AMI costs nothing: no original node removed by the rollout, no Job forced off one.
+    assert report["original_nodes_removed"] == 0 and report["jobs_force_evicted"] == 0
+    if not scenario["autoscaler"]:
+        assert report["final_nodes"] == report["final_desired"] == sum(g["nodes"] for g in scenario["node_groups"])
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), st.integers(0, 2000), st.one_of(st.none(), st.integers(60, 3000)))
+def test_launch_failures_never_remove_capacity_that_cannot_be_replaced(scenario, at, lasting):
+    groups = [g["name"] for g in scenario["node_groups"]]
+    fault = {"kind": "launch_failure", "group": groups[0], "at_seconds": at}
+    if lasting is not None:
+        fault["for_seconds"] = lasting
+    scenario = dict(scenario, launch_failure_timeout_seconds=600, faults=scenario["faults"] + [fault])
+    report = simulate(load_scenario(scenario)).report
+    assert report["outcome"] in ("completed", "failed"), report
+    assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0 and report["proof_violations"] == 0
+    assert report["autoscaler_restored"] and report["lock_released"]
+    if report["outcome"] == "failed":
+        assert "launches in" in report["reason"] or "after the last deadline" in report["reason"], report
+        if at == 0 and lasting is None:
+            # Nothing could ever launch in that group: it was never touched.
+            assert report["original_nodes_removed_by_group"][groups[0]] == 0
+    if not scenario["autoscaler"]:
+        # The capacity the rollout removed is asked for again, never given up (even when it stops).
+        assert report["final_desired"] >= sum(g["nodes"] for g in scenario["node_groups"]), report
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets(), st.integers(0, 4000))
+def test_a_version_published_at_any_moment_is_followed_never_undone(scenario, at):
+    scenario = dict(scenario, faults=scenario["faults"] + [{"kind": "publish", "at_seconds": at}])
+    report = simulate(load_scenario(scenario)).report
+    assert report["outcome"] == "completed", report
+    assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0 and report["proof_violations"] == 0
+    assert report["intent_cleared"] and report["lock_released"] and report["autoscaler_restored"]
+    if at < report["makespan_seconds"] - 60:
+        # Published while the rollout ran (not in the last minute, which can race its final look):
+        # every group ends on it, with no node left on an older one.
+        assert set(report["final_versions"].values()) == {"3"} and report["old_nodes_remaining"] == 0, report

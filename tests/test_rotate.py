@@ -823,3 +823,24 @@ def test_the_program_exports_what_rotate_and_bake_consume():
     assert len(entries) == 2 and all({"zone", "asgName", "launchTemplateId"} <= set(e) for e in entries)
     assert len(outputs["privateSubnetIds"]) == 2
     assert "kubeconfig" in outputs   # where the rotation's intent and the model volumes are reached
+
+
+def test_cli_rollout_timeouts_reach_the_rollout_options(tmp_path, capsys):
+    """rotate and rollback hand the replacement's bad-AMI and launch-failure timeouts to the rollout (not only
+    `replace`): a stack whose nodes take 20 minutes to warm needs --ready-timeout through rotate too."""
+    from automation.rollout.runner import RolloutOptions
+    from automation.rotate import rollback_cli
+
+    base = ["--stack", "prod", "--model-version", "v6"]
+    options = rotate_cli.rollout_options(_parse(rotate_cli.configure, base))
+    assert (options["ready_timeout_seconds"], options["boot_timeout_seconds"],
+            options["launch_failure_timeout_seconds"]) == (1800, 600, 900)
+    options = rotate_cli.rollout_options(_parse(rollback_cli.configure, [
+        "--stack", "prod", "--ready-timeout", "45m", "--boot-timeout", "15m", "--launch-failure-timeout", "1h"]))
+    assert (options["ready_timeout_seconds"], options["boot_timeout_seconds"],
+            options["launch_failure_timeout_seconds"]) == (2700, 900, 3600)
+    RolloutOptions(cluster_name="kiln", **options).validate()        # what wiring.make_replace builds
+    for flag in ("--ready-timeout", "--boot-timeout", "--launch-failure-timeout"):
+        with pytest.raises(SystemExit) as exit_:
+            _parse(rotate_cli.configure, [*base, flag, "0"])
+        assert exit_.value.code == EXIT_BAD_INPUT and flag in capsys.readouterr().err

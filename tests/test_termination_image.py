@@ -110,7 +110,7 @@ def test_it_runs_as_nobody():
     assert ("WORKDIR", "/app") in instructions()
 
 
-@pytest.mark.parametrize("missing", ["automation/rollout/kube.py", "automation/rollout/strategies/"])
+@pytest.mark.parametrize("missing", ["automation/rollout/kube.py", "automation/rollout/pods.py"])
 def test_the_isolation_check_would_catch_a_missing_copy(tmp_path, missing):
     """The check above can fail: drop one COPY source and the entrypoint no longer imports."""
     global DOCKERFILE

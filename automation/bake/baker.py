@@ -3,8 +3,9 @@
 Flow: sweep builders an earlier run left behind, resolve the base AMI (public
 SSM parameter unless given), read the model's checksum manifest, size the
 builder's root volume, hash the recipe, and return an existing AMI with that
-hash if there is one. Otherwise launch a builder in a private subnet with a
-security group that has no inbound rules, run the builder steps through SSM,
+hash if there is one. Otherwise launch a builder in a private subnet, with no
+public IP (even where the subnet maps them) and a security group that has no
+inbound rules, run the builder steps through SSM,
 stop it, create the image with all its volumes, tag it (with its AMI family),
 wait until it is available, and terminate the builder *on every path* (the
 ``finally``) — on SIGTERM too, without waiting, leaving only what the next
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import shlex
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -44,6 +46,7 @@ from .ssm import SsmRunner
 RETRY_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
 STEPS = ("mount-volume", "copy-model", "verify-model", "prefetch", "record")
 TAG_CREATED_AT = "kiln:created-at"     # epoch seconds, on the builder's security group (the sweep reads it)
+TAG_BAKE_ID = "kiln:bake-id"           # one bake run: on its security group, builder and volumes
 IMAGE_EXPANSION = 3                    # compressed layers + unpacked snapshot ~ 3x the compressed size
 UNKNOWN_IMAGE_GIB = 8                  # an image whose size the registry does not report
 SYSTEM_IMAGE_GIB = 1                   # the warm-up agent and pause images (small, public)
@@ -312,9 +315,14 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
         if e.response["Error"].get("Code", "").startswith("InvalidSubnetID"):
             raise BakeInputError(f"--subnet-id {request.subnet_id} does not exist in {region}") from None
         raise
+    if subnet.get("MapPublicIpOnLaunch"):
+        progress(f"subnet {request.subnet_id} maps public IPs on launch; the builder asks for no public IP, so it "
+                 "reaches SSM and S3 only through a NAT gateway or VPC endpoints")
     name = f"kiln-{request.model_version}-{request.ami_family}-{recipe_hash[:12]}"
+    # Tagged on the builder at launch (atomically): how this run finds a builder whose RunInstances answer it lost.
+    bake_id = uuid.uuid4().hex
     common_tags = {"Name": f"kiln-bake-{request.model_version}", TAG_RECIPE: recipe_hash,
-                   TAG_MODEL_VERSION: request.model_version, TAG_FAMILY: request.ami_family}
+                   TAG_MODEL_VERSION: request.model_version, TAG_FAMILY: request.ami_family, TAG_BAKE_ID: bake_id}
     # No inbound rules at all: SSM is outbound-only from the builder.
     sg_id = ec2.create_security_group(
         GroupName=f"{name}-{int(time.time())}", Description="kiln bake builder: no inbound",
@@ -330,7 +338,10 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
         instance_id = _run_builder(
             ec2, request.instance_profile,
             ImageId=base_ami, InstanceType=request.instance_type, MinCount=1, MaxCount=1,
-            SubnetId=request.subnet_id, SecurityGroupIds=[sg_id],
+            # One interface, never a public IP, whatever the subnet's MapPublicIpOnLaunch says. (The subnet and
+            # group move into the interface: EC2 refuses them beside NetworkInterfaces.)
+            NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": request.subnet_id, "Groups": [sg_id],
+                                "AssociatePublicIpAddress": False, "DeleteOnTermination": True}],
             IamInstanceProfile={"Name": request.instance_profile},
             MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
             BlockDeviceMappings=[
@@ -372,13 +383,13 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
         raise
     finally:
         try:
-            _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=not interrupted)
+            _cleanup(ec2, instance_id, bake_id, sg_id, progress, waiter_delay, wait=not interrupted)
         except BaseException as again:
             if isinstance(again, Exception):
                 raise
             # Another SIGTERM while cleaning up (CI runners send more than one before they kill): the builder
             # must still be told to terminate; then stop.
-            _cleanup(ec2, instance_id, sg_id, progress, waiter_delay, wait=False)
+            _cleanup(ec2, instance_id, bake_id, sg_id, progress, waiter_delay, wait=False)
             raise
     _distribute(request, clients, result, progress, waiter_delay, key_arn)
     result.seconds = time.monotonic() - started
@@ -403,15 +414,15 @@ def _snapshots_of(ec2: Any, ami_id: str) -> list[str]:
     return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
 
 
-def _cleanup(ec2: Any, instance_id: Optional[str], sg_id: str, progress: Progress, waiter_delay: float, *,
-             wait: bool = True) -> None:
+def _cleanup(ec2: Any, instance_id: Optional[str], bake_id: str, sg_id: str, progress: Progress,
+             waiter_delay: float, *, wait: bool = True) -> None:
     """Terminate the builder and remove its security group, whatever happened before. Interrupted
     (``wait=False``): terminate without waiting; a group still attached is left for the next run's sweep.
 
     Without an instance id (RunInstances raised, or SIGTERM arrived while it was in flight) the builder may still
-    exist: AWS launched it and only the answer was lost. It is found by this bake's own security group, so it is
-    not left running until the next bake's sweep."""
-    ids = [instance_id] if instance_id else _instances_in_group(ec2, sg_id)
+    exist: AWS launched it and only the answer was lost. It is found by this run's ``kiln:bake-id`` tag (set at
+    launch), so it is not left running until the next bake's sweep."""
+    ids = [instance_id] if instance_id else _instances_of_bake(ec2, bake_id)
     if ids:
         progress(f"terminating builder {', '.join(ids)}")
         ec2.terminate_instances(InstanceIds=ids)
@@ -425,11 +436,12 @@ def _cleanup(ec2: Any, instance_id: Optional[str], sg_id: str, progress: Progres
         progress(f"security group {sg_id} is still attached to the terminating builder: the next bake sweeps it")
 
 
-def _instances_in_group(ec2: Any, sg_id: str) -> list[str]:
-    """Instances (not yet terminated) in this bake's security group: only this bake's builder can be in it."""
+def _instances_of_bake(ec2: Any, bake_id: str) -> list[str]:
+    """Instances (not yet terminated) this bake run launched. (By tag, not by the run's security group: moto's
+    ``instance.group-id`` filter does not see groups given on a network interface, as the builder's are.)"""
     found = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=[
-            {"Name": "instance.group-id", "Values": [sg_id]},
+            {"Name": f"tag:{TAG_BAKE_ID}", "Values": [bake_id]},
             {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]):
         found.extend(i["InstanceId"] for r in page["Reservations"] for i in r["Instances"])
     return found

@@ -43,16 +43,53 @@ mount_volume() {
   log "mounted $dev on $KILN_MODEL_PATH"
 }
 
+# Refuse a model tree holding anything but regular files, directories and relative symlinks that stay inside
+# it: a symlink out of the model (absolute, or ../ past its top, also through other links) would bake a view of
+# the builder's own disk into the AMI, and checksums would be read through it; a device, fifo or socket file is
+# never model data. Every offending path is named; nothing is changed.
+refuse_unsafe_entries() {
+  local dir="$1" top entries path target resolved bad=0
+  if [ -L "$dir" ]; then
+    log "refusing the model: $dir is itself a symlink (to $(readlink "$dir"))" >&2
+    exit 1
+  fi
+  [ -d "$dir" ] || return 0
+  top="$(realpath -e "$dir")"
+  entries="$(mktemp)"
+  find "$dir" \( -type l -o ! \( -type f -o -type d \) \) -print0 > "$entries"   # a find error fails the step
+  while IFS= read -r -d '' path; do
+    if [ -L "$path" ]; then
+      target="$(readlink "$path")"
+      resolved="$(realpath -m "$path")"
+      if [[ "$target" == /* ]]; then
+        log "refusing the model: $path is a symlink to the absolute path $target (outside the model wherever it is mounted)" >&2
+        bad=1
+      elif [[ "$resolved" != "$top" && "$resolved" != "$top"/* ]]; then
+        log "refusing the model: $path is a symlink to $target, which leads outside $dir" >&2
+        bad=1
+      fi
+    else
+      log "refusing the model: $path is a $(stat -c %F "$path"), not a regular file" >&2
+      bad=1
+    fi
+  done < "$entries"
+  rm -f "$entries"
+  [ "$bad" -eq 0 ] || exit 1
+}
+
 copy_model() {
   local dest="$KILN_MODEL_PATH/$KILN_MODEL_VERSION"
   mkdir -p "$dest"
+  refuse_unsafe_entries "$dest"   # what is already there (a retried step, a model volume a base AMI brought)
   log "copying ${KILN_MODEL_URI%/}/ to $dest"
   aws s3 sync --only-show-errors --region "$KILN_REGION" "${KILN_MODEL_URI%/}/" "$dest/"
+  refuse_unsafe_entries "$dest"   # and what the source brought, before anything reads or images it
   [ -f "$dest/$manifest" ] || { log "$manifest missing under $KILN_MODEL_URI"; exit 1; }
 }
 
 verify_model() {
   local dest="$KILN_MODEL_PATH/$KILN_MODEL_VERSION"
+  refuse_unsafe_entries "$dest"   # sha256sum would read through a link out of the model
   cd "$dest"
   log "verifying $(wc -l < "$manifest") files against $manifest"
   # --strict: a malformed manifest line fails too; any mismatch fails the bake.

@@ -5,7 +5,9 @@ Reads are paginated lists whose count does not grow with the fleet: one
 one ``DescribeInstances`` walk filtered by the groups' names (for each
 instance's AMI and launch time) and, only when a group or instance names
 ``$Latest``/``$Default``, ``DescribeLaunchTemplateVersions`` per launch
-template (per node group, never per node) to turn those into numbers.
+template (per node group, never per node) to turn those into numbers. Only for
+a group short of instances (a launch outstanding or failing),
+``DescribeScalingActivities`` for that group, to say why in AWS's words.
 
 Throttling and transient errors are retried by botocore's *adaptive* retry
 mode (client-side rate limiting plus exponential backoff); there is no retry
@@ -26,13 +28,14 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .model import TAG_CLUSTER, TAG_NODE_GROUP, AutoScalingGroup, Instance
+from .model import TAG_CLUSTER, TAG_NODE_GROUP, AutoScalingGroup, Instance, ScalingActivity
 from .ports import Throttled
 
 ASG_NAME_TAG = "aws:autoscaling:groupName"   # set by Auto Scaling on every instance it launches
 SYMBOLIC_VERSIONS = ("$Latest", "$Default")
 PROTECTION_BATCH = 50       # SetInstanceProtection accepts at most 50 instance ids per call
 FILTER_VALUES_BATCH = 200   # EC2 filters accept at most 200 values
+ACTIVITY_PAGES = 3          # DescribeScalingActivities: at most 3 pages of 100 (newest first) per look
 DEFAULT_MAX_ATTEMPTS = 10
 # Error codes AWS uses for "slow down" (botocore retries these itself first).
 THROTTLING_CODES = frozenset({
@@ -175,6 +178,19 @@ def group_from_describe(
     )
 
 
+def activity_from_describe(raw: Mapping[str, Any]) -> ScalingActivity:
+    """One ``DescribeScalingActivities`` entry -> :class:`ScalingActivity` (pure)."""
+    started = raw.get("StartTime")
+    return ScalingActivity(
+        group=raw.get("AutoScalingGroupName", ""),
+        activity_id=raw.get("ActivityId", ""),
+        status=raw.get("StatusCode", ""),
+        description=raw.get("Description", ""),
+        status_message=raw.get("StatusMessage", "") or "",
+        started_at=started.timestamp() if started is not None else 0.0,
+    )
+
+
 class AwsCloud:
     """:class:`~automation.rollout.ports.CloudPort` over boto3 ``autoscaling`` and ``ec2``."""
 
@@ -257,11 +273,45 @@ class AwsCloud:
                     str(version["VersionNumber"]), (version.get("LaunchTemplateData") or {}).get("ImageId"))
         return resolved
 
+    @_port_call
+    def list_scaling_activities(self, asg: str, since: float) -> list[ScalingActivity]:
+        """The group's activities that started at or after ``since``, newest first (AWS returns
+        them newest first; the walk stops at the first older one, or after a few pages)."""
+        out: list[ScalingActivity] = []
+        paginator = self.autoscaling.get_paginator("describe_scaling_activities")
+        pages = paginator.paginate(AutoScalingGroupName=asg,
+                                   PaginationConfig={"PageSize": 100, "MaxItems": 100 * ACTIVITY_PAGES})
+        for page in pages:
+            for raw in page.get("Activities", []):
+                activity = activity_from_describe(raw)
+                if activity.started_at < since:
+                    return out
+                out.append(activity)
+        return out
+
     # ---- writes --------------------------------------------------------------------------
 
     @_port_call
-    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None) -> None:
+    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None,
+                     raise_only: bool = False) -> None:
+        """The group is read back first (one describe of this group): desired is never written
+        below the instances it has, nor (``raise_only``) below its current desired, and max never
+        below desired. The window in which another writer can slip in shrinks from a reconcile to
+        one round trip, and the group's scale-in protection covers that."""
         params: dict[str, Any] = {"AutoScalingGroupName": asg}
+        if desired is None and max_size is None:
+            return
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
+        if groups:
+            current = groups[0]
+            if desired is not None:
+                live = sum(1 for i in current.get("Instances", [])
+                           if not str(i.get("LifecycleState", "")).startswith(("Terminating", "Terminated", "Detach")))
+                desired = max(int(desired), live, int(current["DesiredCapacity"]) if raise_only else 0)
+            # Max never below desired (Auto Scaling refuses it): the one written now, or the current one.
+            floor = desired if desired is not None else int(current["DesiredCapacity"])
+            wanted_max = max(int(max_size if max_size is not None else current["MaxSize"]), floor)
+            max_size = wanted_max if max_size is not None or wanted_max != int(current["MaxSize"]) else None
         if desired is not None:
             params["DesiredCapacity"] = int(desired)
         if max_size is not None:
@@ -288,9 +338,21 @@ class AwsCloud:
             raise
 
     @_port_call
-    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str) -> None:
+    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str, *,
+                                    expected: Optional[str] = None) -> bool:
+        """With ``expected``: written only if the group, read back in this call, still has that
+        version (``$Latest``/``$Default`` resolved to a number); False, nothing written, when a newer
+        one was set since (a ``pulumi up`` mid-rollout must be followed, never undone). Auto Scaling
+        has no conditional update: this narrows the window to one round trip."""
         spec = {"LaunchTemplateId": launch_template_id, "Version": str(version)}
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
+        if expected is not None and groups:
+            current = _group_launch_template(groups[0]) or {}
+            now = str(current.get("Version", "$Default"))
+            if now in SYMBOLIC_VERSIONS:
+                now = self._resolve_symbolic_versions(groups).get((current.get("LaunchTemplateId"), now), (now,))[0]
+            if current.get("LaunchTemplateId") != launch_template_id or now != str(expected):
+                return False
         policy = groups[0].get("MixedInstancesPolicy") if groups else None
         if policy:
             # Spot / mixed-instances groups keep their template inside the policy. The policy is
@@ -304,6 +366,7 @@ class AwsCloud:
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, MixedInstancesPolicy=policy)
         else:
             self.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, LaunchTemplate=spec)
+        return True
 
     @_port_call
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:

@@ -2,7 +2,9 @@
 
 Builds the real adapters (boto3 Auto Scaling/EC2, the official kubernetes
 client, the system clock), hands them to the runner and turns its report into
-an exit code: 0 completed (or a dry run), 1 failed or rolled back, 2 bad input.
+an exit code: 0 completed (or a dry run); 1 rolled_back, blocked or failed;
+2 bad input. Nothing ends in a traceback: any error is one line on stderr (and
+the report, with ``--json``) and exit 1.
 """
 
 from __future__ import annotations
@@ -84,12 +86,25 @@ def _strategy_names() -> list[str]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = (
-        "Replace every node whose instance runs a launch-template version other than its Auto Scaling "
-        "group's current one, without interrupting a running Job before the deadline. Groups are the ASGs "
-        "tagged kiln.dev/cluster=<cluster>. Safe to rerun: the rollout resumes from its intent, stored in "
-        "the Lease kube-system/kiln-rollout and as tags on the groups. Exit 0 completed (or dry run), "
-        "1 failed or rolled back, 2 bad input.")
+        "Replace every node whose instance runs a launch-template version other than its Auto Scaling\n"
+        "group's current one, without interrupting a running Job before its deadline. Groups are the ASGs\n"
+        "tagged kiln.dev/cluster=<cluster>. In each group a replacement is proven first (Ready, labelled\n"
+        "with a model version, warm): until then no old node is cordoned, drained or terminated and Jobs\n"
+        "keep starting on the old nodes. Safe to rerun: the rollout resumes from its intent, stored in\n"
+        "the Lease kube-system/kiln-rollout and as tags on the groups.\n\n"
+        "outcomes (exit code):\n"
+        "  completed (0)    every old node replaced; sizes, autoscaler and tags restored\n"
+        "  dry_run (0)      --dry-run: the plan, nothing changed\n"
+        "  rolled_back (1)  a new node was bad (--boot-timeout, --ready-timeout, warm-up failed) or the\n"
+        "                   launch template cannot launch: every original node kept, the previous\n"
+        "                   version restored; a rerun reports rolled_back until the version changes\n"
+        "  blocked (1)      past the deadline a PodDisruptionBudget keeps nodes from draining (named,\n"
+        "                   with the nodes it holds); no Job was force-evicted there; rerun to continue\n"
+        "  failed (1)       launches failed longer than --launch-failure-timeout (AWS's message), the\n"
+        "                   lock is held elsewhere, or an API error (one line); rerun to continue\n"
+        "  bad input (2)    a flag is wrong; the error names it")
     target = parser.add_argument_group("target")
     target.add_argument("--cluster", required=True, help="cluster name: the value of the kiln.dev/cluster tag on its ASGs")
     target.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's)")
@@ -107,7 +122,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     knobs.add_argument("--deadline", type=parse_duration, default=7200.0, metavar="DURATION",
                        help="after this, remaining Job pods on old nodes are evicted; per run (default 2h; 7200, 90m, 2h)")
     knobs.add_argument("--ready-timeout", type=parse_duration, default=1800.0, metavar="DURATION",
-                       help="new nodes not Ready and warm within this roll the rollout back, a bad AMI (default 30m)")
+                       help="a new node registered but not Ready, labelled and warm within this of its launch is "
+                            "bad: the rollout rolls back before anything was proven (default 30m)")
+    knobs.add_argument("--boot-timeout", type=parse_duration, default=600.0, metavar="DURATION",
+                       help="a new instance whose node has not registered within this of its launch is bad: "
+                            "roll back (default 10m)")
+    knobs.add_argument("--launch-failure-timeout", type=parse_duration, default=900.0, metavar="DURATION",
+                       help="launches failing this long (InsufficientInstanceCapacity, no spot capacity, quotas; "
+                            "shown as they happen with AWS's message) stop the rollout as failed; nothing is "
+                            "cordoned or terminated meanwhile. An invalid template or AMI rolls back at once "
+                            "(default 15m)")
     knobs.add_argument("--poll", type=parse_duration, default=30.0, metavar="DURATION",
                        help="longest wait between looks at the world; pod changes wake it sooner (default 30s)")
     knobs.add_argument("--pause-autoscaler", action="store_true",
@@ -159,6 +183,12 @@ def build_cluster(args: argparse.Namespace):
     except ConfigException as error:
         flag = "--context" if args.context else "--kubeconfig"
         raise BadInput(flag, f"cannot load Kubernetes configuration: {error}") from None
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
+        # A kubeconfig that is a directory, binary junk, or YAML of the wrong shape.
+        raise BadInput("--kubeconfig", f"cannot read the kubeconfig: {' '.join(str(error).split())}") from None
+    except Exception as error:  # noqa: BLE001 - e.g. yaml.YAMLError: still the kubeconfig's fault
+        raise BadInput("--kubeconfig", f"cannot read the kubeconfig: {type(error).__name__}: "
+                                       f"{' '.join(str(error).split())}") from None
 
 
 class BadInput(Exception):
@@ -173,6 +203,7 @@ def options_from_args(args: argparse.Namespace):
     return RolloutOptions(
         cluster_name=args.cluster, strategy=args.strategy, surge=args.surge,
         deadline_seconds=args.deadline, ready_timeout_seconds=args.ready_timeout,
+        boot_timeout_seconds=args.boot_timeout, launch_failure_timeout_seconds=args.launch_failure_timeout,
         pause_autoscaler=args.pause_autoscaler, dry_run=args.dry_run, poll_seconds=args.poll, holder=holder,
         job_owner_kinds=job_kinds_from_flags(args.job_kinds, args.also_job_kinds))
 
@@ -180,7 +211,7 @@ def options_from_args(args: argparse.Namespace):
 def main(args: argparse.Namespace) -> int:
     from .clock import SystemClock
     from .progress import LiveProgress, json_lines
-    from .runner import run_rollout
+    from .runner import StopRequested, run_rollout
 
     if not args.cluster.strip():
         return _bad_input("--cluster", "must not be empty")
@@ -197,11 +228,24 @@ def main(args: argparse.Namespace) -> int:
         return _bad_input(error.flag, error.message)
 
     clock = SystemClock()
-    if args.json:
-        report = run_rollout(cloud, cluster, clock, options, on_event=json_lines(sys.stdout))
-        print(json.dumps(report.to_dict(), sort_keys=True, default=str))
-    else:
-        with LiveProgress(label=f"replace {args.cluster}") as progress:
-            report = run_rollout(cloud, cluster, clock, options, on_event=progress)
-        print(report.to_text())
-    return EXIT_OK if report.outcome in ("completed", "dry_run") else EXIT_FAILED
+    try:
+        if args.json:
+            report = run_rollout(cloud, cluster, clock, options, on_event=json_lines(sys.stdout))
+            print(json.dumps(report.to_dict(), sort_keys=True, default=str))
+        else:
+            with LiveProgress(label=f"replace {args.cluster}") as progress:
+                report = run_rollout(cloud, cluster, clock, options, on_event=progress)
+            print(report.to_text())
+    except (KeyboardInterrupt, StopRequested):
+        # Forced (a second Ctrl-C while the run was stopping): no report from the runner; say so.
+        if args.json:
+            print(json.dumps({"outcome": "failed", "reason": "interrupted; rerun the same command to resume"}))
+        print("python -m automation replace: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as error:  # noqa: BLE001 - the runner reports its own failures; this is the last guard
+        from .runner import one_line
+        print(f"python -m automation replace: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    if report.outcome not in ("completed", "dry_run") and report.reason and not args.json:
+        print(f"python -m automation replace: {report.outcome}: {report.reason}", file=sys.stderr)
+    return report.exit_code

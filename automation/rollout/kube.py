@@ -2,7 +2,9 @@
 
 Reads are paginated lists (``limit`` + ``_continue``) across all namespaces:
 four calls' worth of pages per reconcile (nodes, live pods with their Jobs, PDBs)
-at any fleet size, never a call per node or pod. Responses are read as plain JSON
+at any fleet size, never a call per node or pod. Between reconciles the
+adapter watches pods and nodes (two watch streams, from the last lists'
+resourceVersions) and wakes the rollout on the first change it reads. Responses are read as plain JSON
 (``_preload_content=False``) rather than turned into generated model objects:
 at tens of thousands of pods the model deserialisation costs more than the
 HTTP.
@@ -17,6 +19,11 @@ The rollout's lock is a ``coordination.k8s.io/v1`` Lease; its intent is JSON
 in an annotation of the same Lease, so the lock and the intent live, move and
 are permitted together (one object, one RBAC rule) and an intent write is a
 compare-and-swap on the same resourceVersion as the lock.
+
+Events are ``events.k8s.io/v1`` Events (``regarding`` the node or pod, with a
+``series`` for repeats), the API ``kubectl describe`` reads through core/v1: an
+Event about a node carries the node's name as its uid, as kubelet's do, which
+is how ``kubectl describe node`` finds it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ import functools
 import json
 import logging
 import math
+import socket
+import threading
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
@@ -36,7 +45,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from .model import ANNOTATION_DEADLINE_EXTENSION, GroupIntent, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
-from .ports import EvictionResult, Throttled
+from .ports import ClusterEvent, EvictionResult, Throttled
 
 MERGE_PATCH = "application/merge-patch+json"
 ANNOTATION_INTENT = "kiln.dev/rollout-intent"
@@ -50,6 +59,10 @@ CONFLICT_ATTEMPTS = 5
 MULTIPLE_PDBS = "more than one PodDisruptionBudget"
 # Pods that are not finished: the field selector ``list_pods`` sends (status.phase is a pod field selector).
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
+REPORTING_CONTROLLER = "kiln.dev/rollout"
+# Container states that mean a pod cannot run (kubectl shows them as the pod's status).
+FAILED_WAITING = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
+                            "CreateContainerError", "InvalidImageName", "RunContainerError"})
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,6 +165,27 @@ def node_from_json(raw: Mapping[str, Any]) -> Node:
     )
 
 
+def node_fingerprint(node: Node) -> tuple:
+    """What the rollout reads of a node: a change here wakes it (a status heartbeat does not)."""
+    return (node.ready, node.unschedulable, tuple(sorted((t.key, t.value, t.effect) for t in node.taints)),
+            tuple(sorted(node.labels.items())))
+
+
+def container_failure(status: Mapping[str, Any]) -> Optional[str]:
+    """Why a pod's containers cannot run, as kubectl shows it (``Init:CrashLoopBackOff``, ``Init:Error``,
+    ``ImagePullBackOff``); None while nothing failed."""
+    for prefix, key in (("Init:", "initContainerStatuses"), ("", "containerStatuses")):
+        for container in status.get(key) or []:
+            state = container.get("state") or {}
+            waiting = (state.get("waiting") or {}).get("reason")
+            if waiting in FAILED_WAITING:
+                return prefix + waiting
+            terminated = state.get("terminated") or {}
+            if prefix and terminated and int(terminated.get("exitCode") or 0) != 0:
+                return prefix + (terminated.get("reason") or "Error")
+    return None
+
+
 def pod_from_json(raw: Mapping[str, Any]) -> Pod:
     meta = raw.get("metadata") or {}
     owners = meta.get("ownerReferences") or []
@@ -175,6 +209,8 @@ def pod_from_json(raw: Mapping[str, Any]) -> Pod:
         deleting=bool(meta.get("deletionTimestamp")),
         requests=pod_requests(spec),
         node_selector=dict(spec.get("nodeSelector") or {}),
+        uid=meta.get("uid"),
+        failure=container_failure(raw.get("status") or {}),
     )
 
 
@@ -259,6 +295,7 @@ class KubeCluster:
         self.batch = client.BatchV1Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
+        self.events = client.EventsV1Api(api_client)
         self.lease_namespace = lease_namespace
         self.lease_name = lease_name
         self.autoscaler_namespace = autoscaler_namespace
@@ -269,7 +306,10 @@ class KubeCluster:
         # What the last pod list saw: the watch starts there and ignores replays of it.
         self._pods_resource_version: Optional[str] = None
         self._pods_seen: dict[str, Optional[str]] = {}
+        self._nodes_resource_version: Optional[str] = None
+        self._nodes_seen: dict[str, tuple] = {}
         self._misconfigured_pdbs_warned: set[tuple[str, str]] = set()
+        self.reporting_instance = f"kiln-rollout@{socket.gethostname()}"[:128]
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Optional[str] = None, context: Optional[str] = None, **kwargs: Any) -> "KubeCluster":
@@ -322,8 +362,12 @@ class KubeCluster:
     @_port_call
     def list_nodes(self, label_selector: str = "") -> list[Node]:
         params = {"label_selector": label_selector} if label_selector else {}
-        items, _ = self._list_all(self.core.list_node, **params)
-        return [node_from_json(item) for item in items]
+        items, version = self._list_all(self.core.list_node, **params)
+        nodes = [node_from_json(item) for item in items]
+        if not label_selector:
+            self._nodes_resource_version = version
+            self._nodes_seen = {n.name: node_fingerprint(n) for n in nodes}
+        return nodes
 
     @_port_call
     def list_pods(self) -> list[Pod]:
@@ -346,46 +390,109 @@ class KubeCluster:
         return [pdb_from_json(item) for item in items]
 
     @_port_call
-    def wait_for_pod_change(self, timeout_seconds: float) -> None:
-        """Watch pods from the last list's resourceVersion; return on the first real change.
+    def wait_for_change(self, timeout_seconds: float) -> None:
+        """Watch pods and nodes from the last lists' resourceVersions; return on the first real change.
 
-        The server ends the watch after ``timeout_seconds``; the client-side read
-        timeout is a second guard for servers that do not. Events that merely
-        replay what the last list already showed (same pod, same resourceVersion)
-        are not changes. 410 Gone means the version is too old: return, the
-        caller relists anyway.
+        Two watch streams, each in a thread; the first change (or the timeout) ends the
+        wait. The server ends a watch after ``timeout_seconds``; the client-side read
+        timeout is a second guard for servers that do not. Events that merely replay
+        what the last list already showed (same pod at the same resourceVersion, a node
+        whose Ready, taints, labels and cordon are unchanged — e.g. a status heartbeat)
+        are not changes. 410 Gone means the version is too old: return, the caller
+        relists anyway.
         """
         if timeout_seconds <= 0:
             return
         if self._pods_resource_version is None:
             self.list_pods()
-        deadline = time.monotonic() + timeout_seconds
-        # return_type "object" keeps events as plain dicts (no model objects) while the client
-        # still turns ERROR events into ApiException (its deserialize=False path cannot).
-        watcher = watch.Watch(return_type="object")
+        if self._nodes_resource_version is None:
+            self.list_nodes()
+        changed = threading.Event()
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        streams: list[Any] = []
+        self._woke = False
+        watches = ((self.core.list_pod_for_all_namespaces, "_pods_resource_version", self._is_change),
+                   (self.core.list_node, "_nodes_resource_version", self._is_node_change))
+        threads = [threading.Thread(target=self._watch, args=(call, attr, is_change, timeout_seconds, changed, stop,
+                                                              errors, streams), daemon=True, name=f"kiln-watch-{attr}")
+                   for call, attr, is_change in watches]
+        for thread in threads:
+            thread.start()
+        changed.wait(timeout_seconds)
+        stop.set()
+        for stream in list(streams):
+            try:
+                stream.shutdown()    # unblocks a read still waiting on the other watch
+            except (RuntimeError, ValueError, OSError):
+                pass                 # that stream has ended already
+        for thread in threads:
+            thread.join(2.0)
+        if errors and not self._woke:
+            raise errors[0]
+
+    def _watch(self, list_call: Callable[..., Any], version_attr: str, is_change: Callable[[Mapping[str, Any]], bool],
+               timeout_seconds: float, changed: threading.Event, stop: threading.Event,
+               errors: list[BaseException], streams: list[Any]) -> None:
+        """One watch stream, read line by line (the client's own line splitter) from the raw
+        response, so :meth:`wait_for_change` can shut it down the moment the other one fires."""
         kwargs: dict[str, Any] = {
+            "watch": True,
             "timeout_seconds": max(1, int(math.ceil(timeout_seconds))),
             "allow_watch_bookmarks": True,
+            "_preload_content": False,
             "_request_timeout": (10, timeout_seconds + 1),
         }
-        if self._pods_resource_version and self._pods_resource_version != "...":
-            kwargs["resource_version"] = self._pods_resource_version
+        version = getattr(self, version_attr)
+        if version and version != "...":
+            kwargs["resource_version"] = version
+        response = None
         try:
-            for event in watcher.stream(self.core.list_pod_for_all_namespaces, **kwargs):
-                if event.get("type") == "BOOKMARK":
-                    pass
-                elif self._is_change(event):
+            response = list_call(**kwargs)
+            streams.append(response)
+            if stop.is_set():
+                return
+            for line in watch.watch.iter_resp_lines(response):
+                if stop.is_set():
                     return
-                if time.monotonic() >= deadline:
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    if int(status.get("code") or 0) == 410:
+                        setattr(self, version_attr, None)   # too old to watch from: the next wait lists afresh
+                        self._woke = True
+                    else:
+                        errors.append(ApiException(status=int(status.get("code") or 500),
+                                                   reason=str(status.get("message") or status.get("reason"))))
+                    changed.set()
+                    return
+                if event.get("type") != "BOOKMARK" and is_change(event):
+                    self._woke = True
+                    changed.set()
                     return
         except ApiException as error:
-            if error.status != 410:
-                raise
-            self._pods_resource_version = None   # too old to watch from: the next wait lists afresh
-        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
-            return
+            if error.status == 410:
+                setattr(self, version_attr, None)
+                self._woke = True
+            else:
+                errors.append(error)
+            changed.set()
+        except (urllib3.exceptions.HTTPError, OSError, ValueError, AttributeError):
+            return           # timed out, or shut down by the other stream's change
         finally:
-            watcher.stop()
+            if response is not None:
+                response.close()     # an interrupted watch connection is not reused
+
+    def _is_node_change(self, event: Mapping[str, Any]) -> bool:
+        raw = event.get("object") or {}
+        name = (raw.get("metadata") or {}).get("name")
+        if event.get("type") == "DELETED":
+            return True
+        try:
+            fingerprint = node_fingerprint(node_from_json(raw))
+        except (KeyError, TypeError, ValueError):
+            return True
+        return self._nodes_seen.get(name) != fingerprint
 
     def _is_change(self, event: Mapping[str, Any]) -> bool:
         meta = (event.get("object") or {}).get("metadata") or {}
@@ -511,6 +618,48 @@ class KubeCluster:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    # ---- Events ----------------------------------------------------------------------------
+
+    @_port_call
+    def record_event(self, event: ClusterEvent) -> None:
+        """Create the events.k8s.io/v1 Event, or update its series when it exists (a repeat, or a
+        rerun after a crash that made it before: 409 on create). An Event that expired (404 on
+        the update; Events live about an hour) is created again."""
+        regarding = {"apiVersion": "v1", "kind": event.kind, "name": event.object_name}
+        if event.object_namespace:
+            regarding["namespace"] = event.object_namespace
+        if event.object_uid:
+            regarding["uid"] = event.object_uid
+        body: dict[str, Any] = {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": event.name, "namespace": event.namespace},
+            "eventTime": format_micro_time(event.first_seen),
+            "reportingController": REPORTING_CONTROLLER, "reportingInstance": self.reporting_instance,
+            "action": event.action, "reason": event.reason, "note": event.note[:1024], "type": event.type,
+            "regarding": regarding,
+        }
+        series = {"count": max(2, event.count), "lastObservedTime": format_micro_time(event.last_seen)}
+        if event.count > 1:
+            body["series"] = series
+        else:
+            try:
+                self.events.create_namespaced_event(event.namespace, body, _preload_content=False,
+                                                    _request_timeout=self.request_timeout)
+                return
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+        try:
+            self.events.patch_namespaced_event(event.name, event.namespace, {"series": series},
+                                               _content_type=MERGE_PATCH, _preload_content=False,
+                                               _request_timeout=self.request_timeout)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            body["series"] = series
+            self.events.create_namespaced_event(event.namespace, body, _preload_content=False,
+                                                _request_timeout=self.request_timeout)
 
     # ---- cluster-autoscaler ----------------------------------------------------------------
 

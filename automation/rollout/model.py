@@ -22,6 +22,13 @@ RESOURCE_GPU = "nvidia.com/gpu"                 # the scarce resource surge is s
 TAG_CLUSTER = "kiln.dev/cluster"                # ownership tag on ASGs (value: cluster name)
 TAG_NODE_GROUP = "kiln.dev/node-group"          # ASG tag: logical node group
 TAG_INTENT_PREFIX = "kiln.dev/rollout-"         # ASG tags holding per-group rollout intent
+# ASG tags recording a finished rollback (outcome, not intent): a rerun reports rolled_back until the
+# group's launch template version changes to one that is neither of these.
+TAG_ROLLED_BACK_FROM = "kiln.dev/rolled-back-from"      # the target version that was rolled back
+TAG_ROLLED_BACK_TO = "kiln.dev/rolled-back-to"          # the version restored
+TAG_ROLLED_BACK_REASON = "kiln.dev/rolled-back-reason"  # why (truncated to an ASG tag's 256 characters)
+# The warm-up DaemonSet (infra/warmup.py NAME): its pod failing on a new node marks the node bad.
+WARMUP_DAEMONSET = "kiln-model-warmup"
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,10 @@ class Pod:
     deleting: bool = False                  # deletionTimestamp set
     requests: Mapping[str, float] = field(default_factory=dict)      # summed over containers
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    uid: Optional[str] = None               # metadata.uid: what an Event about the pod refers to
+    # Why a container of the pod cannot run, as kubectl shows it (Init:CrashLoopBackOff, Init:Error,
+    # ImagePullBackOff, ...); None while nothing failed. A failed warm-up pod marks its new node bad.
+    failure: Optional[str] = None
 
     @property
     def key(self) -> str:
@@ -99,8 +110,29 @@ class PodDisruptionBudget:
 
 
 @dataclass(frozen=True)
+class ScalingActivity:
+    """One Auto Scaling activity of a group (``DescribeScalingActivities``), as the rollout reads it:
+    a launch that failed says why in AWS's own words (``status_message``)."""
+
+    group: str
+    activity_id: str
+    status: str                             # Successful, Failed, Cancelled, InProgress, PreInService, ...
+    description: str = ""                   # "Launching a new EC2 instance: i-...", "Terminating ..."
+    status_message: str = ""                # for a failure: AWS's reason (InsufficientInstanceCapacity ...)
+    started_at: float = 0.0                 # seconds on the injected clock
+
+    @property
+    def is_launch(self) -> bool:
+        return self.description.startswith("Launching")
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("Failed", "Cancelled")
+
+
+@dataclass(frozen=True)
 class Snapshot:
-    """The world as read at ``now`` with a constant number of list calls."""
+    """The world as read at ``now`` with a number of list calls independent of the fleet's size."""
 
     now: float
     groups: tuple[AutoScalingGroup, ...]
@@ -108,6 +140,9 @@ class Snapshot:
     pods: tuple[Pod, ...]
     pdbs: tuple[PodDisruptionBudget, ...] = ()
     autoscaler_replicas: Optional[int] = None   # None: no cluster-autoscaler Deployment found
+    # Recent scaling activities of the groups that have fewer instances than they want (a launch
+    # outstanding or failing); read only for those groups, so a healthy cycle costs nothing extra.
+    activities: tuple[ScalingActivity, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,3 +170,6 @@ class RolloutIntent:
     ready_timeout_seconds: float
     phase: str = "rolling"                  # rolling | rolling_back
     groups: tuple[GroupIntent, ...] = ()
+    boot_timeout_seconds: float = 600.0     # a new instance whose node has not registered by then is bad
+    launch_failure_timeout_seconds: float = 900.0  # launches failing this long stop the rollout
+    rollback_reason: str = ""               # why the phase became rolling_back (kept for the report)

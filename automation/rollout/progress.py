@@ -2,7 +2,10 @@
 
 Both are ``on_event`` callbacks for :func:`automation.rollout.runner.run_rollout`;
 events are plain dicts with an ``event`` key (``start``, ``cycle``,
-``rollback``, ``resumed``, ``finish``, ...).
+``rollback``, ``resumed``, ``launch_failure``, ``blocked``, ``failed``,
+``finish``, ...). A person sees the bar and one status line per cycle (what the
+rollout waits for: a replacement to be proven, Jobs, a PodDisruptionBudget,
+failing launches), and a logged line for each event that changes the story.
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ class LiveProgress:
                       f"Jobs blocking {event.get('blocking_jobs', 0)} pending {event.get('pending_jobs', 0)} "
                       f"[{event.get('phase', '')}] {event.get('waiting_for', '')}")
             self.progress.update(self.task, completed=(self.total_old or 0) - old, status=status)
-        elif kind in ("rollback", "resumed", "locked", "error"):
-            self.console.log(f"{kind}: {event.get('reason', event)}")
+        elif kind in ("rollback", "resumed", "locked", "error", "launch_failure", "blocked", "failed",
+                      "rolled_back_earlier", "events_unavailable", "crash", "target_moved", "command_failed",
+                      "another_rollout"):
+            self.console.log(f"{kind.replace('_', ' ')}: {event.get('reason', event)}")
         elif kind == "finish":
             self.progress.update(self.task, status=f"{event.get('outcome')}")

@@ -5,12 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-OUTCOMES = ("completed", "rolled_back", "failed", "dry_run")
+#: What a rollout can end as, and the exit code ``replace`` (and ``simulate``) gives each.
+#: ``blocked``: past the deadline, something kiln will not force (a PodDisruptionBudget; in
+#: a rollback, a Job) keeps nodes from draining; the intent stays and a rerun continues,
+#: like after an interruption. ``rolled_back`` is recorded on the groups: a rerun reports
+#: it again until the target version changes.
+OUTCOMES = ("completed", "rolled_back", "blocked", "failed", "dry_run")
+EXIT_CODES = {"completed": 0, "dry_run": 0, "rolled_back": 1, "blocked": 1, "failed": 1}
 
 
 @dataclass
 class RolloutReport:
-    outcome: str = "failed"                 # completed | rolled_back | failed | dry_run
+    outcome: str = "failed"                 # completed | rolled_back | blocked | failed | dry_run
     reason: str = ""
     cluster: str = ""
     strategy: str = "default"
@@ -30,6 +36,14 @@ class RolloutReport:
     autoscaler_restored: Optional[bool] = None
     max_size_restored: Optional[bool] = None
     plan: list = field(default_factory=list)  # dry run: the commands the first cycle would issue
+    launch_failures: list = field(default_factory=list)  # each failed launch seen: group, AWS's message, activity
+    held: list = field(default_factory=list)  # blocked: each node held past its deadline and what holds it
+    events_written: int = 0                 # Kubernetes Events created or updated
+    events_failed: int = 0                  # Event writes that failed (best effort; never stops the rollout)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.outcome, 1)
 
     @property
     def makespan_seconds(self) -> float:
@@ -48,6 +62,10 @@ class RolloutReport:
                  f"terminated {self.nodes_terminated}, pods evicted {self.pods_evicted} "
                  f"({self.evictions_blocked} blocked by PDBs and retried), "
                  f"Jobs force-evicted after the deadline {self.jobs_force_evicted}"]
+        for failure in self.launch_failures[-3:]:
+            lines.append(f"  launch failed in {failure['group']}: {failure['message']}")
+        for held in self.held[:10]:
+            lines.append(f"  {held['node']} ({held['group']}) held by {', '.join(held['holders'])}")
         if self.plan:
             lines.append(f"  plan ({len(self.plan)} commands):")
             lines += [f"    {c}" for c in self.plan[:50]]

@@ -42,6 +42,14 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deadline", type=parse_duration, default=7200.0, metavar="DURATION",
                         help="how long a running Job may keep its old node before it is evicted: "
                              "7200, 90m, 2h or 1h30m (default 2h)")
+    parser.add_argument("--ready-timeout", type=parse_duration, default=1800.0, metavar="DURATION",
+                        help="a new node registered but not Ready and warm by then is bad: the replacement "
+                             "rolls back (default 30m)")
+    parser.add_argument("--boot-timeout", type=parse_duration, default=600.0, metavar="DURATION",
+                        help="a new instance whose node has not registered by then is bad (default 10m)")
+    parser.add_argument("--launch-failure-timeout", type=parse_duration, default=900.0, metavar="DURATION",
+                        help="launches failing (no capacity, a bad launch template) this long stop the "
+                             "replacement with old capacity given back; a rerun continues (default 15m)")
     parser.add_argument("--git-push", metavar="REMOTE/BRANCH",
                         help="when done (or restored), commit Pulumi.<stack>.yaml and push it to this branch, e.g. "
                              "origin/main, before the intent is cleared; a branch that moved on is rebased onto")
@@ -121,6 +129,8 @@ def rollout_options(args: argparse.Namespace) -> dict[str, Any]:
     from automation.rollout.cli import job_kinds_from_flags
 
     return {"strategy": args.strategy, "deadline_seconds": args.deadline,
+            "ready_timeout_seconds": args.ready_timeout, "boot_timeout_seconds": args.boot_timeout,
+            "launch_failure_timeout_seconds": args.launch_failure_timeout,
             "job_owner_kinds": job_kinds_from_flags(getattr(args, "job_kinds", None),
                                                     getattr(args, "also_job_kinds", None))}
 

@@ -4,9 +4,8 @@ A node that leaves by any door must treat a Job exactly as kiln's rollout does:
 the same owner kinds are Jobs (bare pods count too), the same pods are evicted
 through the Eviction API, the same deadline-extension annotation stretches a
 Job's time. So the handler does not restate those rules; it imports them here,
-and nowhere else. When the rollout's pod filters change shape (issue 9 moves
-them into ``automation/rollout/pods.py``, each filter returning its reason),
-this file is the only one to change.
+and nowhere else: the rollout's pod filters (``automation/rollout/pods.py``,
+kubectl ``pkg/drain`` style, each returning its reason) judge a pod for both.
 
 Also borrowed: the rollout's plain model types (``Node``, ``Pod``, ...), its
 conversions from the API's JSON to them, and its cordon taint key (the
@@ -15,8 +14,9 @@ handler's level-triggered sign that the rollout drained a node itself).
 
 from __future__ import annotations
 
-from automation.rollout.engine import (  # noqa: F401 - re-exported
+from automation.rollout.pods import (  # noqa: F401 - re-exported
     DEFAULT_JOB_OWNER_KINDS,
+    classify_pod,
     NEVER_EVICTED_OWNER_KINDS,
     blocks_drain,
     needs_eviction,
@@ -43,7 +43,8 @@ from automation.rollout.model import (  # noqa: F401 - re-exported
 
 __all__ = [
     "ANNOTATION_DEADLINE_EXTENSION", "DEFAULT_JOB_OWNER_KINDS", "LIVE_PODS", "NEVER_EVICTED_OWNER_KINDS",
-    "TAINT_ROLLOUT", "Node", "Pod", "PodDisruptionBudget", "Taint", "blocks_drain", "instance_id_from_provider_id",
+    "TAINT_ROLLOUT", "Node", "Pod", "PodDisruptionBudget", "Taint", "blocks_drain", "classify_pod",
+    "instance_id_from_provider_id",
     "is_job", "needs_eviction", "node_from_json", "parse_time", "pdb_from_json", "pod_deadline", "pod_from_json",
     "still_leaving", "with_job_deadline_extensions",
 ]

@@ -3,18 +3,23 @@
 Each process of the rollout gets its own set (a *generation*): after a
 simulated crash, the dead generation's every call raises
 :class:`~automation.rollout.sim.world.SimulatedCrash`, and the next runner
-gets fresh objects with no memory. Every call is counted as a read or a
-write; the throttle fault answers a share of attempts as throttled, retried
-here up to three times as botocore does before the runner sees
-:class:`~automation.rollout.ports.Throttled`.
+gets fresh objects with no memory. Every request is counted as a read or a
+write (``api_reads``/``api_writes``); the throttle fault answers a share of
+attempts as throttled, retried here up to three times as botocore does before
+the runner sees :class:`~automation.rollout.ports.Throttled`.
+
+Reads per reconcile are counted the same way on every path: a reconcile starts
+when the rollout lists its groups (a crashed process's successor starts a new
+one, so does a rollback's fresh look), and counts the reads that answered —
+a throttled attempt is counted as throttled, not as one more read.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
-from ..model import AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
-from ..ports import EvictionResult, Throttled
+from ..model import AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, ScalingActivity, Taint
+from ..ports import ClusterEvent, EvictionResult, Throttled
 from .world import SimulatedCrash, World
 
 T = TypeVar("T")
@@ -26,7 +31,7 @@ class _Process:
         self.world = world
         self.generation = generation
 
-    def call(self, write: bool, fn: Callable[[], T]) -> T:
+    def call(self, write: bool, fn: Callable[[], T], *, mutation: bool = True) -> T:
         w = self.world
         if w.generation != self.generation:
             raise SimulatedCrash("this rollout process is dead")
@@ -35,15 +40,16 @@ class _Process:
                 w.writes += 1
             else:
                 w.reads += 1
-                w.reads_this_cycle += 1
             if w.throttle_rate and w.fault_rng.random() < w.throttle_rate:
                 w.throttled += 1
                 continue
             break
         else:
             raise Throttled("simulated throttling")
+        if not write:
+            w.reads_this_cycle += 1
         result = fn()
-        if write:
+        if write and mutation:
             w.mutations += 1
             if w.crash_points and w.mutations >= w.crash_points[0]:
                 w.crash_points.pop(0)
@@ -63,7 +69,6 @@ class SimClock:
         w = self._p.world
         if w.generation != self._p.generation:
             raise SimulatedCrash("this rollout process is dead")
-        w.cycle_boundary()
         w.advance_to(w.now + max(0.0, seconds))
 
 
@@ -73,17 +78,24 @@ class SimCloud:
         self._w = process.world
 
     def list_groups(self, cluster: str) -> list[AutoScalingGroup]:
+        if self._w.generation == self._p.generation:
+            self._w.begin_cycle()         # every reconcile starts by listing the groups
         return self._p.call(False, lambda: [self._w.group_view(g) for g in self._w.groups.values()
                                             if g.tags.get("kiln.dev/cluster") == cluster])
 
-    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None) -> None:
-        self._p.call(True, lambda: self._w.set_capacity(asg, desired, max_size))
+    def list_scaling_activities(self, asg: str, since: float) -> list[ScalingActivity]:
+        return self._p.call(False, lambda: self._w.activities(asg, since))
+
+    def set_capacity(self, asg: str, *, desired: Optional[int] = None, max_size: Optional[int] = None,
+                     raise_only: bool = False) -> None:
+        self._p.call(True, lambda: self._w.set_capacity(asg, desired, max_size, raise_only))
 
     def terminate_instance(self, instance_id: str, *, decrement_desired: bool) -> None:
         self._p.call(True, lambda: self._w.terminate(instance_id, decrement_desired))
 
-    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str) -> None:
-        self._p.call(True, lambda: self._w.set_version(asg, version))
+    def set_launch_template_version(self, asg: str, launch_template_id: str, version: str, *,
+                                    expected: Optional[str] = None) -> bool:
+        return self._p.call(True, lambda: self._w.set_version(asg, version, expected))
 
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
         if len(instance_ids) > 50:
@@ -173,11 +185,14 @@ class SimCluster:
     def clear_intent(self) -> None:
         self._p.call(True, lambda: setattr(self._w, "intent", None))
 
-    def wait_for_pod_change(self, timeout_seconds: float) -> None:
+    def wait_for_change(self, timeout_seconds: float) -> None:
         w = self._w
-        self._p.call(False, lambda: None)     # the watch request
-        w.cycle_boundary()
-        w.advance_to(w.now + max(0.0, timeout_seconds), stop_on_pod_change=True)
+        self._p.call(False, lambda: None)     # the watch requests
+        w.advance_to(w.now + max(0.0, timeout_seconds), stop_on_change=True)
+
+    def record_event(self, event: ClusterEvent) -> None:
+        # A write like any other (counted, throttled), but not a step the crash fault counts.
+        self._p.call(True, lambda: self._w.record_event(event), mutation=False)
 
 
 def connect(world: World) -> tuple[SimCloud, SimCluster, SimClock]:

@@ -1,329 +1,382 @@
 """Scenario files: a simulated fleet, its Jobs, services and faults.
 
-Parsed into frozen dataclasses; every error names the offending key
-(``node_groups[1].max_size: ...``). Scenarios are also built in code, e.g.
-from a snapshot of a live fleet for a dry-run prediction.
+The schema is the frozen dataclasses below, validated by pydantic (strict
+types, finite numbers, no unknown key) plus the cross-field rules pydantic
+cannot know (min ≤ nodes ≤ max, Jobs fit their slots, faults name real
+groups). Every error is one line that names the offending key
+(``node_groups[1].max_size: ...``). Scenarios are also built in code, e.g. from
+a snapshot of a live fleet for a dry-run prediction: they are validated the same
+way.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 import yaml
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import model_validator
+from pydantic.dataclasses import dataclass
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot be simulated; the message names the key."""
 
 
-@dataclass(frozen=True)
+_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+_OWNER_KIND = r"^[A-Z][A-Za-z0-9]*$"
+MAX_NODES_PER_GROUP = 10_000
+MAX_SECONDS = 7 * 24 * 3600.0        # a simulated week is more than any rollout needs
+
+Seconds = Annotated[StrictFloat, Field(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[StrictFloat, Field(gt=0, le=MAX_SECONDS)]
+Count = Annotated[StrictInt, Field(ge=0)]
+
+DEFAULT_LAUNCH_FAILURE = ("InsufficientInstanceCapacity: We currently do not have sufficient capacity in the "
+                          "Availability Zone you requested. Launching EC2 instance failed.")
+
+
+def _set(obj: Any, **values: Any) -> None:
+    """Fill a computed default on a frozen dataclass during its own validation."""
+    for key, value in values.items():
+        object.__setattr__(obj, key, value)
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class GroupSpec:
-    name: str
-    nodes: int
-    zone: str = "us-east-2a"
-    max_size: Optional[int] = None       # default: 2 x nodes (room for double-and-drain)
-    min_size: int = 0
-    pods_per_node: int = 1               # Job slots per node (GPUs)
-    capacity_type: str = "on-demand"     # or "spot"
+    name: Annotated[StrictStr, Field(min_length=1)]
+    nodes: Annotated[StrictInt, Field(ge=0, le=MAX_NODES_PER_GROUP)]
+    zone: StrictStr = "us-east-2a"
+    max_size: Optional[Annotated[StrictInt, Field(ge=0, le=2 * MAX_NODES_PER_GROUP)]] = None  # default: 2 x nodes
+    min_size: Count = 0
+    pods_per_node: Annotated[StrictInt, Field(ge=1, le=64)] = 1      # Job slots per node (GPUs)
+    capacity_type: Literal["on-demand", "spot"] = "on-demand"
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "GroupSpec":
+        if self.max_size is not None and self.max_size < self.nodes:
+            raise ValueError(f"max_size: must be at least nodes ({self.nodes}), got {self.max_size}")
+        if self.min_size > self.nodes:
+            raise ValueError(f"min_size: must be at most nodes ({self.nodes}), got {self.min_size}")
+        if self.min_size > self.max:
+            raise ValueError(f"min_size: must be at most max_size ({self.max}), got {self.min_size}")
+        return self
 
     @property
     def max(self) -> int:
         return self.max_size if self.max_size is not None else max(2 * self.nodes, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class JobsSpec:
-    running: int = 0
-    remaining_seconds: tuple[float, float] = (60.0, 3600.0)
-    arrivals_per_hour: float = 0.0
-    duration_seconds: tuple[float, float] = (600.0, 3600.0)
-    remaining_list: Optional[tuple[float, ...]] = None   # exact remaining times (overrides running/remaining)
-    deadline_extension_seconds: float = 0.0   # annotated on every running Job pod
-    selector_group: bool = False              # new Jobs target one random group by its node-group label
-    owner_kind: str = "Job"                   # owner kind of every Job pod, e.g. PyTorchJob or RayCluster
+    running: Count = 0
+    remaining_seconds: tuple[Seconds, Seconds] = (60.0, 3600.0)
+    arrivals_per_hour: Annotated[StrictFloat, Field(ge=0, le=100_000)] = 0.0
+    duration_seconds: tuple[Seconds, Seconds] = (600.0, 3600.0)
+    remaining_list: Optional[tuple[Seconds, ...]] = None       # exact remaining times (overrides running/remaining)
+    deadline_extension_seconds: Seconds = 0.0                  # annotated on every running Job pod
+    selector_group: StrictBool = False                         # new Jobs target one random group by its node-group label
+    owner_kind: Annotated[StrictStr, Field(pattern=_OWNER_KIND)] = "Job"   # e.g. PyTorchJob or RayCluster
     # Per running Job (aligned with remaining_list, or with running): the group and the index of the node
     # within that group it runs on (a snapshot of a live fleet); None places Jobs on random slots.
-    placement: Optional[tuple[tuple[str, int], ...]] = None
-    deadline_extension_list: Optional[tuple[float, ...]] = None   # per running Job; overrides deadline_extension_seconds
+    placement: Optional[tuple[tuple[StrictStr, Count], ...]] = None
+    deadline_extension_list: Optional[tuple[Seconds, ...]] = None   # per running Job; overrides the above
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "JobsSpec":
+        for key in ("remaining_seconds", "duration_seconds"):
+            low, high = getattr(self, key)
+            if high < low:
+                raise ValueError(f"{key}: expected [low, high] with low <= high, got [{low:g}, {high:g}]")
+        if self.remaining_list is not None:
+            _set(self, running=len(self.remaining_list))
+        if self.deadline_extension_list is not None and len(self.deadline_extension_list) != self.running:
+            raise ValueError(f"deadline_extension_list: expected {self.running} non-negative seconds, "
+                             f"one per running Job")
+        if self.placement is not None and len(self.placement) != self.running:
+            raise ValueError(f"placement: expected {self.running} [group, node index] pairs, one per running Job")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class ServiceSpec:
-    name: str
-    replicas: int
-    min_available: int
-    start_seconds: float = 5.0
+    name: Annotated[StrictStr, Field(min_length=1)]
+    replicas: Annotated[StrictInt, Field(ge=1, le=100_000)]
+    min_available: Count
+    start_seconds: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _budget(self) -> "ServiceSpec":
+        if self.min_available > self.replicas:
+            raise ValueError(f"min_available: must be at most replicas ({self.replicas}), got {self.min_available}")
+        return self
 
 
-@dataclass(frozen=True)
+FAULT_KEYS = {
+    "crash": {"after_actions"},
+    "bad_ami": {"mode", "group"},
+    "throttle": {"rate"},
+    "node_loss": {"at_seconds", "group", "target"},
+    "launch_failure": {"group", "at_seconds", "for_seconds", "reason", "version"},
+    "publish": {"at_seconds"},
+}
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class FaultSpec:
-    kind: str                              # crash | bad_ami | throttle | node_loss
-    after_actions: Optional[int] = None    # crash
-    rate: Optional[float] = None           # throttle
-    at_seconds: Optional[float] = None     # node_loss
+    """One fault. ``crash``: the rollout process dies after its ``after_actions``-th mutating
+    call overall and is started again. ``bad_ami``: new nodes of ``group`` (default: every
+    group) are bad — ``mode`` not_ready (register, never Ready), no_join (never register) or
+    warmup_fails (Ready, but the warm-up pod fails and the warming taint stays). ``throttle``:
+    that share of API calls is answered as throttled. ``node_loss``: at ``at_seconds`` one node
+    disappears (``target`` any, new — the newest new node, e.g. the canary — or old).
+    ``launch_failure``: from ``at_seconds`` for ``for_seconds`` (default: for good) launches in
+    ``group`` fail with ``reason`` (AWS's message, e.g. InsufficientInstanceCapacity or
+    InvalidAMIID.NotFound), on every version or only the new one (``version``). ``publish``: at
+    ``at_seconds`` a newer launch template version is published and every group set to it (a
+    ``pulumi up`` landing mid-rollout); it is a good one (``bad_ami`` makes the first new version bad)."""
+    kind: Literal["crash", "bad_ami", "throttle", "node_loss", "launch_failure", "publish"]
+    after_actions: Optional[Annotated[StrictInt, Field(ge=1)]] = None
+    rate: Optional[Annotated[StrictFloat, Field(ge=0, le=0.9)]] = None
+    at_seconds: Optional[Seconds] = None
+    for_seconds: Optional[PositiveSeconds] = None
+    group: Optional[Annotated[StrictStr, Field(min_length=1)]] = None
+    reason: Optional[Annotated[StrictStr, Field(min_length=1, max_length=1024)]] = None
+    mode: Optional[Literal["not_ready", "no_join", "warmup_fails"]] = None
+    target: Optional[Literal["any", "new", "old"]] = None
+    version: Optional[Literal["any", "new"]] = None
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> "FaultSpec":
+        allowed = FAULT_KEYS[self.kind]
+        for f in fields(self):
+            if f.name != "kind" and getattr(self, f.name) is not None and f.name not in allowed:
+                raise ValueError(f"{f.name}: not a key of a {self.kind} fault; expected "
+                                 f"{', '.join(sorted(allowed | {'kind'}))}")
+        if self.kind == "crash" and self.after_actions is None:
+            _set(self, after_actions=1)
+        if self.kind == "throttle" and self.rate is None:
+            _set(self, rate=0.1)
+        if self.kind in ("node_loss", "launch_failure", "publish") and self.at_seconds is None:
+            _set(self, at_seconds=0.0)
+        if self.kind == "bad_ami" and self.mode is None:
+            _set(self, mode="not_ready")
+        if self.kind == "node_loss" and self.target is None:
+            _set(self, target="any")
+        if self.kind == "launch_failure":
+            if self.reason is None:
+                _set(self, reason=DEFAULT_LAUNCH_FAILURE)
+            if self.version is None:
+                _set(self, version="any")
+        return self
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_CONFIG)
 class Scenario:
     node_groups: tuple[GroupSpec, ...] = ()
-    jobs: JobsSpec = field(default_factory=JobsSpec)
+    jobs: JobsSpec = JobsSpec()
     services: tuple[ServiceSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
-    seed: int = 0
-    boot_seconds: float = 240.0
-    warm_seconds: float = 60.0
-    deadline_seconds: float = 7200.0
-    ready_timeout_seconds: float = 1800.0
-    autoscaler: bool = False
-    pause_autoscaler: bool = False
-    surge: Optional[str] = None
-    poll_seconds: float = 30.0
-    daemonsets: bool = False                # one DaemonSet pod per node
-    sample_seconds: float = 60.0            # timeline resolution
-    name: str = ""
+    seed: StrictInt = 0
+    boot_seconds: Seconds = 240.0
+    warm_seconds: Seconds = 60.0
+    deadline_seconds: PositiveSeconds = 7200.0
+    ready_timeout_seconds: Optional[PositiveSeconds] = None      # default: max(1800, 2 x (boot + warm))
+    boot_timeout_seconds: Optional[PositiveSeconds] = None       # default: max(600, 2 x boot)
+    launch_failure_timeout_seconds: PositiveSeconds = 900.0
+    autoscaler: StrictBool = False
+    pause_autoscaler: StrictBool = False
+    surge: Optional[Union[StrictStr, StrictInt]] = None
+    poll_seconds: Annotated[StrictFloat, Field(ge=1, le=3600)] = 30.0
+    daemonsets: StrictBool = False                # one DaemonSet pod per node
+    sample_seconds: Annotated[StrictFloat, Field(ge=1, le=MAX_SECONDS)] = 60.0   # timeline resolution
+    name: StrictStr = ""
+
+    @model_validator(mode="after")
+    def _whole(self) -> "Scenario":
+        names = [g.name for g in self.node_groups]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise _KeyedError(("node_groups", i, "name"), f"duplicate group name {n!r}")
+        slots = sum(g.nodes * g.pods_per_node for g in self.node_groups)
+        if self.jobs.running > slots:
+            raise _KeyedError(("jobs", "running"), f"{self.jobs.running} Jobs do not fit in {slots} slots "
+                                                   f"(nodes x pods_per_node)")
+        if self.jobs.placement is not None:
+            by_name = {g.name: g for g in self.node_groups}
+            used: dict[tuple[str, int], int] = {}
+            for i, (group, index) in enumerate(self.jobs.placement):
+                if group not in by_name:
+                    raise _KeyedError(("jobs", "placement", i), f"no node group {group!r}")
+                if index >= by_name[group].nodes:
+                    raise _KeyedError(("jobs", "placement", i),
+                                      f"group {group!r} has {by_name[group].nodes} nodes, no node {index}")
+                used[group, index] = used.get((group, index), 0) + 1
+                if used[group, index] > by_name[group].pods_per_node:
+                    raise _KeyedError(("jobs", "placement", i), f"more Jobs on node {index} of {group!r} than its "
+                                                                f"pods_per_node ({by_name[group].pods_per_node})")
+        for i, fault in enumerate(self.faults):
+            if fault.group is not None and fault.group not in names:
+                raise _KeyedError(("faults", i, "group"), f"no node group {fault.group!r}; expected one of "
+                                                          f"{', '.join(names) or '(none)'}")
+        if self.surge is not None:
+            from ..strategies import parse_surge
+            try:
+                parse_surge(str(self.surge))
+            except ValueError as exc:
+                raise _KeyedError(("surge",), str(exc).removeprefix("--surge: ")) from None
+            _set(self, surge=str(self.surge))
+        if self.ready_timeout_seconds is None:
+            _set(self, ready_timeout_seconds=max(1800.0, 2 * (self.boot_seconds + self.warm_seconds)))
+        if self.boot_timeout_seconds is None:
+            _set(self, boot_timeout_seconds=max(600.0, 2 * self.boot_seconds))
+        return self
 
     @property
     def total_nodes(self) -> int:
         return sum(g.nodes for g in self.node_groups)
 
 
-_TOP_KEYS = {"seed", "boot_seconds", "warm_seconds", "deadline_seconds", "ready_timeout_seconds", "autoscaler",
-             "pause_autoscaler", "surge", "poll_seconds", "daemonsets", "sample_seconds", "name", "node_groups",
-             "jobs", "services", "faults"}
-_GROUP_KEYS = {"name", "zone", "nodes", "max_size", "min_size", "pods_per_node", "capacity_type"}
-_JOB_KEYS = {"running", "remaining_seconds", "arrivals_per_hour", "duration_seconds", "remaining_list",
-             "deadline_extension_seconds", "selector_group", "owner_kind", "placement", "deadline_extension_list"}
-_OWNER_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-_SERVICE_KEYS = {"name", "replicas", "min_available", "start_seconds"}
-_FAULT_KEYS = {"crash": {"kind", "after_actions"}, "bad_ami": {"kind"}, "throttle": {"kind", "rate"},
-               "node_loss": {"kind", "at_seconds"}}
+class _KeyedError(ValueError):
+    """A cross-field error that names its key by path."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(f"@{_key(loc)}: {message}")
 
 
-def load_scenario(source: Union[str, Path, Mapping[str, Any]]) -> Scenario:
-    """A scenario from a YAML file path or an already-parsed mapping."""
+_ADAPTER = TypeAdapter(Scenario)
+
+
+def load_scenario(source: Union[str, Path, Mapping[str, Any], Scenario]) -> Scenario:
+    """A scenario from a YAML file path or an already-parsed mapping; ScenarioError names the key."""
     if isinstance(source, Scenario):
         return source
+    name = ""
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            data = yaml.safe_load(path.read_text())
+            raw = path.read_bytes()
         except OSError as exc:
             raise ScenarioError(f"--scenario: cannot read {path}: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ScenarioError(f"--scenario: {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                                f"{exc.start})") from None
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKey as exc:
+            raise ScenarioError(str(exc)) from None
         except yaml.YAMLError as exc:
-            raise ScenarioError(f"--scenario: {path} is not valid YAML: {exc}") from None
+            raise ScenarioError(f"--scenario: {path} is not valid YAML: {' '.join(str(exc).split())}") from None
         name = path.stem
     else:
-        data, name = source, ""
+        data = source
     if not isinstance(data, Mapping):
         raise ScenarioError("scenario: expected a mapping at the top level")
-    scenario = _parse(data)
+    if "node_groups" not in data:
+        raise ScenarioError("node_groups: required: a list of node groups (it may be empty: [])")
+    data = {k: v for k, v in data.items() if not (k in ("jobs", "services", "faults") and v is None)}
+    try:
+        scenario = _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ScenarioError(_first_error(exc)) from None
     if not scenario.name and name:
-        scenario = Scenario(**{**scenario.__dict__, "name": name})
+        from dataclasses import replace
+        scenario = replace(scenario, name=name)
     return scenario
 
 
-def _parse(data: Mapping[str, Any]) -> Scenario:
-    _unknown(data, _TOP_KEYS, "")
-    groups_raw = data.get("node_groups")
-    if not isinstance(groups_raw, list):
-        raise ScenarioError("node_groups: expected a list of node groups (it may be empty: [])")
-    groups = tuple(_group(g, f"node_groups[{i}]") for i, g in enumerate(groups_raw))
-    names = [g.name for g in groups]
-    for i, n in enumerate(names):
-        if names.index(n) != i:
-            raise ScenarioError(f"node_groups[{i}].name: duplicate group name {n!r}")
-    jobs = _jobs(data.get("jobs", {}) or {}, groups)
-    services = tuple(_service(s, f"services[{i}]") for i, s in enumerate(_list(data, "services")))
-    faults = tuple(_fault(f, f"faults[{i}]") for i, f in enumerate(_list(data, "faults")))
-    surge = data.get("surge")
-    if surge is not None:
-        from ..strategies import parse_surge
-        try:
-            parse_surge(str(surge))
-        except ValueError as exc:
-            raise ScenarioError(f"surge: {exc}".replace("--surge: ", "")) from None
-        surge = str(surge)
-    boot = _num(data, "boot_seconds", 240.0, "", minimum=0)
-    warm = _num(data, "warm_seconds", 60.0, "", minimum=0)
-    return Scenario(
-        node_groups=groups, jobs=jobs, services=services, faults=faults,
-        seed=int(_num(data, "seed", 0, "", integer=True)), boot_seconds=boot, warm_seconds=warm,
-        deadline_seconds=_num(data, "deadline_seconds", 7200.0, "", minimum=1),
-        ready_timeout_seconds=_num(data, "ready_timeout_seconds", max(1800.0, 2 * (boot + warm)), "", minimum=1),
-        autoscaler=_bool(data, "autoscaler", False, ""), pause_autoscaler=_bool(data, "pause_autoscaler", False, ""),
-        surge=surge, poll_seconds=_num(data, "poll_seconds", 30.0, "", minimum=1),
-        daemonsets=_bool(data, "daemonsets", False, ""),
-        sample_seconds=_num(data, "sample_seconds", 60.0, "", minimum=1),
-        name=str(data.get("name", "")),
-    )
+class _DuplicateKey(ValueError):
+    pass
 
 
-def _unknown(data: Mapping, allowed: set, where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ScenarioError(f"{where}{'.' if where else ''}{key}: unknown key; expected one of "
-                                f"{', '.join(sorted(allowed))}")
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    one silently: a second ``node_groups:`` would replace the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue             # "<<: *defaults": explicit keys override merged ones, as YAML says
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(f"{key}: given twice in one mapping (lines {seen[key] + 1} and "
+                                        f"{key_node.start_mark.line + 1}); keep one")
+                seen[key] = key_node.start_mark.line
+            except TypeError:     # an unhashable key: the base loader says what is wrong with it
+                break
+        return super().construct_mapping(node, deep=deep)
 
 
-def _list(data: Mapping, key: str) -> list:
-    value = data.get(key, []) or []
-    if not isinstance(value, list):
-        raise ScenarioError(f"{key}: expected a list")
-    return value
+def _key(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
 
 
-def _num(data: Mapping, key: str, default, where: str, *, minimum: Optional[float] = None, integer: bool = False,
-         maximum: Optional[float] = None):
-    label = f"{where}.{key}" if where else key
-    value = data.get(key, default)
-    if value is None:
-        value = default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ScenarioError(f"{label}: expected a number, got {value!r}")
-    if integer and int(value) != value:
-        raise ScenarioError(f"{label}: expected a whole number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ScenarioError(f"{label}: must be at least {minimum:g}, got {value!r}")
-    if maximum is not None and value > maximum:
-        raise ScenarioError(f"{label}: must be at most {maximum:g}, got {value!r}")
-    return int(value) if integer else float(value)
+def _first_error(exc: ValidationError) -> str:
+    """pydantic's first error as one line: ``key.path: what is wrong, got value``."""
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    message = err["msg"]
+    if err["type"] == "value_error":
+        message = str(err.get("ctx", {}).get("error", message)).removeprefix("Value error, ")
+        if message.startswith("@"):
+            return message[1:]
+        field, sep, rest = message.partition(": ")
+        if sep and re.fullmatch(r"[a-z_]+", field):
+            return f"{_key(loc + (field,))}: {rest}"
+        return f"{_key(loc) or 'scenario'}: {message}"
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        allowed = _keys_at(loc[:-1])
+        return f"{_key(loc)}: unknown key; expected one of {', '.join(sorted(allowed))}"
+    if err["type"] == "missing_argument" or err["type"] == "missing":
+        return f"{_key(loc)}: required"
+    message = re.sub(r"a valid tuple", "a list", message)
+    message = re.sub(r"a dictionary or an instance of \w+", "a mapping", message)
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, Mapping) else "a mapping"
+    if isinstance(value, float) and not math.isfinite(value):
+        shown = str(value)
+    if len(shown) > 80:                  # one line a person reads, whatever was pasted into the file
+        shown = shown[:60] + f"… ({len(shown)} characters)"
+    return f"{_key(loc) or 'scenario'}: {message[0].lower() + message[1:]}, got {shown}"
 
 
-def _bool(data: Mapping, key: str, default: bool, where: str) -> bool:
-    value = data.get(key, default)
-    if not isinstance(value, bool):
-        raise ScenarioError(f"{where + '.' if where else ''}{key}: expected true or false, got {value!r}")
-    return value
+def _keys_at(loc: tuple) -> set[str]:
+    """The keys a mapping at ``loc`` may have (for "unknown key" errors)."""
+    cls: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        hints = typing.get_type_hints(cls, include_extras=True)
+        cls = _dataclass_in(hints.get(part))
+        if cls is None:
+            return set()
+    if cls is FaultSpec:
+        return {f.name for f in fields(FaultSpec)}
+    return {f.name for f in fields(cls)} if is_dataclass(cls) else set()
 
 
-def _range(data: Mapping, key: str, default: tuple[float, float], where: str) -> tuple[float, float]:
-    label = f"{where}.{key}"
-    value = data.get(key, list(default))
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)):
-        raise ScenarioError(f"{label}: expected [low, high] in seconds, got {value!r}")
-    low, high = float(value[0]), float(value[1])
-    if low < 0 or high < low:
-        raise ScenarioError(f"{label}: expected 0 <= low <= high, got {value!r}")
-    return low, high
-
-
-def _group(raw: Any, where: str) -> GroupSpec:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where}: expected a mapping with name and nodes")
-    _unknown(raw, _GROUP_KEYS, where)
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise ScenarioError(f"{where}.name: expected a non-empty string")
-    nodes = _num(raw, "nodes", None, where, minimum=0, integer=True)
-    max_size = raw.get("max_size")
-    if max_size is not None:
-        max_size = _num(raw, "max_size", None, where, minimum=0, integer=True)
-        if max_size < nodes:
-            raise ScenarioError(f"{where}.max_size: must be at least nodes ({nodes}), got {max_size}")
-    capacity_type = raw.get("capacity_type", "on-demand")
-    if capacity_type not in ("on-demand", "spot"):
-        raise ScenarioError(f"{where}.capacity_type: expected on-demand or spot, got {capacity_type!r}")
-    return GroupSpec(name=name, nodes=nodes, zone=str(raw.get("zone", "us-east-2a")), max_size=max_size,
-                     min_size=_num(raw, "min_size", 0, where, minimum=0, integer=True),
-                     pods_per_node=_num(raw, "pods_per_node", 1, where, minimum=1, integer=True),
-                     capacity_type=capacity_type)
-
-
-def _jobs(raw: Any, groups: tuple[GroupSpec, ...]) -> JobsSpec:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError("jobs: expected a mapping")
-    _unknown(raw, _JOB_KEYS, "jobs")
-    slots = sum(g.nodes * g.pods_per_node for g in groups)
-    running = _num(raw, "running", 0, "jobs", minimum=0, integer=True)
-    remaining_list = raw.get("remaining_list")
-    if remaining_list is not None:
-        if not isinstance(remaining_list, (list, tuple)) or any(
-                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in remaining_list):
-            raise ScenarioError("jobs.remaining_list: expected a list of non-negative seconds")
-        remaining_list = tuple(float(v) for v in remaining_list)
-        running = len(remaining_list)
-    if running > slots:
-        raise ScenarioError(f"jobs.running: {running} Jobs do not fit in {slots} slots (nodes x pods_per_node)")
-    placement = _placement(raw.get("placement"), running, groups)
-    extensions = raw.get("deadline_extension_list")
-    if extensions is not None:
-        if (not isinstance(extensions, (list, tuple)) or len(extensions) != running or any(
-                isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in extensions)):
-            raise ScenarioError(f"jobs.deadline_extension_list: expected {running} non-negative seconds, "
-                                f"one per running Job")
-        extensions = tuple(float(v) for v in extensions)
-    owner_kind = raw.get("owner_kind", "Job")
-    if not isinstance(owner_kind, str) or not _OWNER_KIND.fullmatch(owner_kind):
-        raise ScenarioError(f"jobs.owner_kind: expected a Kubernetes kind such as Job or PyTorchJob, "
-                            f"got {owner_kind!r}")
-    return JobsSpec(
-        running=running, remaining_seconds=_range(raw, "remaining_seconds", (60.0, 3600.0), "jobs"),
-        arrivals_per_hour=_num(raw, "arrivals_per_hour", 0.0, "jobs", minimum=0),
-        duration_seconds=_range(raw, "duration_seconds", (600.0, 3600.0), "jobs"),
-        remaining_list=remaining_list,
-        deadline_extension_seconds=_num(raw, "deadline_extension_seconds", 0.0, "jobs", minimum=0),
-        selector_group=_bool(raw, "selector_group", False, "jobs"),
-        owner_kind=owner_kind, placement=placement, deadline_extension_list=extensions,
-    )
-
-
-def _placement(raw: Any, running: int, groups: tuple[GroupSpec, ...]) -> Optional[tuple[tuple[str, int], ...]]:
-    """jobs.placement: one [group, node index] per running Job, each node holding at most pods_per_node."""
-    if raw is None:
+def _dataclass_in(hint: Any) -> Any:
+    if hint is None:
         return None
-    if not isinstance(raw, (list, tuple)) or len(raw) != running:
-        raise ScenarioError(f"jobs.placement: expected {running} [group, node index] pairs, one per running Job")
-    by_name = {g.name: g for g in groups}
-    used: dict[tuple[str, int], int] = {}
-    out = []
-    for i, item in enumerate(raw):
-        where = f"jobs.placement[{i}]"
-        if (not isinstance(item, (list, tuple)) or len(item) != 2 or item[0] not in by_name
-                or isinstance(item[1], bool) or not isinstance(item[1], int)):
-            raise ScenarioError(f"{where}: expected [group name, node index], got {item!r}")
-        group = by_name[item[0]]
-        if not 0 <= item[1] < group.nodes:
-            raise ScenarioError(f"{where}: group {group.name!r} has {group.nodes} nodes, no node {item[1]}")
-        used[item[0], item[1]] = used.get((item[0], item[1]), 0) + 1
-        if used[item[0], item[1]] > group.pods_per_node:
-            raise ScenarioError(f"{where}: more Jobs on node {item[1]} of {group.name!r} than its "
-                                f"pods_per_node ({group.pods_per_node})")
-        out.append((item[0], item[1]))
-    return tuple(out)
-
-
-def _service(raw: Any, where: str) -> ServiceSpec:
-    if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{where}: expected a mapping with name, replicas, min_available")
-    _unknown(raw, _SERVICE_KEYS, where)
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise ScenarioError(f"{where}.name: expected a non-empty string")
-    replicas = _num(raw, "replicas", None, where, minimum=1, integer=True)
-    min_available = _num(raw, "min_available", None, where, minimum=0,
-                         integer=True, maximum=replicas)
-    return ServiceSpec(name=name, replicas=replicas, min_available=min_available,
-                       start_seconds=_num(raw, "start_seconds", 5.0, where, minimum=0))
-
-
-def _fault(raw: Any, where: str) -> FaultSpec:
-    if not isinstance(raw, Mapping) or "kind" not in raw:
-        raise ScenarioError(f"{where}.kind: expected one of {', '.join(_FAULT_KEYS)}")
-    kind = raw["kind"]
-    if kind not in _FAULT_KEYS:
-        raise ScenarioError(f"{where}.kind: unknown fault {kind!r}; expected one of {', '.join(_FAULT_KEYS)}")
-    _unknown(raw, _FAULT_KEYS[kind], where)
-    if kind == "crash":
-        return FaultSpec(kind, after_actions=_num(raw, "after_actions", None if "after_actions" in raw else 1, where,
-                                                  minimum=1, integer=True))
-    if kind == "throttle":
-        return FaultSpec(kind, rate=_num(raw, "rate", None if "rate" in raw else 0.1, where, minimum=0,
-                                         maximum=0.9))
-    if kind == "node_loss":
-        return FaultSpec(kind, at_seconds=_num(raw, "at_seconds", None if "at_seconds" in raw else 0, where,
-                                               minimum=0))
-    return FaultSpec(kind)
+    if is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None

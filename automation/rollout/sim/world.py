@@ -1,10 +1,18 @@
 """A simulated EKS fleet on a virtual clock: ASGs, nodes, pods, a scheduler,
-cluster-autoscaler, PodDisruptionBudgets and faults.
+cluster-autoscaler, PodDisruptionBudgets, Job retries and faults.
 
-Time only moves when the rollout sleeps or waits for a pod change; the world
+Time only moves when the rollout sleeps or waits for a change; the world
 then runs its event queue (a heap) up to that moment. Pods are indexed by node
 and the read-only views handed to the rollout are cached frozen objects, so a
 reconcile costs O(fleet) and a 1000-node rollout runs in seconds.
+
+Pod lifecycle, in one place each so a later change can make it richer
+(a Pending→Running delay, terminating pods with a grace period, PDB status
+recomputed from pod readiness): :meth:`World._create_pod` (Pending),
+:meth:`World._bind` (scheduled and Running at once), :meth:`World._on_finish`
+(Succeeded), :meth:`World._pod_dies` (deleted at once: evicted, or gone with its
+node; a Job's pod comes back Pending as its Job retries, up to backoffLimit),
+and :meth:`World.pdb_views` (a budget read from the service pods' readiness).
 """
 
 from __future__ import annotations
@@ -12,25 +20,29 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ..engine import is_schedulable
+from ..engine import is_ready_new, is_schedulable
 from ..model import (
+    ANNOTATION_DEADLINE_EXTENSION,
     CA_SCALE_DOWN_DISABLED,
     LABEL_MODEL_VERSION,
     LABEL_NODE_GROUP,
     RESOURCE_GPU,
     TAG_CLUSTER,
+    TAG_INTENT_PREFIX,
     TAG_NODE_GROUP,
     TAINT_WARMING,
-    ANNOTATION_DEADLINE_EXTENSION,
+    WARMUP_DAEMONSET,
     AutoScalingGroup,
     Instance,
     Node,
     Pod,
     PodDisruptionBudget,
     RolloutIntent,
+    ScalingActivity,
     Taint,
 )
 from .scenario import Scenario
@@ -40,6 +52,9 @@ CLUSTER = "sim"
 CA_TICK_SECONDS = 10.0
 CA_SCALE_DOWN_UNNEEDED_SECONDS = 600.0
 FINISHED_POD_TTL_SECONDS = 300.0
+ASG_RETRY_SECONDS = 60.0          # a group whose launch failed tries again this much later (as Auto Scaling does)
+ACTIVITIES_KEPT = 100             # DescribeScalingActivities returns at most the last 100 per group
+BACKOFF_LIMIT = 6                 # a Job's pods are retried this often (batch/v1 default)
 MAX_CYCLES = 400_000
 
 
@@ -59,10 +74,11 @@ class _Inst:
     group: str
     version: str
     launched_at: float
+    original: bool = False
     protected: bool = False
     node: Optional[str] = None
     alive: bool = True
-    bad: bool = False
+    bad: Optional[str] = None        # bad_ami mode: not_ready | no_join | warmup_fails
     frozen: Optional[Instance] = None
 
 
@@ -80,24 +96,30 @@ class _Group:
     tags: dict
     insts: dict = field(default_factory=dict)     # id -> _Inst (live only)
     frozen: Optional[AutoScalingGroup] = None
+    activities: deque = field(default_factory=lambda: deque(maxlen=ACTIVITIES_KEPT))
+    retry_pending: bool = False
 
 
 @dataclass
 class _PodInfo:
-    kind: str                 # job | service | ds
+    kind: str                 # job | service | ds | warmup
     run_seconds: float = 0.0  # job: how long it runs once started
-    arrival: bool = False     # a Job submitted during the rollout
+    arrival: bool = False     # a Job pod created during the simulation (submitted, or a retry)
     service: str = ""
     ready: bool = False       # service pods: counted by their PDB
+    job: str = ""             # job: the Job it belongs to
+    attempt: int = 0          # job: pods of this Job before this one that failed
+    started_at: Optional[float] = None
 
 
 class World:
-    def __init__(self, scenario: Scenario, *, start_at: float = 0.0):
+    def __init__(self, scenario: Scenario, *, start_at: float = 0.0, roll: bool = True):
         self.s = scenario
         self.rng = random.Random(scenario.seed)
         self.fault_rng = random.Random(scenario.seed + 1)
         self.now = start_at
         self.start_at = start_at
+        self.roll = roll                  # False: the launch template never changes (the --no-rollout baseline)
         self._heap: list = []
         self._seq = 0
         self._ids = 0
@@ -118,12 +140,14 @@ class World:
         self.lease: Optional[tuple[str, float]] = None
         self.autoscaler_replicas: Optional[int] = 1 if scenario.autoscaler else None
         self.ca_empty_since: dict[str, float] = {}
-        self.pod_changed = False
+        self.changed = False              # a pod or a node changed (what the rollout's watches see)
         self._sched_dirty = False
-        self.bad_ami = any(f.kind == "bad_ami" for f in scenario.faults)
+        self.bad_ami = [f for f in scenario.faults if f.kind == "bad_ami"]
+        self.launch_faults = [f for f in scenario.faults if f.kind == "launch_failure"]
         self.throttle_rate = max([f.rate or 0.0 for f in scenario.faults if f.kind == "throttle"] or [0.0])
         self.crash_points = sorted(f.after_actions for f in scenario.faults if f.kind == "crash")
         self.deadline_at = start_at + scenario.deadline_seconds
+        self.latest_version = NEW_VERSION if roll else OLD_VERSION   # the newest launch template version
         # metrics
         self.reads = self.writes = self.mutations = 0
         self.throttled = 0
@@ -135,12 +159,22 @@ class World:
         self.jobs_force_evicted = 0
         self.jobs_lost = 0
         self.jobs_completed = 0
+        self.jobs_retried = 0
+        self.jobs_failed = 0              # Jobs out of retries (backoffLimit)
+        self.job_seconds_lost = 0.0       # work lost by Job pods that died running
         self.pdb_violations = 0
+        self.forced_on_held_nodes = 0     # Jobs forced off a node whose service pod no budget let go
         self.waits: list[float] = []
         self.live_count = 0
         self.surge_node_seconds = 0.0
         self.peak_live_count = 0                      # most instances alive at once
         self.initial_nodes: dict[str, list[str]] = {}  # group -> its nodes at start, in launch order
+        self.original_removed: dict[str, int] = {}     # group -> original instances the rollout removed (or scaled in)
+        self.proven_at: dict[str, float] = {}          # group -> first new node Ready, labelled, warm
+        self.first_removed_at: dict[str, float] = {}   # group -> first original instance the rollout removed
+        self.failed_launches = 0
+        self.events: dict[tuple[str, str], object] = {}   # (namespace, name) -> last Event written
+        self.events_created = self.events_updated = 0
         self.timeline: list[dict] = []
         self._next_sample = start_at
         self._build()
@@ -157,9 +191,11 @@ class World:
                        tags={TAG_CLUSTER: CLUSTER, TAG_NODE_GROUP: spec.name})
             self.groups[g.name] = g
             self.free_by_group[g.name] = {}
+            self.original_removed[g.name] = 0
             nodes_of_group = []
             for _ in range(spec.nodes):
                 inst = self._launch(g, boot=False)
+                inst.original = True
                 self._register_node(inst, warm=False)
                 nodes_of_group.append(inst.node)
             self.initial_nodes[g.name] = nodes_of_group
@@ -186,18 +222,24 @@ class World:
                     self._bind(key, names[(i * 7919) % len(names)])
                     self.pinfo[key].ready = True
                     self.service_ready[svc.name] += 1
-        # The new launch template version became current (the stack update).
-        for g in self.groups.values():
-            g.version = NEW_VERSION
-            g.frozen = None
+        # The new launch template version became current (the stack update) — unless this is the baseline.
+        if self.roll:
+            for g in self.groups.values():
+                g.version = NEW_VERSION
+                g.frozen = None
         if s.jobs.arrivals_per_hour > 0:
             self._push(self.now + self.rng.expovariate(s.jobs.arrivals_per_hour / 3600.0), "arrival", None)
         if self.autoscaler_replicas is not None:
             self._push(self.now + CA_TICK_SECONDS, "ca", None)
-        for f in s.faults:
+        for i, f in enumerate(s.faults):
             if f.kind == "node_loss":
-                self._push(self.start_at + (f.at_seconds or 0.0), "node_loss", None)
-        self.pod_changed = False
+                self._push(self.start_at + (f.at_seconds or 0.0), "node_loss", i)
+            elif f.kind == "publish" and self.roll:
+                self._push(self.start_at + (f.at_seconds or 0.0), "publish", i)
+            elif f.kind == "launch_failure" and f.for_seconds is not None:
+                # When the failure ends, the groups try again at once (not at their next retry).
+                self._push(self.start_at + (f.at_seconds or 0.0) + f.for_seconds, "launch_recovered", f.group)
+        self.changed = False
 
     def _lower_bound(self) -> float:
         old = [n for n, iid in self.node_inst.items() if self.insts[iid].version != self.groups[self.insts[iid].group].version]
@@ -221,8 +263,8 @@ class World:
         self.surge_node_seconds += max(0, self.live_count - self.start_count) * (t - self.now)
         self.now = t
 
-    def advance_to(self, t: float, stop_on_pod_change: bool = False) -> None:
-        self.pod_changed = False
+    def advance_to(self, t: float, stop_on_change: bool = False) -> None:
+        self.changed = False
         heap = self._heap
         while heap and heap[0][0] <= t:
             when, _, kind, arg = heapq.heappop(heap)
@@ -230,11 +272,12 @@ class World:
             getattr(self, "_on_" + kind)(arg)
             if self._sched_dirty:
                 self._schedule()
-            if stop_on_pod_change and self.pod_changed:
+            if stop_on_change and self.changed:
                 return
         self._set_time(t)
 
-    def cycle_boundary(self) -> None:
+    def begin_cycle(self) -> None:
+        """A reconcile starts (the rollout lists its groups): the reads of the last one are counted."""
         self.max_reads_per_cycle = max(self.max_reads_per_cycle, self.reads_this_cycle)
         self.reads_this_cycle = 0
         self.cycles += 1
@@ -244,14 +287,26 @@ class World:
     # ------------------------------------------------------------------ handlers
     def _on_boot(self, iid: str) -> None:
         inst = self.insts.get(iid)
-        if inst is not None and inst.alive:
+        if inst is not None and inst.alive and inst.bad != "no_join":
             self._register_node(inst, warm=True)
 
     def _on_warm(self, node: str) -> None:
         n = self.nodes.get(node)
-        if n is not None:
-            self.nodes[node] = replace(n, taints=tuple(t for t in n.taints if t.key != TAINT_WARMING))
-            self._refresh_node(node)
+        if n is None:
+            return
+        inst = self.insts[self.node_inst[node]]
+        if inst.bad == "warmup_fails":
+            # The warm-up pod's init container exits non-zero; the taint stays.
+            for key in self.pods_by_node.get(node, ()):
+                if self.pinfo[key].kind == "warmup":
+                    self.pods[key] = replace(self.pods[key], failure="Init:CrashLoopBackOff")
+                    self.changed = True
+            return
+        self.nodes[node] = replace(n, taints=tuple(t for t in n.taints if t.key != TAINT_WARMING))
+        self._refresh_node(node)
+        self.changed = True
+        if is_ready_new(self.nodes[node]) and inst.version != OLD_VERSION:
+            self.proven_at.setdefault(inst.group, self.now)
 
     def _on_finish(self, key: str) -> None:
         pod = self.pods.get(key)
@@ -261,7 +316,7 @@ class World:
         self.jobs_completed += 1
         self.node_used[pod.node_name] -= 1
         self._refresh_node(pod.node_name)
-        self.pod_changed = True
+        self.changed = True
         self._push(self.now + FINISHED_POD_TTL_SECONDS, "gc", key)
 
     def _on_gc(self, key: str) -> None:
@@ -274,7 +329,7 @@ class World:
         if info is not None and key in self.pods and not info.ready and self.pods[key].phase == "Running":
             info.ready = True
             self.service_ready[info.service] += 1
-            self.pod_changed = True
+            self.changed = True
 
     def _on_arrival(self, _) -> None:
         lo, hi = self.s.jobs.duration_seconds
@@ -284,11 +339,40 @@ class World:
         self._new_job_pod(self.rng.uniform(lo, hi), arrival=True, selector=selector)
         self._push(self.now + self.rng.expovariate(self.s.jobs.arrivals_per_hour / 3600.0), "arrival", None)
 
-    def _on_node_loss(self, _) -> None:
-        live = sorted(n for n in self.nodes)
-        if live:
-            node = self.fault_rng.choice(live)
-            self._kill_instance(self.node_inst[node], cause="fault", decrement=False)
+    def _on_node_loss(self, index: int) -> None:
+        f = self.s.faults[index]
+        candidates = []
+        for name in sorted(self.nodes):
+            inst = self.insts[self.node_inst[name]]
+            if f.group is not None and inst.group != f.group:
+                continue
+            is_new = inst.version == self.groups[inst.group].version
+            if f.target == "any" or (f.target == "new") == is_new:
+                candidates.append((inst.launched_at, name))
+        if not candidates:
+            return
+        if f.target == "new":
+            node = max(candidates)[1]        # the newest new node: early on, the canary
+        else:
+            node = self.fault_rng.choice([n for _, n in candidates])
+        self._kill_instance(self.node_inst[node], cause="fault", decrement=False)
+
+    def _on_publish(self, _index: int) -> None:
+        """A ``pulumi up`` mid-rollout: a newer launch template version, every group set to it."""
+        self.latest_version = str(int(self.latest_version) + 1)
+        for g in self.groups.values():
+            g.version = self.latest_version
+            g.frozen = None
+
+    def _on_launch_recovered(self, group: Optional[str]) -> None:
+        for g in self.groups.values():
+            if group is None or g.name == group:
+                self._reconcile(g)
+
+    def _on_asg_retry(self, name: str) -> None:
+        g = self.groups[name]
+        g.retry_pending = False
+        self._reconcile(g)
 
     def _on_ca(self, _) -> None:
         self._push(self.now + CA_TICK_SECONDS, "ca", None)
@@ -324,7 +408,7 @@ class World:
 
     def _ca_scale_down(self) -> None:
         for name, node in list(self.nodes.items()):
-            busy = any(self.pinfo[k].kind != "ds" and self.pods[k].phase not in ("Succeeded", "Failed")
+            busy = any(self.pinfo[k].kind not in ("ds", "warmup") and self.pods[k].phase not in ("Succeeded", "Failed")
                        for k in self.pods_by_node.get(name, ()))
             if (busy or not is_schedulable(node) or node.annotations.get(CA_SCALE_DOWN_DISABLED) == "true"):
                 self.ca_empty_since.pop(name, None)
@@ -338,16 +422,48 @@ class World:
     def _group_of(self, node: str) -> str:
         return self.insts[self.node_inst[node]].group
 
-    def _launch(self, g: _Group, boot: bool = True) -> _Inst:
+    def _launch_blocked(self, g: _Group) -> Optional[str]:
+        """AWS's message when a launch in this group fails now (a launch_failure fault)."""
+        t = self.now - self.start_at
+        for f in self.launch_faults:
+            if f.group is not None and f.group != g.name:
+                continue
+            if f.version == "new" and g.version == OLD_VERSION:
+                continue
+            if f.at_seconds <= t and (f.for_seconds is None or t < f.at_seconds + f.for_seconds):
+                return f.reason
+        return None
+
+    def _activity(self, g: _Group, status: str, description: str, message: str = "") -> None:
         self._ids += 1
-        inst = _Inst(id=f"i-{self._ids:017x}", group=g.name, version=g.version, launched_at=self.now,
-                     bad=self.bad_ami and g.version == NEW_VERSION)
+        g.activities.appendleft(ScalingActivity(group=g.name, activity_id=f"act-{self._ids:08d}", status=status,
+                                                description=description, status_message=message,
+                                                started_at=self.now))
+
+    def _launch(self, g: _Group, boot: bool = True) -> Optional[_Inst]:
+        if boot:
+            failure = self._launch_blocked(g)
+            if failure is not None:
+                self.failed_launches += 1
+                self._activity(g, "Failed", "Launching a new EC2 instance.  Status Reason: " + failure, failure)
+                if not g.retry_pending:
+                    g.retry_pending = True
+                    self._push(self.now + ASG_RETRY_SECONDS, "asg_retry", g.name)
+                return None
+        self._ids += 1
+        bad = None
+        if g.version == NEW_VERSION:
+            for f in self.bad_ami:
+                if f.group is None or f.group == g.name:
+                    bad = f.mode
+        inst = _Inst(id=f"i-{self._ids:017x}", group=g.name, version=g.version, launched_at=self.now, bad=bad)
         self.insts[inst.id] = inst
         g.insts[inst.id] = inst
         g.frozen = None
         self.live_count += 1
         self.peak_live_count = max(self.peak_live_count, self.live_count)
         if boot:
+            self._activity(g, "Successful", f"Launching a new EC2 instance: {inst.id}")
             self._push(self.now + self.s.boot_seconds, "boot", inst.id)
         return inst
 
@@ -359,20 +475,27 @@ class World:
                   "eks.amazonaws.com/capacityType": "SPOT" if g.capacity_type == "spot" else "ON_DEMAND"}
         taints = (Taint(TAINT_WARMING, "true", "NoSchedule"),) if warm else ()
         self.nodes[name] = Node(name=name, instance_id=inst.id, labels=labels, taints=taints,
-                                ready=not inst.bad, created_at=self.now,
+                                ready=inst.bad != "not_ready", created_at=self.now,
                                 allocatable={RESOURCE_GPU: float(g.slots)})
         inst.node = name
         g.frozen = None
         self.node_inst[name] = inst.id
         self.node_used[name] = 0
         self.pods_by_node[name] = {}
+        self.changed = True
         if self.s.daemonsets:
             key = self._add_pod(Pod(namespace="kube-system", name=f"node-exporter-{name}", node_name=name,
                                     phase="Running", owner_kind="DaemonSet", owner_name="node-exporter",
                                     created_at=self.now), _PodInfo(kind="ds"))
             self.pods_by_node[name][key] = None
-        if warm and not inst.bad:
-            self._push(self.now + self.s.warm_seconds, "warm", name)
+        if warm:
+            # The warm-up DaemonSet's pod: its init container reads the model, then removes the taint.
+            key = self._add_pod(Pod(namespace="kube-system", name=f"{WARMUP_DAEMONSET}-{name}", node_name=name,
+                                    phase="Running", owner_kind="DaemonSet", owner_name=WARMUP_DAEMONSET,
+                                    created_at=self.now), _PodInfo(kind="warmup"))
+            self.pods_by_node[name][key] = None
+            if inst.bad != "not_ready":
+                self._push(self.now + self.s.warm_seconds, "warm", name)
         self._refresh_node(name)
 
     def _refresh_node(self, name: str) -> None:
@@ -401,6 +524,9 @@ class World:
         if inst is None or not inst.alive:
             return
         inst.alive = False
+        if inst.original and cause in ("rollout", "scale_in"):    # the rollout's doing, not the autoscaler's
+            self.original_removed[inst.group] += 1
+            self.first_removed_at.setdefault(inst.group, self.now)
         if inst.node:
             self._remove_node(inst.node, cause)
         g = self.groups[inst.group]
@@ -423,11 +549,13 @@ class World:
         self.node_used.pop(name, None)
         self.node_inst.pop(name, None)
         self.ca_empty_since.pop(name, None)
+        self.changed = True
 
     def _reconcile(self, g: _Group) -> None:
         """The ASG converging on desired: launch, or scale in by its own policy."""
         while len(g.insts) < g.desired:
-            self._launch(g)
+            if self._launch(g) is None:
+                break                    # launches fail: retried later
         if len(g.insts) > g.desired:
             # Default termination policy: instances on the oldest launch template first (the "lottery").
             victims = sorted((i for i in g.insts.values() if not i.protected),
@@ -439,17 +567,18 @@ class World:
     def _add_pod(self, pod: Pod, info: _PodInfo) -> str:
         self.pods[pod.key] = pod
         self.pinfo[pod.key] = info
-        self.pod_changed = True
+        self.changed = True
         return pod.key
 
-    def _new_job_pod(self, seconds: float, *, arrival: bool, annotations=None, selector=None) -> str:
+    def _new_job_pod(self, seconds: float, *, arrival: bool, annotations=None, selector=None,
+                     job: Optional[str] = None, attempt: int = 0) -> str:
         self._ids += 1
-        pod = Pod(namespace="ml", name=f"job-{self._ids}-x", node_name=None, phase="Pending",
-                  owner_kind=self.s.jobs.owner_kind, owner_name=f"job-{self._ids}",
-                  labels={"job-name": f"job-{self._ids}"},
+        job = job or f"job-{self._ids}"
+        pod = Pod(namespace="ml", name=f"{job}-{self._ids}", node_name=None, phase="Pending",
+                  owner_kind=self.s.jobs.owner_kind, owner_name=job, labels={"job-name": job},
                   annotations=annotations or {}, created_at=self.now, requests={RESOURCE_GPU: 1.0},
-                  node_selector=selector or {})
-        key = self._add_pod(pod, _PodInfo(kind="job", run_seconds=seconds, arrival=arrival))
+                  node_selector=selector or {}, uid=f"uid-{self._ids}")
+        key = self._add_pod(pod, _PodInfo(kind="job", run_seconds=seconds, arrival=arrival, job=job, attempt=attempt))
         self.pending[key] = None
         self._sched_dirty = True
         return key
@@ -457,7 +586,8 @@ class World:
     def _new_service_pod(self, service: str) -> str:
         self._ids += 1
         pod = Pod(namespace="default", name=f"{service}-{self._ids}", node_name=None, phase="Pending",
-                  owner_kind="ReplicaSet", owner_name=f"{service}-rs", labels={"app": service}, created_at=self.now)
+                  owner_kind="ReplicaSet", owner_name=f"{service}-rs", labels={"app": service}, created_at=self.now,
+                  uid=f"uid-{self._ids}")
         key = self._add_pod(pod, _PodInfo(kind="service", service=service))
         self.pending[key] = None
         self._sched_dirty = True
@@ -469,8 +599,9 @@ class World:
         self.pods[key] = replace(pod, node_name=node, phase="Running")
         self.pending.pop(key, None)
         self.pods_by_node[node][key] = None
-        self.pod_changed = True
+        self.changed = True
         if info.kind == "job":
+            info.started_at = self.now
             self.node_used[node] += 1
             self._refresh_node(node)
             self._push(self.now + info.run_seconds, "finish", key)
@@ -497,8 +628,11 @@ class World:
 
     def _pod_dies(self, key: str, cause: str) -> None:
         """A pod removed by eviction or with its node. ``cause``: rollout,
-        scale_in, autoscaler (all blamed on the rollout's side) or fault."""
+        scale_in, autoscaler (all blamed on the rollout's side) or fault. A Job's
+        pod that dies running comes back Pending (its Job retries, from scratch)
+        until the Job has used up its backoffLimit."""
         pod, info = self.pods[key], self.pinfo[key]
+        retry = None
         if info.kind == "job" and pod.phase in ("Running", "Pending") and pod.node_name:
             if cause == "fault":
                 self.jobs_lost += 1
@@ -506,14 +640,36 @@ class World:
                 self.jobs_interrupted += 1
             else:
                 self.jobs_force_evicted += 1
+                if cause == "rollout" and self._pdb_holds(pod.node_name):
+                    self.forced_on_held_nodes += 1
+            if info.started_at is not None:
+                self.job_seconds_lost += self.now - info.started_at
+            retry = info
         was_ready = info.kind == "service" and info.ready
         self._remove_pod(key)
-        self.pod_changed = True
+        self.changed = True
+        if retry is not None:
+            if retry.attempt < BACKOFF_LIMIT:
+                self.jobs_retried += 1
+                self._new_job_pod(retry.run_seconds, arrival=True, annotations=dict(pod.annotations),
+                                  selector=dict(pod.node_selector), job=retry.job, attempt=retry.attempt + 1)
+            else:
+                self.jobs_failed += 1
         if info.kind == "service":
             svc = next(s for s in self.s.services if s.name == info.service)
             if was_ready and cause != "fault" and self.service_ready[svc.name] < svc.min_available:
                 self.pdb_violations += 1
             self._new_service_pod(svc.name)
+
+    def _pdb_holds(self, node: str) -> bool:
+        """A service pod on ``node`` whose PodDisruptionBudget allows no disruption now."""
+        for key in self.pods_by_node.get(node, ()):
+            info = self.pinfo.get(key)
+            if info is not None and info.kind == "service":
+                svc = next(s for s in self.s.services if s.name == info.service)
+                if self.service_ready[svc.name] - svc.min_available < 1:
+                    return True
+        return False
 
     def _pod_deadline(self, pod: Pod) -> float:
         try:
@@ -558,6 +714,9 @@ class World:
                                         instances=tuple(insts), tags=dict(g.tags))
         return g.frozen
 
+    def activities(self, name: str, since: float) -> list[ScalingActivity]:
+        return [a for a in self.groups[name].activities if a.started_at >= since]
+
     def evict(self, key: str) -> str:
         pod = self.pods.get(key)
         if pod is None:
@@ -570,7 +729,7 @@ class World:
                 return "blocked"
         if pod.node_name is None:
             self._remove_pod(key)
-            self.pod_changed = True
+            self.changed = True
             if info.kind == "service":
                 self._new_service_pod(info.service)
         else:
@@ -591,20 +750,26 @@ class World:
         if self._sched_dirty:
             self._schedule()
 
-    def set_capacity(self, name: str, desired: Optional[int], max_size: Optional[int]) -> None:
+    def set_capacity(self, name: str, desired: Optional[int], max_size: Optional[int], raise_only: bool = False) -> None:
         g = self.groups[name]
         new_max = g.max_size if max_size is None else max_size
         new_desired = g.desired if desired is None else desired
+        if desired is not None:     # as the AWS adapter: read back, never below the instances (or desired)
+            new_desired = max(new_desired, len(g.insts), g.desired if raise_only else 0)
+        new_max = max(new_max, new_desired)       # and max never below desired
         if not (g.min_size <= new_desired <= new_max):
             raise ValueError(f"{name}: desired {new_desired} outside [{g.min_size}, {new_max}]")
         g.max_size, g.desired = new_max, new_desired
         g.frozen = None
         self._reconcile(g)
 
-    def set_version(self, name: str, version: str) -> None:
+    def set_version(self, name: str, version: str, expected: Optional[str] = None) -> bool:
         g = self.groups[name]
+        if expected is not None and g.version != expected:
+            return False             # as the AWS adapter: the group moved on since the caller looked
         g.version = version
         g.frozen = None
+        return True
 
     def protect(self, name: str, ids, protected: bool) -> None:
         g = self.groups[name]
@@ -645,11 +810,26 @@ class World:
                 merged[k] = v
         self.nodes[name] = replace(n, annotations=merged)
 
+    def record_event(self, event) -> None:
+        """An Event write, as the API server keeps it: a new name creates, a known one updates."""
+        key = (event.namespace, event.name)
+        if key in self.events:
+            self.events_updated += 1
+        else:
+            self.events_created += 1
+        self.events[key] = event
+
     # ------------------------------------------------------------------ metrics
     def count_old_new(self) -> tuple[int, int]:
+        """Instances on / off the version their group is going to: the target its rollout intent
+        names while one is under way (a group may be pinned to the previous version meanwhile),
+        else the group's current version."""
         old = new = 0
         for inst in self.insts.values():
-            if inst.version == self.groups[inst.group].version:
+            g = self.groups[inst.group]
+            target = g.tags.get(TAG_INTENT_PREFIX + "target-version", g.version) if self.intent is not None \
+                and self.intent.phase == "rolling" else g.version
+            if inst.version == target:
                 new += 1
             else:
                 old += 1
@@ -664,6 +844,8 @@ class World:
                               "deadline_at": round(self.deadline_at - self.start_at, 3)})
 
     def pending_waits(self) -> list[float]:
+        """How long each Job pod created during the simulation (submitted or retried) waited
+        to start; one still pending at the end counts with what it has waited so far."""
         still = [self.now - self.pods[k].created_at for k in self.pending
                  if self.pinfo[k].kind == "job" and self.pinfo[k].arrival]
         return self.waits + still
@@ -676,4 +858,3 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return ordered[rank - 1]
-

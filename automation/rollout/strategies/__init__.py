@@ -1,6 +1,7 @@
 """Rollout strategies: knobs the one engine reads, never separate engines.
 
-``default`` brings replacement capacity up as it is needed; ``double-and-drain``
+``default`` proves a replacement per group first (a canary), then brings
+replacement capacity up as it is needed; ``double-and-drain``
 reproduces the widely copied script step by step (pause cluster-autoscaler,
 double every group, protect every instance from scale-in, poll every 60 s,
 drain and decrement, force at the deadline) as the baseline kiln is measured
@@ -20,11 +21,17 @@ class Strategy:
     double: bool = False               # launch a full second fleet up front
     add_for_pending: bool = True       # add nodes for pending Job pods no new node can take
     canary: bool = True                # one replacement per group from the start: proves the AMI early
-    protect_instances: bool = False    # scale-in protection on every instance
+    prove_first: bool = True           # nothing old leaves a group until a replacement there is proven
+    # Scale-in protection on every instance of a rolled group while the rollout runs: a desired
+    # capacity written from a snapshot that went stale (cluster-autoscaler raised it meanwhile)
+    # must not make the group scale in — Auto Scaling would pick the oldest launch template
+    # first, an old node running a Job. Exact removals (TerminateInstanceInAutoScalingGroup) are
+    # not affected. Restored at the end.
+    protect_instances: bool = True
     pause_autoscaler: bool = False     # scale cluster-autoscaler to 0 for the rollout
-    react_to_pod_changes: bool = True  # wake on a pod watch event rather than a fixed poll
+    react_to_changes: bool = True      # wake on a pod or node watch event rather than a fixed poll
     poll_seconds: Optional[float] = None  # fixed poll interval (None: the run's --poll-seconds)
-    check_readiness: bool = True       # roll back when new nodes are not ready in time
+    check_readiness: bool = True       # health checks: bad new nodes roll back, failing launches hold the drain
 
 
 DEFAULT = Strategy(name="default")
@@ -33,9 +40,9 @@ DOUBLE_AND_DRAIN = Strategy(
     double=True,
     add_for_pending=False,
     canary=False,
-    protect_instances=True,
+    prove_first=False,
     pause_autoscaler=True,
-    react_to_pod_changes=False,
+    react_to_changes=False,
     poll_seconds=60.0,
     check_readiness=False,
 )
