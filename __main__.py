@@ -10,6 +10,7 @@ import pulumi
 from infra import awsfacts, config
 from infra.builder import BakeBuilder, BakeBuilderArgs
 from infra.ci_access import CiAccessArgs, CiClusterAccess
+from infra.ci_roles import CiPreviewRole, CiPreviewRoleArgs, CiReadAccess, CiReadArgs
 from infra.cluster import Cluster, ClusterArgs
 from infra.gpu import GpuDevicePlugin, GpuDevicePluginArgs
 from infra.labels import TAG_CLUSTER
@@ -20,7 +21,7 @@ from infra.workloads import ModelVolume, ModelVolumeArgs
 from infra.autoscaler import AutoscalerArgs, ClusterAutoscaler
 from infra.prefetch import ImagePrefetch, PrefetchArgs
 from infra.registry import Registry, RegistryArgs
-from infra.roles import CiDeployRole, CiDeployRoleArgs, RolloutRole, RolloutRoleArgs
+from infra.roles import CiDeployRole, CiDeployRoleArgs, CiRotationArgs, RolloutRole, RolloutRoleArgs
 from infra.rollout_access import RolloutAccessArgs, RolloutClusterAccess
 from infra.safe_jobs import AutoscalerSafeJobs, SafeJobsArgs
 from infra.termination import TerminationArgs, TerminationHandler
@@ -102,18 +103,28 @@ ImagePrefetch("prefetch", PrefetchArgs(
 ClusterAutoscaler("autoscaler", AutoscalerArgs(
     cluster.cluster_name, cfg.kubernetes_version, cluster.oidc_provider_arn, cluster.oidc_provider_url,
     cluster.k8s_provider, cfg.autoscaler_chart_version, tags))
-ci = cfg.ci_oidc and CiDeployRole("ci-deploy", CiDeployRoleArgs(
-    cfg.ci_oidc.provider_url, cfg.ci_oidc.audience, cfg.ci_oidc.subject, tags, cfg.ci_oidc.provider_arn))
+# CI: one role per purpose, each trusted only by its own jobs' tokens (infra/roles.py, infra/ci_roles.py).
+oidc = cfg.ci_oidc
+ci = oidc and CiDeployRole("ci-deploy", CiDeployRoleArgs(
+    oidc.provider_url, oidc.audience, oidc.subject, tags, oidc.provider_arn, oidc.audiences))
 if ci:
     # Later `pulumi up`s run by CI manage every Kubernetes object above.
     CiClusterAccess("ci-access", CiAccessArgs(cluster.cluster_name, ci.role.arn, tags))
+ci_read = ci and (oidc.preview or oidc.rotation) and CiReadAccess("ci-read", CiReadArgs(
+    cluster.k8s_provider, cfg.jobs_namespace, rotation=oidc.rotation is not None, tags=tags))
+preview = ci and oidc.preview and CiPreviewRole("ci-preview", CiPreviewRoleArgs(
+    ci.provider_arn, oidc.provider_url, oidc.preview, cluster.cluster_name, ci_read.read_policy.arn,
+    oidc.state_bucket, oidc.state_prefix, oidc.secrets_kms_key, tags))
+rotation = ci and oidc.rotation and CiRotationArgs(
+    ci.provider_arn, oidc.provider_url, oidc.rotation, ci_read.read_policy.arn,
+    oidc.state_bucket, oidc.state_prefix, oidc.secrets_kms_key)
 # The bake's builder reads the model bucket with its own role, never the node role.
 builder = cfg.model_bucket and BakeBuilder("bake-builder", BakeBuilderArgs(cfg.model_bucket, tags))
 rollout = RolloutRole("rollout", RolloutRoleArgs(
     cluster.cluster_name, [cluster.node_role.arn, *([builder.role.arn] if builder else [])], ci and ci.role, tags,
-    model_bucket=cfg.model_bucket))
+    model_bucket=cfg.model_bucket, rotation=rotation or None))
 RolloutClusterAccess("rollout-access", RolloutAccessArgs(
-    cluster.cluster_name, rollout.role.arn, cluster.k8s_provider, tags))
+    cluster.cluster_name, rollout.role.arn, cluster.k8s_provider, tags, ci_rotation=bool(rotation)))
 # Nodes leave by more doors than the rollout (the ASG, cluster-autoscaler, spot, stops): a lifecycle
 # hook on every ASG and a handler that holds them while their Jobs run (infra/termination.py).
 termination = cfg.termination.handler_image and TerminationHandler("termination", TerminationArgs(
@@ -138,6 +149,10 @@ if builder:
     pulumi.export("builderInstanceProfile", builder.instance_profile.name)
 if ci:
     pulumi.export("ciDeployRoleArn", ci.role.arn)
+if preview:
+    pulumi.export("ciPreviewRoleArn", preview.role.arn)
+if rotation:
+    pulumi.export("ciRotationRoleArn", rollout.role.arn)   # the rotation job assumes the rollout role itself
 if termination:
     pulumi.export("terminationQueueUrl", termination.queue.id)
     pulumi.export("terminationDeadLetterQueueUrl", termination.dead_letters.id)

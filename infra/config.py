@@ -47,7 +47,7 @@ KEYS: dict[str, str] = {
     "ecrKeepImages": "Tagged images each ECR repository keeps (default 10).",
     "prefetchImages": "Images every node pulls as it joins (and the bake pre-pulls).",
     "autoscalerChartVersion": "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py).",
-    "ciOidc": "Optional CI deploy role: {providerUrl, audience, subject, providerArn, allowCustomIssuer}; providerArn reuses an existing IAM OIDC provider.",
+    "ciOidc": "Optional CI roles, one per purpose: {providerUrl, audience, subject (the deploy role), preview: {subject, audience}, rotation: {subject, audience}, stateBackend, secretsKmsKey, providerArn, allowCustomIssuer}; providerArn reuses an existing IAM OIDC provider.",
     "modelBucket": "S3 bucket the bake reads the model from; kiln creates a builder instance profile that may read only this bucket.",
     "serviceCidr": "Kubernetes service range (default: 172.20.0.0/16, or 10.100.0.0/16 when that overlaps a CIDR of the VPC).",
     "terminationJobGraceSeconds": "How long an instance an ASG terminates is held for the Jobs on its node, in seconds (default 7200; at most the lifecycle hook's global timeout less 360).",
@@ -120,13 +120,51 @@ class NodeGroupConfig:
 
 
 @dataclass(frozen=True)
+class CiRoleTrust:
+    """Who may assume one CI role: the token subject (a pattern only for the preview role) and audience."""
+
+    subject: str
+    audience: str
+
+
+@dataclass(frozen=True)
 class CiOidcConfig:
+    """The CI roles, one per purpose (infra/roles.py, infra/ci_roles.py).
+
+    ``subject``/``audience`` are the **deploy** role's (``up`` and the handler image); ``preview`` (pull requests,
+    read-only) and ``rotation`` (the rollout role, trusted by the rotation job) are optional.
+    """
+
     provider_url: str
     audience: str
     subject: str
     # An IAM OIDC provider that already exists for provider_url (an account holds one per URL):
     # used instead of creating one.
     provider_arn: Optional[str] = None
+    preview: Optional[CiRoleTrust] = None
+    rotation: Optional[CiRoleTrust] = None
+    state_backend: Optional[str] = None      # s3://bucket[/prefix]: the preview role reads it, the rotation writes it
+    secrets_kms_key: Optional[str] = None    # the stack's awskms secrets provider key: both may decrypt with it
+
+    @property
+    def deploy(self) -> CiRoleTrust:
+        return CiRoleTrust(self.subject, self.audience)
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """Every audience a CI role trusts: the OIDC provider's client IDs."""
+        found = [self.audience] + [r.audience for r in (self.preview, self.rotation) if r is not None]
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def state_bucket(self) -> Optional[str]:
+        return self.state_backend.removeprefix("s3://").split("/", 1)[0] if self.state_backend else None
+
+    @property
+    def state_prefix(self) -> str:
+        """The key prefix of the backend's objects (``<prefix>/`` or empty); Pulumi keeps them under ``.pulumi/``."""
+        rest = self.state_backend.removeprefix("s3://").partition("/")[2].strip("/") if self.state_backend else ""
+        return f"{rest}/" if rest else ""
 
 
 @dataclass(frozen=True)
@@ -440,7 +478,12 @@ def _check_a_group_runs_cluster_services(p: _Problems, groups: list[NodeGroupCon
                         "[m7i.large], minSize: 1, maxSize: 2, desiredSize: 1}")
 
 
-_CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn", "allowCustomIssuer"}  # allowCustomIssuer: infra/validation.py
+_CI_OIDC_FIELDS = {"providerUrl", "audience", "subject", "providerArn", "allowCustomIssuer",  # allowCustomIssuer: infra/validation.py
+                   "preview", "rotation", "stateBackend", "secretsKmsKey"}
+_CI_ROLE_FIELDS = {"subject", "audience"}
+_STATE_BACKEND_RE = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9!_.*'()/-]*)?$")
+_KMS_KEY_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:kms:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:key/[0-9a-f-]{36}$|"
+                             r"^arn:aws(-[a-z-]+)?:kms:[a-z]{2}(-[a-z]+)+-[0-9]:[0-9]{12}:key/mrk-[0-9a-f]{32}$")
 _OIDC_PROVIDER_ARN_RE = re.compile(r"^arn:aws(-[a-z-]+)?:iam::[0-9]{12}:oidc-provider/(?P<issuer>\S+)$")
 
 
@@ -459,6 +502,22 @@ def _parse_ci_provider_arn(p: _Problems, value: Any, provider_url: Optional[str]
         p.add("ciOidc.providerArn", f"({arn!r}) is the provider for {issuer}, not for ciOidc.providerUrl ({provider_url})")
         return None
     return arn
+
+
+def _parse_ci_role(p: _Problems, purpose: str, value: Any, default_audience: Optional[str]) -> Optional[CiRoleTrust]:
+    """``ciOidc.preview`` / ``ciOidc.rotation``: {subject, audience (default: ciOidc.audience)}; what the subject
+    may be is infra/validation.py's (per purpose)."""
+    if value is None:
+        return None
+    key = f"ciOidc.{purpose}"
+    if not isinstance(value, Mapping):
+        p.add(key, f"({value!r}) must be a map with subject (and optionally audience)")
+        return None
+    for unknown in sorted(set(value) - _CI_ROLE_FIELDS):
+        p.add(f"{key}.{unknown}", f"is not a field of {key} (known: {', '.join(sorted(_CI_ROLE_FIELDS))})")
+    subject = _as_str(p, f"{key}.subject", value.get("subject"))
+    audience = default_audience if value.get("audience") is None else _as_str(p, f"{key}.audience", value.get("audience"))
+    return CiRoleTrust(subject, audience) if subject and audience else None
 
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -702,8 +761,16 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
             for unknown in sorted(set(raw_ci) - _CI_OIDC_FIELDS):
                 p.add(f"ciOidc.{unknown}", f"is not a ciOidc field (known: {', '.join(sorted(_CI_OIDC_FIELDS))})")
             provider_arn = _parse_ci_provider_arn(p, raw_ci.get("providerArn"), url)
+            preview = _parse_ci_role(p, "preview", _decode(raw_ci.get("preview")), aud)
+            rotation = _parse_ci_role(p, "rotation", _decode(raw_ci.get("rotation")), aud)
+            backend = None if raw_ci.get("stateBackend") is None else _as_str(
+                p, "ciOidc.stateBackend", raw_ci.get("stateBackend"), _STATE_BACKEND_RE,
+                "must be the stack's S3 state backend, s3://BUCKET or s3://BUCKET/PREFIX")
+            kms_key = None if raw_ci.get("secretsKmsKey") is None else _as_str(
+                p, "ciOidc.secretsKmsKey", raw_ci.get("secretsKmsKey"), _KMS_KEY_ARN_RE,
+                "must be the key ARN of the stack's awskms secrets provider (arn:aws:kms:REGION:ACCOUNT:key/ID)")
             if url and aud and sub:
-                ci = CiOidcConfig(url, aud, sub, provider_arn)
+                ci = CiOidcConfig(url, aud, sub, provider_arn, preview, rotation, backend, kms_key)
     model_bucket = _parse_model_bucket(p, raw.get("modelBucket"))
     service_cidr = _parse_service_cidr(p, raw.get("serviceCidr"), None if vpc_id is not None else vpc_cidr)
     termination = _parse_termination(p, raw)

@@ -14,8 +14,11 @@ scoped to this cluster's tag, kiln's own images, or the builder instance:
   (they carry ``kiln:recipe``);
 * describes (which IAM cannot scope) read-only.
 
-Who may assume it: the CI deploy role when ``kiln:ciOidc`` is set (pipelines
-chain into it), else the account — which in IAM means nobody until an
+Who may assume it: with ``kiln:ciOidc.rotation``, the rotation job's OIDC
+token only (the rollout role *is* the CI rotation role: one web-identity session
+lasts the whole job, where a session chained from another role is capped at one
+hour; ``infra/ci_roles.py``); with ``kiln:ciOidc`` alone, the CI deploy role (which
+may chain into it); else the account — which in IAM means nobody until an
 administrator grants ``sts:AssumeRole`` on this ARN to a user or role.
 
 The **CI deploy role** is trusted through the CI system's OIDC provider, pinned
@@ -32,7 +35,10 @@ import pulumi_aws as aws
 
 from infra import ci_oidc
 from infra import policydocs as pd
-from infra.labels import BAKE_KEY_GRANT_OPERATIONS, BUILDER_ROLE, CA_TAG_CLUSTER_PREFIX, TAG_CLUSTER, TAG_ROLE
+from infra.ci_roles import state_policy
+from infra.config import CiRoleTrust
+from infra.labels import (BAKE_KEY_GRANT_OPERATIONS, BUILDER_ROLE, CA_TAG_CLUSTER_PREFIX, CA_TAG_NODE_TEMPLATE_LABEL,
+                          LABEL_MODEL_VERSION, TAG_CLUSTER, TAG_ROLE)
 
 # Every image, snapshot and security group the bake creates carries this tag (automation/bake/recipe.py).
 TAG_RECIPE = "kiln:recipe"
@@ -43,6 +49,8 @@ EKS_AMI_PARAMETERS = "aws/service/eks/optimized-ami/*"
 # Assuming the rollout role, with session tags: the trust and the CI role's grant must both allow these.
 ASSUME_ACTIONS = ["sts:AssumeRole", "sts:TagSession"]
 MAX_SESSION_SECONDS = 4 * 3600  # a bake copies ~30 GB and snapshots it; an hour is not always enough
+# The one cluster-autoscaler tag a rotation's gated `up` changes: the node template's model-version label.
+MODEL_VERSION_TEMPLATE_TAG = CA_TAG_NODE_TEMPLATE_LABEL + LABEL_MODEL_VERSION
 
 ASG_MUTATIONS = (
     "autoscaling:CreateOrUpdateTags",
@@ -98,10 +106,13 @@ def rollout_policy(partition: str, region: str, account: str, cluster_name: str,
         # --- node replacement (rotate / replace)
         pd.statement("AsgMutationsThisClusterOnly", ASG_MUTATIONS, [pd.asg_arn(partition, region, account)],
                      {"StringEquals": {f"autoscaling:ResourceTag/{TAG_CLUSTER}": cluster_name}}),
-        # The ownership tags are how every scope here is drawn; the role must not move them.
+        # The ownership tags are how every scope here is drawn; the role must not move them. The one exception is
+        # the node template's model-version label, which a rotation's `up` changes with the AMI (a request that
+        # names it beside any other ownership key is still refused).
         pd.statement("KeepOwnershipTags", ["autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags"],
                      [pd.asg_arn(partition, region, account)],
-                     {"ForAnyValue:StringLike": {"aws:TagKeys": [TAG_CLUSTER, CA_TAG_CLUSTER_PREFIX + "*"]}},
+                     {"ForAnyValue:StringLike": {"aws:TagKeys": [TAG_CLUSTER, CA_TAG_CLUSTER_PREFIX + "*"]},
+                      "ForAnyValue:StringNotEquals": {"aws:TagKeys": [MODEL_VERSION_TEMPLATE_TAG]}},
                      effect="Deny"),
         pd.statement("LaunchTemplatesThisClusterOnly",
                      ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:RunInstances"],
@@ -188,6 +199,8 @@ class CiDeployRoleArgs:
     # An IAM OIDC provider that already exists for provider_url: trusted instead of creating one
     # (an account holds one provider per URL, so creating a second fails `pulumi up`).
     provider_arn: Optional[str] = None
+    # Every audience a kiln CI role trusts (the provider's client IDs); default: the deploy role's.
+    client_ids: Sequence[str] = ()
 
 
 class CiDeployRole(pulumi.ComponentResource):
@@ -210,11 +223,12 @@ class CiDeployRole(pulumi.ComponentResource):
             self.provider = aws.iam.OpenIdConnectProvider(
                 f"{name}-oidc",
                 url=args.provider_url,
-                client_id_lists=[args.audience],
+                client_id_lists=list(args.client_ids or [args.audience]),
                 tags=args.tags,
                 opts=child,
             )
             provider_arn = self.provider.arn
+        self.provider_arn = provider_arn     # the preview role and the rotation trust the same provider
         self.role = aws.iam.Role(
             name,
             description=f"CI pipelines ({args.subject}) through {args.provider_url}",
@@ -237,6 +251,20 @@ class RolloutRoleArgs:
     ci_role: Optional[aws.iam.Role] = None
     tags: dict[str, str] = field(default_factory=dict)
     model_bucket: Optional[str] = None     # kiln:modelBucket: the only bucket manifests are read from
+    # kiln:ciOidc.rotation: the rotation job's token is the only principal trusted (no chaining), and the role
+    # gains what the rotation's gated `pulumi up` needs (infra/ci_roles.py).
+    rotation: Optional["CiRotationArgs"] = None
+
+
+@dataclass(frozen=True)
+class CiRotationArgs:
+    provider_arn: pulumi.Input[str]
+    provider_url: str
+    trust: CiRoleTrust
+    read_policy_arn: pulumi.Input[str]      # infra/ci_roles.CiReadAccess: what a refresh reads
+    state_bucket: Optional[str] = None
+    state_prefix: str = ""
+    secrets_kms_key: Optional[str] = None
 
 
 class RolloutRole(pulumi.ComponentResource):
@@ -253,7 +281,11 @@ class RolloutRole(pulumi.ComponentResource):
 
         # sts:TagSession too: a caller that passes session tags (CI role chaining does by default)
         # is refused unless the trust allows it, and the CI role is granted it (assume_policy).
-        if args.ci_role is not None:
+        rotation = args.rotation
+        if rotation is not None:
+            trust = pulumi.Output.from_input(rotation.provider_arn).apply(lambda arn: ci_oidc.web_identity_trust(
+                arn, rotation.provider_url, rotation.trust.audience, rotation.trust.subject))
+        elif args.ci_role is not None:
             trust = args.ci_role.arn.apply(lambda arn: pd.trust({"AWS": arn}, ASSUME_ACTIONS))
         else:
             trust = pulumi.Output.all(partition, account).apply(
@@ -274,7 +306,13 @@ class RolloutRole(pulumi.ComponentResource):
                 lambda a: rollout_policy(a[0], a[1], a[2], a[3], a[4], args.model_bucket)),
             opts=child,
         )
-        if args.ci_role is not None:
+        if rotation is not None:
+            aws.iam.RolePolicyAttachment(f"{name}-ci-read", role=self.role.name, policy_arn=rotation.read_policy_arn,
+                                         opts=child)
+            if rotation.state_bucket or rotation.secrets_kms_key:
+                aws.iam.RolePolicy(f"{name}-state", role=self.role.id, policy=partition.apply(lambda p: state_policy(
+                    p, rotation.state_bucket, rotation.state_prefix, rotation.secrets_kms_key, write=True)), opts=child)
+        elif args.ci_role is not None:
             aws.iam.RolePolicy(
                 f"{name}-assume",
                 role=args.ci_role.id,

@@ -21,6 +21,7 @@ import pulumi_kubernetes as k8s
 
 from infra.autoscaler import NAME as AUTOSCALER_NAME
 from infra.autoscaler import NAMESPACE as AUTOSCALER_NAMESPACE
+from infra.ci_roles import CI_READ_GROUP, ROTATION_GROUP, view_association
 from infra.labels import ROTATION_NAMESPACE, rotation_configmap
 
 GROUP = "kiln-rollout"
@@ -66,6 +67,9 @@ class RolloutAccessArgs:
     k8s_provider: k8s.Provider
     tags: dict[str, str] = field(default_factory=dict)
     stack: Optional[str] = None    # names the rotation's ConfigMap (default: this Pulumi stack)
+    # kiln:ciOidc.rotation: the role is also the CI rotation role, whose gated `pulumi up` refreshes and replaces the
+    # model volume: the groups of infra/ci_roles.py (reads, model PV/PVC) and AmazonEKSViewPolicy.
+    ci_rotation: bool = False
 
 
 class RolloutClusterAccess(pulumi.ComponentResource):
@@ -77,7 +81,7 @@ class RolloutClusterAccess(pulumi.ComponentResource):
             cluster_name=args.cluster_name,
             principal_arn=args.principal_arn,
             type="STANDARD",
-            kubernetes_groups=[GROUP],
+            kubernetes_groups=[GROUP, *((CI_READ_GROUP, ROTATION_GROUP) if args.ci_rotation else ())],
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -101,4 +105,6 @@ class RolloutClusterAccess(pulumi.ComponentResource):
             role_ref=k8s.rbac.v1.RoleRefArgs(kind="Role", name=role.metadata.name,
                                              api_group="rbac.authorization.k8s.io"),
             opts=on_cluster)
+        if args.ci_rotation:
+            view_association(f"{name}-view", args.cluster_name, self.access_entry, self)
         self.register_outputs({"accessEntry": self.access_entry.access_entry_arn})

@@ -47,7 +47,7 @@ def problems(raw: Mapping[str, Any], region: Optional[str] = None) -> list[Probl
     """Every rule below, on ``raw`` as ``parse`` normalised it (no ``kiln:`` prefix, empty values dropped)."""
     out: list[Problem] = []
     for rule in (_kubernetes_version, _endpoint_cidrs, _vpc_cidr, _model_path, _jobs_namespace, _ci_oidc,
-                 _node_groups, _termination_hold):
+                 _ci_oidc_roles, _node_groups, _termination_hold):
         out.extend(rule(raw))
     out.extend(_zones(raw, region))
     return out
@@ -194,6 +194,56 @@ def _ci_oidc(raw: Mapping[str, Any]) -> Iterator[Problem]:
         problem = ci_oidc.subject_problem(subject, ci_oidc.system_of(issuer) if isinstance(issuer, str) else None)
         if problem:
             yield "ciOidc.subject", problem
+
+
+def _ci_oidc_roles(raw: Mapping[str, Any]) -> Iterator[Problem]:
+    """One role per purpose: each subject fits its purpose, every role names the deploy role's repository, and no
+    token satisfies two roles' trusts (a pull request's never the deploy or rotation role's)."""
+    ci = _decoded(raw.get("ciOidc"))
+    if not isinstance(ci, Mapping):
+        return  # parse: must be a map
+    issuer, audience = ci.get("providerUrl"), ci.get("audience")
+    system = ci_oidc.system_of(issuer) if isinstance(issuer, str) else None
+    allow_custom = _bool(ci.get("allowCustomIssuer", False))
+    deploy = ci.get("subject")
+    # The deploy subject is judged by _ci_oidc (and parse); cross-role rules need it valid.
+    valid = {"deploy": (audience, deploy)} if isinstance(deploy, str) and isinstance(audience, str) and deploy \
+        and audience and ci_oidc.subject_problem(deploy, system) is None else {}
+    for purpose, subject_rule in (("rotation", ci_oidc.subject_problem), ("preview", ci_oidc.preview_subject_problem)):
+        role = _decoded(ci.get(purpose))
+        if not isinstance(role, Mapping):
+            continue  # parse: absent, or must be a map
+        subject, own_audience = role.get("subject"), role.get("audience")
+        role_audience = own_audience if own_audience is not None else audience
+        ok = isinstance(subject, str) and bool(subject) and isinstance(role_audience, str) and bool(role_audience)
+        if isinstance(subject, str) and subject:
+            problem = subject_rule(subject, system)
+            if problem:
+                yield f"ciOidc.{purpose}.subject", problem
+                ok = False
+        if isinstance(own_audience, str) and own_audience and isinstance(issuer, str) and issuer \
+                and allow_custom is not None:
+            problem = ci_oidc.issuer_problem(issuer, own_audience, allow_custom)[1]
+            other = [p for p, a in ci_oidc.GITLAB_ROLE_AUDIENCES.items() if a == own_audience and p != purpose]
+            if problem or other:
+                yield f"ciOidc.{purpose}.audience", problem or (
+                    f"({own_audience!r}) is the {other[0]} role's audience in kiln's GitLab template")
+                ok = False
+        if ok:
+            valid[purpose] = (role_audience, subject)
+    if "deploy" not in valid:
+        return
+    repository = ci_oidc.repository_of(valid["deploy"][1])
+    for purpose in ("rotation", "preview"):
+        if purpose in valid and ci_oidc.repository_of(valid[purpose][1]) != repository:
+            yield f"ciOidc.{purpose}.subject", (f"({valid[purpose][1]!r}) names another repository than the deploy "
+                                                f"role's subject ({repository}): every CI role is this repository's")
+            del valid[purpose]
+    for first, second in (("deploy", "rotation"), ("deploy", "preview"), ("rotation", "preview")):
+        if first in valid and second in valid:
+            problem = ci_oidc.role_overlap_problem((first, *valid[first]), (second, *valid[second]))
+            if problem:
+                yield f"ciOidc.{second}.subject", problem
 
 
 def _termination_hold(raw: Mapping[str, Any]) -> Iterator[Problem]:

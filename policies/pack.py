@@ -11,8 +11,8 @@ from typing import Any
 
 from pulumi_policy import EnforcementLevel, Policy, PolicyPack
 
-from policies.rules import (asgs, compute, cost, ecr, eks, iam, kubernetes, launch_templates, s3, safe_to_evict,
-                            security_groups, stack)
+from policies.rules import (asgs, ci_roles, compute, cost, ecr, eks, iam, kubernetes, launch_templates, s3,
+                            safe_to_evict, security_groups, stack)
 
 PACK_NAME = "kiln"
 
@@ -21,7 +21,7 @@ def policies() -> list[Policy]:
     """Every policy of the pack, in a stable order."""
     return [
         *ecr.POLICIES, *compute.POLICIES, *launch_templates.POLICIES, *asgs.POLICIES, *eks.POLICIES,
-        *security_groups.POLICIES, *iam.POLICIES, *s3.POLICIES, *kubernetes.POLICIES, *safe_to_evict.POLICIES,
+        *security_groups.POLICIES, *iam.POLICIES, *ci_roles.POLICIES, *s3.POLICIES, *kubernetes.POLICIES, *safe_to_evict.POLICIES,
         *cost.POLICIES, *stack.POLICIES,
     ]
 

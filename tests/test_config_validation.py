@@ -324,3 +324,48 @@ def test_a_namespace_that_is_not_a_dns_label_is_one_mistake():
 def test_the_model_path_rule_says_what_it_wants():
     found = problems(modelPath="/opt/mоdels")  # a Cyrillic o
     assert len(found) == 1 and "ASCII letters, digits" in found[0]
+
+
+# --------------------------------------------------------------------------- ciOidc: one role per purpose
+
+GH = {"providerUrl": "https://token.actions.githubusercontent.com", "audience": "sts.amazonaws.com",
+      "subject": "repo:o/r:environment:production"}
+GL = {"providerUrl": "https://gitlab.com", "audience": "kiln-deploy",
+      "subject": "project_path:g/p:ref_type:branch:ref:main"}
+
+
+@pytest.mark.parametrize("ci, key, fragment", [
+    # A rotation role any pull request could assume, or one any token of the repository satisfies.
+    ({**GH, "rotation": {"subject": "repo:o/r:pull_request"}}, "ciOidc.rotation.subject", "pull request"),
+    ({**GH, "rotation": {"subject": "repo:o/r:*"}}, "ciOidc.rotation.subject", "wildcard"),
+    # The same token would satisfy two roles: one job could hold both.
+    ({**GH, "rotation": {"subject": "repo:o/r:environment:production"}}, "ciOidc.rotation.subject", "same tokens"),
+    ({**GH, "preview": {"subject": "repo:o/r:environment:production"}}, "ciOidc.preview.subject", "same tokens"),
+    ({**GL, "rotation": {"subject": "project_path:g/p:ref_type:branch:ref:main"}}, "ciOidc.rotation.subject", "same tokens"),
+    ({**GL, "preview": {"subject": "project_path:g/p:ref_type:branch:ref:*"}}, "ciOidc.preview.subject", "same tokens"),
+    # Every role is this repository's.
+    ({**GH, "preview": {"subject": "repo:other/r:pull_request"}}, "ciOidc.preview.subject", "another repository"),
+    # A preview pattern beyond a pull request's subject (GitHub) or one project's branches (GitLab).
+    ({**GH, "preview": {"subject": "repo:o/*:pull_request"}}, "ciOidc.preview.subject", "without a wildcard"),
+    ({**GL, "preview": {"subject": "project_path:g/*:ref_type:branch:ref:*", "audience": "kiln-preview"}},
+     "ciOidc.preview.subject", "ciOidc.preview.subject"),
+    # GitLab: an audience kiln's template gives another role.
+    ({**GL, "rotation": {"subject": "project_path:g/p:ref_type:branch:ref:main", "audience": "kiln-preview"}},
+     "ciOidc.rotation.audience", "preview role's audience"),
+    ({**GH, "stateBackend": "my-bucket"}, "ciOidc.stateBackend", "s3://"),
+    ({**GH, "secretsKmsKey": "alias/pulumi"}, "ciOidc.secretsKmsKey", "key ARN"),
+])
+def test_ci_roles_that_would_let_a_token_in_twice_or_from_elsewhere(ci, key, fragment):
+    found = [p for p in problems(ciOidc=ci) if key in p]
+    assert found and fragment in found[0], problems(ciOidc=ci)
+
+
+@pytest.mark.parametrize("ci", [
+    {**GH, "preview": {"subject": "repo:o/r:pull_request"}, "rotation": {"subject": "repo:o/r:environment:rotation"},
+     "stateBackend": "s3://state/kiln",
+     "secretsKmsKey": "arn:aws:kms:us-east-2:123456789012:key/0e3f1f2a-1111-2222-3333-444455556666"},
+    {**GL, "preview": {"subject": "project_path:g/p:ref_type:branch:ref:*", "audience": "kiln-preview"},
+     "rotation": {"subject": "project_path:g/p:ref_type:branch:ref:main", "audience": "kiln-rotation"}},
+])
+def test_one_role_per_purpose_as_the_templates_use_them(ci):
+    assert problems(ciOidc=ci) == []

@@ -29,37 +29,38 @@ def runs(job: dict) -> str:
     return "\n".join(s.get("run", "") for s in steps(job))
 
 
-def assumes_role_by_oidc(job: dict) -> bool:
+def assumes_role_by_oidc(job: dict, role: str = "AWS_DEPLOY_ROLE_ARN") -> bool:
     creds = [s for s in steps(job) if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials@")]
-    return len(creds) == 1 and creds[0]["with"]["role-to-assume"] == "${{ secrets.AWS_DEPLOY_ROLE_ARN }}" \
+    return len(creds) == 1 and creds[0]["with"]["role-to-assume"] == f"${{{{ secrets.{role} }}}}" \
         and "aws-access-key-id" not in creds[0]["with"]
 
 
 def test_github_workflow_previews_on_pull_requests_and_ups_on_main():
     doc = load(CI / "github" / "kiln.yml")
     assert set(doc["on"]) == {"pull_request", "push"} and doc["on"]["push"]["branches"] == ["main"]
-    assert doc["permissions"]["id-token"] == "write"
-    assert doc["env"]["PULUMI_BACKEND_URL"] == "${{ secrets.PULUMI_BACKEND_URL }}"
-    assert doc["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
     jobs = doc["jobs"]
     preview, up = jobs["preview"], jobs["up"]
+    for job in (preview, up):
+        assert job["permissions"]["id-token"] == "write"
+        assert job["env"]["PULUMI_BACKEND_URL"] == "${{ secrets.PULUMI_BACKEND_URL }}"
+        assert job["env"]["PULUMI_CONFIG_PASSPHRASE"] == "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}"
     assert "pull_request" in preview["if"] and "refs/heads/main" in up["if"]
     assert re.search(r"^pulumi preview .*--policy-pack policies", runs(preview), re.M)
     assert re.search(r"^pulumi up .*--policy-pack policies .*--yes", runs(up), re.M)
-    assert assumes_role_by_oidc(preview) and assumes_role_by_oidc(up)
+    assert assumes_role_by_oidc(preview, "AWS_PREVIEW_ROLE_ARN") and assumes_role_by_oidc(up)
     # The offline pack runs first and needs no cloud access at all.
     assert preview["needs"] == up["needs"] == "policy-offline"
     assert "python -m policies check --stack" in runs(jobs["policy-offline"])
-    assert not assumes_role_by_oidc(jobs["policy-offline"])
+    assert not any("configure-aws-credentials" in str(s.get("uses")) for s in steps(jobs["policy-offline"]))
 
 
 def test_github_rotation_is_manual_and_runs_rotate():
     doc = load(CI / "github" / "rotate.yml")
     assert list(doc["on"]) == ["workflow_dispatch"]
     assert {"stack", "model-version"} <= set(doc["on"]["workflow_dispatch"]["inputs"])
-    assert doc["permissions"]["id-token"] == "write"
     job = doc["jobs"]["rotate"]
-    assert assumes_role_by_oidc(job)
+    assert job["permissions"]["id-token"] == "write"
+    assert assumes_role_by_oidc(job, "AWS_ROTATION_ROLE_ARN")
     command = runs(job)
     assert re.search(r"python -m automation rotate --stack \"\$STACK\" --model-version \"\$MODEL_VERSION\"", command)
     assert "--yes" in command
@@ -118,7 +119,7 @@ def test_github_deploy_checks_out_the_tip_and_runs_the_guard_before_up():
 def test_github_rotation_persists_the_stack_file_to_main():
     doc = load(CI / "github" / "rotate.yml")
     job = doc["jobs"]["rotate"]
-    assert doc["permissions"]["contents"] == "write"
+    assert job["permissions"]["contents"] == "write" and doc["permissions"] == {"contents": "read"}
     checkout = steps(job)[_step_index(job, lambda s: str(s.get("uses", "")).startswith("actions/checkout@"))]
     assert checkout["with"]["fetch-depth"] == 0 and checkout["with"]["ref"] == "main"
     assert "KILN_GIT_PUSH_TOKEN" in checkout["with"]["token"]
@@ -166,19 +167,21 @@ def test_every_pulumi_up_in_the_templates_is_guarded():
 def test_no_static_aws_keys_anywhere():
     for path in [*(CI / "github").glob("*.yml"), CI / "gitlab" / ".gitlab-ci.yml"]:
         text = path.read_text()
-        assert "aws-access-key-id" not in text and "secrets.AWS_" not in text.replace("secrets.AWS_DEPLOY_ROLE_ARN", "")
+        for role in ("AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "AWS_ROTATION_ROLE_ARN"):
+            text = text.replace(f"secrets.{role}", "")
+        assert "aws-access-key-id" not in text and "secrets.AWS_" not in text
         doc = load(path)
         assert not any(STATIC_KEY.match(f"{k}:") for k in (doc.get("variables") or doc.get("env") or {})), path
 
 
 def test_gitlab_pipeline_equivalent():
     doc = load(CI / "gitlab" / ".gitlab-ci.yml")
-    oidc = doc[".aws_oidc"]
-    assert oidc["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
-    exchange = " ".join(str(line) for line in oidc["before_script"])
-    assert "assume-role-with-web-identity" in exchange and '--web-identity-token "$AWS_ID_TOKEN"' in exchange
     preview, up, rotate = doc["preview"], doc["up"], doc["rotate"]
-    assert all(job["extends"] == ".aws_oidc" for job in (preview, up, rotate))
+    assert all(job["extends"] == ".pulumi_job" for job in (preview, up, rotate))
+    web_identity = " ".join(flat(doc[".pulumi_job"]["before_script"]))
+    assert 'printf \'%s\' "$KILN_ID_TOKEN" > "$AWS_WEB_IDENTITY_TOKEN_FILE"' in web_identity
+    assert {job["variables"]["AWS_ROLE_ARN"] for job in (preview, up, rotate)} == {
+        "$AWS_PREVIEW_ROLE_ARN", "$AWS_DEPLOY_ROLE_ARN", "$AWS_ROTATION_ROLE_ARN"}
     assert any("merge_request_event" in r.get("if", "") for r in preview["rules"])
     assert any("CI_DEFAULT_BRANCH" in r.get("if", "") for r in up["rules"])
     assert "--policy-pack policies" in " ".join(preview["script"]) and "--policy-pack policies" in " ".join(up["script"])
@@ -208,14 +211,16 @@ def test_ci_builds_both_architectures_and_prints_the_digest():
     assert build["with"]["file"] == "images/termination-handler/Dockerfile" and build["with"]["context"] == "."
     assert build["with"]["platforms"] == "linux/amd64,linux/arm64" and build["with"]["push"] is True
     assert "kiln-termination-handler" in build["with"]["tags"]
-    printed = runs(job)
-    assert "kiln:terminationHandlerImage" in printed and "steps.build.outputs.digest" in printed
+    [printed] = [s for s in steps(job) if "kiln:terminationHandlerImage" in s.get("run", "")]
+    # The reference reaches the shell through the environment, never spliced into the script.
+    assert printed["env"]["REFERENCE"].endswith("/kiln-termination-handler@${{ steps.build.outputs.digest }}")
+    assert "$REFERENCE" in printed["run"] and "${{" not in printed["run"]
     assert assumes_role_by_oidc(job)
     gitlab = load(CI / "gitlab" / ".gitlab-ci.yml")
     script = " ".join(flat(gitlab["handler-image"]["script"]))
     assert "-f images/termination-handler/Dockerfile" in script and "linux/amd64,linux/arm64" in script
     assert "--push" in script and "kiln:terminationHandlerImage" in script and "containerimage.digest" in script
-    assert gitlab["handler-image"]["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com"
+    assert gitlab["handler-image"]["id_tokens"]["KILN_ID_TOKEN"]["aud"] == "kiln-deploy"
     assert any("CI_DEFAULT_BRANCH" in r.get("if", "") for r in gitlab["handler-image"]["rules"])
     # kiln's ECR repositories have immutable tags (infra/registry.py): a re-run or retry must push a new tag,
     # never the last attempt's again (that push fails).
@@ -228,13 +233,14 @@ def test_ci_builds_both_architectures_and_prints_the_digest():
 def test_every_github_job_with_the_deploy_role_on_main_presents_one_oidc_subject():
     """The deploy role trusts exactly one subject (kiln:ciOidc.subject). A GitHub job's token says
     `environment:<name>` when the job has an environment, `ref:refs/heads/main` when not: the jobs on main that
-    assume the role (deploy, image build, rotation) must agree, or one of them can never get credentials."""
+    assume the deploy role (deploy, image build) must agree, or one of them can never get credentials. The rotation
+    has a role of its own, in an environment of its own (tests/test_ci_templates.py)."""
     deploy, rotate = load(CI / "github" / "kiln.yml"), load(CI / "github" / "rotate.yml")
     on_main = [(name, job) for name, job in deploy["jobs"].items()
                if assumes_role_by_oidc(job) and "refs/heads/main" in job.get("if", "")]
-    on_main += [(name, job) for name, job in rotate["jobs"].items() if assumes_role_by_oidc(job)]
-    assert {name for name, _ in on_main} == {"up", "handler-image", "rotate"}
+    assert {name for name, _ in on_main} == {"up", "handler-image"}
     assert {job.get("environment") for _, job in on_main} == {"production"}
+    assert not assumes_role_by_oidc(rotate["jobs"]["rotate"]) and rotate["jobs"]["rotate"]["environment"] == "rotation"
 
 
 def test_the_image_build_holds_no_stack_lock_and_changes_no_stack():
@@ -248,18 +254,19 @@ def test_the_image_build_holds_no_stack_lock_and_changes_no_stack():
     assert not any("pulumi" in line or "python -m automation" in line for line in lines)
 
 
-def test_gitlab_jobs_exchange_their_token_in_one_place():
-    """The deploy/preview/rotation jobs and the image build assume the role with the same commands (a YAML anchor),
-    each with its own aws command."""
+def test_gitlab_jobs_hand_their_token_to_the_sdks_in_one_place():
+    """The preview/deploy/rotation jobs give the AWS SDKs their ID token with the same commands (a YAML anchor) and
+    check the role before their script; the image build writes the token file the same way for the AWS CLI."""
     doc = load(CI / "gitlab" / ".gitlab-ci.yml")
-    exchange = flat(doc[".assume_deploy_role"])
-    assert "assume-role-with-web-identity" in exchange[0] and '"$AWS_CLI" sts' in exchange[0]
-    assert '--web-identity-token "$AWS_ID_TOKEN"' in exchange[0] and '--role-arn "$AWS_DEPLOY_ROLE_ARN"' in exchange[0]
-    for name, job in (("aws_oidc", doc[".aws_oidc"]), ("handler-image", doc["handler-image"])):
-        before = flat(job["before_script"])
-        assert before[-len(exchange):] == exchange, name        # the last thing before the job's script
-        assert job["id_tokens"]["AWS_ID_TOKEN"]["aud"] == "sts.amazonaws.com", name
-    assert doc[".aws_oidc"]["variables"]["AWS_CLI"] == ".venv/bin/aws"
-    assert doc["handler-image"]["variables"]["AWS_CLI"] == "aws"
-    assert any("pip install -q awscli" in line for line in flat(doc[".aws_oidc"]["before_script"]))
-    assert any("apk add" in line and "aws-cli" in line for line in flat(doc["handler-image"]["before_script"]))
+    web_identity = flat(doc[".web_identity"])
+    assert web_identity[0].startswith('export AWS_WEB_IDENTITY_TOKEN_FILE="$(mktemp)"')
+    assert web_identity[1] == 'printf \'%s\' "$KILN_ID_TOKEN" > "$AWS_WEB_IDENTITY_TOKEN_FILE"'
+    assert "get_caller_identity" in web_identity[2]
+    before = flat(doc[".pulumi_job"]["before_script"])
+    assert before[-len(web_identity):] == web_identity        # the last thing before the job's script
+    image = flat(doc["handler-image"]["before_script"])
+    assert image[-2:] == web_identity[:2]
+    assert any("apk add" in line and "aws-cli" in line for line in image)
+    # No job exchanges the token by hand for fixed-length credentials (they would expire mid-job).
+    text = (CI / "gitlab" / ".gitlab-ci.yml").read_text()
+    assert "assume-role-with-web-identity" not in text and "AWS_SESSION_TOKEN" not in text

@@ -83,8 +83,30 @@ def test_asg_mutations_only_on_groups_tagged_for_this_cluster(program):
     deny = s["KeepOwnershipTags"]
     assert deny["Effect"] == "Deny"
     assert deny["Action"] == ["autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags"]
-    assert deny["Condition"] == {"ForAnyValue:StringLike": {
-        "aws:TagKeys": ["kiln.dev/cluster", "k8s.io/cluster-autoscaler/*"]}}
+    assert deny["Condition"] == {
+        "ForAnyValue:StringLike": {"aws:TagKeys": ["kiln.dev/cluster", "k8s.io/cluster-autoscaler/*"]},
+        "ForAnyValue:StringNotEquals": {"aws:TagKeys": ["k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version"]}}
+
+
+@pytest.mark.parametrize("keys, allowed", [
+    # The one CA tag a rotation's `up` changes with the AMI: the node template's model-version label.
+    (["k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version"], True),
+    (["kiln.dev/rollout-state"], True),                      # the rollout's own tags
+    (["kiln.dev/cluster"], False),                          # ownership: never
+    (["k8s.io/cluster-autoscaler/enabled"], False),
+    (["k8s.io/cluster-autoscaler/other-cluster"], False),   # would hand the group to another cluster's autoscaler
+    (["k8s.io/cluster-autoscaler/node-template/label/team"], False),
+    (["k8s.io/cluster-autoscaler/node-template/taint/workload"], False),
+    # Named beside the model-version label, an ownership key is still refused.
+    (["k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version", "kiln.dev/cluster"], False),
+    (["k8s.io/cluster-autoscaler/node-template/label/kiln.dev/model-version", "k8s.io/cluster-autoscaler/x"], False),
+])
+def test_ownership_tags_stay_but_the_model_version_template_label_may_change(program, keys, allowed):
+    asg = f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:uuid:autoScalingGroupName/kiln-test-cpu-a"
+    context = {"autoscaling:ResourceTag/kiln.dev/cluster": "kiln-test", "aws:TagKeys": keys}
+    statements = list(rollout_statements(program).values())
+    for action in ("autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags"):
+        assert permits(statements, action, asg, context) is allowed, (action, keys)
 
 
 def test_launch_templates_only_this_clusters(program):
@@ -127,6 +149,8 @@ def permits(statements, action: str, resource: str, context: dict) -> bool:
             return any(h in values(want) for h in values(have))
         if op == "ForAllValues:StringEquals":
             return all(h in values(want) for h in values(have))
+        if op == "ForAnyValue:StringNotEquals":
+            return any(h not in values(want) for h in values(have))
         if op in ("StringLike", "ArnLike", "ForAnyValue:StringLike"):
             return any(fnmatch.fnmatchcase(h, w) for h in values(have) for w in values(want))
         raise AssertionError(f"operator {op} not modelled")
