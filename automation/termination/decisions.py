@@ -620,7 +620,10 @@ def _hold_or_complete_node(c: _Cycle, instance: Instance, node: Node, started: f
                                    warning=True))
     evictable = [p for p in pods if needs_eviction(p, kinds)]
     leaving = [p for p in pods if still_leaving(p)]
-    leave_limit = _leave_limit(c, started, due.values(), hard)
+    # A Job pod already stopping (evicted at its due time, or deleted) keeps its own due time for the
+    # limit on stopping: one evicted at an extended due time gets its AFTER_GRACE_SECONDS too.
+    stopping_dues = [_job_due(c, p, started) for p in leaving if p.owner_kind is None or p.owner_kind in kinds]
+    leave_limit = _leave_limit(c, started, [*due.values(), *stopping_dues], hard)
     if not is_fenced(node):
         # Marked this cycle: what runs there can only be trusted once the node is seen fenced.
         hold(max(release, *due.values()) if due else release, ["the node to be seen cordoned"])
