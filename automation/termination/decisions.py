@@ -53,6 +53,7 @@ from .rules import (
     parse_time,
     pod_deadline,
     still_leaving,
+    unreadable_extension,
 )
 
 HOOK_NAME = "kiln-termination"                 # infra/lifecycle.py HOOK_NAME (a test keeps them equal)
@@ -549,7 +550,10 @@ def evict_from_draining_nodes(c: _Cycle) -> None:
 
 def _job_due(c: _Cycle, pod: Pod, started: float) -> float:
     """When a Job pod's time on a terminating node is up: the grace, plus its deadline
-    extension, never later than the hook allows."""
+    extension, never later than the hook allows. An extension kiln cannot read holds to the
+    hook's limit: the rollout never forces such a Job (fail closed), nor does the handler early."""
+    if unreadable_extension(pod):
+        return _hard_limit(c, started)
     release = started + c.settings.job_grace_seconds
     return min(pod_deadline(pod, release), _hard_limit(c, started))
 
