@@ -310,6 +310,13 @@ BLOCKED_CASES = {
 }
 
 
+def test_the_readme_counts_the_crafted_cases_there_are():
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"the program-derived rotation and {len(BLOCKED_CASES)} crafted blocking cases" in text
+
+
 @pytest.mark.parametrize("case", sorted(BLOCKED_CASES))
 def test_each_crafted_change_is_blocked_and_says_why(case):
     result = gate(BLOCKED_CASES[case])
