@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from automation.gate import claim_name, volume_name
 from automation.rotate.guard import deploy_problems
