@@ -8,7 +8,9 @@ templates and ASGs updated with their old and new inputs, the model
 PersistentVolume/claim replaced (``retainOnDelete``), the Kubernetes provider's
 ``upsertExistingObjects`` when adoption is switched on, and the change summary
 with the policy pack that ran. It saves an update plan; ``up`` refuses to run
-with a plan that does not match what it would do. Its Kubernetes objects are
+with a plan that does not match what it would do. A refresh reads the groups' live
+max size back (``drift_max``: set by something outside Pulumi after every up), so a
+refreshed preview can still show changes after the converge's up. Its Kubernetes objects are
 those of the model volumes: creating one that exists fails with AlreadyExists
 unless the apply adopts (``PULUMI_K8S_UPSERT_EXISTING_OBJECTS``), as
 pulumi-kubernetes 4.29+ does; the old version's objects are retained.
@@ -111,6 +113,9 @@ class FakeStack:
         self.ups: list[dict] = []
         self.set_calls: list[dict] = []
         self.declared_max = self.state_max = self.live_max = 10
+        # Something outside Pulumi (a person, another tool) that sets the groups' max size to this after every
+        # up: the refreshed preview then still shows changes, and the stack never converges.
+        self.drift_max: Optional[int] = None
 
     # ---- config ---------------------------------------------------------------------------------------
     def all_config(self) -> dict[str, str]:
@@ -232,6 +237,8 @@ class FakeStack:
         self.deployed = {"amis": amis, "model": model, "upsert": adopt_model_volume,
                          "shape_map": not isinstance(self.config["kiln:nodeAmi"], str)}
         self.state_max = self.live_max = self.declared_max
+        if self.drift_max is not None:
+            self.live_max = self.drift_max
         return self.outputs()
 
     def outputs(self) -> dict[str, Any]:

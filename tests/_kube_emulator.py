@@ -12,9 +12,29 @@ them as kmock reactions or a subclass, the way kmock's docs suggest:
   as ``status.phase``), ``limit`` and ``continue`` on lists;
 * ``watch=True`` as the official client spells it (kmock recognises only
   ``watch=true``), routed to kmock's own watch stream;
-* the ``pods/eviction`` subresource: 404 for a missing pod, 500 when more than
-  one PodDisruptionBudget selects the pod (as the API server answers), 429 when
-  the PodDisruptionBudget selecting the pod allows no disruption, else delete;
+* the ``pods/eviction`` subresource decided like the API server's eviction REST
+  handler: 404 for a missing pod; a pod already terminating, finished or Pending is
+  deleted without a budget check; 500 when more than one PodDisruptionBudget
+  selects the pod; 429 (cause ``DisruptionBudget``) when the budget's
+  ``status.disruptionsAllowed`` is 0; else the grant *decrements*
+  ``disruptionsAllowed``, records the pod in ``status.disruptedPods`` and deletes
+  the pod;
+* the disruption controller, for a PodDisruptionBudget with ``spec.minAvailable``
+  or ``spec.maxUnavailable`` (integer or percentage): ``status`` (``currentHealthy``,
+  ``desiredHealthy``, ``expectedPods``, ``disruptionsAllowed``) recomputed every
+  0.1 s from the pods as they go and come — healthy is Running, Ready and not
+  terminating nor just disrupted; the expected count is the matching pods for an
+  integer ``minAvailable``, else the replicas of the Deployments whose pod
+  template the selector matches (none found: 0 disruptions allowed, as the real
+  controller fails closed). A budget with neither field keeps the status the
+  test wrote (the test plays the controller);
+* graceful deletion of pods (DELETE and eviction): a pod bound to a node, not
+  finished, with ``spec.terminationGracePeriodSeconds`` > 0 gets
+  ``metadata.deletionTimestamp`` (now + grace) and ``deletionGracePeriodSeconds``
+  and stays — terminating, on its node — until its grace period is over (the
+  kubelet's part), then is removed. Unlike the API server's default of 30 s, a
+  pod without the field is removed at once (``gracePeriodSeconds=0``), so tests
+  that do not care about termination stay fast;
 * the ``deployments/scale`` subresource rendered as an ``autoscaling/v1`` Scale;
 * ``events.k8s.io/v1`` Events stored like any object (create answers 409 for a name
   that exists, a merge patch updates ``series``), which is all the rollout writes.
@@ -25,10 +45,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import math
 import re
 import threading
+import time
 from typing import Any, Callable, Mapping, Optional
 
+import aiohttp.web
 import kmock
 from kubernetes import client
 
@@ -92,17 +115,80 @@ def _field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
     return True
 
 
+def _now_text(offset: float = 0.0) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=offset)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _matches(pdb: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    match = ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def _scaled(value: Any, total: int) -> int:
+    """An IntOrString of a budget against ``total``, percentages rounded up (as the controller does)."""
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(int(value[:-1]) * total / 100)
+    return int(value)
+
+
+def _ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
 class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator plus resourceVersions and 409 on stale writes."""
+    """kmock's emulator plus resourceVersions, 409 on stale writes and graceful pod deletion."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._versions = itertools.count(1)
+        self.terminating: dict[tuple, float] = {}   # pods this emulator is terminating -> when they go (monotonic)
 
     def next_version(self) -> str:
         return str(next(self._versions))
 
+    async def delete_pod(self, namespace: str, name: str) -> dict:
+        """Delete a pod as the API server does: gracefully (kept, terminating) when it is bound, not finished and
+        asks for a grace period; at once otherwise. Returns the pod as the API answers it."""
+        key = (PODS, namespace, name)
+        obj = self.objects[key]
+        pod = obj.raw
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        grace = spec.get("terminationGracePeriodSeconds") or 0
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if meta.get("deletionTimestamp") and key in self.terminating:
+            return dict(pod)                    # already terminating: nothing changes
+        if grace > 0 and spec.get("nodeName") and not finished:
+            obj.patch({"metadata": {"deletionTimestamp": _now_text(grace), "deletionGracePeriodSeconds": grace,
+                                    "resourceVersion": self.next_version()}})
+            self.terminating[key] = time.monotonic() + grace
+            await self._buses[PODS].put({"type": "MODIFIED", "object": obj.raw})
+            return dict(obj.raw)
+        raw = dict(pod)
+        obj.delete()
+        self.terminating.pop(key, None)
+        await self._buses[PODS].put({"type": "DELETED", "object": raw})
+        return raw
+
+    async def reap(self) -> None:
+        """The kubelet's part of a graceful deletion: a terminating pod goes when its grace period is over."""
+        now = time.monotonic()
+        for key, when in list(self.terminating.items()):
+            if when > now:
+                continue
+            del self.terminating[key]
+            if key in self.objects and not self.objects[key].deleted:
+                raw = dict(self.objects[key].raw)
+                self.objects[key].delete()
+                await self._buses[PODS].put({"type": "DELETED", "object": raw})
+
     async def _handle(self, request):
+        if request.resource == PODS and request.action == kmock.action.DELETE and request.name is not None \
+                and request.subresource is None:
+            key = (PODS, request.namespace, request.name)
+            if key in self.objects and not self.objects[key].deleted:
+                return aiohttp.web.json_response(await self.delete_pod(request.namespace, request.name))
         if request.resource is not None and request.action in (kmock.action.UPDATE, kmock.action.CREATE) \
                 and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
@@ -145,8 +231,17 @@ class KubeEmulator:
         async with Emulator() as emulator, kmock.Server(emulator) as server:
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
+            controllers = asyncio.ensure_future(self._controllers())
             self._ready.set()
             await self._stop.wait()
+            controllers.cancel()
+
+    async def _controllers(self) -> None:
+        """The kubelet's end of graceful deletion and the disruption controller, every 0.1 s."""
+        while True:
+            await asyncio.sleep(0.1)
+            await self.emulator.reap()
+            await self.recompute_budgets()
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self._stop.set)
@@ -195,6 +290,7 @@ class KubeEmulator:
             for key in list(self.emulator.objects):
                 del self.emulator.objects[key]
             self.emulator._requests.clear()
+            self.emulator.terminating.clear()
         self.call(wipe)
 
     # ---- extensions --------------------------------------------------------------------------
@@ -236,24 +332,86 @@ class KubeEmulator:
         return {"kind": "List", "apiVersion": "v1", "metadata": meta, "items": page}
 
     async def _evict(self, request):
+        """The API server's eviction: the budget's status decides, and a grant spends one disruption."""
         key = (PODS, request.namespace, request.name)
         if key not in self.emulator.objects or self.emulator.objects[key].deleted:
             raise _status(404, "NotFound", f'pods "{request.name}" not found')
-        labels = self.emulator.objects[key].raw["metadata"].get("labels") or {}
-        selecting = [pdb for pdb in self._live(PDBS, request.namespace)
-                     if (match := ((pdb.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
-                     and all(labels.get(k) == v for k, v in match.items())]
+        pod = self.emulator.objects[key].raw
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or \
+                (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Pending"):
+            # canIgnorePDB: a pod already terminating, finished or not yet running is deleted without a budget.
+            await self.emulator.delete_pod(request.namespace, request.name)
+            return {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        selecting = [pdb for pdb in self._live(PDBS, request.namespace) if _matches(pdb, labels)]
         if len(selecting) > 1:
             # What the API server answers (errors.NewInternalError in its eviction REST handler).
             raise _status(500, "InternalError", "Internal error occurred: This pod has more than one "
                                                 "PodDisruptionBudget, which the eviction subresource does not support.")
         for pdb in selecting:
-            if int((pdb.get("status") or {}).get("disruptionsAllowed") or 0) < 1:
-                raise _status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
-        # Delete through the emulator's own API so stored state and watch streams see it.
-        async with self.emulator.delete(f"/api/v1/namespaces/{request.namespace}/pods/{request.name}") as response:
-            assert response.status == 200, await response.text()
+            status = pdb.get("status") or {}
+            if int(status.get("disruptionsAllowed") or 0) < 1:
+                raise kmock.KubernetesError(
+                    status=429, reason="TooManyRequests",
+                    message="Cannot evict pod as it would violate the pod's disruption budget.",
+                    details={"causes": [{"reason": "DisruptionBudget", "message":
+                                         f"The disruption budget {pdb['metadata']['name']} needs "
+                                         f"{status.get('desiredHealthy', 0)} healthy pods and has "
+                                         f"{status.get('currentHealthy', 0)} currently"}]})
+            # The grant spends a disruption before the pod goes: a second eviction in the same instant is refused.
+            self._patch(PDBS, pdb, {"status": {"disruptionsAllowed": int(status["disruptionsAllowed"]) - 1,
+                                               "disruptedPods": {request.name: _now_text()}}})
+            await self.emulator._buses[PDBS].put({"type": "MODIFIED", "object": self._raw(PDBS, pdb)})
+        await self.emulator.delete_pod(request.namespace, request.name)
         return {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
+
+    async def recompute_budgets(self) -> None:
+        """The disruption controller for budgets with minAvailable/maxUnavailable: status from the pods now."""
+        for pdb in self._live(PDBS):
+            spec, meta = pdb.get("spec") or {}, pdb["metadata"]
+            if "minAvailable" not in spec and "maxUnavailable" not in spec:
+                continue
+            namespace = meta.get("namespace")
+            status = pdb.get("status") or {}
+            pods = [p for p in self._live(PODS, namespace) if _matches(pdb, (p["metadata"].get("labels") or {}))]
+            live = {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")}
+            # A disrupted pod leaves the map once it is terminating or gone (the controller's DeletionTimeout
+            # of 2 minutes for a deletion that never came is not modelled).
+            disrupted = {n: t for n, t in (status.get("disruptedPods") or {}).items() if n in live}
+            healthy = sum(1 for p in pods if _ready(p) and not p["metadata"].get("deletionTimestamp")
+                          and p["metadata"]["name"] not in disrupted)
+            if "minAvailable" in spec and not str(spec["minAvailable"]).endswith("%"):
+                expected = len(pods)
+                desired = int(spec["minAvailable"])
+            else:
+                replicas = [int((d.get("spec") or {}).get("replicas", 1)) for d in self._live(DEPLOYMENTS, namespace)
+                            if _matches(pdb, (((d.get("spec") or {}).get("template") or {}).get("metadata") or {})
+                                        .get("labels") or {})]
+                expected = sum(replicas)
+                if not replicas:
+                    desired = healthy + 1           # no controller to scale from: fail closed, nothing allowed
+                elif "minAvailable" in spec:
+                    desired = _scaled(spec["minAvailable"], expected)
+                else:
+                    desired = max(0, expected - _scaled(spec["maxUnavailable"], expected))
+            new = {"currentHealthy": healthy, "desiredHealthy": desired, "expectedPods": expected,
+                   "disruptionsAllowed": max(0, healthy - desired), "disruptedPods": disrupted,
+                   "observedGeneration": meta.get("generation", 1)}
+            if any(status.get(k) != v for k, v in new.items()):
+                gone = {n: None for n in (status.get("disruptedPods") or {}) if n not in disrupted}
+                self._patch(PDBS, pdb, {"status": {**new, "disruptedPods": {**gone, **disrupted}}})
+                await self.emulator._buses[PDBS].put({"type": "MODIFIED", "object": self._raw(PDBS, pdb)})
+
+    def _key(self, resource, body: Mapping[str, Any]) -> tuple:
+        return (resource, body["metadata"].get("namespace"), body["metadata"]["name"])
+
+    def _raw(self, resource, body: Mapping[str, Any]) -> dict:
+        return self.emulator.objects[self._key(resource, body)].raw
+
+    def _patch(self, resource, body: Mapping[str, Any], changes: dict) -> None:
+        """A write of the stored object (a new version with a new resourceVersion); ``None`` removes a key."""
+        changes.setdefault("metadata", {})["resourceVersion"] = self.emulator.next_version()
+        self.emulator.objects[self._key(resource, body)].patch(changes)
 
     def _scale(self, request):
         key = (DEPLOYMENTS, request.namespace, request.name)

@@ -285,6 +285,30 @@ def test_keep_protects_what_rollback_goes_back_to_after_a_restore_and_amis_a_run
     assert {z, a, b, spare} <= left
 
 
+def test_keep_never_deregisters_an_ami_a_live_instance_booted_until_the_instance_is_gone(aws):
+    """An instance running an AMI that no launch-template version names any more (launched by hand, or from a
+    version since deleted) keeps its AMI: deregistering it would leave the instance unable to be replaced like
+    for like, and its volumes' snapshots are what it was built from."""
+    region = "ap-southeast-2"     # its own region: only this test's images
+    session = aws.session(region)
+    fleet = create_fleet(session, cluster="keep-live", nodes_per_zone=1)
+    local = LocalAws.__new__(LocalAws)
+    local.region = region
+    local.seed_public_parameter(PARAM, fleet.base_ami)
+    uri = put_model(session, "keep-live-models", "m", {"a": b"a"})
+    clients, (old, booted, newest) = _dated_amis(session, region, 3, uri, fleet)
+    ec2 = clients.ec2
+    instance = ec2.run_instances(ImageId=booted, MinCount=1, MaxCount=1, SubnetId=fleet.subnet_ids[0])[
+        "Instances"][0]["InstanceId"]
+
+    assert prune(ec2, clients.autoscaling, keep=1) == [old]         # `booted` is older than the kept one, in use
+    left = {i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]}
+    assert {booted, newest} <= left and old not in left
+
+    ec2.terminate_instances(InstanceIds=[instance])
+    assert prune(ec2, clients.autoscaling, keep=1) == [booted]      # nothing boots it any more
+
+
 def test_copy_to_another_region(world):
     clients = world["clients"]
     result = bake(request_for(world, model_version="v11", copy_to_regions=("eu-central-1",)), clients,

@@ -224,6 +224,22 @@ def test_node_with_only_finished_and_daemon_pods_is_terminated_exactly():
     assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-1", "n1")]
 
 
+def test_a_node_outlives_its_terminating_pods_and_goes_once_they_are_gone():
+    """Evicted pods shut down for their grace period (deletionTimestamp set, still on the node): the node is not
+    terminated under them — in the engine's own plan, whatever the runner's last look would catch."""
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1"), node("n2", "i-2"), canary()]
+    leaving = [Pod("default", "api-0", "n1", "Running", owner_kind="ReplicaSet", labels={"app": "api"}, deleting=True),
+               job_pod("evicted-job", "n2", deleting=True)]
+    d = decide(snap([g], nodes, leaving), intent(), gi(), DEFAULT)
+    assert not of(Terminate, d.commands) and not of(Evict, d.commands)   # nothing to evict again, nothing to cut
+    assert not d.done
+    d = decide(snap([g], nodes, leaving[1:]), intent(), gi(), DEFAULT)   # api-0 is gone; the Job pod still stops
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-1", "n1")]
+    d = decide(snap([g], nodes, leaving[1:], now=7200 + 60), intent(), gi(), DEFAULT)   # past the deadline too
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-1", "n1")]
+
+
 def test_controller_pods_are_evicted_once_no_job_remains_and_pdbs_are_spent_once():
     g = group([inst("i-1"), inst("i-c1", "2")], desired=2)
     pods = [svc_pod("a1", "n1"), svc_pod("a2", "n1"), svc_pod("a3", "c1")]

@@ -118,6 +118,38 @@ def test_a_node_group_size_change_riding_along_is_blocked():
     assert gate(asg_only, converge).allowed and not gate(asg_only).allowed
 
 
+# ------------------------------------------------------------------------- issue 15: survivors of the mutation audit
+
+
+def test_a_replace_is_judged_by_its_strictest_step_not_its_last():
+    """The steps of one replace create the wrong version's volume (blocked) and then delete the old one,
+    which on its own is what a rotation does: the resource's one verdict stays blocked."""
+    wrong = [_pv(OpType.CREATE_REPLACEMENT, "kiln-model-v5", "kiln-model-v7"),
+             _pv(OpType.REPLACE, "kiln-model-v5", "kiln-model-v7"),
+             _pv(OpType.DELETE_REPLACED, "kiln-model-v5", None)]
+    assert gate(wrong[2:]).allowed                      # the last step alone passes
+    result = gate(wrong)
+    assert not result.allowed and len(result.verdicts) == 1
+    (verdict,) = result.blocked
+    assert verdict.reason == "the new model volume is kiln-model-v7, not kiln-model-v6"
+    assert verdict.change.op == "create-replacement"    # the blocking step's change, with every step's names
+    assert verdict.change.object_names == ("kiln-model-v5", "kiln-model-v7")
+
+
+@pytest.mark.parametrize("type_", ["aws:s3/bucket:Bucket", "kubernetes:core/v1:ConfigMap", "aws:iam/role:Role",
+                                   "kubernetes:apps/v1:DaemonSet"])
+@pytest.mark.parametrize("name", ["model", "model-volume-pv", "models-cache"])
+def test_a_resource_named_like_the_model_volume_is_judged_by_its_type(type_, name):
+    """Only the PersistentVolume/claim types carry the model-volume rules: a name starting with "model" on any
+    other type is a change a rotation never makes."""
+    events = [step(OpType.UPDATE, type_, name, old={"spec": {"a": 1}}, new={"spec": {"a": 2}},
+                   detailed={"spec.a": DiffKind.UPDATE})]
+    result = gate(events)
+    assert not result.allowed
+    (verdict,) = result.blocked
+    assert verdict.reason == f"a model rotation must not update {type_}"
+
+
 # ------------------------------------------------------------------------- crafted: each must block
 
 def _lt(**detailed_values):
@@ -276,6 +308,13 @@ BLOCKED_CASES = {
     "discard step carrying replace keys": [step(OpType.DISCARD, "aws:eks/cluster:Cluster", "kiln", old={},
                                                 keys=["version"], diffs=[])],
 }
+
+
+def test_the_readme_counts_the_crafted_cases_there_are():
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"the program-derived rotation and {len(BLOCKED_CASES)} crafted blocking cases" in text
 
 
 @pytest.mark.parametrize("case", sorted(BLOCKED_CASES))

@@ -307,6 +307,83 @@ def test_eviction_evicts_blocks_on_a_pdb_and_reports_gone(kube, cluster):
     assert evictions[0].data["kind"] == "Eviction" and evictions[0].data["apiVersion"] == "policy/v1"
 
 
+def ready_pod(name, namespace="web", *, labels, grace=None, node_name="n1"):
+    body = pod(name, namespace, owner=("ReplicaSet", "api"), labels=labels, node_name=node_name)
+    body["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    if grace is not None:
+        body["spec"]["terminationGracePeriodSeconds"] = grace
+    return body
+
+
+def wait_for(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def budget(kube, namespace="web", name="api"):
+    return kube.get(PDBS, namespace, name).get("status") or {}
+
+
+def test_an_eviction_spends_the_budget_and_the_budget_comes_back_with_the_pods(kube, cluster):
+    """The API server's accounting (tests/_kube_emulator.py): a grant decrements disruptionsAllowed at once, so
+    the next eviction in the same cycle gets a 429 the adapter reports as BLOCKED; the evicted pod stays
+    terminating (deletionTimestamp) for its grace period; the budget comes back only when a replacement is
+    Ready."""
+    for n in range(3):
+        kube.put(PODS, "web", ready_pod(f"api-{n}", labels={"app": "api"}, grace=1))
+    kube.put(PDBS, "web", {"metadata": {"name": "api"},
+                           "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "api"}}}})
+    assert wait_for(lambda: budget(kube).get("disruptionsAllowed") == 1)
+    assert budget(kube)["currentHealthy"] == 3 and budget(kube)["desiredHealthy"] == 2
+
+    assert cluster.evict("web", "api-0") is EvictionResult.EVICTED
+    assert budget(kube)["disruptionsAllowed"] == 0 and "api-0" in budget(kube)["disruptedPods"]
+    assert cluster.evict("web", "api-1") is EvictionResult.BLOCKED         # 429: the budget was just spent
+    terminating = {p.name: p for p in cluster.list_pods()}
+    assert terminating["api-0"].deleting and not terminating["api-1"].deleting     # kept for its grace period
+    assert kube.get(PODS, "web", "api-0")["metadata"]["deletionGracePeriodSeconds"] == 1
+    assert cluster.evict("web", "api-0") is EvictionResult.EVICTED         # terminating: no budget needed
+
+    assert wait_for(lambda: kube.get(PODS, "web", "api-0") is None)      # gone after its grace period
+    time.sleep(0.3)
+    assert budget(kube)["disruptionsAllowed"] == 0 and budget(kube)["currentHealthy"] == 2
+    assert cluster.evict("web", "api-1") is EvictionResult.BLOCKED         # still 2 healthy of 2 needed
+
+    kube.put(PODS, "web", ready_pod("api-3", labels={"app": "api"}))         # the ReplicaSet's replacement
+    assert wait_for(lambda: budget(kube).get("disruptionsAllowed") == 1)
+    assert cluster.evict("web", "api-1") is EvictionResult.EVICTED
+    assert kube.get(PODS, "web", "api-1")["metadata"]["deletionTimestamp"]
+
+
+def test_a_429_from_a_max_unavailable_budget_is_blocked_and_the_pod_stays(kube, cluster):
+    kube.put(DEPLOYMENTS, "web", {"metadata": {"name": "api"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+        "template": {"metadata": {"labels": {"app": "api"}}}}})
+    kube.put(PODS, "web", ready_pod("api-0", labels={"app": "api"}))
+    not_ready = ready_pod("api-1", labels={"app": "api"})
+    not_ready["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    kube.put(PODS, "web", not_ready)
+    kube.put(PDBS, "web", {"metadata": {"name": "api"},
+                           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "api"}}}})
+    assert wait_for(lambda: budget(kube).get("expectedPods") == 2)
+    assert budget(kube)["disruptionsAllowed"] == 0      # one of two is already unavailable
+    assert cluster.evict("web", "api-0") is EvictionResult.BLOCKED
+    assert kube.get(PODS, "web", "api-0") is not None and not kube.get(PODS, "web", "api-0")["metadata"].get(
+        "deletionTimestamp")
+    refusal = kube.requests(lambda r: r.subresource == "eviction")[-1]
+    assert refusal.data["metadata"]["name"] == "api-0"
+    # A budget whose controller cannot be found (no Deployment) allows nothing, as the real controller does.
+    kube.put(PDBS, "web", {"metadata": {"name": "api"},
+                           "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {"app": "other"}}}})
+    kube.put(PODS, "web", ready_pod("other-0", labels={"app": "other"}))
+    assert wait_for(lambda: budget(kube).get("expectedPods") == 0)
+    assert cluster.evict("web", "other-0") is EvictionResult.BLOCKED
+
+
 def test_a_pod_under_two_pdbs_is_reported_blocked_not_a_failure(kube, cluster, caplog):
     # The API server refuses such an eviction with a 500; one misconfigured PDB must hold back
     # only its node, not fail the whole fleet's rollout after a few cycles.
@@ -360,6 +437,13 @@ def test_lease_acquire_renew_contend_expire_release(kube, cluster, clock):
     assert other.acquire_lock("rollout-b", 120) is False          # a live lease of another holder
     assert cluster.acquire_lock("rollout-a", 120) is True         # renewal by the holder
     assert lease_spec(kube)["renewTime"] == format_micro_time(NOW + 60)
+    assert lease_spec(kube)["acquireTime"] == format_micro_time(NOW)      # a renewal keeps the acquire time
+
+    # Past acquireTime + duration but within renewTime + duration: still live (expiry runs from the renewal,
+    # as client-go's leader election judges it); a second holder taking it now would run two rollouts at once.
+    clock["now"] = NOW + 150
+    assert other.acquire_lock("rollout-b", 120) is False
+    assert lease_spec(kube)["holderIdentity"] == "rollout-a"
 
     clock["now"] = NOW + 60 + 121
     assert other.acquire_lock("rollout-b", 120) is True           # expired: taken over

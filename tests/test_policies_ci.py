@@ -11,7 +11,6 @@ import yaml
 from policies.program import PROJECT_DIR
 
 CI = PROJECT_DIR / "ci"
-STATIC_KEY = re.compile(r"AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY)\s*:|secrets\.AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY)")
 
 
 def load(path: Path) -> dict:
@@ -164,14 +163,50 @@ def test_every_pulumi_up_in_the_templates_is_guarded():
         assert any("automation guard" in line for line in lines[:first_up]), name
 
 
+def environments(node, trail=()):
+    """Every ``env`` (GitHub: workflow, job, step) and ``variables`` (GitLab: global, job, template) mapping
+    in a CI document, with where it is."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("env", "variables") and isinstance(value, dict):
+                yield trail + (key,), value
+            yield from environments(value, trail + (key,))
+    elif isinstance(node, list):
+        for n, value in enumerate(node):
+            yield from environments(value, trail + (n,))
+
+
+STATIC_KEY_NAMES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+
+
+def static_keys(doc: dict) -> list[str]:
+    return [".".join(map(str, trail)) + "." + name for trail, env in environments(doc) for name in env
+            if str(name).upper() in STATIC_KEY_NAMES]
+
+
 def test_no_static_aws_keys_anywhere():
-    for path in [*(CI / "github").glob("*.yml"), CI / "gitlab" / ".gitlab-ci.yml"]:
+    templates = [*(CI / "github").glob("*.yml"), CI / "gitlab" / ".gitlab-ci.yml"]
+    assert len(templates) == 3
+    for path in templates:
         text = path.read_text()
         for role in ("AWS_PREVIEW_ROLE_ARN", "AWS_DEPLOY_ROLE_ARN", "AWS_ROTATION_ROLE_ARN"):
             text = text.replace(f"secrets.{role}", "")
         assert "aws-access-key-id" not in text and "secrets.AWS_" not in text
         doc = load(path)
-        assert not any(STATIC_KEY.match(f"{k}:") for k in (doc.get("variables") or doc.get("env") or {})), path
+        # At every level (workflow, job, step; GitLab's global, template and job variables), not only the top.
+        assert static_keys(doc) == [], path
+
+
+def test_a_static_key_in_a_job_or_step_env_is_found():
+    """The check above looks where a key could be added, not only at the top of the file."""
+    doc = load(CI / "github" / "rotate.yml")
+    doc["jobs"]["rotate"]["env"] = {"AWS_ACCESS_KEY_ID": "${{ vars.KEY_ID }}"}
+    doc["jobs"]["rotate"]["steps"][0]["env"] = {"aws_secret_access_key": "${{ vars.KEY }}"}
+    assert sorted(static_keys(doc)) == ["jobs.rotate.env.AWS_ACCESS_KEY_ID",
+                                        "jobs.rotate.steps.0.env.aws_secret_access_key"]
+    gitlab = load(CI / "gitlab" / ".gitlab-ci.yml")
+    gitlab["rotate"]["variables"] = {**(gitlab["rotate"].get("variables") or {}), "AWS_SESSION_TOKEN": "$TOKEN"}
+    assert static_keys(gitlab) == ["rotate.variables.AWS_SESSION_TOKEN"]
 
 
 def test_gitlab_pipeline_equivalent():

@@ -92,6 +92,11 @@ def test_host_paths_outside_the_model_and_writable_mounts_everywhere(type_):
                      "containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models")]}
     found = violations(HOSTPATH, type_, wrap(writable_init))
     assert found == ["initContainers[0] (seed) mounts host path volume 'm' without readOnly: true"]
+    # An ephemeral container (kubectl debug) is a container like the others: a writable mount of the model fails.
+    writable_debug = {"ephemeralContainers": [container("debug", volumeMounts=[mount(read_only=False)])],
+                      "containers": [container(volumeMounts=[mount()])], "volumes": [host_volume("/opt/models")]}
+    found = violations(HOSTPATH, type_, wrap(writable_debug))
+    assert found == ["ephemeralContainers[0] (debug) mounts host path volume 'm' without readOnly: true"]
     local = {"containers": [container()], "volumes": [{"name": "l", "local": {"path": "/var/lib"}}]}
     assert len(violations(HOSTPATH, type_, wrap(local))) == 1
 

@@ -237,3 +237,64 @@ def test_a_bad_ami_through_the_real_adapters_rolls_back_keeping_every_original_a
     tags = {t["Key"]: t["Value"] for t in group["Tags"]}
     assert tags["kiln.dev/rolled-back-from"] == "2" and tags["kiln.dev/rolled-back-to"] == "1"
     assert again == 1 and rerun["outcome"] == "rolled_back" and "was rolled back" in rerun["reason"]
+
+
+def test_old_nodes_outlive_their_terminating_pods_through_the_real_adapters(
+        launched_versions, brisk, moto_url, kube_server, kubeconfig, capsys):
+    """A service with a PodDisruptionBudget (minAvailable 1 of 2) on the old nodes, through the real adapters and
+    the API emulator's eviction accounting: each evicted pod stays terminating for its 2 s grace period on its
+    node, and no instance is terminated before every pod on its node is gone."""
+    from tests._kube_emulator import PDBS, PODS
+
+    fleet = Fleet(moto_url, kube_server, nodes=2)
+    old_nodes = dict(fleet.nodes)                       # instance -> node name
+    names = iter(range(100))
+
+    def pod(node_name: str) -> None:
+        kube_server.put(PODS, "web", {
+            "metadata": {"name": f"api-{next(names)}", "labels": {"app": "api"},
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api",
+                                              "uid": "rs", "controller": True}]},
+            "spec": {"nodeName": node_name, "terminationGracePeriodSeconds": 2},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+
+    for name in old_nodes.values():
+        pod(name)
+    kube_server.put(PDBS, "web", {"metadata": {"name": "api"},
+                                  "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}})
+    violations, terminating_seen = [], set()
+
+    def replica_set_and_watch(group: dict) -> None:
+        pods = [p for p in kube_server.call(lambda: kube_server._live(PODS, "web"))]
+        for p in pods:
+            if p["metadata"].get("deletionTimestamp"):
+                terminating_seen.add(p["metadata"]["name"])
+        live = {i["InstanceId"] for i in group["Instances"]}
+        for instance, name in old_nodes.items():
+            on_node = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == name]
+            if instance not in live and on_node:
+                violations.append((instance, name, on_node))
+        # The ReplicaSet: two replicas, a replacement on a schedulable new node once one is terminating.
+        running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        nodes = kube_server.call(lambda: kube_server._live(NODES))
+        new = [n["metadata"]["name"] for n in nodes if not n["spec"].get("unschedulable")
+               and n["metadata"]["name"] not in old_nodes.values()
+               and n["status"]["conditions"][0]["status"] == "True"]
+        if len(running) < 2 and new:
+            pod(new[0])
+
+    kubelet = Kubelet(fleet, kube_server, boot=1.0, on_tick=replica_set_and_watch)
+    kubelet.start()
+    try:
+        code = replace(["--cluster", fleet.cluster, "--kubeconfig", kubeconfig, "--json", "--poll", "1s"])
+    finally:
+        kubelet.stopped.set()
+        kubelet.join(5)
+    assert kubelet.error is None, kubelet.error
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and report["outcome"] == "completed" and report["old_nodes_remaining"] == 0, report
+    assert report["pods_evicted"] == 2 and report["nodes_terminated"] == 2
+    assert terminating_seen == {"api-0", "api-1"}       # both evicted pods went through their grace period
+    assert violations == []                             # no instance left while a pod on its node still stopped
+    evictions = kube_server.requests(lambda r: r.subresource == "eviction")
+    assert sorted({r.data["metadata"]["name"] for r in evictions}) == ["api-0", "api-1"]

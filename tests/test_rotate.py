@@ -82,6 +82,18 @@ def test_rotation_end_to_end(tmp_path):
     assert {"kiln-model-v6", "ml-jobs/model-v6", "kiln-model-v5"} <= stack.objects.names
 
 
+def test_a_stack_whose_refreshed_preview_still_shows_changes_is_not_reported_converged(tmp_path):
+    rotation, stack, fleet, baker = make(tmp_path)
+    stack.drift_max = 12            # something outside Pulumi sets the groups' max size again after every up
+    report = rotation.rotate("prod", "v6", URI)
+    assert report.exit_code == EXIT_FAILED and report.outcome == "failed"
+    assert report.message.startswith("the stack did not converge; ")
+    assert report.steps == list(STEPS[:STEPS.index("converge")])      # no converge, persist or report step
+    assert [c["type"] for c in report.converge["changes"]] == ["aws:autoscaling/group:Group"] * 2
+    assert [u["refresh"] for u in stack.ups] == [False, True]          # the converge's up ran once
+    assert store(tmp_path).load("prod") is not None and store(tmp_path).last("prod") is None   # rerun to finish
+
+
 @pytest.mark.parametrize("after", STEPS)
 def test_interrupted_after_any_step_then_rerun_continues(tmp_path, after):
     rotation, stack, fleet, baker = make(tmp_path, checkpoint=interrupt_at(after))

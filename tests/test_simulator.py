@@ -70,7 +70,7 @@ def test_scenario_table(name):
         if s.jobs.arrivals_per_hour:
             bound = max(bound, s.boot_seconds + s.warm_seconds + s.jobs.duration_seconds[1])
         assert report["makespan_seconds"] <= 1.05 * bound + 60, report
-    assert report["max_reads_per_cycle"] <= 12
+    assert report["max_reads_per_cycle"] <= 7     # the README: at most 7 reads per reconcile, at any size
 
 
 def test_jobs_that_outlive_the_deadline_are_forced_after_it_and_reported_separately():
@@ -95,7 +95,7 @@ def test_thousand_nodes_once_cheaply():
         "jobs": {"remaining_list": [300.0] * 1000}})).report
     assert_safe(report)
     assert report["nodes"] == 1000 and report["final_nodes"] == 1000
-    assert report["max_reads_per_cycle"] <= 12
+    assert report["max_reads_per_cycle"] <= 7     # the README: at most 7 reads per reconcile, at any size
     assert report["wall_seconds"] < 30
 
 
@@ -411,6 +411,8 @@ def test_the_lease_is_renewed_during_a_long_cycle_and_never_lapses_while_acting(
                 lapsed.append(world.now)
             cluster.cordon(*a, **kw)
             world.advance_to(world.now + 50)
+            if world.lease is None or world.lease[1] <= world.now:
+                lapsed.append(world.now)   # lapsed while the write was in flight, not only before it
 
     report = run_rollout(cloud, SlowCluster(), clock, RolloutOptions(cluster_name=CLUSTER))
     assert report.outcome == "completed"
