@@ -870,7 +870,17 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
             # still do not look new (an API reporting the default version, another launch template
             # per override) would otherwise add one more "canary" every cycle, without end.
             superseded = {i.launch_template_version for i in g.old} - {g.intent.previous_version}
-            want_desired = min(want_desired, max(g.intent.original_max, orig) + base[g.name] * (1 + len(superseded)))
+            cap = max(g.intent.original_max, orig) + base[g.name] * (1 + len(superseded))
+            # Nodes the rollout added on a superseded target (for pending Jobs, beside its canary) are old
+            # now too and leave only after the new target is proven: room for its canary above them. Only
+            # versions between the previous and the target count (launch template versions only grow), and
+            # instances on the previous version count up to the original size, so instances that never look
+            # new still cannot grow the group without end.
+            between = [i for i in g.old if _between(i.launch_template_version, g.intent.previous_version,
+                                                    g.intent.target_version)]
+            on_previous = sum(1 for i in g.old if i.launch_template_version == g.intent.previous_version)
+            cap = max(cap, min(on_previous, max(g.intent.original_max, orig)) + len(between) + base[g.name])
+            want_desired = min(want_desired, cap)
         # Max is kept as tight as the rollout allows: raised only to what it asks
         # for, lowered again as old nodes leave, so cluster-autoscaler never grows
         # into headroom the rollout made and the original max can be restored.
@@ -883,6 +893,15 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
         elif g.asg.max_size > tight_max:
             out.append(SetCapacity(g.name, max_size=tight_max))
     return CapacityPlan(commands=tuple(out), desired=desired, base=base)
+
+
+def _between(version: Optional[str], previous: str, target: str) -> bool:
+    """A launch template version after ``previous`` and before ``target`` (numbers only: a symbolic or
+    unknown version is never counted)."""
+    try:
+        return int(previous) < int(version or "") < int(target)
+    except ValueError:
+        return False
 
 
 def _capacity_taken(fleet: Fleet, group: str) -> int:
