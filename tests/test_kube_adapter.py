@@ -278,13 +278,13 @@ def test_annotate_node_sets_and_removes_keys_in_one_merge_patch(kube, cluster):
     cluster.annotate_node("gone", {"a": "b"})                    # a vanished node is not an error
 
 
-def test_marks_on_a_missing_node_are_no_ops_and_delete_node_is_idempotent(kube, cluster):
+def test_marks_on_a_missing_node_are_no_ops(kube, cluster):
     kube.put(NODES, None, node("n1"))
+    kube.clear_requests()
     cluster.cordon("gone", Taint(TAINT_ROLLOUT), {})
     cluster.uncordon("gone", TAINT_ROLLOUT, [])
-    cluster.delete_node("n1")
-    cluster.delete_node("n1")
-    assert kube.get(NODES, None, "n1") is None
+    assert kube.get(NODES, None, "n1") is not None and kube.get(NODES, None, "gone") is None
+    assert "DELETE" not in [r.method for r in kube.requests()]
 
 
 # ---- eviction -----------------------------------------------------------------------------

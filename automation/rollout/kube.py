@@ -611,14 +611,6 @@ class KubeCluster:
             raise
         return EvictionResult.EVICTED
 
-    @_port_call
-    def delete_node(self, node: str) -> None:
-        try:
-            self.core.delete_node(node, _preload_content=False, _request_timeout=self.request_timeout)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
     # ---- Events ----------------------------------------------------------------------------
 
     @_port_call

@@ -112,8 +112,6 @@ class ClusterPort(Protocol):
     def evict(self, namespace: str, name: str) -> EvictionResult:
         """Evict through the Eviction API, which honours PodDisruptionBudgets."""
 
-    def delete_node(self, node: str) -> None: ...
-
     def get_autoscaler_replicas(self) -> Optional[int]:
         """Replicas of the cluster-autoscaler Deployment, None when there is none."""
 

@@ -148,9 +148,6 @@ class SimCluster:
     def evict(self, namespace: str, name: str) -> EvictionResult:
         return EvictionResult(self._p.call(True, lambda: self._w.evict(f"{namespace}/{name}")))
 
-    def delete_node(self, node: str) -> None:
-        self._p.call(True, lambda: self._w._remove_node(node, "rollout") if node in self._w.nodes else None)
-
     def get_autoscaler_replicas(self) -> Optional[int]:
         return self._p.call(False, lambda: self._w.autoscaler_replicas)
 
