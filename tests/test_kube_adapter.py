@@ -546,13 +546,20 @@ def test_an_expired_continue_token_restarts_the_list_without_duplicates():
         expiring.close()
 
 
-def test_every_cluster_port_method_is_implemented_with_its_signature():
+def test_every_kubernetes_port_method_is_implemented_with_its_signature():
     import inspect
 
     from automation.rollout.clock import SystemClock
-    from automation.rollout.ports import ClusterPort, Clock
+    from automation.rollout.ports import AutoscalerPort, ClusterPort, Clock, KubernetesPorts, RolloutStore
+    from automation.rollout.sim.ports import SimCluster
 
-    for port, adapter in ((ClusterPort, KubeCluster), (Clock, SystemClock)):
+    # The three narrow ports together are exactly what run_rollout takes, with nothing left over.
+    names = lambda port: {n for n, _ in inspect.getmembers(port, inspect.isfunction) if not n.startswith("_")}
+    parts = [names(p) for p in (ClusterPort, RolloutStore, AutoscalerPort)]
+    assert sum(map(len, parts)) == len(set().union(*parts)) == len(names(KubernetesPorts))
+    for port, adapter in ((ClusterPort, KubeCluster), (RolloutStore, KubeCluster), (AutoscalerPort, KubeCluster),
+                          (ClusterPort, SimCluster), (RolloutStore, SimCluster), (AutoscalerPort, SimCluster),
+                          (Clock, SystemClock)):
         for name, method in inspect.getmembers(port, inspect.isfunction):
             if name.startswith("_"):
                 continue

@@ -966,6 +966,7 @@ def test_the_last_look_before_a_terminate_is_read_again_once_it_is_a_few_seconds
             return [Node("node-b", "i-b", ready=True)] if clock.t >= 5 else []
 
     cloud = Cloud()
-    session = _Session(cloud, Cluster(), clock, RolloutOptions(cluster_name=CLUSTER), None)
+    cluster = Cluster()
+    session = _Session(cloud, cluster, cluster, None, clock, RolloutOptions(cluster_name=CLUSTER), None)
     session.execute((Terminate("g1", "i-a", None), Terminate("g2", "i-b", None)))
     assert cloud.terminated == ["i-a"]          # i-b has a node now: kept, decided again next cycle

@@ -1,4 +1,4 @@
-"""ClusterPort over the official ``kubernetes`` client.
+"""The Kubernetes-side ports (ClusterPort, RolloutStore, AutoscalerPort) over the official ``kubernetes`` client.
 
 Reads are paginated lists (``limit`` + ``_continue``) across all namespaces:
 four calls' worth of pages per reconcile (nodes, live pods with their Jobs, PDBs)
@@ -275,7 +275,8 @@ def _body(response: Any) -> dict[str, Any]:
 # ---- the adapter --------------------------------------------------------------------------
 
 class KubeCluster:
-    """:class:`~automation.rollout.ports.ClusterPort` over ``kubernetes.client``."""
+    """:class:`~automation.rollout.ports.ClusterPort`, :class:`~automation.rollout.ports.RolloutStore` and
+    :class:`~automation.rollout.ports.AutoscalerPort` over ``kubernetes.client``, on one API connection."""
 
     def __init__(
         self,
