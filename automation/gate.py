@@ -48,6 +48,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from pulumi.automation import events as ev
 
+from infra.labels import LABEL_MODEL_VERSION
+
 # Ops that change nothing in the world (reads of external resources, refreshes, state bookkeeping).
 NO_CHANGE_OPS = frozenset({
     ev.OpType.SAME, ev.OpType.READ, ev.OpType.REFRESH, ev.OpType.DISCARD, ev.OpType.DISCARD_REPLACED,
@@ -68,7 +70,7 @@ PERSISTENT_VOLUME_CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
 UPSERT_INPUT = "upsertExistingObjects"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"   # how the engine spells an unknown value in previews
-MODEL_VERSION_LABEL = "kiln.dev/model-version"
+MODEL_VERSION_LABEL = LABEL_MODEL_VERSION
 
 Path = tuple  # of str (object keys) and int (list indices); "*" in a pattern matches one segment
 

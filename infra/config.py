@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from infra import lifecycle, validation
 from infra.imageref import image_reference_problem
+from infra.labels import Taint
 
 NAMESPACE = "kiln"
 
@@ -85,16 +86,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("invalid kiln configuration:\n  - " + "\n  - ".join(self.problems))
-
-
-@dataclass(frozen=True)
-class Taint:
-    key: str
-    value: str
-    effect: str
-
-    def __str__(self) -> str:
-        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
 
 
 @dataclass(frozen=True)

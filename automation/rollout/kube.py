@@ -44,6 +44,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from infra.labels import REPORTER_ROLLOUT
+
 from .model import ANNOTATION_DEADLINE_EXTENSION, GroupIntent, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
 from .ports import ClusterEvent, EvictionResult, Throttled
 
@@ -59,7 +61,7 @@ CONFLICT_ATTEMPTS = 5
 MULTIPLE_PDBS = "more than one PodDisruptionBudget"
 # Pods that are not finished: the field selector ``list_pods`` sends (status.phase is a pod field selector).
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-REPORTING_CONTROLLER = "kiln.dev/rollout"
+REPORTING_CONTROLLER = REPORTER_ROLLOUT
 # Container states that mean a pod cannot run (kubectl shows them as the pod's status).
 FAILED_WAITING = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                             "CreateContainerError", "InvalidImageName", "RunContainerError"})
