@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from automation.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
 from .baker import DEFAULT_BUILDER_MAX_AGE, IMAGE_EXPANSION, ROOT_HEADROOM_GIB, UNKNOWN_IMAGE_GIB, AwsClients, bake
 from .recipe import BakeInputError
 from infra.labels import BAKE_LOG_GROUP
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MIN_SWEEP_AFTER = 3600   # seconds; no bake is shorter than its own sweep bound
 
 

@@ -39,23 +39,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from automation.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from automation.gate import EventRecorder, Expected, GateResult, classify
 from automation.signals import Interrupted
 from automation.stack import ConfigReadError, StackSeam, desired_amis, is_family_map, setting_of
 
 from .state import IntentStore, RotationIntent
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 STEPS = ("validate", "bake", "set-config", "preview", "up", "replace", "converge", "persist", "report")
 KEY_AMI, KEY_MODEL = "kiln:nodeAmi", "kiln:modelVersion"
 RERUN = "rerun the same command to continue"
 
 __all__ = ["BadInput", "Interrupted", "IntentStore", "RotationIntent", "Rotation", "RotationReport", "World",
            "rollout_disposition", "STEPS"]
-
-
-class BadInput(ValueError):
-    """Arguments that cannot run (exit 2); the message names the flag."""
 
 
 def rollout_disposition(report: Mapping[str, Any]) -> str:
