@@ -76,7 +76,9 @@ class CloudPort(Protocol):
         """Set the group's launch template version. With ``expected``, only if the group (read back in
         the same call) still has that version; False when it has another one and nothing was written."""
 
-    def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None: ...
+    def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
+        """Protect (or unprotect) these instances from scale-in: any number of ids; the adapter splits
+        them into as many requests as the API's limit needs."""
 
     def put_tags(self, asg: str, tags: Mapping[str, str]) -> None: ...
 

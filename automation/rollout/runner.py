@@ -53,7 +53,6 @@ class StopRequested(BaseException):
     per-command ``except Exception`` in :meth:`_Session.execute` cannot swallow it."""
 
 
-PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0   # the runner's back-off for a call still throttled after the adapter's retries
 OUTAGE_SECONDS = 900.0      # no call at all answered for this long: an outage, not throttling — the run fails
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
@@ -408,9 +407,7 @@ class _Session:
                                  f"{cmd.version}; decided again from a fresh look")
                 return _DEFERRED
         elif isinstance(cmd, Protect):
-            ids = list(cmd.instance_ids)
-            for i in range(0, len(ids), PROTECT_BATCH):
-                self.cloud.set_instance_protection(cmd.asg, ids[i:i + PROTECT_BATCH], cmd.protected)
+            self.cloud.set_instance_protection(cmd.asg, list(cmd.instance_ids), cmd.protected)
         elif isinstance(cmd, ScaleAutoscaler):
             self.autoscaler.scale_autoscaler(cmd.replicas)
         elif isinstance(cmd, DeleteGroupIntent):

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
 from ..model import TAG_CLUSTER, AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, ScalingActivity, Taint
+from ..aws import PROTECTION_BATCH
 from ..ports import ClusterEvent, EvictionResult, Throttled
 from .world import SimulatedCrash, World
 
@@ -98,9 +99,11 @@ class SimCloud:
         return self._p.call(True, lambda: self._w.set_version(asg, version, expected))
 
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
-        if len(instance_ids) > 50:
-            raise ValueError("SetInstanceProtection takes at most 50 instance ids")
-        self._p.call(True, lambda: self._w.protect(asg, instance_ids, protected))
+        # As the real adapter: one SetInstanceProtection request (one write) per PROTECTION_BATCH ids.
+        ids = list(instance_ids)
+        for start in range(0, len(ids), PROTECTION_BATCH):
+            batch = ids[start:start + PROTECTION_BATCH]
+            self._p.call(True, lambda batch=batch: self._w.protect(asg, batch, protected))
 
     def put_tags(self, asg: str, tags: Mapping[str, str]) -> None:
         def put():
