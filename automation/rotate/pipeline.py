@@ -24,7 +24,7 @@ Three ways a run ends without finishing:
 Every ``up`` applies the update plan of the gated preview just before it (where
 the stack supports plans), and every preview runs the policy pack.
 
-The world is injected (:class:`World`): the stack seam, the bake, the node
+The world is injected (:class:`RotationSeams`): the stack seam, the bake, the node
 replacement and the model volumes are objects/functions, so tests run the real
 pipeline with a strict fake stack and the simulator as the fleet, and
 ``make demo`` runs it against moto.
@@ -50,7 +50,7 @@ STEPS = ("validate", "bake", "set-config", "preview", "up", "replace", "converge
 KEY_AMI, KEY_MODEL = "kiln:nodeAmi", "kiln:modelVersion"
 RERUN = "rerun the same command to continue"
 
-__all__ = ["BadInput", "Interrupted", "IntentStore", "RotationIntent", "Rotation", "RotationReport", "World",
+__all__ = ["BadInput", "Interrupted", "IntentStore", "RotationIntent", "Rotation", "RotationReport", "RotationSeams",
            "rollout_disposition", "STEPS"]
 
 
@@ -70,7 +70,7 @@ def rollout_disposition(report: Mapping[str, Any]) -> str:
 
 
 @dataclass
-class World:
+class RotationSeams:
     """The pipeline's ways of touching the world."""
 
     stack: StackSeam
@@ -139,7 +139,7 @@ def families_for(previous_ami: Optional[str], config: Mapping[str, str]) -> list
 
 
 class Rotation:
-    def __init__(self, world: World, store: IntentStore):
+    def __init__(self, world: RotationSeams, store: IntentStore):
         self.w = world
         self.store = store
 
