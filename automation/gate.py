@@ -48,6 +48,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from pulumi.automation import events as ev
 
+from infra.config import default as config_default
 from infra.labels import LABEL_MODEL_VERSION
 
 # Ops that change nothing in the world (reads of external resources, refreshes, state bookkeeping).
@@ -170,7 +171,7 @@ class Expected:
     to_model: str
     to_amis: frozenset[str]
     from_model: Optional[str] = None
-    jobs_namespace: str = "ml-jobs"
+    jobs_namespace: str = config_default("jobsNamespace")
     adopt_model_volume: bool = False     # the target version's retained PV/PVC exist and are adopted
     converge: bool = False               # the refreshed preview after the replacement
     required_policy_packs: tuple[str, ...] = ()

@@ -43,6 +43,7 @@ from automation.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from automation.gate import EventRecorder, Expected, GateResult, classify
 from automation.signals import Interrupted
 from automation.stack import ConfigReadError, StackSeam, desired_amis, is_family_map, setting_of
+from infra.config import default as config_default
 
 from .state import IntentStore, RotationIntent
 
@@ -87,7 +88,7 @@ class RotationSeams:
     log: Callable[[str], None] = lambda msg: None
     checkpoint: Callable[[str], None] = lambda step: None  # called after each step (progress; tests interrupt here)
     clock: Callable[[], float] = time.time
-    jobs_namespace: str = "ml-jobs"
+    jobs_namespace: str = config_default("jobsNamespace")
 
 
 @dataclass
