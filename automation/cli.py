@@ -13,6 +13,8 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from automation.errors import EXIT_BAD_INPUT
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "bake": ("automation.bake.cli", "bake a node AMI with the model and images (or reuse one with the same recipe)"),
@@ -25,8 +27,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("automation.rollout.sim.cli", "run the rollout engine against a simulated fleet from a scenario file"),
     "demo": ("automation.demo", "the whole rotation on a local moto server and a simulated cluster; chart in out/"),
 }
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,7 +129,7 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
 
     from automation.localaws import LocalAws, add_group, create_fleet, put_model
     from automation.rollout.progress import LiveProgress
-    from automation.rotate.pipeline import Rotation, World
+    from automation.rotate.pipeline import Rotation, RotationSeams
     from automation.rotate.state import FileIntentStore
     from automation.rotate.wiring import AwsChecks, make_bake, make_resolve_base
     from automation.stack import StandInStack, desired_amis, kiln_config, pulumi_cli_available
@@ -176,7 +176,7 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
         cfg = kiln_config(stack.all_config())
         checks = AwsChecks(session, cfg)
         log = lambda message: console.log(message, markup=False, highlight=False)  # noqa: E731 - engine text verbatim
-        world = World(stack=stack, bake=make_bake(stack, cfg, session, log, wait_for_agent=False),
+        world = RotationSeams(stack=stack, bake=make_bake(stack, cfg, session, log, wait_for_agent=False),
                       resolve_base=make_resolve_base(session, cfg), replace=replacement, log=log,
                       validate=lambda intent: checks.model_uri(intent.model_uri) if intent.model_uri else None,
                       check_amis=lambda amis: checks.amis(amis, "target AMI"), checkpoint=checkpoint,

@@ -48,6 +48,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from pulumi.automation import events as ev
 
+from infra.config import default as config_default
+from infra.labels import LABEL_MODEL_VERSION
+
 # Ops that change nothing in the world (reads of external resources, refreshes, state bookkeeping).
 NO_CHANGE_OPS = frozenset({
     ev.OpType.SAME, ev.OpType.READ, ev.OpType.REFRESH, ev.OpType.DISCARD, ev.OpType.DISCARD_REPLACED,
@@ -68,7 +71,7 @@ PERSISTENT_VOLUME_CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 KUBERNETES_PROVIDER = "pulumi:providers:kubernetes"
 UPSERT_INPUT = "upsertExistingObjects"
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"   # how the engine spells an unknown value in previews
-MODEL_VERSION_LABEL = "kiln.dev/model-version"
+MODEL_VERSION_LABEL = LABEL_MODEL_VERSION
 
 Path = tuple  # of str (object keys) and int (list indices); "*" in a pattern matches one segment
 
@@ -168,7 +171,7 @@ class Expected:
     to_model: str
     to_amis: frozenset[str]
     from_model: Optional[str] = None
-    jobs_namespace: str = "ml-jobs"
+    jobs_namespace: str = config_default("jobsNamespace")
     adopt_model_volume: bool = False     # the target version's retained PV/PVC exist and are adopted
     converge: bool = False               # the refreshed preview after the replacement
     required_policy_packs: tuple[str, ...] = ()

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Optional
 
 import boto3
 
-from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
+from infra.labels import TAG_AMI_FAMILY, TAG_CLUSTER, TAG_NODE_GROUP
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 
@@ -161,7 +161,7 @@ def add_group(session: boto3.Session, fleet: Fleet, group: str, *, nodes_per_zon
             MinSize=min_size, MaxSize=nodes_per_zone * 2 + 2, DesiredCapacity=nodes_per_zone, VPCZoneIdentifier=subnet,
             Tags=[{"Key": TAG_CLUSTER, "Value": fleet.cluster, "PropagateAtLaunch": True},
                   {"Key": TAG_NODE_GROUP, "Value": group, "PropagateAtLaunch": True},
-                  *([{"Key": "kiln.dev/ami-family", "Value": ami_family, "PropagateAtLaunch": False}]
+                  *([{"Key": TAG_AMI_FAMILY, "Value": ami_family, "PropagateAtLaunch": False}]
                     if ami_family else [])])
         fleet.asgs.append(name)
     return lt

@@ -31,12 +31,11 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Protocol, Union
 from pulumi.automation import events as ev
 
 from automation.gate import UNKNOWN
-from automation.rollout.model import TAG_CLUSTER, TAG_NODE_GROUP
+from infra.labels import TAG_AMI_FAMILY, TAG_CLUSTER, TAG_NODE_GROUP
 
 OnEvent = Callable[[ev.EngineEvent], None]
 ConfigSetting = Union[str, Mapping[str, str]]
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-TAG_AMI_FAMILY = "kiln.dev/ami-family"
 UPSERT_ENV = "PULUMI_K8S_UPSERT_EXISTING_OBJECTS"
 STAND_IN_NOTICE = (
     "STAND-IN: the pulumi CLI is not on PATH, so the stack steps run through kiln's boto3 stand-in. "

@@ -22,43 +22,130 @@ from typing import Any, Callable, Mapping, Optional
 
 from infra import lifecycle, validation
 from infra.imageref import image_reference_problem
+from infra.labels import Taint
 
 NAMESPACE = "kiln"
 
-# Keys of the kiln: namespace, with a one-line description. Pulumi.yaml declares
-# the same keys; a test keeps the two in step.
-KEYS: dict[str, str] = {
-    "clusterName": "Name of the EKS cluster; also the ownership tag on everything kiln creates.",
-    "kubernetesVersion": "EKS Kubernetes version, e.g. \"1.33\".",
-    "availabilityZones": "AZs to run in; every node group gets one ASG per AZ.",
-    "vpcCidr": "CIDR of the VPC kiln creates when no vpcId is given (default 10.0.0.0/16).",
-    "vpcId": "Existing VPC to use instead of creating one (requires privateSubnetIds).",
-    "privateSubnetIds": "With vpcId: one private subnet per availability zone, in the same order.",
-    "nodeAmi": "Baked node AMI id, or a map of AMI family (standard, nvidia) to id. Set by `automation rotate`.",
-    "modelVersion": "Version of the model baked into nodeAmi, e.g. \"v5\". Nodes are labelled with it.",
-    "modelPath": "Where the baked model lives on the node (default /opt/models).",
-    "modelVolumeDevice": "Device name of the EBS volume that holds the model (default /dev/xvdb).",
-    "modelVolumeSizeGiB": "Size of the model volume in GiB (default 100).",
-    "modelVolumeInitRateMiBps": "EBS volume initialization rate for the model volume, 100-300 MiB/s (default 300).",
-    "nodeGroups": "Node groups: list of {name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, volumeSizeGiB, allowSingleSpotType}; sizes are per availability zone (each zone has its own ASG).",
-    "endpointPublicAccessCidrs": "CIDRs allowed to reach the public API endpoint; empty means a private endpoint only.",
-    "jobsNamespace": "Namespace for ML Jobs that mount the model (default ml-jobs).",
-    "ecrRepositories": "ECR repositories to create, by name.",
-    "ecrKeepImages": "Tagged images each ECR repository keeps (default 10).",
-    "prefetchImages": "Images every node pulls as it joins (and the bake pre-pulls).",
-    "autoscalerChartVersion": "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py).",
-    "ciOidc": "Optional CI roles, one per purpose: {providerUrl, audience, subject (the deploy role), preview: {subject, audience}, rotation: {subject, audience}, stateBackend, secretsKmsKey, providerArn, allowCustomIssuer}; providerArn reuses an existing IAM OIDC provider.",
-    "modelBucket": "S3 bucket the bake reads the model from; kiln creates a builder instance profile that may read only this bucket.",
-    "serviceCidr": "Kubernetes service range (default: 172.20.0.0/16, or 10.100.0.0/16 when that overlaps a CIDR of the VPC).",
-    "terminationJobGraceSeconds": "How long an instance an ASG terminates is held for the Jobs on its node, in seconds (default 7200; at most the lifecycle hook's global timeout less 360).",
-    "terminationHeartbeatSeconds": "Heartbeat timeout of the termination lifecycle hook on every ASG, 30-7200 seconds (default 300); the hook's global timeout is min(48 h, 100 x this).",
-    "terminationHandlerImage": "The termination handler image by digest (<registry>/<repository>@sha256:<64 hex>), built by the CI templates; without it no termination hook or handler is deployed.",
-}
 
-# Keys a stack must set. Every other key has a default; Pulumi.yaml declares those
-# defaults too, using "", [] or {} for "not set" (Pulumi requires a default for a
-# declared key that a stack may omit), and parse() reads an empty value as "not set".
-REQUIRED_KEYS = ("clusterName", "kubernetesVersion", "availabilityZones", "nodeAmi", "modelVersion", "nodeGroups")
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One ``kiln:`` key: the single place its type, default and description are written.
+
+    ``type`` is the Pulumi config type (``string``, ``integer``, ``array`` of strings), or None for a key holding
+    objects (Pulumi's config types cannot express them; :func:`parse` validates them). ``default`` is
+    :data:`REQUIRED`, a value, or None for "not set" (Pulumi.yaml then declares the type's empty value, which
+    :func:`parse` reads as not set). ``{default}`` in ``description`` is replaced by the default.
+    """
+
+    name: str
+    type: Optional[str]
+    description: str
+    default: Any = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def text(self) -> str:
+        """The description as Pulumi.yaml and the docs show it."""
+        return self.description.format(default=self.default)
+
+    @property
+    def absent(self) -> Any:
+        """What :func:`parse` reads when a stack leaves the key out."""
+        if self.default is None and self.type == "array":
+            return []
+        return None if self.required else self.default
+
+    def pulumi_declaration(self) -> dict[str, Any]:
+        """The key's entry in Pulumi.yaml's ``config:`` block."""
+        out: dict[str, Any] = {}
+        if self.type is not None:
+            out["type"] = self.type
+        if self.type == "array":
+            out["items"] = {"type": "string"}
+        out["description"] = self.text
+        if not self.required:
+            out["default"] = self.default if self.default is not None else {"string": "", "array": []}.get(self.type, {})
+        return out
+
+
+# Every key of the kiln: namespace. Pulumi.yaml declares the same keys with these types, defaults and
+# descriptions (tests/test_config.py checks it against pulumi_yaml_config()); the dataclasses below take
+# their defaults from here, and parse() reads an absent key as Key.absent.
+CONFIG_KEYS: tuple[Key, ...] = (
+    Key("clusterName", "string",
+        "Name of the EKS cluster; also the ownership tag on everything kiln creates.", REQUIRED),
+    Key("kubernetesVersion", "string", "EKS Kubernetes version, e.g. \"1.33\".", REQUIRED),
+    Key("availabilityZones", "array", "AZs to run in; every node group gets one ASG per AZ.", REQUIRED),
+    Key("vpcCidr", "string", "CIDR of the VPC kiln creates when no vpcId is given (default {default}).",
+        "10.0.0.0/16"),
+    Key("vpcId", "string", "Existing VPC to use instead of creating one (requires privateSubnetIds)."),
+    Key("privateSubnetIds", "array", "With vpcId: one private subnet per availability zone, in the same order."),
+    Key("nodeAmi", None,
+        "Baked node AMI id, or a map of AMI family (standard, nvidia) to id. Set by `automation rotate`.", REQUIRED),
+    Key("modelVersion", "string",
+        "Version of the model baked into nodeAmi, e.g. \"v5\". Nodes are labelled with it.", REQUIRED),
+    Key("modelPath", "string", "Where the baked model lives on the node (default {default}).", "/opt/models"),
+    Key("modelVolumeDevice", "string", "Device name of the EBS volume that holds the model (default {default}).",
+        "/dev/xvdb"),
+    Key("modelVolumeSizeGiB", "integer", "Size of the model volume in GiB (default {default}).", 100),
+    Key("modelVolumeInitRateMiBps", "integer",
+        "EBS volume initialization rate for the model volume, 100-300 MiB/s (default {default}).", 300),
+    Key("nodeGroups", None,
+        "Node groups: list of {{name, instanceTypes, minSize, maxSize, desiredSize, spot, gpu, labels, taints, "
+        "volumeSizeGiB, allowSingleSpotType}}; sizes are per availability zone (each zone has its own ASG).",
+        REQUIRED),
+    Key("endpointPublicAccessCidrs", "array",
+        "CIDRs allowed to reach the public API endpoint; empty means a private endpoint only."),
+    Key("jobsNamespace", "string", "Namespace for ML Jobs that mount the model (default {default}).", "ml-jobs"),
+    Key("ecrRepositories", "array", "ECR repositories to create, by name."),
+    Key("ecrKeepImages", "integer", "Tagged images each ECR repository keeps (default {default}).", 10),
+    Key("prefetchImages", "array", "Images every node pulls as it joins (and the bake pre-pulls)."),
+    Key("autoscalerChartVersion", "string",
+        "cluster-autoscaler Helm chart version (default pinned in infra/autoscaler.py)."),
+    Key("ciOidc", None,
+        "Optional CI roles, one per purpose: {{providerUrl, audience, subject (the deploy role), preview: {{subject, "
+        "audience}}, rotation: {{subject, audience}}, stateBackend, secretsKmsKey, providerArn, allowCustomIssuer}}; "
+        "providerArn reuses an existing IAM OIDC provider."),
+    Key("modelBucket", "string", "S3 bucket the bake reads the model from; kiln creates a builder instance profile "
+                                 "that may read only this bucket."),
+    Key("serviceCidr", "string", "Kubernetes service range (default: 172.20.0.0/16, or 10.100.0.0/16 when that "
+                                 "overlaps a CIDR of the VPC)."),
+    Key("terminationJobGraceSeconds", "integer",
+        "How long an instance an ASG terminates is held for the Jobs on its node, in seconds (default {default}; at "
+        "most the lifecycle hook's global timeout less 360).", lifecycle.DEFAULT_JOB_GRACE_SECONDS),
+    Key("terminationHeartbeatSeconds", "integer",
+        "Heartbeat timeout of the termination lifecycle hook on every ASG, 30-7200 seconds (default {default}); the "
+        "hook's global timeout is min(48 h, 100 x this).", lifecycle.DEFAULT_HEARTBEAT_SECONDS),
+    Key("terminationHandlerImage", "string",
+        "The termination handler image by digest (<registry>/<repository>@sha256:<64 hex>), built by the CI "
+        "templates; without it no termination hook or handler is deployed."),
+)
+SPEC: dict[str, Key] = {k.name: k for k in CONFIG_KEYS}
+# Derived views, for the callers that need only one column.
+KEYS: dict[str, str] = {k.name: k.text for k in CONFIG_KEYS}
+REQUIRED_KEYS = tuple(k.name for k in CONFIG_KEYS if k.required)
+
+
+def default(key: str) -> Any:
+    """A key's default, from the table (a dataclass field's default is this)."""
+    return SPEC[key].default
+
+
+def pulumi_yaml_config() -> dict[str, dict[str, Any]]:
+    """Pulumi.yaml's ``config:`` block as the table declares it."""
+    return {k.name: k.pulumi_declaration() for k in CONFIG_KEYS}
+
 
 AMI_FAMILIES = ("standard", "nvidia")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -85,16 +172,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
         super().__init__("invalid kiln configuration:\n  - " + "\n  - ".join(self.problems))
-
-
-@dataclass(frozen=True)
-class Taint:
-    key: str
-    value: str
-    effect: str
-
-    def __str__(self) -> str:
-        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
 
 
 @dataclass(frozen=True)
@@ -171,8 +248,8 @@ class CiOidcConfig:
 class TerminationConfig:
     """The termination lifecycle hook and its handler (infra/termination.py, automation/termination)."""
 
-    job_grace_seconds: int = lifecycle.DEFAULT_JOB_GRACE_SECONDS
-    heartbeat_seconds: int = lifecycle.DEFAULT_HEARTBEAT_SECONDS
+    job_grace_seconds: int = default("terminationJobGraceSeconds")
+    heartbeat_seconds: int = default("terminationHeartbeatSeconds")
     handler_image: Optional[str] = None      # by digest; None: no hook, no handler
 
     @property
@@ -188,17 +265,17 @@ class KilnConfig:
     node_amis: tuple[tuple[str, str], ...]  # (family, ami id)
     model_version: str
     node_groups: tuple[NodeGroupConfig, ...]
-    vpc_cidr: str = "10.0.0.0/16"
+    vpc_cidr: str = default("vpcCidr")
     vpc_id: Optional[str] = None
     private_subnet_ids: tuple[str, ...] = ()
-    model_path: str = "/opt/models"
-    model_volume_device: str = "/dev/xvdb"
-    model_volume_size_gib: int = 100
-    model_volume_init_rate_mibps: int = 300
+    model_path: str = default("modelPath")
+    model_volume_device: str = default("modelVolumeDevice")
+    model_volume_size_gib: int = default("modelVolumeSizeGiB")
+    model_volume_init_rate_mibps: int = default("modelVolumeInitRateMiBps")
     endpoint_public_access_cidrs: tuple[str, ...] = ()
-    jobs_namespace: str = "ml-jobs"
+    jobs_namespace: str = default("jobsNamespace")
     ecr_repositories: tuple[str, ...] = ()
-    ecr_keep_images: int = 10
+    ecr_keep_images: int = default("ecrKeepImages")
     prefetch_images: tuple[str, ...] = ()
     autoscaler_chart_version: Optional[str] = None
     ci_oidc: Optional[CiOidcConfig] = None
@@ -573,19 +650,17 @@ def _parse_service_cidr(p: _Problems, value: Any, new_vpc_cidr: Optional[str]) -
 
 
 def _parse_termination(p: _Problems, raw: Mapping[str, Any]) -> TerminationConfig:
-    heartbeat = _as_int(p, "terminationHeartbeatSeconds",
-                        raw.get("terminationHeartbeatSeconds", lifecycle.DEFAULT_HEARTBEAT_SECONDS),
+    heartbeat = _as_int(p, "terminationHeartbeatSeconds", _value(raw, "terminationHeartbeatSeconds"),
                         minimum=lifecycle.MIN_HEARTBEAT_SECONDS, maximum=lifecycle.MAX_HEARTBEAT_SECONDS)
-    grace = _as_int(p, "terminationJobGraceSeconds",
-                    raw.get("terminationJobGraceSeconds", lifecycle.DEFAULT_JOB_GRACE_SECONDS), minimum=0)
+    grace = _as_int(p, "terminationJobGraceSeconds", _value(raw, "terminationJobGraceSeconds"), minimum=0)
     image = raw.get("terminationHandlerImage")
     if image is not None:
         problem = image_reference_problem(image, by_digest=True)  # infra/imageref.py, as for prefetchImages
         if problem:
             p.add("terminationHandlerImage", problem)
             image = None
-    return TerminationConfig(grace if grace is not None else lifecycle.DEFAULT_JOB_GRACE_SECONDS,
-                             heartbeat if heartbeat is not None else lifecycle.DEFAULT_HEARTBEAT_SECONDS, image)
+    return TerminationConfig(grace if grace is not None else default("terminationJobGraceSeconds"),
+                             heartbeat if heartbeat is not None else default("terminationHeartbeatSeconds"), image)
 
 
 def _node_images(prefetch: list[str], termination: TerminationConfig) -> tuple[str, ...]:
@@ -593,38 +668,44 @@ def _node_images(prefetch: list[str], termination: TerminationConfig) -> tuple[s
     return tuple(dict.fromkeys([*prefetch, *([termination.handler_image] if termination.handler_image else [])]))
 
 
-def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
-    """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
+def _value(raw: Mapping[str, Any], key: str) -> Any:
+    """The stack's value for ``key``, or what an absent key means (the table's default, [] for a list)."""
+    return raw.get(key, SPEC[key].absent)
 
-    Values may be native (YAML) or JSON strings (how Pulumi passes objects).
-    ``region`` is the stack's AWS region (``aws:region``), when known: zones must be in it.
-    Raises :class:`ConfigError` naming every offending key.
-    """
-    p = _Problems()
+
+def _required(p: _Problems, raw: Mapping[str, Any], key: str) -> Any:
+    if raw.get(key) in (None, ""):
+        p.add(key, "is required")
+        return None
+    return raw[key]
+
+
+def _known_keys(p: _Problems, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys without their ``kiln:`` prefix, empty values dropped (not set); unknown keys are problems."""
     raw = {k.split(":", 1)[1] if k.startswith(NAMESPACE + ":") else k: v for k, v in raw.items()}
     raw = {k: v for k, v in raw.items() if k in REQUIRED_KEYS or not _is_empty(v)}
     for unknown in sorted(set(raw) - set(KEYS)):
         p.add(unknown, "is not a kiln configuration key")
+    return raw
 
-    def required(key: str) -> Any:
-        if raw.get(key) in (None, ""):
-            p.add(key, "is required")
-            return None
-        return raw[key]
 
-    cluster_name = required("clusterName")
+def _parse_cluster(p: _Problems, raw: Mapping[str, Any]) -> dict[str, Any]:
+    cluster_name = _required(p, raw, "clusterName")
     if cluster_name is not None:
         cluster_name = _as_str(p, "clusterName", cluster_name, _CLUSTER_RE,
                                "must start with a letter and contain only letters, digits and '-'")
-    k8s = required("kubernetesVersion")
+    k8s = _required(p, raw, "kubernetesVersion")
     if k8s is not None:
         k8s = _as_str(p, "kubernetesVersion", str(k8s), _K8S_VERSION_RE, "must look like 1.33")
         if k8s is not None and int(_K8S_VERSION_RE.fullmatch(k8s).group(1)) < 29:
             p.add("kubernetesVersion", f"({k8s!r}) must be >= 1.29 (AL2023 nodeadm and access entries)")
             k8s = None
+    return {"cluster_name": cluster_name, "kubernetes_version": k8s}
 
+
+def _parse_zones(p: _Problems, raw: Mapping[str, Any]) -> list[str]:
     zones: list[str] = []
-    raw_zones = required("availabilityZones")
+    raw_zones = _required(p, raw, "availabilityZones")
     if raw_zones is not None:
         lst = _as_list(p, "availabilityZones", raw_zones)
         if lst is not None:
@@ -635,13 +716,21 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
             if len(set(zones)) != len(zones):
                 p.add("availabilityZones", "must not repeat a zone")
             # Which region the zones are in (one, existing, the stack's): infra/validation.py.
+    return zones
 
-    vpc_cidr = _as_cidr(p, "vpcCidr", raw.get("vpcCidr", "10.0.0.0/16"))
+
+def _parse_vpc_cidr(p: _Problems, raw: Mapping[str, Any]) -> Optional[str]:
+    vpc_cidr = _as_cidr(p, "vpcCidr", _value(raw, "vpcCidr"))
     # IPv6 is refused by infra/validation.py (a VPC's primary CIDR is IPv4): one error per mistake.
-    if vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).version == 4 and ipaddress.ip_network(vpc_cidr).prefixlen > 20:
+    net = ipaddress.ip_network(vpc_cidr) if vpc_cidr is not None else None
+    if net is not None and net.version == 4 and net.prefixlen > 20:
         p.add("vpcCidr", f"({vpc_cidr}) must be /20 or larger to hold a public and a private subnet per zone")
-    elif vpc_cidr is not None and ipaddress.ip_network(vpc_cidr).version == 4 and ipaddress.ip_network(vpc_cidr).prefixlen < 16:
+    elif net is not None and net.version == 4 and net.prefixlen < 16:
         p.add("vpcCidr", f"({vpc_cidr}) must be /16 or smaller: a VPC's CIDR block is /16 to /28 (EC2 refuses a larger one)")
+    return vpc_cidr
+
+
+def _parse_existing_vpc(p: _Problems, raw: Mapping[str, Any], zones: list[str]) -> tuple[Optional[str], list[str]]:
     vpc_id = raw.get("vpcId")
     subnet_ids: list[str] = []
     if vpc_id is not None:
@@ -658,74 +747,90 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
                 p.add("privateSubnetIds", f"({len(lst)} given) must list one subnet per availability zone ({len(zones)})")
     elif raw.get("privateSubnetIds") is not None:
         p.add("privateSubnetIds", "is only used with vpcId")
+    return vpc_id, subnet_ids
 
+
+def _parse_amis(p: _Problems, raw: Mapping[str, Any]) -> dict[str, str]:
     amis: dict[str, str] = {}
-    raw_ami = required("nodeAmi")
-    if raw_ami is not None:
-        raw_ami = _decode(raw_ami)
-        if isinstance(raw_ami, str):
-            if _as_str(p, "nodeAmi", raw_ami, _AMI_RE, "must be an AMI id such as ami-0123456789abcdef0"):
-                amis["standard"] = raw_ami
-        elif isinstance(raw_ami, Mapping):
-            for fam, ami in raw_ami.items():
-                if fam not in AMI_FAMILIES:
-                    p.add(f"nodeAmi.{fam}", f"is not an AMI family (known: {', '.join(AMI_FAMILIES)})")
-                elif _as_str(p, f"nodeAmi.{fam}", ami, _AMI_RE, "must be an AMI id such as ami-0123456789abcdef0"):
-                    amis[fam] = ami
-            if "standard" not in raw_ami:
-                p.add("nodeAmi.standard", "is required when nodeAmi is a map")
-        else:
-            p.add("nodeAmi", f"({raw_ami!r}) must be an AMI id or a map of family to AMI id")
+    raw_ami = _required(p, raw, "nodeAmi")
+    if raw_ami is None:
+        return amis
+    raw_ami = _decode(raw_ami)
+    if isinstance(raw_ami, str):
+        if _as_str(p, "nodeAmi", raw_ami, _AMI_RE, "must be an AMI id such as ami-0123456789abcdef0"):
+            amis["standard"] = raw_ami
+    elif isinstance(raw_ami, Mapping):
+        for fam, ami in raw_ami.items():
+            if fam not in AMI_FAMILIES:
+                p.add(f"nodeAmi.{fam}", f"is not an AMI family (known: {', '.join(AMI_FAMILIES)})")
+            elif _as_str(p, f"nodeAmi.{fam}", ami, _AMI_RE, "must be an AMI id such as ami-0123456789abcdef0"):
+                amis[fam] = ami
+        if "standard" not in raw_ami:
+            p.add("nodeAmi.standard", "is required when nodeAmi is a map")
+    else:
+        p.add("nodeAmi", f"({raw_ami!r}) must be an AMI id or a map of family to AMI id")
+    return amis
 
-    model_version = required("modelVersion")
+
+def _parse_model(p: _Problems, raw: Mapping[str, Any]) -> dict[str, Any]:
+    model_version = _required(p, raw, "modelVersion")
     if model_version is not None:
         model_version = _as_str(p, "modelVersion", str(model_version), _MODEL_VERSION_RE,
                                 "must be lower-case letters, digits, '.' and '-' (it becomes a label value)")
-    model_path = _as_str(p, "modelPath", raw.get("modelPath", "/opt/models"), re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"),
+    model_path = _as_str(p, "modelPath", _value(raw, "modelPath"), re.compile(r"^/[A-Za-z0-9._/-]*[A-Za-z0-9._-]$"),
                          "must be an absolute path other than /, of ASCII letters, digits, '.', '_', '-' and '/', "
                          "without a trailing '/'")
     if model_path is not None and ".." in model_path.split("/"):
         p.add("modelPath", f"({model_path!r}) must not contain '..'")
-    device = _as_str(p, "modelVolumeDevice", raw.get("modelVolumeDevice", "/dev/xvdb"),
+    device = _as_str(p, "modelVolumeDevice", _value(raw, "modelVolumeDevice"),
                      re.compile(r"^/dev/(sd|xvd)[b-z]$"), "must be a secondary EBS device name such as /dev/xvdb")
-    model_size = _as_int(p, "modelVolumeSizeGiB", raw.get("modelVolumeSizeGiB", 100), minimum=1, maximum=16384)
-    init_rate = _as_int(p, "modelVolumeInitRateMiBps", raw.get("modelVolumeInitRateMiBps", 300), minimum=100, maximum=300)
+    model_size = _as_int(p, "modelVolumeSizeGiB", _value(raw, "modelVolumeSizeGiB"), minimum=1, maximum=16384)
+    init_rate = _as_int(p, "modelVolumeInitRateMiBps", _value(raw, "modelVolumeInitRateMiBps"), minimum=100, maximum=300)
+    return {"model_version": model_version, "model_path": model_path, "model_volume_device": device,
+            "model_volume_size_gib": model_size, "model_volume_init_rate_mibps": init_rate}
 
+
+def _parse_node_groups(p: _Problems, raw: Mapping[str, Any]) -> list[NodeGroupConfig]:
     groups: list[NodeGroupConfig] = []
-    raw_groups = required("nodeGroups")
-    if raw_groups is not None:
-        lst = _as_list(p, "nodeGroups", raw_groups)
-        if lst is not None:
-            if not lst:
-                p.add("nodeGroups", "must define at least one node group")
-            for i, g in enumerate(lst):
-                parsed = _parse_group(p, i, g)
-                if parsed is not None:
-                    _check_one_instance_size(p, i, parsed)
-                    groups.append(parsed)
-            seen: set[str] = set()
-            for i, g in enumerate(groups):
-                if g.name in seen:
-                    p.add(f"nodeGroups[{i}].name", f"({g.name!r}) is used by another node group")
-                seen.add(g.name)
-            if groups and len(groups) == len(lst):      # judged only once every group is valid
-                _check_a_group_runs_cluster_services(p, groups)
-    _check_gpu_groups_have_an_nvidia_ami(p, _decode(raw.get("nodeAmi")), amis, groups)
+    raw_groups = _required(p, raw, "nodeGroups")
+    if raw_groups is None:
+        return groups
+    lst = _as_list(p, "nodeGroups", raw_groups)
+    if lst is None:
+        return groups
+    if not lst:
+        p.add("nodeGroups", "must define at least one node group")
+    for i, g in enumerate(lst):
+        parsed = _parse_group(p, i, g)
+        if parsed is not None:
+            _check_one_instance_size(p, i, parsed)
+            groups.append(parsed)
+    seen: set[str] = set()
+    for i, g in enumerate(groups):
+        if g.name in seen:
+            p.add(f"nodeGroups[{i}].name", f"({g.name!r}) is used by another node group")
+        seen.add(g.name)
+    if groups and len(groups) == len(lst):      # judged only once every group is valid
+        _check_a_group_runs_cluster_services(p, groups)
+    return groups
 
+
+def _parse_endpoint_cidrs(p: _Problems, raw: Mapping[str, Any]) -> list[str]:
     cidrs: list[str] = []
-    for i, c in enumerate(_as_list(p, "endpointPublicAccessCidrs", raw.get("endpointPublicAccessCidrs", [])) or []):
+    for i, c in enumerate(_as_list(p, "endpointPublicAccessCidrs", _value(raw, "endpointPublicAccessCidrs")) or []):
         parsed = _as_cidr(p, f"endpointPublicAccessCidrs[{i}]", c)
         if parsed is not None:
             if ipaddress.ip_network(parsed).prefixlen == 0:
                 p.add(f"endpointPublicAccessCidrs[{i}]", f"({c}) must not open the API endpoint to the whole internet")
             else:
                 cidrs.append(parsed)
+    return cidrs
 
-    namespace = _as_str(p, "jobsNamespace", raw.get("jobsNamespace", "ml-jobs"), _DNS_LABEL_RE,
-                        "must be a DNS-1123 label")
 
+def _parse_registry(p: _Problems, raw: Mapping[str, Any]) -> tuple[list[str], Optional[int], list[str]]:
+    """ECR repositories, how many images each keeps, and the images every node pre-pulls."""
     repos: list[str] = []
-    for i, r in enumerate(_as_list(p, "ecrRepositories", raw.get("ecrRepositories", [])) or []):
+    for i, r in enumerate(_as_list(p, "ecrRepositories", _value(raw, "ecrRepositories")) or []):
         if _as_str(p, f"ecrRepositories[{i}]", r, _REPO_RE, "must be a valid ECR repository name"):
             if not 2 <= len(r) <= 256:
                 p.add(f"ecrRepositories[{i}]", f"({r[:40]!r}…, {len(r)} characters) must be 2 to 256 characters (ECR's limit)")
@@ -733,44 +838,78 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
                 repos.append(r)
     if len(set(repos)) != len(repos):
         p.add("ecrRepositories", "must not repeat a repository")
-    keep = _as_int(p, "ecrKeepImages", raw.get("ecrKeepImages", 10), minimum=1, maximum=1000)
+    keep = _as_int(p, "ecrKeepImages", _value(raw, "ecrKeepImages"), minimum=1, maximum=1000)
     images: list[str] = []
-    for i, img in enumerate(_as_list(p, "prefetchImages", raw.get("prefetchImages", [])) or []):
+    for i, img in enumerate(_as_list(p, "prefetchImages", _value(raw, "prefetchImages")) or []):
         problem = image_reference_problem(img)
         if problem:
             p.add(f"prefetchImages[{i}]", problem)
         else:
             images.append(img)
-    chart = raw.get("autoscalerChartVersion")
-    if chart is not None:
-        chart = _as_str(p, "autoscalerChartVersion", str(chart), re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$"), "must be a chart version such as 9.46.6")
+    return repos, keep, images
 
-    ci = None
+
+def _parse_autoscaler_chart(p: _Problems, raw: Mapping[str, Any]) -> Optional[str]:
+    chart = raw.get("autoscalerChartVersion")
+    if chart is None:
+        return None
+    return _as_str(p, "autoscalerChartVersion", str(chart), re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$"),
+                   "must be a chart version such as 9.46.6")
+
+
+def _parse_ci_oidc(p: _Problems, raw: Mapping[str, Any]) -> Optional[CiOidcConfig]:
     raw_ci = _decode(raw.get("ciOidc"))
-    if raw_ci is not None:
-        if not isinstance(raw_ci, Mapping):
-            p.add("ciOidc", f"({raw_ci!r}) must be a map with providerUrl, audience and subject")
-        else:
-            url = _as_str(p, "ciOidc.providerUrl", raw_ci.get("providerUrl"), re.compile(r"^https://[^\s/]+(/\S*)?$"),
-                          "must be an https:// URL")
-            aud = _as_str(p, "ciOidc.audience", raw_ci.get("audience"))
-            sub = _as_str(p, "ciOidc.subject", raw_ci.get("subject"))
-            if sub is not None and sub.strip() in ("*", "repo:*"):
-                p.add("ciOidc.subject", f"({sub!r}) must name one repository (and branch), not any")
-                sub = None
-            for unknown in sorted(set(raw_ci) - _CI_OIDC_FIELDS):
-                p.add(f"ciOidc.{unknown}", f"is not a ciOidc field (known: {', '.join(sorted(_CI_OIDC_FIELDS))})")
-            provider_arn = _parse_ci_provider_arn(p, raw_ci.get("providerArn"), url)
-            preview = _parse_ci_role(p, "preview", _decode(raw_ci.get("preview")), aud)
-            rotation = _parse_ci_role(p, "rotation", _decode(raw_ci.get("rotation")), aud)
-            backend = None if raw_ci.get("stateBackend") is None else _as_str(
-                p, "ciOidc.stateBackend", raw_ci.get("stateBackend"), _STATE_BACKEND_RE,
-                "must be the stack's S3 state backend, s3://BUCKET or s3://BUCKET/PREFIX")
-            kms_key = None if raw_ci.get("secretsKmsKey") is None else _as_str(
-                p, "ciOidc.secretsKmsKey", raw_ci.get("secretsKmsKey"), _KMS_KEY_ARN_RE,
-                "must be the key ARN of the stack's awskms secrets provider (arn:aws:kms:REGION:ACCOUNT:key/ID)")
-            if url and aud and sub:
-                ci = CiOidcConfig(url, aud, sub, provider_arn, preview, rotation, backend, kms_key)
+    if raw_ci is None:
+        return None
+    if not isinstance(raw_ci, Mapping):
+        p.add("ciOidc", f"({raw_ci!r}) must be a map with providerUrl, audience and subject")
+        return None
+    url = _as_str(p, "ciOidc.providerUrl", raw_ci.get("providerUrl"), re.compile(r"^https://[^\s/]+(/\S*)?$"),
+                  "must be an https:// URL")
+    aud = _as_str(p, "ciOidc.audience", raw_ci.get("audience"))
+    sub = _as_str(p, "ciOidc.subject", raw_ci.get("subject"))
+    if sub is not None and sub.strip() in ("*", "repo:*"):
+        p.add("ciOidc.subject", f"({sub!r}) must name one repository (and branch), not any")
+        sub = None
+    for unknown in sorted(set(raw_ci) - _CI_OIDC_FIELDS):
+        p.add(f"ciOidc.{unknown}", f"is not a ciOidc field (known: {', '.join(sorted(_CI_OIDC_FIELDS))})")
+    provider_arn = _parse_ci_provider_arn(p, raw_ci.get("providerArn"), url)
+    preview = _parse_ci_role(p, "preview", _decode(raw_ci.get("preview")), aud)
+    rotation = _parse_ci_role(p, "rotation", _decode(raw_ci.get("rotation")), aud)
+    backend = None if raw_ci.get("stateBackend") is None else _as_str(
+        p, "ciOidc.stateBackend", raw_ci.get("stateBackend"), _STATE_BACKEND_RE,
+        "must be the stack's S3 state backend, s3://BUCKET or s3://BUCKET/PREFIX")
+    kms_key = None if raw_ci.get("secretsKmsKey") is None else _as_str(
+        p, "ciOidc.secretsKmsKey", raw_ci.get("secretsKmsKey"), _KMS_KEY_ARN_RE,
+        "must be the key ARN of the stack's awskms secrets provider (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    if url and aud and sub:
+        return CiOidcConfig(url, aud, sub, provider_arn, preview, rotation, backend, kms_key)
+    return None
+
+
+def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
+    """Validate a mapping of kiln keys (without the ``kiln:`` prefix).
+
+    Values may be native (YAML) or JSON strings (how Pulumi passes objects).
+    ``region`` is the stack's AWS region (``aws:region``), when known: zones must be in it.
+    Raises :class:`ConfigError` naming every offending key. Each area is read by its own function, in this
+    order (the order problems are listed in); rules across areas run once both sides are read.
+    """
+    p = _Problems()
+    raw = _known_keys(p, raw)
+    cluster = _parse_cluster(p, raw)
+    zones = _parse_zones(p, raw)
+    vpc_cidr = _parse_vpc_cidr(p, raw)
+    vpc_id, subnet_ids = _parse_existing_vpc(p, raw, zones)
+    amis = _parse_amis(p, raw)
+    model = _parse_model(p, raw)
+    groups = _parse_node_groups(p, raw)
+    _check_gpu_groups_have_an_nvidia_ami(p, _decode(raw.get("nodeAmi")), amis, groups)
+    cidrs = _parse_endpoint_cidrs(p, raw)
+    namespace = _as_str(p, "jobsNamespace", _value(raw, "jobsNamespace"), _DNS_LABEL_RE, "must be a DNS-1123 label")
+    repos, keep, images = _parse_registry(p, raw)
+    chart = _parse_autoscaler_chart(p, raw)
+    ci = _parse_ci_oidc(p, raw)
     model_bucket = _parse_model_bucket(p, raw.get("modelBucket"))
     service_cidr = _parse_service_cidr(p, raw.get("serviceCidr"), None if vpc_id is not None else vpc_cidr)
     termination = _parse_termination(p, raw)
@@ -780,10 +919,8 @@ def parse(raw: Mapping[str, Any], region: Optional[str] = None) -> KilnConfig:
     if p.lines:
         raise ConfigError(p.lines)
     return KilnConfig(
-        cluster_name=cluster_name, kubernetes_version=k8s, availability_zones=tuple(zones),
-        node_amis=tuple(sorted(amis.items())), model_version=model_version, node_groups=tuple(groups),
-        vpc_cidr=vpc_cidr, vpc_id=vpc_id, private_subnet_ids=tuple(subnet_ids), model_path=model_path,
-        model_volume_device=device, model_volume_size_gib=model_size, model_volume_init_rate_mibps=init_rate,
+        **cluster, availability_zones=tuple(zones), node_amis=tuple(sorted(amis.items())),
+        node_groups=tuple(groups), vpc_cidr=vpc_cidr, vpc_id=vpc_id, private_subnet_ids=tuple(subnet_ids), **model,
         endpoint_public_access_cidrs=tuple(cidrs), jobs_namespace=namespace, ecr_repositories=tuple(repos),
         ecr_keep_images=keep, prefetch_images=_node_images(images, termination), autoscaler_chart_version=chart,
         ci_oidc=ci, model_bucket=model_bucket, service_cidr=service_cidr, termination=termination,

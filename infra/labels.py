@@ -1,11 +1,26 @@
-"""Kubernetes labels, taints and AWS tags (and the few other names) that kiln's parts agree on.
+"""Kubernetes labels, taints, annotations and AWS tags (and the few other names) that kiln's parts agree on.
 
-The rollout (``automation/rollout/model.py``) finds nodes and ASGs by these very
-strings, so they are a contract: ``tests/test_labels.py`` keeps both copies equal.
+The one home of every ``kiln.dev/*`` string and of :class:`Taint`: the program (``infra/``), the
+rollout and the termination handler (``automation/``) and the policy pack (``policies/``) all import
+them from here. Standard library only: the termination handler's image copies this module
+(``images/termination-handler/Dockerfile``) and nothing else of ``infra/``.
 """
 
 import hashlib
 import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Taint:
+    """A node taint, as a node group declares it and as the rollout reads and writes it."""
+
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}:{self.effect}" if self.value else f"{self.key}:{self.effect}"
 
 
 # Node labels (set by nodeadm from the launch template's user data).
@@ -20,9 +35,32 @@ TAINT_WARMING = "kiln.dev/model-warming"
 TAINT_WARMING_VALUE = "true"
 TAINT_WARMING_EFFECT = "NoSchedule"
 
+# The rollout: an old node it drains carries this taint (no new work); a new node it counts on carries
+# CA_SCALE_DOWN_DISABLED, and ANNOTATION_ROLLOUT_PROTECTED says kiln put it there (so kiln may take it off).
+TAINT_ROLLOUT = "kiln.dev/rollout"
+CA_SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+ANNOTATION_ROLLOUT_PROTECTED = "kiln.dev/rollout-protected"
+# On a Job or pod: extends the rollout's deadline for its node (seconds).
+ANNOTATION_DEADLINE_EXTENSION = "kiln.dev/rollout-deadline-extension-seconds"
+# The termination handler: a node whose instance is going away carries this taint (value: the first
+# reason, effect NoSchedule) and one annotation per reason (prefix + reason: when the notice arrived).
+TAINT_TERMINATING = "kiln.dev/terminating"
+ANNOTATION_TERMINATING_PREFIX = "kiln.dev/terminating-"
+# The reportingController of the Events each part records (kubectl get events --field-selector
+# reportingComponent=... finds them).
+REPORTER_ROLLOUT = "kiln.dev/rollout"
+REPORTER_TERMINATION_HANDLER = "kiln.dev/termination-handler"
+
 # AWS tags on the ASGs (and their instances): the rollout discovers its groups by them.
 TAG_CLUSTER = "kiln.dev/cluster"
 TAG_NODE_GROUP = "kiln.dev/node-group"
+TAG_AMI_FAMILY = "kiln.dev/ami-family"          # a group's AMI family (standard, gpu); absent means standard
+TAG_INTENT_PREFIX = "kiln.dev/rollout-"         # ASG tags holding per-group rollout intent
+# ASG tags recording a finished rollback (outcome, not intent): a rerun reports rolled_back until the
+# group's launch template version changes to one that is neither of these.
+TAG_ROLLED_BACK_FROM = "kiln.dev/rolled-back-from"      # the target version that was rolled back
+TAG_ROLLED_BACK_TO = "kiln.dev/rolled-back-to"          # the version restored
+TAG_ROLLED_BACK_REASON = "kiln.dev/rolled-back-reason"  # why (truncated to an ASG tag's 256 characters)
 
 # The bake's builder instance (and its volumes) carry TAG_ROLE=BUILDER_ROLE: the rollout role
 # (infra/roles.py) lets the bake stop, image, terminate and send commands only to instances so tagged.

@@ -1,10 +1,9 @@
 """The termination lifecycle hook kiln puts on every ASG: its name and AWS's limits on it.
 
-Pulumi-free: ``infra/config.py`` validates ``kiln:terminationJobGraceSeconds`` and
-``kiln:terminationHeartbeatSeconds`` with these, ``infra/termination.py`` declares
-the hook with them. The handler (``automation/termination``) receives the
-numbers through its environment and keeps its own copy of the hook name and of
-the allowance below; ``tests/test_termination_program.py`` keeps them equal.
+Standard library only: ``infra/config.py`` validates ``kiln:terminationJobGraceSeconds``
+and ``kiln:terminationHeartbeatSeconds`` with these, ``infra/termination.py`` declares
+the hook with them, and the handler (``automation/termination``) imports the hook name,
+its result and the allowance below from here (its image copies this module).
 
 AWS (Auto Scaling lifecycle hooks): the heartbeat timeout is 30 to 7200 seconds;
 a heartbeat restarts it; however many heartbeats are recorded, an instance

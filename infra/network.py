@@ -15,6 +15,8 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
+from infra.config import default as config_default
+
 ECR_INTERFACE_ENDPOINTS = ("ecr.api", "ecr.dkr")
 
 
@@ -39,7 +41,7 @@ def subnet_cidrs(vpc_cidr: str, zones: int) -> list[tuple[str, str]]:
 class NetworkArgs:
     cluster_name: str
     availability_zones: tuple[str, ...]
-    vpc_cidr: str = "10.0.0.0/16"
+    vpc_cidr: str = config_default("vpcCidr")
     vpc_id: Optional[str] = None                  # set: use this VPC, create nothing
     private_subnet_ids: tuple[str, ...] = ()      # with vpc_id: one per zone, same order
     tags: dict[str, str] = field(default_factory=dict)

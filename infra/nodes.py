@@ -93,7 +93,7 @@ class NodeGroup(pulumi.ComponentResource):
         super().__init__("kiln:infra:NodeGroup", name, None, opts)
         g = args.group
         labels = userdata.node_labels(args.model_version, g.name, g.labels_dict, args.accelerator)
-        taints = [userdata.NodeTaint(t.key, t.value, t.effect) for t in g.taints]
+        taints = list(g.taints)
         b = args.bootstrap
         user_data = pulumi.Output.all(b.name, b.endpoint, b.certificate_authority).apply(
             lambda v: base64.b64encode(userdata.render(

@@ -1,7 +1,8 @@
 """Kubernetes access for the rollout role: an EKS access entry and RBAC for exactly what a drain needs.
 
 The rollout (``automation/rollout/kube.py``) lists nodes, pods, Jobs and PDBs,
-cordons/taints and deletes nodes, evicts pods, records Events about them, holds a
+cordons/taints nodes (never deletes one: Auto Scaling terminates the instance and
+the node object goes with it), evicts pods, records Events about them, holds a
 Lease in kube-system and pauses cluster-autoscaler by scaling its Deployment;
 ``rotate``/``rollback``/``guard`` read and write the rotation's intent, one
 ConfigMap in kube-system (``automation/rotate/state.py``). The access entry maps
@@ -30,7 +31,7 @@ LEASE_NAMESPACE = "kube-system"
 LEASE_NAME = "kiln-rollout"
 
 CLUSTER_RULES = (
-    ("", "nodes", ("get", "list", "watch", "patch", "delete"), ()),
+    ("", "nodes", ("get", "list", "watch", "patch"), ()),
     ("", "pods", ("get", "list", "watch"), ()),
     ("", "pods/eviction", ("create",), ()),
     # A Job's annotation may extend its pods' rollout deadline: the adapter lists Jobs with the pods.

@@ -18,6 +18,7 @@ from typing import Mapping, Optional, Sequence
 import yaml
 
 from infra import labels as L
+from infra.labels import Taint
 
 BOUNDARY = "KILN-NODE-USER-DATA"
 # Kubelet graceful node shutdown. EC2 gives a spot instance two minutes' warning before the
@@ -30,15 +31,8 @@ SHUTDOWN_GRACE_SECONDS = 120
 SHUTDOWN_GRACE_CRITICAL_PODS_SECONDS = 30
 
 
-@dataclass(frozen=True)
-class NodeTaint:
-    key: str
-    value: str
-    effect: str
-
-
-def warming_taint() -> NodeTaint:
-    return NodeTaint(L.TAINT_WARMING, L.TAINT_WARMING_VALUE, L.TAINT_WARMING_EFFECT)
+def warming_taint() -> Taint:
+    return Taint(L.TAINT_WARMING, L.TAINT_WARMING_VALUE, L.TAINT_WARMING_EFFECT)
 
 
 def node_labels(model_version: str, group: str, extra: Mapping[str, str],
@@ -54,7 +48,7 @@ def node_labels(model_version: str, group: str, extra: Mapping[str, str],
 
 
 def node_config(*, cluster_name: str, endpoint: str, certificate_authority: str, service_cidr: str,
-                labels: Mapping[str, str], taints: Sequence[NodeTaint]) -> dict:
+                labels: Mapping[str, str], taints: Sequence[Taint]) -> dict:
     """The nodeadm ``NodeConfig`` (apiVersion node.eks.aws/v1alpha1) as a dict."""
     flags = ["--node-labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))]
     return {
@@ -119,7 +113,7 @@ def mount_script(device: str, path: str) -> str:
 
 
 def render(*, cluster_name: str, endpoint: str, certificate_authority: str, service_cidr: str,
-           model_version: str, group: str, extra_labels: Mapping[str, str], taints: Sequence[NodeTaint],
+           model_version: str, group: str, extra_labels: Mapping[str, str], taints: Sequence[Taint],
            model_device: str, model_path: str, accelerator: Optional[str] = None) -> str:
     """The whole user data document (plain text; the launch template base64-encodes it)."""
     config = node_config(

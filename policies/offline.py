@@ -33,11 +33,12 @@ from pulumi_policy import EnforcementLevel
 from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.version import VERSION
 
+from automation.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput
+from automation.errors import EXIT_FAILED as EXIT_MANDATORY
 from infra.config import ConfigError, parse, read_stack_yaml, stack_region
 from policies.pack import PACK_NAME, config_defaults, level_of, policies, settings_problems
 from policies.program import PROJECT_DIR, ProgramRun, Registration, run_program
 
-EXIT_OK, EXIT_MANDATORY, EXIT_BAD_INPUT = 0, 1, 2
 
 # Wire signatures (pulumi/sdk/go/common/resource/sig).
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
@@ -53,14 +54,6 @@ _PROTO_LEVELS = {
     EnforcementLevel.DISABLED: proto.DISABLED,
 }
 _LEVEL_NAMES = {v: k.value for k, v in _PROTO_LEVELS.items()}
-
-
-class BadInput(Exception):
-    """Input the check cannot run on; ``lines`` explain why, one problem each."""
-
-    def __init__(self, lines: Sequence[str]):
-        self.lines = list(lines)
-        super().__init__("\n".join(self.lines))
 
 
 @dataclass
@@ -106,28 +99,28 @@ class Report:
 def load_stack_config(path: Path) -> dict[str, Any]:
     """The ``config:`` mapping of a ``Pulumi.<stack>.yaml`` file, validated for the kiln namespace."""
     if not path.is_file():
-        raise BadInput([f"{path}: no such stack config file"])
+        raise BadInput(f"{path}: no such stack config file")
     try:
         doc = read_stack_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput([f"{path}: cannot read: {exc}"]) from exc
+        raise BadInput(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise BadInput([f"{path}: not valid YAML: {exc}"]) from exc
+        raise BadInput(f"{path}: not valid YAML: {exc}") from exc
     config = doc.get("config", {}) if isinstance(doc, Mapping) else None
     if not isinstance(config, Mapping):
-        raise BadInput([f"{path}: 'config' must be a mapping"])
+        raise BadInput(f"{path}: 'config' must be a mapping")
     # Pulumi reads a key without a namespace as the project's (kiln:): one key, however it is spelled.
     normalised: dict[str, Any] = {}
     for key, value in config.items():
         full = str(key) if ":" in str(key) else f"kiln:{key}"
         if full in normalised:
-            raise BadInput([f"{path}: {full} is given twice (as {full} and as {full.split(':', 1)[1]})"])
+            raise BadInput(f"{path}: {full} is given twice (as {full} and as {full.split(':', 1)[1]})")
         normalised[full] = value
     config = normalised
     try:
         parse({k: v for k, v in config.items() if str(k).startswith("kiln:")}, region=stack_region(config))
     except ConfigError as exc:
-        raise BadInput(exc.problems) from exc
+        raise BadInput(*exc.problems) from exc
     return dict(config)
 
 
@@ -138,13 +131,13 @@ def load_policy_config(path: Optional[Path]) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise BadInput([f"{path}: no such policy config file"]) from exc
+        raise BadInput(f"{path}: no such policy config file") from exc
     except json.JSONDecodeError as exc:
-        raise BadInput([f"{path}: not valid JSON: {exc}"]) from exc
+        raise BadInput(f"{path}: not valid JSON: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not UTF-8
-        raise BadInput([f"{path}: cannot read: {exc}"]) from exc
+        raise BadInput(f"{path}: cannot read: {exc}") from exc
     if not isinstance(doc, dict):
-        raise BadInput([f"{path}: must be a JSON object of policy name to level or settings"])
+        raise BadInput(f"{path}: must be a JSON object of policy name to level or settings")
     known = {p.name: p for p in policies()}
     problems = []
     for name, value in doc.items():
@@ -168,7 +161,7 @@ def load_policy_config(path: Optional[Path]) -> dict[str, Any]:
         elif not isinstance(value, (str, dict)):
             problems.append(f"{path}: {name} must be a level or an object")
     if problems:
-        raise BadInput(problems)
+        raise BadInput(*problems)
     return doc
 
 
@@ -336,9 +329,9 @@ def check(config: Mapping[str, Any], *, stack: str = "offline", program: Path = 
     try:
         run = run_program(config, program=program, stack=stack, preview=preview, mocks=mocks)
     except ConfigError as exc:
-        raise BadInput(exc.problems) from exc
+        raise BadInput(*exc.problems) from exc
     except Exception as exc:  # noqa: BLE001 - any program failure means there is nothing to judge
-        raise BadInput([f"the program failed under mocks: {type(exc).__name__}: {exc}"]) from exc
+        raise BadInput(f"the program failed under mocks: {type(exc).__name__}: {exc}") from exc
     return evaluate(run, stack=stack, policy_config=policy_config)
 
 
@@ -386,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_stack_config(path)
         policy_config = load_policy_config(args.policy_config)
         if not args.program.is_file():
-            raise BadInput([f"{args.program}: no such program"])
+            raise BadInput(f"{args.program}: no such program")
         report = check(config, stack=stack, program=args.program.resolve(), preview=args.preview,
                        policy_config=policy_config)
     except BadInput as exc:

@@ -301,6 +301,32 @@ def test_pulumi_yaml_declares_every_key_with_its_description():
         assert declared[key]["description"] == description, key
 
 
+def test_pulumi_yaml_config_is_the_key_table_type_default_and_description():
+    """Each default and description is written once, in infra/config.py's CONFIG_KEYS; Pulumi.yaml declares the same."""
+    declared = project_config()
+    expected = config.pulumi_yaml_config()
+    for key in declared:
+        assert declared[key] == expected[key], key
+    assert list(declared) == list(expected)          # and in the table's order
+    assert declared["vpcCidr"]["default"] == "10.0.0.0/16" and "(default 10.0.0.0/16)" in declared["vpcCidr"]["description"]
+
+
+def test_the_dataclass_defaults_and_an_absent_key_are_the_tables_defaults():
+    import dataclasses
+
+    fields = {f.name: f.default for f in dataclasses.fields(config.KilnConfig)}
+    by_key = {"vpcCidr": "vpc_cidr", "modelPath": "model_path", "modelVolumeDevice": "model_volume_device",
+              "modelVolumeSizeGiB": "model_volume_size_gib", "modelVolumeInitRateMiBps": "model_volume_init_rate_mibps",
+              "jobsNamespace": "jobs_namespace", "ecrKeepImages": "ecr_keep_images"}
+    parsed = parse(GOOD)
+    for key, name in by_key.items():
+        assert fields[name] == config.default(key) == getattr(parsed, name), key
+    assert parsed.termination.job_grace_seconds == config.default("terminationJobGraceSeconds") == 7200
+    assert parsed.termination.heartbeat_seconds == config.default("terminationHeartbeatSeconds") == 300
+    assert config.REQUIRED_KEYS == ("clusterName", "kubernetesVersion", "availabilityZones", "nodeAmi", "modelVersion",
+                                    "nodeGroups")
+
+
 def test_pulumi_yaml_runtime_uses_the_project_virtualenv():
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "kiln"

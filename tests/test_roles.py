@@ -446,7 +446,6 @@ KUBE_CALLS = {
     "list_node": ("", "nodes", "list"),
     "read_node": ("", "nodes", "get"),
     "patch_node": ("", "nodes", "patch"),
-    "delete_node": ("", "nodes", "delete"),
     "list_pod_for_all_namespaces": ("", "pods", "list"),          # and watch: the adapter streams it
     "create_namespaced_pod_eviction": ("", "pods/eviction", "create"),
     "list_job_for_all_namespaces": ("batch", "jobs", "list"),
@@ -520,6 +519,7 @@ def test_rbac_allows_every_call_the_rollout_adapter_makes_and_nothing_else(progr
     assert not any("*" in r["verbs"] or "*" in r["resources"] or "*" in r["apiGroups"] for r in every)
     assert not any(res in ("secrets", "pods/exec") for r in every for res in r["resources"])
     assert not _allowed(cluster_rules, "", "pods", "delete") and not _allowed(cluster_rules, "", "pods", "patch")
+    assert not _allowed(cluster_rules, "", "nodes", "delete")     # the rollout never deletes a node object
     assert not _allowed(ns_rules, "apps", "deployments/scale", "patch", "coredns")
     # ConfigMaps: only the rotation's own is read or changed (never coredns, kube-proxy, aws-auth, another stack's),
     # only in kube-system, never deleted.

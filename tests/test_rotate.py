@@ -22,7 +22,7 @@ from pulumi.automation.events import DiffKind, OpType
 
 from automation.rotate import cli as rotate_cli
 from automation.rotate.fleet import prediction, replace_with_simulator, scenario_for_groups
-from automation.rotate.pipeline import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, STEPS, BadInput, Rotation, World,
+from automation.rotate.pipeline import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, STEPS, BadInput, Rotation, RotationSeams,
                                         families_for, rollout_disposition)
 from automation.rotate.state import FileIntentStore
 from automation.signals import Interrupted, sigterm_raises
@@ -42,7 +42,7 @@ def make(tmp_path, stack: Optional[FakeStack] = None, *, volumes=True, **world_k
     stack = stack or FakeStack(tmp_path)
     fleet = Fleet(stack, world_kw.pop("faults", ()))
     baker = Baker()
-    world = World(stack=stack, bake=baker, replace=fleet.replace,
+    world = RotationSeams(stack=stack, bake=baker, replace=fleet.replace,
                   volumes=FakeVolumes(stack.objects) if volumes else None, **world_kw)
     return Rotation(world, FileIntentStore(tmp_path / "state")), stack, fleet, baker
 
@@ -700,7 +700,7 @@ def _cli_world(tmp_path, monkeypatch, **kw):
 
     stack = FakeStack(tmp_path)
     fleet = Fleet(stack)
-    world = World(stack=stack, bake=Baker(), replace=fleet.replace, volumes=FakeVolumes(stack.objects), **kw)
+    world = RotationSeams(stack=stack, bake=Baker(), replace=fleet.replace, volumes=FakeVolumes(stack.objects), **kw)
     monkeypatch.setattr(wiring, "real_world",
                         lambda *a, **k: wiring.RealWorld(world, FileIntentStore(tmp_path / "state"), stack))
     return stack, world

@@ -15,7 +15,7 @@ import pytest
 
 from automation.gate import claim_name, volume_name
 from automation.rotate.guard import deploy_problems
-from automation.rotate.pipeline import EXIT_OK, Rotation, World
+from automation.rotate.pipeline import EXIT_OK, Rotation, RotationSeams
 from automation.rotate.state import ClusterIntentStore, FileIntentStore, RotationIntent, StateStoreError, slug
 from automation.rotate.volumes import ModelVolumeError, ModelVolumeNotReady, ModelVolumes, decide
 from tests._fake_stack import NAMESPACE, NEW_AMI, OLD_AMI, Baker, FakeStack, Fleet
@@ -182,7 +182,7 @@ def test_going_back_to_a_model_whose_objects_were_retained_works_only_by_adoptin
     stack = FakeStack(tmp_path, objects=objects)
     fleet = Fleet(stack)
     volumes = ModelVolumes(kube.api_client(), namespace=NAMESPACE, model_path=MODEL_PATH) if adopt else None
-    rotation = Rotation(World(stack=stack, bake=Baker(), replace=fleet.replace, volumes=volumes),
+    rotation = Rotation(RotationSeams(stack=stack, bake=Baker(), replace=fleet.replace, volumes=volumes),
                         ClusterIntentStore(kube.api_client()))
     assert rotation.rotate("prod", "v6", "s3://models/v6/").exit_code == EXIT_OK
     assert objects.exists(volume_name("v5")) and objects.exists(volume_name("v6"))   # v5 retained

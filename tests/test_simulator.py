@@ -203,6 +203,18 @@ def _world(**over):
     return World(load_scenario(scenario(**over)))
 
 
+def test_the_simulated_adapter_protects_any_number_of_instances_in_requests_of_fifty():
+    """The runner hands the port every id at once; like AwsCloud, the simulator costs one write per 50 ids."""
+    world = _world(node_groups=[{"name": "gpu-a", "nodes": 120, "max_size": 240, "pods_per_node": 1}])
+    cloud, _, _ = connect(world)
+    [group] = world.groups.values()
+    ids = list(group.insts)
+    assert len(ids) == 120
+    before = world.writes
+    cloud.set_instance_protection(group.name, ids, True)
+    assert world.writes - before == 3 and all(i.protected for i in group.insts.values())
+
+
 def test_a_second_rollout_is_refused_while_the_lease_is_held():
     world = _world()
     world.lease = ("someone-else", world.now + 600)
@@ -968,6 +980,7 @@ def test_the_last_look_before_a_terminate_is_read_again_once_it_is_a_few_seconds
             return [Node("node-b", "i-b", ready=True)] if clock.t >= 5 else []
 
     cloud = Cloud()
-    session = _Session(cloud, Cluster(), clock, RolloutOptions(cluster_name=CLUSTER), None)
+    cluster = Cluster()
+    session = _Session(cloud, cluster, cluster, None, clock, RolloutOptions(cluster_name=CLUSTER), None)
     session.execute((Terminate("g1", "i-a", None), Terminate("g2", "i-b", None)))
     assert cloud.terminated == ["i-a"]          # i-b has a node now: kept, decided again next cycle

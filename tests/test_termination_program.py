@@ -292,9 +292,3 @@ def test_nodes_shut_down_gracefully_for_the_spot_warning():
         assert kubelet["shutdownGracePeriod"] == "120s"
         assert kubelet["shutdownGracePeriodCriticalPods"] == "30s"
 
-
-def test_the_handler_finds_the_asgs_by_the_programs_ownership_tag():
-    from automation.termination import aws as taws
-    from infra.labels import TAG_CLUSTER
-
-    assert taws.TAG_CLUSTER == TAG_CLUSTER

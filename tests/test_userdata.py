@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings, strategies as st
 
 from infra import userdata
-from infra.userdata import NodeTaint
+from infra.labels import Taint as NodeTaint
 
 COMMON = dict(cluster_name="kiln-test", endpoint="https://ABC.gr7.us-east-2.eks.amazonaws.com",
               certificate_authority="Q0VSVA==", service_cidr="172.20.0.0/16",

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from automation.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+
 from .baker import DEFAULT_BUILDER_MAX_AGE, IMAGE_EXPANSION, ROOT_HEADROOM_GIB, UNKNOWN_IMAGE_GIB, AwsClients, bake
 from .recipe import BakeInputError
+from infra.config import default as config_default
 from infra.labels import BAKE_LOG_GROUP
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MIN_SWEEP_AFTER = 3600   # seconds; no bake is shorter than its own sweep bound
 
 
@@ -136,8 +137,9 @@ def request_from_args(args: argparse.Namespace, project_dir: Optional[Path] = No
         kubernetes_version=args.kubernetes_version or fill.get("kubernetes_version") or "1.33",
         base_ami=args.base_ami, ami_family=args.ami_family,
         prefetch_images=tuple(args.prefetch_image if args.prefetch_image is not None else fill.get("prefetch_images", ())),
-        model_path=fill.get("model_path", "/opt/models"), model_device=fill.get("model_device", "/dev/xvdb"),
-        model_volume_size_gib=fill.get("model_volume_size_gib", 100), instance_type=args.instance_type,
+        model_path=fill.get("model_path", config_default("modelPath")),
+        model_device=fill.get("model_device", config_default("modelVolumeDevice")),
+        model_volume_size_gib=fill.get("model_volume_size_gib", config_default("modelVolumeSizeGiB")), instance_type=args.instance_type,
         share_with_accounts=tuple(args.share_with), copy_to_regions=tuple(args.copy_to_region),
         log_group=args.log_group, root_volume_gib=args.root_volume_gib, kms_key_id=args.kms_key,
     )

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Optional
 
+from infra.config import default as config_default
 from infra.imageref import image_reference_problem
 from infra.images import NODE_SYSTEM_IMAGES
 from infra.labels import BAKE_LOG_GROUP
@@ -64,9 +65,9 @@ class BakeRequest:
     base_ami: Optional[str] = None          # None: the EKS-optimized AL2023 AMI from SSM
     ami_family: str = "standard"            # standard | nvidia
     prefetch_images: tuple[str, ...] = ()
-    model_path: str = "/opt/models"
-    model_device: str = "/dev/xvdb"
-    model_volume_size_gib: int = 100
+    model_path: str = config_default("modelPath")
+    model_device: str = config_default("modelVolumeDevice")
+    model_volume_size_gib: int = config_default("modelVolumeSizeGiB")
     instance_type: str = "m6i.2xlarge"
     share_with_accounts: tuple[str, ...] = ()
     copy_to_regions: tuple[str, ...] = ()

@@ -16,7 +16,7 @@ import re
 import socket
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from automation.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput
 
 _DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?$")
 
@@ -164,9 +164,9 @@ def build_cloud(args: argparse.Namespace):
     try:
         return AwsCloud(profile=args.profile, region=args.region)
     except botocore.exceptions.ProfileNotFound as error:
-        raise BadInput("--profile", str(error)) from None
+        raise BadInput(str(error), flag="--profile") from None
     except botocore.exceptions.NoRegionError:
-        raise BadInput("--region", "no AWS region configured (set --region or AWS_REGION)") from None
+        raise BadInput("no AWS region configured (set --region or AWS_REGION)", flag="--region") from None
 
 
 def build_cluster(args: argparse.Namespace):
@@ -174,7 +174,7 @@ def build_cluster(args: argparse.Namespace):
     from kubernetes.config import ConfigException
     from .kube import KubeCluster
     if args.kubeconfig and not os.path.exists(args.kubeconfig):
-        raise BadInput("--kubeconfig", f"no such file: {args.kubeconfig}")
+        raise BadInput(f"no such file: {args.kubeconfig}", flag="--kubeconfig")
     try:
         return KubeCluster.from_kubeconfig(
             args.kubeconfig, args.context,
@@ -182,19 +182,13 @@ def build_cluster(args: argparse.Namespace):
             autoscaler_namespace=args.autoscaler_namespace, autoscaler_name=args.autoscaler_name)
     except ConfigException as error:
         flag = "--context" if args.context else "--kubeconfig"
-        raise BadInput(flag, f"cannot load Kubernetes configuration: {error}") from None
+        raise BadInput(f"cannot load Kubernetes configuration: {error}", flag=flag) from None
     except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
         # A kubeconfig that is a directory, binary junk, or YAML of the wrong shape.
-        raise BadInput("--kubeconfig", f"cannot read the kubeconfig: {' '.join(str(error).split())}") from None
+        raise BadInput(f"cannot read the kubeconfig: {' '.join(str(error).split())}", flag="--kubeconfig") from None
     except Exception as error:  # noqa: BLE001 - e.g. yaml.YAMLError: still the kubeconfig's fault
-        raise BadInput("--kubeconfig", f"cannot read the kubeconfig: {type(error).__name__}: "
-                                       f"{' '.join(str(error).split())}") from None
-
-
-class BadInput(Exception):
-    def __init__(self, flag: str, message: str) -> None:
-        super().__init__(f"{flag}: {message}")
-        self.flag, self.message = flag, message
+        raise BadInput(f"cannot read the kubeconfig: {type(error).__name__}: {' '.join(str(error).split())}",
+                       flag="--kubeconfig") from None
 
 
 def options_from_args(args: argparse.Namespace):

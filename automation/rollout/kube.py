@@ -1,4 +1,4 @@
-"""ClusterPort over the official ``kubernetes`` client.
+"""The Kubernetes-side ports (ClusterPort, RolloutStore, AutoscalerPort) over the official ``kubernetes`` client.
 
 Reads are paginated lists (``limit`` + ``_continue``) across all namespaces:
 four calls' worth of pages per reconcile (nodes, live pods with their Jobs, PDBs)
@@ -44,6 +44,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from infra.labels import REPORTER_ROLLOUT
+
 from .model import ANNOTATION_DEADLINE_EXTENSION, GroupIntent, Node, Pod, PodDisruptionBudget, RolloutIntent, Taint
 from .ports import ClusterEvent, EvictionResult, Throttled
 
@@ -59,7 +61,7 @@ CONFLICT_ATTEMPTS = 5
 MULTIPLE_PDBS = "more than one PodDisruptionBudget"
 # Pods that are not finished: the field selector ``list_pods`` sends (status.phase is a pod field selector).
 LIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
-REPORTING_CONTROLLER = "kiln.dev/rollout"
+REPORTING_CONTROLLER = REPORTER_ROLLOUT
 # Container states that mean a pod cannot run (kubectl shows them as the pod's status).
 FAILED_WAITING = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
                             "CreateContainerError", "InvalidImageName", "RunContainerError"})
@@ -275,7 +277,8 @@ def _body(response: Any) -> dict[str, Any]:
 # ---- the adapter --------------------------------------------------------------------------
 
 class KubeCluster:
-    """:class:`~automation.rollout.ports.ClusterPort` over ``kubernetes.client``."""
+    """:class:`~automation.rollout.ports.ClusterPort`, :class:`~automation.rollout.ports.RolloutStore` and
+    :class:`~automation.rollout.ports.AutoscalerPort` over ``kubernetes.client``, on one API connection."""
 
     def __init__(
         self,
@@ -610,14 +613,6 @@ class KubeCluster:
                 return EvictionResult.BLOCKED
             raise
         return EvictionResult.EVICTED
-
-    @_port_call
-    def delete_node(self, node: str) -> None:
-        try:
-            self.core.delete_node(node, _preload_content=False, _request_timeout=self.request_timeout)
-        except ApiException as error:
-            if error.status != 404:
-                raise
 
     # ---- Events ----------------------------------------------------------------------------
 

@@ -10,23 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-# Labels, taints and annotations kiln owns. infra/ uses the same strings.
-LABEL_MODEL_VERSION = "kiln.dev/model-version"
-LABEL_NODE_GROUP = "kiln.dev/node-group"
-TAINT_WARMING = "kiln.dev/model-warming"        # new node, model not yet read once
-TAINT_ROLLOUT = "kiln.dev/rollout"              # old node: no new work
-ANNOTATION_DEADLINE_EXTENSION = "kiln.dev/rollout-deadline-extension-seconds"  # on a Job or pod
-CA_SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
-ANNOTATION_ROLLOUT_PROTECTED = "kiln.dev/rollout-protected"  # kiln set CA_SCALE_DOWN_DISABLED on this new node
+# The labels, taints, annotations and tags kiln owns, and Taint, live in infra/labels.py (their one home);
+# the rollout's modules take them from here.
+from infra.labels import (ANNOTATION_DEADLINE_EXTENSION, ANNOTATION_ROLLOUT_PROTECTED,  # noqa: F401
+                          CA_SCALE_DOWN_DISABLED, LABEL_MODEL_VERSION, LABEL_NODE_GROUP, TAG_CLUSTER,
+                          TAG_INTENT_PREFIX, TAG_NODE_GROUP, TAG_ROLLED_BACK_FROM, TAG_ROLLED_BACK_REASON,
+                          TAG_ROLLED_BACK_TO, TAINT_ROLLOUT, TAINT_WARMING, Taint)
+
 RESOURCE_GPU = "nvidia.com/gpu"                 # the scarce resource surge is sized by
-TAG_CLUSTER = "kiln.dev/cluster"                # ownership tag on ASGs (value: cluster name)
-TAG_NODE_GROUP = "kiln.dev/node-group"          # ASG tag: logical node group
-TAG_INTENT_PREFIX = "kiln.dev/rollout-"         # ASG tags holding per-group rollout intent
-# ASG tags recording a finished rollback (outcome, not intent): a rerun reports rolled_back until the
-# group's launch template version changes to one that is neither of these.
-TAG_ROLLED_BACK_FROM = "kiln.dev/rolled-back-from"      # the target version that was rolled back
-TAG_ROLLED_BACK_TO = "kiln.dev/rolled-back-to"          # the version restored
-TAG_ROLLED_BACK_REASON = "kiln.dev/rolled-back-reason"  # why (truncated to an ASG tag's 256 characters)
 # The warm-up DaemonSet (infra/warmup.py NAME): its pod failing on a new node marks the node bad.
 WARMUP_DAEMONSET = "kiln-model-warmup"
 
@@ -55,13 +46,6 @@ class AutoScalingGroup:
     launch_template_version: str            # the group's *current* version (the target)
     instances: tuple[Instance, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Taint:
-    key: str
-    value: str = ""
-    effect: str = "NoSchedule"
 
 
 @dataclass(frozen=True)

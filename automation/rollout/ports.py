@@ -76,7 +76,9 @@ class CloudPort(Protocol):
         """Set the group's launch template version. With ``expected``, only if the group (read back in
         the same call) still has that version; False when it has another one and nothing was written."""
 
-    def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None: ...
+    def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
+        """Protect (or unprotect) these instances from scale-in: any number of ids; the adapter splits
+        them into as many requests as the API's limit needs."""
 
     def put_tags(self, asg: str, tags: Mapping[str, str]) -> None: ...
 
@@ -88,7 +90,7 @@ class CloudPort(Protocol):
 
 
 class ClusterPort(Protocol):
-    """The Kubernetes API as kiln needs it."""
+    """The Kubernetes API as the rollout reads and changes nodes and pods."""
 
     def list_nodes(self, label_selector: str = "") -> list[Node]: ...
 
@@ -112,24 +114,6 @@ class ClusterPort(Protocol):
     def evict(self, namespace: str, name: str) -> EvictionResult:
         """Evict through the Eviction API, which honours PodDisruptionBudgets."""
 
-    def delete_node(self, node: str) -> None: ...
-
-    def get_autoscaler_replicas(self) -> Optional[int]:
-        """Replicas of the cluster-autoscaler Deployment, None when there is none."""
-
-    def scale_autoscaler(self, replicas: int) -> None: ...
-
-    def acquire_lock(self, holder: str, ttl_seconds: float) -> bool:
-        """Take or renew the rollout Lease; False while another holder's lease is live."""
-
-    def release_lock(self, holder: str) -> None: ...
-
-    def read_intent(self) -> Optional[RolloutIntent]: ...
-
-    def write_intent(self, intent: RolloutIntent) -> None: ...
-
-    def clear_intent(self) -> None: ...
-
     def wait_for_change(self, timeout_seconds: float) -> None:
         """Block until a pod or a node changes (watches) or the timeout passes.
 
@@ -144,3 +128,34 @@ class ClusterPort(Protocol):
 
         Best effort: the runner never lets a failed Event stop a rollout.
         """
+
+
+class RolloutStore(Protocol):
+    """The rollout's lock and intent: one Lease and what the rollout means to do, kept in the cluster."""
+
+    def acquire_lock(self, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew the rollout Lease; False while another holder's lease is live."""
+
+    def release_lock(self, holder: str) -> None: ...
+
+    def read_intent(self) -> Optional[RolloutIntent]: ...
+
+    def write_intent(self, intent: RolloutIntent) -> None: ...
+
+    def clear_intent(self) -> None: ...
+
+
+class AutoscalerPort(Protocol):
+    """cluster-autoscaler's Deployment, which the rollout may pause (scale to 0) and restores."""
+
+    def get_autoscaler_replicas(self) -> Optional[int]:
+        """Replicas of the cluster-autoscaler Deployment, None when there is none."""
+
+    def scale_autoscaler(self, replicas: int) -> None: ...
+
+
+class KubernetesPorts(ClusterPort, RolloutStore, AutoscalerPort, Protocol):
+    """The three Kubernetes-side ports over one API connection, as the real adapter
+    (:class:`~automation.rollout.kube.KubeCluster`) and the simulator each implement them
+    in one class. Only :func:`~automation.rollout.runner.run_rollout` takes this; the
+    runner keeps each part apart by type."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
+from automation.errors import EXIT_FAILED, EXIT_OK
+
 #: What a rollout can end as, and the exit code ``replace`` (and ``simulate``) gives each.
 #: ``blocked``: past the deadline, something kiln will not force (a PodDisruptionBudget; in
 #: a rollback, a Job) keeps nodes from draining; the intent stays and a rerun continues,
 #: like after an interruption. ``rolled_back`` is recorded on the groups: a rerun reports
 #: it again until the target version changes.
 OUTCOMES = ("completed", "rolled_back", "blocked", "failed", "dry_run")
-EXIT_CODES = {"completed": 0, "dry_run": 0, "rolled_back": 1, "blocked": 1, "failed": 1}
+EXIT_CODES = {"completed": EXIT_OK, "dry_run": EXIT_OK, "rolled_back": EXIT_FAILED, "blocked": EXIT_FAILED,
+              "failed": EXIT_FAILED}
 
 
 @dataclass

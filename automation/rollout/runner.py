@@ -34,7 +34,8 @@ from .engine import (AnnotateNode, ClearRolledBack, Command, Cordon, DeleteGroup
                      Protect, ScaleAutoscaler, SetCapacity, SetVersion, Terminate, Uncordon)
 from .events import EventRecorder
 from .model import CA_SCALE_DOWN_DISABLED, TAINT_ROLLOUT, GroupIntent, RolloutIntent, Snapshot
-from .ports import CloudPort, Clock, ClusterPort, EvictionResult, Throttled
+from .ports import (AutoscalerPort, CloudPort, Clock, ClusterPort, EvictionResult, KubernetesPorts, RolloutStore,
+                    Throttled)
 from .report import RolloutReport
 from .strategies import Strategy, get_strategy, parse_surge
 
@@ -52,7 +53,6 @@ class StopRequested(BaseException):
     per-command ``except Exception`` in :meth:`_Session.execute` cannot swallow it."""
 
 
-PROTECT_BATCH = 50          # SetInstanceProtection takes at most 50 instance ids
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0   # the runner's back-off for a call still throttled after the adapter's retries
 OUTAGE_SECONDS = 900.0      # no call at all answered for this long: an outage, not throttling — the run fails
 SETTLE_SECONDS = 5.0        # after acting, look again this soon (evicted pods reschedule)
@@ -133,9 +133,10 @@ def one_line(exc: BaseException) -> str:
 class _Session:
     """One run of the loop against one set of ports."""
 
-    def __init__(self, cloud: CloudPort, cluster: ClusterPort, clock: Clock, options: RolloutOptions,
-                 on_event: Optional[Callable[[dict], None]]):
+    def __init__(self, cloud: CloudPort, cluster: ClusterPort, store: RolloutStore, autoscaler: AutoscalerPort,
+                 clock: Clock, options: RolloutOptions, on_event: Optional[Callable[[dict], None]]):
         self.cloud, self.cluster, self.clock, self.options = cloud, cluster, clock, options
+        self.store, self.autoscaler = store, autoscaler
         self.on_event = on_event or (lambda event: None)
         self.report = RolloutReport(cluster=options.cluster_name, strategy=options.strategy)
         self.first_seen: dict[str, float] = {}
@@ -186,7 +187,7 @@ class _Session:
         groups = self.call(lambda: self.cloud.list_groups(self.options.cluster_name))
         pods = self.call(lambda: self.cluster.list_pods())
         pdbs = self.call(lambda: self.cluster.list_pdbs())
-        replicas = self.call(lambda: self.cluster.get_autoscaler_replicas())
+        replicas = self.call(lambda: self.autoscaler.get_autoscaler_replicas())
         for g in groups:
             for inst in g.instances:
                 self.first_seen.setdefault(inst.id, now)
@@ -204,7 +205,7 @@ class _Session:
         now = self.clock.now()
         if now - self.lease_renewed_at < self.lease_ttl / 3:
             return True
-        ok = self.call(lambda: self.cluster.acquire_lock(self.options.holder, self.lease_ttl))
+        ok = self.call(lambda: self.store.acquire_lock(self.options.holder, self.lease_ttl))
         if ok:
             self.lease_renewed_at = now
         elif self.lease_renewed_at != float("-inf"):
@@ -245,11 +246,11 @@ class _Session:
         if moved and self.intent is not None:
             self.intent = replace(self.intent, groups=tuple(
                 intents.get(g.asg, g) for g in self.intent.groups))
-            self.call(lambda: self.cluster.write_intent(self.intent))
+            self.call(lambda: self.store.write_intent(self.intent))
         return intents
 
     def ensure_intent(self, snapshot: Snapshot, strategy: Strategy) -> Optional[RolloutIntent]:
-        existing = self.call(lambda: self.cluster.read_intent())
+        existing = self.call(lambda: self.store.read_intent())
         if existing is not None:
             self.intent = existing
             self.report.resumed = True
@@ -268,7 +269,7 @@ class _Session:
             phase="rolling", groups=tuple(intents[k] for k in sorted(intents)),
             boot_timeout_seconds=self.options.boot_timeout_seconds,
             launch_failure_timeout_seconds=self.options.launch_failure_timeout_seconds)
-        self.call(lambda: self.cluster.write_intent(self.intent))
+        self.call(lambda: self.store.write_intent(self.intent))
         return self.intent
 
     # ------------------------------------------------------------------ execution
@@ -406,11 +407,9 @@ class _Session:
                                  f"{cmd.version}; decided again from a fresh look")
                 return _DEFERRED
         elif isinstance(cmd, Protect):
-            ids = list(cmd.instance_ids)
-            for i in range(0, len(ids), PROTECT_BATCH):
-                self.cloud.set_instance_protection(cmd.asg, ids[i:i + PROTECT_BATCH], cmd.protected)
+            self.cloud.set_instance_protection(cmd.asg, list(cmd.instance_ids), cmd.protected)
         elif isinstance(cmd, ScaleAutoscaler):
-            self.cluster.scale_autoscaler(cmd.replicas)
+            self.autoscaler.scale_autoscaler(cmd.replicas)
         elif isinstance(cmd, DeleteGroupIntent):
             self.cloud.delete_tags(cmd.asg, engine.group_intent_tag_keys())
         elif isinstance(cmd, MarkRolledBack):
@@ -527,7 +526,7 @@ class _Session:
                 return self.finish_report("failed")
             locked = True
             snapshot = self.observe()
-            earlier = None if self.call(lambda: self.cluster.read_intent()) is not None else next(
+            earlier = None if self.call(lambda: self.store.read_intent()) is not None else next(
                 (why for why in map(engine.earlier_rollback, snapshot.groups) if why), None)
             if earlier:
                 # Durable outcome: the rollback is recorded on the groups, not in this process.
@@ -592,7 +591,7 @@ class _Session:
             # resumes at once (the intent stays); never once another holder has it.
             if locked and not self.lock_lost:
                 try:
-                    self.call(lambda: self.cluster.release_lock(options.holder))
+                    self.call(lambda: self.store.release_lock(options.holder))
                 except Exception:  # noqa: BLE001 - the lease expires by itself
                     pass
         return self.finish_report(outcome, snapshot)
@@ -620,7 +619,7 @@ class _Session:
                 continue
             if decision.rollback_reason and self.intent.phase == "rolling":
                 self.intent = replace(self.intent, phase="rolling_back", rollback_reason=decision.rollback_reason)
-                self.call(lambda: self.cluster.write_intent(self.intent))
+                self.call(lambda: self.store.write_intent(self.intent))
                 self.report.reason = decision.rollback_reason
                 self.emit("rollback", reason=decision.rollback_reason)
                 self.post_events()
@@ -687,7 +686,7 @@ class _Session:
                 raise RuntimeError("lost the lock to another rollout while finishing")
             self.call(lambda: self.apply(cmd))
         self.autoscaler_restored = True     # finish_commands restored it if this rollout paused it
-        self.call(lambda: self.cluster.clear_intent())
+        self.call(lambda: self.store.clear_intent())
 
     def restore_autoscaler_if_paused(self) -> None:
         """Every exit path: put cluster-autoscaler back if this rollout paused it.
@@ -700,7 +699,7 @@ class _Session:
                 or self.autoscaler_restored or self.lock_lost:
             return      # lock lost: the rollout that holds it now owns the autoscaler too
         try:
-            self.call(lambda: self.cluster.scale_autoscaler(intent.autoscaler_replicas))
+            self.call(lambda: self.autoscaler.scale_autoscaler(intent.autoscaler_replicas))
             self.autoscaler_restored = True
         except Exception as exc:  # noqa: BLE001 - never mask the original failure; the rerun restores it
             self.emit("error", reason=f"could not restore cluster-autoscaler: {one_line(exc)}")
@@ -733,7 +732,7 @@ class _Session:
             gi = engine.group_intent_from_tags(asg) or engine.initial_group_intent(asg)
             if gi is not None:
                 intents[asg.name] = gi
-        intent = self.call(lambda: self.cluster.read_intent()) or RolloutIntent(
+        intent = self.call(lambda: self.store.read_intent()) or RolloutIntent(
             rollout_id="dry-run", started_at=snapshot.now, deadline_at=snapshot.now + self.options.deadline_seconds,
             strategy=strategy.name, surge=self.options.surge,
             pause_autoscaler=self.options.pause_autoscaler or strategy.pause_autoscaler,
@@ -750,11 +749,11 @@ class _Session:
         return self.finish_report("dry_run", snapshot)
 
 
-def run_rollout(cloud: CloudPort, cluster: ClusterPort, clock: Clock, options: RolloutOptions,
+def run_rollout(cloud: CloudPort, cluster: KubernetesPorts, clock: Clock, options: RolloutOptions,
                 on_event: Callable[[dict], None] | None = None) -> RolloutReport:
     """Replace every node whose launch template is out of date, without
     interrupting a running Job before its deadline and without giving up a
     group's old nodes before a replacement there is proven. Returns the report;
     ``outcome`` is completed, rolled_back, blocked or failed (dry_run for
     ``--dry-run``). Raises only ValueError for invalid options."""
-    return _Session(cloud, cluster, clock, options, on_event).run()
+    return _Session(cloud, cluster, cluster, cluster, clock, options, on_event).run()

@@ -25,11 +25,12 @@ import argparse
 import sys
 from typing import Any, Mapping, Optional
 
+from automation.errors import EXIT_BAD_INPUT, EXIT_OK
+from automation.errors import EXIT_FAILED as EXIT_REFUSED
 from automation.stack import desired_amis
 
 from .state import RotationIntent
 
-EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
 KEY_AMI, KEY_MODEL = "kiln:nodeAmi", "kiln:modelVersion"
 
 

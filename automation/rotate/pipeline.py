@@ -24,7 +24,7 @@ Three ways a run ends without finishing:
 Every ``up`` applies the update plan of the gated preview just before it (where
 the stack supports plans), and every preview runs the policy pack.
 
-The world is injected (:class:`World`): the stack seam, the bake, the node
+The world is injected (:class:`RotationSeams`): the stack seam, the bake, the node
 replacement and the model volumes are objects/functions, so tests run the real
 pipeline with a strict fake stack and the simulator as the fleet, and
 ``make demo`` runs it against moto.
@@ -39,23 +39,20 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from automation.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput
 from automation.gate import EventRecorder, Expected, GateResult, classify
 from automation.signals import Interrupted
 from automation.stack import ConfigReadError, StackSeam, desired_amis, is_family_map, setting_of
+from infra.config import default as config_default
 
 from .state import IntentStore, RotationIntent
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 STEPS = ("validate", "bake", "set-config", "preview", "up", "replace", "converge", "persist", "report")
 KEY_AMI, KEY_MODEL = "kiln:nodeAmi", "kiln:modelVersion"
 RERUN = "rerun the same command to continue"
 
-__all__ = ["BadInput", "Interrupted", "IntentStore", "RotationIntent", "Rotation", "RotationReport", "World",
+__all__ = ["BadInput", "Interrupted", "IntentStore", "RotationIntent", "Rotation", "RotationReport", "RotationSeams",
            "rollout_disposition", "STEPS"]
-
-
-class BadInput(ValueError):
-    """Arguments that cannot run (exit 2); the message names the flag."""
 
 
 def rollout_disposition(report: Mapping[str, Any]) -> str:
@@ -74,7 +71,7 @@ def rollout_disposition(report: Mapping[str, Any]) -> str:
 
 
 @dataclass
-class World:
+class RotationSeams:
     """The pipeline's ways of touching the world."""
 
     stack: StackSeam
@@ -91,7 +88,7 @@ class World:
     log: Callable[[str], None] = lambda msg: None
     checkpoint: Callable[[str], None] = lambda step: None  # called after each step (progress; tests interrupt here)
     clock: Callable[[], float] = time.time
-    jobs_namespace: str = "ml-jobs"
+    jobs_namespace: str = config_default("jobsNamespace")
 
 
 @dataclass
@@ -143,7 +140,7 @@ def families_for(previous_ami: Optional[str], config: Mapping[str, str]) -> list
 
 
 class Rotation:
-    def __init__(self, world: World, store: IntentStore):
+    def __init__(self, world: RotationSeams, store: IntentStore):
         self.w = world
         self.store = store
 

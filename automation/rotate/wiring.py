@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 from automation.gate import GateResult
 from automation.stack import PROJECT_DIR, StackSeam
 
-from .pipeline import BadInput, World
+from .pipeline import BadInput, RotationSeams
 from .state import RotationIntent
 
 
@@ -242,7 +242,7 @@ def needs_terminal(yes: bool, dry_run: bool) -> None:
 
 @dataclass
 class RealWorld:
-    world: World
+    world: RotationSeams
     store: Any
     stack: StackSeam
 
@@ -320,7 +320,7 @@ def real_world(stack_name: str, *, yes: bool, log: Callable[[str], None], rollou
     def check_targets(amis: Mapping[str, str]) -> None:
         checks.amis(amis, "target AMI")
 
-    world = World(
+    world = RotationSeams(
         stack=stack, bake=make_bake(stack, cfg, session, log), resolve_base=make_resolve_base(session, cfg),
         replace=make_replace(rollout_event, rollout_options, region),
         predict=make_predict(rollout_options.get("deadline_seconds", 7200), rollout_options.get("strategy", "default"),

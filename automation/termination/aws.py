@@ -28,12 +28,13 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from infra.labels import TAG_CLUSTER
+from infra.lifecycle import DEFAULT_RESULT as RESULT
+
 from .decisions import Instance
 
-TAG_CLUSTER = "kiln.dev/cluster"       # infra/labels.py TAG_CLUSTER (tests/test_termination_program.py keeps them equal)
 MAX_ATTEMPTS = 10
 USER_AGENT = "kiln-termination-handler"
-RESULT = "CONTINUE"
 # What Auto Scaling answers for an action that is no longer pending (completed, timed out, instance gone).
 NO_ACTIVE_ACTION = "No active Lifecycle Action found"
 

@@ -15,10 +15,11 @@ import signal
 import socket
 from typing import Optional, Sequence
 
+from automation.errors import EXIT_BAD_INPUT, BadInput
+
 from .decisions import AFTER_GRACE_SECONDS, COMPLETE_MARGIN_SECONDS, HOOK_NAME, Settings
 from .rules import DEFAULT_JOB_OWNER_KINDS, NEVER_EVICTED_OWNER_KINDS
 
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
 _KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _QUEUE_URL = re.compile(r"^https?://\S+/\d{12}/[A-Za-z0-9_-]{1,80}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -60,10 +61,6 @@ def _value(args: argparse.Namespace, flag: str, default: Optional[str] = None) -
     if given is not None:
         return given
     return os.environ.get(FLAGS[flag][0]) or default
-
-
-class BadInput(ValueError):
-    pass
 
 
 def _number(args: argparse.Namespace, flag: str, default: float, low: float, high: float) -> float:

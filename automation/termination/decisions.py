@@ -42,6 +42,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable, Mapping, Optional, Sequence
 
+# The hook's name and AWS's limits on it live in infra/lifecycle.py, the taint and annotations in
+# infra/labels.py (both standard library only; the handler's image copies them).
+from infra.labels import ANNOTATION_TERMINATING_PREFIX as ANNOTATION_PREFIX
+from infra.labels import TAINT_TERMINATING
+from infra.lifecycle import GLOBAL_TIMEOUT_HEARTBEATS, HOOK_NAME, MAX_GLOBAL_TIMEOUT_SECONDS
+
 from .rules import (
     DEFAULT_JOB_OWNER_KINDS,
     TAINT_ROLLOUT,
@@ -56,11 +62,6 @@ from .rules import (
     unreadable_extension,
 )
 
-HOOK_NAME = "kiln-termination"                 # infra/lifecycle.py HOOK_NAME (a test keeps them equal)
-TAINT_TERMINATING = "kiln.dev/terminating"     # value: the first reason; effect NoSchedule
-ANNOTATION_PREFIX = "kiln.dev/terminating-"    # + reason value: RFC 3339 time the notice arrived
-MAX_GLOBAL_TIMEOUT_SECONDS = 48 * 3600
-GLOBAL_TIMEOUT_HEARTBEATS = 100
 # After the Job grace, Jobs still running are evicted and get this long to stop.
 AFTER_GRACE_SECONDS = 300.0
 # The handler completes an action this long before AWS's global timeout would.

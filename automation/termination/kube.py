@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from infra.labels import REPORTER_TERMINATION_HANDLER
+
 from .decisions import TAINT_TERMINATING, Reason, Ref, format_time
 from .rules import (ANNOTATION_DEADLINE_EXTENSION, LIVE_PODS, Node, Pod, PodDisruptionBudget, node_from_json,
                     parse_time, pdb_from_json, pod_from_json, with_job_deadline_extensions)
@@ -39,7 +41,7 @@ from .rules import (ANNOTATION_DEADLINE_EXTENSION, LIVE_PODS, Node, Pod, PodDisr
 MERGE_PATCH = "application/merge-patch+json"
 CONFLICT_ATTEMPTS = 5
 MULTIPLE_PDBS = "more than one PodDisruptionBudget"
-REPORTING_CONTROLLER = "kiln.dev/termination-handler"
+REPORTING_CONTROLLER = REPORTER_TERMINATION_HANDLER
 EVENT_NAMESPACE_FOR_NODES = "default"   # where the kubelet records node Events too
 EVENT_REPEAT_SECONDS = 600.0            # the same Event on the same object is not recorded again within this
 NOTE_LIMIT = 1024                       # events.k8s.io/v1 rejects a longer note

@@ -20,10 +20,11 @@ from pulumi_policy import ResourceValidationPolicy, StackValidationPolicy
 from pulumi_policy.proxy import UnknownValueError
 
 from infra.instance_types import family
+from infra.labels import TAG_NODE_GROUP
 from policies.rules import compute as c
 from policies.rules._props import MANDATORY, Deferred, as_list, as_number, config, get, iter_mappings, schema, tags_of
 
-NODE_GROUP_TAG = "kiln.dev/node-group"
+NODE_GROUP_TAG = TAG_NODE_GROUP
 DEFAULT_FAMILIES = [
     # burstable, general purpose, compute and memory optimised (current x86 and Graviton generations)
     "t3", "t3a", "t4g", "m5", "m5a", "m6i", "m6a", "m6g", "m7i", "m7i-flex", "m7a", "m7g", "m8g",

@@ -76,7 +76,7 @@ _SECCOMP_ANNOTATIONS = ("seccomp.security.alpha.kubernetes.io/pod", "container.s
 _HARMLESS_KEYS = frozenset({"image", "value", "namespace", "volumeName", "serviceAccountName", "serviceName",
                             "command", "args", "workingDir", "storageClassName", "priorityClassName", "schedule"})
 _HARMLESS_UNDER = frozenset({"metadata", "env", "envFrom", "data", "stringData", "binaryData", "resources"})
-DEFAULT_MODEL_PATH = "/opt/models"
+DEFAULT_MODEL_PATH = kiln_config.default("modelPath")
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 POD_SPEC_PATCH = "podSpecPatch"
 

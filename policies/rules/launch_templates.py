@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pulumi_policy import ResourceValidationPolicy
 
+from infra.config import default as config_default
 from policies.rules._props import ADVISORY, as_number, config, get, iter_mappings, schema
 
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
-DEFAULT_MODEL_VOLUME_DEVICE = "/dev/xvdb"
+DEFAULT_MODEL_VOLUME_DEVICE = config_default("modelVolumeDevice")
 
 
 def _is_launch_template(args) -> bool:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from pulumi_policy import StackValidationPolicy
 
 from infra import config as kiln_config
+from infra.labels import LABEL_MODEL_VERSION, TAG_NODE_GROUP
 from policies.rules._props import (MANDATORY, Deferred, as_list, dependency_urns, get, iter_mappings, known,
                                    known_items, tags_of, under_path)
 
@@ -19,9 +20,9 @@ ASG = "aws:autoscaling/group:Group"
 SUBNET = "aws:ec2/subnet:Subnet"
 PERSISTENT_VOLUME = "kubernetes:core/v1:PersistentVolume"
 PERSISTENT_VOLUME_CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
-NODE_GROUP_TAG = "kiln.dev/node-group"
+NODE_GROUP_TAG = TAG_NODE_GROUP
 NODE_TEMPLATE_GROUP_TAG = "k8s.io/cluster-autoscaler/node-template/label/kiln.dev/node-group"
-MODEL_VERSION_LABEL = "kiln.dev/model-version"
+MODEL_VERSION_LABEL = LABEL_MODEL_VERSION
 
 
 def stack_config(args) -> kiln_config.KilnConfig:

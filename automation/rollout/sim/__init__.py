@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from ..model import TAG_INTENT_PREFIX
 from ..report import RolloutReport
 from ..runner import RolloutOptions, run_rollout
 from ..strategies import get_strategy
@@ -166,7 +167,7 @@ def simulate(scenario: Scenario, strategy: str = "default",
         "autoscaler_restored": world.autoscaler_replicas == (1 if scenario.autoscaler else None),
         "max_size_restored": all(g.max_size == specs[g.name].max for g in world.groups.values()),
         "intent_cleared": world.intent is None and not any(
-            k.startswith("kiln.dev/rollout-") for g in world.groups.values() for k in g.tags),
+            k.startswith(TAG_INTENT_PREFIX) for g in world.groups.values() for k in g.tags),
         "lock_released": world.lease is None,
         "final_nodes": len(world.insts),
         "original_nodes": scenario.total_nodes,

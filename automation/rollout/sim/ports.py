@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
-from ..model import AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, ScalingActivity, Taint
+from ..model import TAG_CLUSTER, AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, ScalingActivity, Taint
+from ..aws import PROTECTION_BATCH
 from ..ports import ClusterEvent, EvictionResult, Throttled
 from .world import SimulatedCrash, World
 
@@ -81,7 +82,7 @@ class SimCloud:
         if self._w.generation == self._p.generation:
             self._w.begin_cycle()         # every reconcile starts by listing the groups
         return self._p.call(False, lambda: [self._w.group_view(g) for g in self._w.groups.values()
-                                            if g.tags.get("kiln.dev/cluster") == cluster])
+                                            if g.tags.get(TAG_CLUSTER) == cluster])
 
     def list_scaling_activities(self, asg: str, since: float) -> list[ScalingActivity]:
         return self._p.call(False, lambda: self._w.activities(asg, since))
@@ -98,9 +99,11 @@ class SimCloud:
         return self._p.call(True, lambda: self._w.set_version(asg, version, expected))
 
     def set_instance_protection(self, asg: str, instance_ids: Sequence[str], protected: bool) -> None:
-        if len(instance_ids) > 50:
-            raise ValueError("SetInstanceProtection takes at most 50 instance ids")
-        self._p.call(True, lambda: self._w.protect(asg, instance_ids, protected))
+        # As the real adapter: one SetInstanceProtection request (one write) per PROTECTION_BATCH ids.
+        ids = list(instance_ids)
+        for start in range(0, len(ids), PROTECTION_BATCH):
+            batch = ids[start:start + PROTECTION_BATCH]
+            self._p.call(True, lambda batch=batch: self._w.protect(asg, batch, protected))
 
     def put_tags(self, asg: str, tags: Mapping[str, str]) -> None:
         def put():
@@ -147,9 +150,6 @@ class SimCluster:
 
     def evict(self, namespace: str, name: str) -> EvictionResult:
         return EvictionResult(self._p.call(True, lambda: self._w.evict(f"{namespace}/{name}")))
-
-    def delete_node(self, node: str) -> None:
-        self._p.call(True, lambda: self._w._remove_node(node, "rollout") if node in self._w.nodes else None)
 
     def get_autoscaler_replicas(self) -> Optional[int]:
         return self._p.call(False, lambda: self._w.autoscaler_replicas)
