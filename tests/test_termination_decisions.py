@@ -138,6 +138,32 @@ def test_a_jobs_deadline_extension_stretches_its_time_but_never_past_the_hooks_g
     assert "global timeout" in done.why
 
 
+def test_a_job_evicted_at_its_extended_time_still_gets_its_time_to_stop():
+    # Review of issue 10: once evicted, the pod is "stopping" and no longer a Job with a due time; its
+    # time to stop must still run from its own (extended) due time, as the JobGraceExpired Event says.
+    extended = pod("train-0", annotations={ANNOTATION_DEADLINE_EXTENSION: "3600"})
+    due = T0 + GRACE + 3600
+    dec = d.decide(snap(nodes=[marked_now()], pods=[extended]), due, SETTINGS)
+    [warning] = [e for e in dec.of(d.Event) if e.reason == "JobGraceExpired"]
+    assert d.format_time(due + d.AFTER_GRACE_SECONDS) in warning.message
+    stopping = replace(extended, deleting=True)
+    dec = d.decide(snap(nodes=[marked_now()], pods=[stopping]), due + 5, SETTINGS)
+    assert dec.of(d.Complete) == [] and dec.holds[0].until == due + d.AFTER_GRACE_SECONDS
+    assert d.decide(snap(nodes=[marked_now()], pods=[stopping]), due + d.AFTER_GRACE_SECONDS,
+                    SETTINGS).of(d.Complete) != []
+
+
+@pytest.mark.parametrize("value", ["junk", "nan", "inf"])
+def test_a_job_whose_extension_cannot_be_read_is_held_to_the_hooks_limit_never_forced_at_the_grace(value):
+    # The rollout's rule (pods.unreadable_extension): fail closed, never force such a Job. The handler
+    # cannot hold past the hook, so it holds to the hook's limit.
+    unreadable = pod("train-0", annotations={ANNOTATION_DEADLINE_EXTENSION: value})
+    hard = T0 + SETTINGS.global_timeout_seconds - d.COMPLETE_MARGIN_SECONDS
+    dec = d.decide(snap(nodes=[marked_now()], pods=[unreadable]), T0 + GRACE, SETTINGS)
+    assert dec.of(d.Evict) == [] and dec.of(d.Complete) == [] and dec.holds[0].until == hard
+    assert d.decide(snap(nodes=[marked_now()], pods=[unreadable]), hard, SETTINGS).of(d.Complete) != []
+
+
 def test_a_pdb_that_never_yields_holds_until_the_grace_then_the_pod_dies_with_the_node():
     web = pod("web-1", "ReplicaSet", ns="apps", labels={"app": "web"})
     pdb = PodDisruptionBudget("apps", "web", {"app": "web"}, disruptions_allowed=0)

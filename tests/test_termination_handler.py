@@ -417,6 +417,44 @@ def test_the_cli_refuses_bad_input_naming_the_flag(capsys, monkeypatch):
                                                                                    frozenset({"Job", "RayJob"}))
 
 
+def test_the_cli_refuses_a_grace_the_hook_cannot_honour_and_empty_names(capsys, monkeypatch):
+    # Review of issue 10: the grace is validated against the hook's limits (as kiln:terminationJobGraceSeconds
+    # is); an empty hook name or identity would match no lifecycle action / break leader election.
+    from automation.cli import main
+
+    for key in ("KILN_CLUSTER_NAME", "KILN_QUEUE_URL", "KILN_HOOK_NAME", "POD_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    url = "https://sqs.us-east-2.amazonaws.com/123456789012/kiln-test-termination"
+    base = ["termination-handler", "--cluster-name", "c", "--queue-url", url, "--once"]
+    assert main(base + ["--heartbeat-timeout-seconds", "30", "--job-grace-seconds", "2641"]) == 2
+    err = capsys.readouterr().err
+    assert "--job-grace-seconds: 2641 must be <= 2640" in err and "--heartbeat-timeout-seconds (30)" in err
+    assert main(base + ["--job-grace-seconds", "172800"]) == 2          # default heartbeat 300: global 30000 s
+    assert "must be <= 29640" in capsys.readouterr().err
+    assert main(base + ["--hook-name", ""]) == 2
+    assert "--hook-name" in capsys.readouterr().err
+    assert main(base + ["--hook-name", "has space"]) == 2
+    assert "--hook-name" in capsys.readouterr().err
+    assert main(base + ["--identity", ""]) == 2
+    assert "--identity" in capsys.readouterr().err
+
+
+def test_the_cli_says_in_one_line_when_no_cluster_can_be_reached(capsys, monkeypatch, tmp_path):
+    from automation.cli import main
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = "https://sqs.us-east-2.amazonaws.com/123456789012/kiln-test-termination"
+    base = ["termination-handler", "--cluster-name", "c", "--queue-url", url, "--once"]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--kubeconfig" in err and len(err.strip().splitlines()) == 1
+    assert main(base + ["--kubeconfig", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "--kubeconfig" in err and len(err.strip().splitlines()) == 1
+
+
 def test_run_steps_down_when_stopped(world, kube):
     handler, _, _ = make_handler(world, kube, identity="a")
     cycles = []

@@ -15,13 +15,14 @@ import signal
 import socket
 from typing import Optional, Sequence
 
-from .decisions import HOOK_NAME
+from .decisions import AFTER_GRACE_SECONDS, COMPLETE_MARGIN_SECONDS, HOOK_NAME, Settings
 from .rules import DEFAULT_JOB_OWNER_KINDS, NEVER_EVICTED_OWNER_KINDS
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 _KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 _QUEUE_URL = re.compile(r"^https?://\S+/\d{12}/[A-Za-z0-9_-]{1,80}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOOK_NAME = re.compile(r"^[A-Za-z0-9_/-]{1,255}$")       # Auto Scaling's LifecycleHookName pattern
 
 # flag -> (environment variable, help)
 FLAGS = {
@@ -88,6 +89,20 @@ def options_from(args: argparse.Namespace):
                        "(https://sqs.<region>.amazonaws.com/<account>/<name>)")
     heartbeat = _number(args, "--heartbeat-timeout-seconds", 300, 30, 7200)
     grace = _number(args, "--job-grace-seconds", 7200, 0, 48 * 3600)
+    limit = (Settings(heartbeat_timeout_seconds=heartbeat).global_timeout_seconds - AFTER_GRACE_SECONDS
+             - COMPLETE_MARGIN_SECONDS)
+    if grace > limit:
+        # As kiln:terminationJobGraceSeconds is checked: a grace past the hook's global timeout is never honoured.
+        raise BadInput(f"--job-grace-seconds: {grace:g} must be <= {limit:g}: the hook's global timeout "
+                       f"min(48 h, 100 x --heartbeat-timeout-seconds ({heartbeat:g})) less "
+                       f"{AFTER_GRACE_SECONDS + COMPLETE_MARGIN_SECONDS:g} s for evicted Jobs to stop")
+    hook_name = _value(args, "--hook-name", HOOK_NAME)
+    if not _HOOK_NAME.fullmatch(hook_name or ""):
+        raise BadInput(f"--hook-name (or $KILN_HOOK_NAME): {hook_name!r} is not a lifecycle hook name "
+                       "(1-255 of A-Z a-z 0-9 _ - /)")
+    identity = _value(args, "--identity", socket.gethostname())
+    if not identity or not identity.strip():
+        raise BadInput("--identity (or $POD_NAME): must not be empty (the Lease's holder names this replica)")
     kinds_raw = _value(args, "--job-kinds")
     kinds = frozenset(k.strip() for k in kinds_raw.split(",") if k.strip()) if kinds_raw else DEFAULT_JOB_OWNER_KINDS
     for kind in sorted(kinds):
@@ -101,8 +116,8 @@ def options_from(args: argparse.Namespace):
         if not _DNS_LABEL.fullmatch(value or ""):
             raise BadInput(f"{flag}: {value!r} is not a DNS-1123 label")
     return HandlerOptions(
-        cluster_name=cluster, queue_url=queue, identity=_value(args, "--identity", socket.gethostname()),
-        hook_name=_value(args, "--hook-name", HOOK_NAME), job_grace_seconds=grace, heartbeat_timeout_seconds=heartbeat,
+        cluster_name=cluster, queue_url=queue, identity=identity,
+        hook_name=hook_name, job_grace_seconds=grace, heartbeat_timeout_seconds=heartbeat,
         job_kinds=kinds, lease_namespace=lease_namespace, lease_name=lease_name,
         poll_seconds=_number(args, "--poll-seconds", 5, 1, 20), liveness_file=_value(args, "--liveness-file"))
 
@@ -119,9 +134,15 @@ def main(args: argparse.Namespace) -> int:
     except BadInput as problem:
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    configure_logging()
     # $KUBECONFIG (possibly several paths) is read by the client itself when no flag is given.
-    api = api_client_from_environment(args.kubeconfig, args.context)
+    from kubernetes.config import ConfigException
+    try:
+        api = api_client_from_environment(args.kubeconfig, args.context)
+    except (ConfigException, OSError) as problem:
+        print(f"error: --kubeconfig/--context (or $KUBECONFIG): no cluster to talk to: "
+              f"{' '.join(str(problem).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    configure_logging()
     handler = Handler(
         options=options,
         queue=Queue(options.queue_url, wait_seconds=int(options.poll_seconds)),

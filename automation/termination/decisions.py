@@ -53,6 +53,7 @@ from .rules import (
     parse_time,
     pod_deadline,
     still_leaving,
+    unreadable_extension,
 )
 
 HOOK_NAME = "kiln-termination"                 # infra/lifecycle.py HOOK_NAME (a test keeps them equal)
@@ -549,7 +550,10 @@ def evict_from_draining_nodes(c: _Cycle) -> None:
 
 def _job_due(c: _Cycle, pod: Pod, started: float) -> float:
     """When a Job pod's time on a terminating node is up: the grace, plus its deadline
-    extension, never later than the hook allows."""
+    extension, never later than the hook allows. An extension kiln cannot read holds to the
+    hook's limit: the rollout never forces such a Job (fail closed), nor does the handler early."""
+    if unreadable_extension(pod):
+        return _hard_limit(c, started)
     release = started + c.settings.job_grace_seconds
     return min(pod_deadline(pod, release), _hard_limit(c, started))
 
@@ -620,7 +624,10 @@ def _hold_or_complete_node(c: _Cycle, instance: Instance, node: Node, started: f
                                    warning=True))
     evictable = [p for p in pods if needs_eviction(p, kinds)]
     leaving = [p for p in pods if still_leaving(p)]
-    leave_limit = _leave_limit(c, started, due.values(), hard)
+    # A Job pod already stopping (evicted at its due time, or deleted) keeps its own due time for the
+    # limit on stopping: one evicted at an extended due time gets its AFTER_GRACE_SECONDS too.
+    stopping_dues = [_job_due(c, p, started) for p in leaving if p.owner_kind is None or p.owner_kind in kinds]
+    leave_limit = _leave_limit(c, started, [*due.values(), *stopping_dues], hard)
     if not is_fenced(node):
         # Marked this cycle: what runs there can only be trusted once the node is seen fenced.
         hold(max(release, *due.values()) if due else release, ["the node to be seen cordoned"])

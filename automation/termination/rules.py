@@ -22,6 +22,7 @@ from automation.rollout.pods import (  # noqa: F401 - re-exported
     needs_eviction,
     pod_deadline,
     still_leaving,
+    unreadable_extension,
 )
 from automation.rollout.kube import (  # noqa: F401 - re-exported
     LIVE_PODS,
@@ -46,7 +47,7 @@ __all__ = [
     "TAINT_ROLLOUT", "Node", "Pod", "PodDisruptionBudget", "Taint", "blocks_drain", "classify_pod",
     "instance_id_from_provider_id",
     "is_job", "needs_eviction", "node_from_json", "parse_time", "pdb_from_json", "pod_deadline", "pod_from_json",
-    "still_leaving", "with_job_deadline_extensions",
+    "still_leaving", "unreadable_extension", "with_job_deadline_extensions",
 ]
 
 
