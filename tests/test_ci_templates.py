@@ -2,7 +2,7 @@
 
 * one role per purpose, each job's role the one its purpose needs, and the subject (and, on GitLab, audience) each
   job's token carries — computed from the CI system's documented claim format — trusted by that role alone, for the
-  example configs (Pulumi.example.yaml for GitHub, the README's GitLab block);
+  example configs (Pulumi.example.yaml for GitHub, the GitLab block in docs/rotation.md);
 * every action pinned by a commit SHA with its tag in a comment; the Pulumi CLI and the AWS CLI installed pinned and
   checked (ci/install-pulumi.sh run here against a fake download);
 * secrets and OIDC tokens only in the jobs that need them;
@@ -32,7 +32,7 @@ CI = PROJECT_DIR / "ci"
 GITHUB = {"kiln.yml": CI / "github" / "kiln.yml", "rotate.yml": CI / "github" / "rotate.yml"}
 GITLAB = CI / "gitlab" / ".gitlab-ci.yml"
 REPO = "example-org/ml-platform"          # Pulumi.example.yaml's repository
-PROJECT = "example-group/ml-platform"     # the README's GitLab example's project
+PROJECT = "example-group/ml-platform"     # the GitLab example's project (docs/rotation.md)
 
 # Which role each job holds: the whole list, so a job added without a decision fails here.
 GITHUB_ROLES = {
@@ -293,7 +293,7 @@ def test_github_jobs_send_the_subjects_the_example_config_trusts_and_no_other_ro
         for other in {"preview", "deploy", "rotation"} - {role}:
             assert not accepts(trusts(other, config), token), (key, other)
     # A pull request's token gets the preview role and nothing else, whatever its workflow says — short of an
-    # environment, which only main may use (README).
+    # environment, which only main may use (docs/rotation.md).
     pr = ("sts.amazonaws.com", f"repo:{REPO}:pull_request")
     assert [r for r in ("preview", "deploy", "rotation") if accepts(trusts(r, config), pr)] == ["preview"]
 
@@ -302,16 +302,16 @@ def github_dict():
     return dict(github_jobs())
 
 
-def readme_gitlab_example() -> dict:
-    text = (PROJECT_DIR / "README.md").read_text()
+def gitlab_example() -> dict:
+    text = (PROJECT_DIR / "docs" / "rotation.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     [block] = [b for b in blocks if "providerUrl: https://gitlab.com" in b]
     return yaml.safe_load(block)["config"]["kiln:ciOidc"]
 
 
-def test_gitlab_jobs_send_the_audience_and_subject_the_readme_config_trusts_and_no_other_roles():
+def test_gitlab_jobs_send_the_audience_and_subject_the_documented_config_trusts_and_no_other_roles():
     from test_config_validation import GOOD
-    config = parse({**GOOD, "ciOidc": readme_gitlab_example()}).ci_oidc      # accepted as documented
+    config = parse({**GOOD, "ciOidc": gitlab_example()}).ci_oidc      # accepted as documented
     assert config.provider_url == ci_oidc.GITLAB_ISSUER
     doc = load(GITLAB)
     assert set(gitlab_jobs(doc)) == set(GITLAB_ROLES)

@@ -780,7 +780,7 @@ def test_the_table_is_large_and_names_every_resource_once():
 
 # The same table in the first preview of a new stack, where the fewest values are known: every id, ARN and
 # version a provider computes is unknown. Nothing may pass silently: each row is flagged by its policy there
-# too (the stack's accounts given, as the README advises, since no ARN says them yet) ...
+# too (the stack's accounts given, as docs/policies.md advises, since no ARN says them yet) ...
 PREVIEW_POLICY_CONFIG = {"iam-no-cross-account-principal": {"accountIds": ["123456789012"]}}
 
 

@@ -183,21 +183,22 @@ def test_stack_outputs_contract(cfg):
             assert {t["key"]: t["value"] for t in asg.inputs["tags"]}["kiln.dev/node-group"] == group
 
 
-# ---- the README's example Job mounts what the program creates ------------------------------------------
+# ---- the example Job (docs/cluster.md) mounts what the program creates ------------------------------------------
 
 
-def readme_job() -> dict:
+def example_job() -> dict:
+    """The example Job of docs/cluster.md."""
     import re
 
     import yaml
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cluster.md").read_text()
     [job] = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", text, re.S) if "kind: Job" in block]
     return job
 
 
-def test_readme_job_mounts_the_example_stacks_claim_read_only():
-    job = readme_job()
+def test_example_job_mounts_the_example_stacks_claim_read_only():
+    job = example_job()
     r = run(example_config())
     pvc = r.one(PVC, "model-volume-pvc").inputs["metadata"]
     assert job["metadata"]["namespace"] == pvc["namespace"]
@@ -209,10 +210,10 @@ def test_readme_job_mounts_the_example_stacks_claim_read_only():
     assert mount["name"] == volume["name"] and mount["readOnly"] is True
 
 
-def test_readme_documents_every_config_key():
+def test_configuration_page_documents_every_config_key():
     from infra.config import KEYS
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     for key in KEYS:
         assert f"| `{key}` |" in text, key
 
@@ -227,7 +228,7 @@ def test_warmup_daemonset_runs_only_images_the_bake_puts_into_the_ami():
     assert images and images <= set(NODE_SYSTEM_IMAGES)
 
 
-# ---- the README's example Job schedules onto the example GPU group (issue 12, point 7) ---------------------
+# ---- the example Job (docs/cluster.md) schedules onto the example GPU group (issue 12, point 7) ---------------------
 
 
 def tolerates(tolerations: list[dict], taint: dict) -> bool:
@@ -283,7 +284,7 @@ def example_gpu_node(r, group: str) -> tuple[dict[str, str], list[dict]]:
 
 def restricted_violations(pod: dict) -> list[str]:
     """The restricted Pod Security Standard's checks (kubernetes.io/docs/concepts/security/pod-security-standards)
-    that a Job spec can fail; the API server's admission is the real check (README: `kubectl apply --dry-run=server`)."""
+    that a Job spec can fail; the API server's admission is the real check (docs/cluster.md: `kubectl apply --dry-run=server`)."""
     out = []
     allowed_volumes = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
                        "projected", "secret"}
@@ -310,8 +311,8 @@ def restricted_violations(pod: dict) -> list[str]:
     return out
 
 
-def test_readme_job_schedules_on_the_example_gpu_group_once_it_is_warm():
-    job, r = readme_job(), run(example_config())
+def test_example_job_schedules_on_the_example_gpu_group_once_it_is_warm():
+    job, r = example_job(), run(example_config())
     pod = job["spec"]["template"]["spec"]
     pv = r.one(PV, "model-volume-pv").inputs
     gpu_group = next(g for g in example_config()["kiln:nodeGroups"] if g.get("gpu"))["name"]
@@ -330,8 +331,8 @@ def test_readme_job_schedules_on_the_example_gpu_group_once_it_is_warm():
 
 
 def test_the_scheduling_check_catches_a_missing_toleration():
-    """The check above could fail: the Job as the README had it (only nvidia.com/gpu) does not fit."""
-    job, r = readme_job(), run(example_config())
+    """The check above could fail: the Job as the docs had it (only nvidia.com/gpu) does not fit."""
+    job, r = example_job(), run(example_config())
     pod = job["spec"]["template"]["spec"]
     labels, taints = example_gpu_node(r, "gpu-train")
     warm = [t for t in taints if t["key"] != "kiln.dev/model-warming"]
@@ -340,8 +341,8 @@ def test_the_scheduling_check_catches_a_missing_toleration():
         "taint workload=training:NoSchedule not tolerated"]
 
 
-def test_readme_job_is_admitted_by_the_restricted_namespace():
-    pod = readme_job()["spec"]["template"]["spec"]
+def test_example_job_is_admitted_by_the_restricted_namespace():
+    pod = example_job()["spec"]["template"]["spec"]
     assert restricted_violations(pod) == []
     # ...and the check is real: a host-network or privileged variant is refused.
     assert restricted_violations({**pod, "hostNetwork": True}) == ["spec.hostNetwork"]

@@ -6,7 +6,7 @@ Two stand-ins make that possible, each as small as the gap it fills:
 
 * moto 5 reports every Auto Scaling instance's launch template version as the template's *default*
   version; AWS reports the version the instance was launched with. Without the difference a
-  replacement looks exactly as old as the node it replaces (the README says so). ``launched_versions``
+  replacement looks exactly as old as the node it replaces (docs/adapters.md says so). ``launched_versions``
   makes moto's ``InstanceState`` remember the group's version at launch — only for these tests.
 * No kubelet joins the emulator: ``Kubelet`` registers a Ready, labelled node for every instance of
   the group a moment after it appears, and removes the node of an instance that is gone.

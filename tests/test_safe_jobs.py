@@ -3,7 +3,7 @@
 cel-python compiles and runs the expressions the program declares, against the
 objects as the API server would hand them to the policy (``object``,
 ``oldObject``, ``request``). Whether the real API server type-checks them
-against the schemas is the check the README lists for a real cluster.
+against the schemas is the check docs/termination.md lists for a real cluster.
 """
 
 from __future__ import annotations
@@ -180,14 +180,14 @@ def test_a_template_without_metadata_is_a_denial_not_an_error(policies):
     assert admit(spec, job(with_metadata=False)) == [safe_jobs.MESSAGE]
 
 
-def test_the_readme_job_carries_the_annotation_and_is_admitted(policies):
-    from test_program_workloads import readme_job
+def test_the_example_job_carries_the_annotation_and_is_admitted(policies):
+    from test_program_workloads import example_job
 
-    readme = readme_job()
-    assert readme["spec"]["template"]["metadata"]["annotations"][SAFE_TO_EVICT] == "false"
-    assert admit(policies["kiln-safe-to-evict-jobs-jobs"], readme) == []
+    example = example_job()
+    assert example["spec"]["template"]["metadata"]["annotations"][SAFE_TO_EVICT] == "false"
+    assert admit(policies["kiln-safe-to-evict-jobs-jobs"], example) == []
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {**copy.deepcopy(readme["spec"]["template"]["metadata"]), "name": "train-v5-x",
+           "metadata": {**copy.deepcopy(example["spec"]["template"]["metadata"]), "name": "train-v5-x",
                         "ownerReferences": [{"kind": "Job", "name": "train-v5", "controller": True}]},
-           "spec": readme["spec"]["template"]["spec"]}
+           "spec": example["spec"]["template"]["spec"]}
     assert admit(policies["kiln-safe-to-evict-jobs-pods"], pod) == []

@@ -4,7 +4,7 @@ The expressions are compiled and run by cel-python, a CEL implementation, on the
 Node before and after an update, as the API server's ValidatingAdmissionPolicy
 does. Kubernetes adds type checking against the Node schema and a few library
 functions kiln does not use; whether the real API server compiles the policy is
-the check README lists for a real cluster.
+the check docs/cluster.md lists for a real cluster.
 """
 
 from __future__ import annotations
