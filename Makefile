@@ -31,8 +31,10 @@ policy-check: $(STAMP)  ## run the CrossGuard pack offline on Pulumi.example.yam
 	$(PY) -m policies check --config Pulumi.example.yaml
 
 # MUTANTS narrows the run to mutmut's names, e.g. make mutate MUTANTS='automation.gate*'.
-mutate: $(STAMP)  ## mutation testing of the core (about an hour on 2 cores; not in CI): scores and survivors
-	$(PY) -m mutmut run --max-children 2 $(MUTANTS)
+mutate: $(STAMP)  ## mutation testing of the core (hours on 2 cores; not in CI): scores and survivors
+	# 6 GiB of address space per process: a mutant that loops appending to a list fails fast instead
+	# of taking the machine's memory (mutmut itself limits only CPU time).
+	ulimit -v 6291456 && $(PY) -m mutmut run --max-children 2 $(MUTANTS)
 	$(PY) -m tests.mutation.score
 
 clean:  ## remove the virtualenv and generated output

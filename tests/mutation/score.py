@@ -53,10 +53,11 @@ def equivalents(path: Path = EQUIVALENT) -> dict[str, str]:
 def _functions(source: str) -> dict[str, str]:
     """Function name -> its source, for every top-level function and method in mutmut's mutated file."""
     tree = ast.parse(source)
+    lines = source.splitlines()
     found = {}
-    for node in ast.walk(tree):
+    for node in ast.walk(tree):   # (by line: ast.get_source_segment re-splits the whole file on every call)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            found[node.name] = ast.get_source_segment(source, node) or ""
+            found[node.name] = "\n".join(lines[node.lineno - 1:node.end_lineno])
     return found
 
 
