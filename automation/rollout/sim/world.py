@@ -923,6 +923,7 @@ class World:
                   owner_kind="ReplicaSet", owner_name=f"{service}-rs", labels={"app": service}, created_at=self.now,
                   uid=f"uid-{self._ids}")
         key = self._add_pod(pod, _PodInfo(kind="service", service=service))
+        self._pods_changed(service)          # a pod came: the disruption controller looks (expectedPods)
         self.pending[key] = None
         self._sched_dirty = True
         return key
