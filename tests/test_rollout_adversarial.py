@@ -104,13 +104,14 @@ def test_a_stop_for_failing_launches_never_gives_up_the_original_capacity_and_pi
 
 def test_canary_lost_right_after_proof_then_no_capacity_keeps_jobs_starting_and_the_original_size():
     # The canary proves the AMI at 300 s (every old node is cordoned, an idle one removed), is lost at
-    # 306 s, and the zone has no capacity from 301 s on. Before the fix: arriving Jobs found every old
+    # 316 s (after the removal, which waits a cycle for the cordon to be seen), and the zone has no
+    # capacity from 301 s on. Before the fix: arriving Jobs found every old
     # node cordoned for the whole launch-failure timeout, and the stop set desired to the 9 nodes left.
     data = {"seed": 7, "boot_seconds": 240, "warm_seconds": 60, "deadline_seconds": 7200,
             "node_groups": [{"name": "gpu-a", "nodes": 10, "max_size": 20}],
             "jobs": {"running": 4, "remaining_seconds": [3000, 5000], "arrivals_per_hour": 12,
                      "duration_seconds": [600, 1800]},
-            "faults": [{"kind": "node_loss", "at_seconds": 306, "target": "new"},
+            "faults": [{"kind": "node_loss", "at_seconds": 316, "target": "new"},
                        {"kind": "launch_failure", "group": "gpu-a", "at_seconds": 301, "for_seconds": 3000}]}
     report = simulate_report(data)
     assert report["outcome"] == "failed" and "InsufficientInstanceCapacity" in report["reason"]

@@ -95,6 +95,13 @@ class JobsSpec:
     # within that group it runs on (a snapshot of a live fleet); None places Jobs on random slots.
     placement: Optional[tuple[tuple[StrictStr, Count], ...]] = None
     deadline_extension_list: Optional[tuple[Seconds, ...]] = None   # per running Job; overrides the above
+    # The Job controller recreates a failed pod (evicted, gone with its node, killed at the end of its grace
+    # period) this many times; then the Job has failed (batch/v1's default is 6).
+    backoff_limit: Annotated[StrictInt, Field(ge=0, le=1000)] = 6
+    # How long a Job pod runs on after SIGTERM (an eviction or a deletion) before it exits as failed — a
+    # training loop writing a checkpoint, say; unset: it ignores SIGTERM and is killed when its grace period
+    # (termination_grace_seconds) ends. Either way a pod whose work ends first succeeds instead.
+    sigterm_exit_seconds: Optional[Seconds] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "JobsSpec":
@@ -114,16 +121,34 @@ class JobsSpec:
 
 @dataclass(frozen=True, config=_CONFIG)
 class ServiceSpec:
+    """A Deployment's ReplicaSet under one PodDisruptionBudget: ``min_available`` or ``max_unavailable``
+    (integers; exactly one), as the budget's spec says. ``start_seconds``: from Running to Ready;
+    ``stop_seconds``: how long a pod takes to exit after SIGTERM (at most its grace period)."""
     name: Annotated[StrictStr, Field(min_length=1)]
     replicas: Annotated[StrictInt, Field(ge=1, le=100_000)]
-    min_available: Count
+    min_available: Optional[Count] = None
+    max_unavailable: Optional[Count] = None
     start_seconds: Seconds = 5.0
+    stop_seconds: Seconds = 5.0
 
     @model_validator(mode="after")
     def _budget(self) -> "ServiceSpec":
-        if self.min_available > self.replicas:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError("min_available: give exactly one of min_available and max_unavailable "
+                             "(a PodDisruptionBudget has one or the other)")
+        if self.min_available is not None and self.min_available > self.replicas:
             raise ValueError(f"min_available: must be at most replicas ({self.replicas}), got {self.min_available}")
+        if self.max_unavailable is not None and self.max_unavailable > self.replicas:
+            raise ValueError(f"max_unavailable: must be at most replicas ({self.replicas}), "
+                             f"got {self.max_unavailable}")
         return self
+
+    @property
+    def desired_healthy(self) -> int:
+        """The budget's ``status.desiredHealthy``: the healthy pods it keeps."""
+        if self.min_available is not None:
+            return self.min_available
+        return self.replicas - self.max_unavailable
 
 
 FAULT_KEYS = {
@@ -249,6 +274,11 @@ class Scenario:
     poll_seconds: Annotated[StrictFloat, Field(ge=1, le=3600)] = 30.0
     daemonsets: StrictBool = False                # one DaemonSet pod per node
     sample_seconds: Annotated[StrictFloat, Field(ge=1, le=MAX_SECONDS)] = 60.0   # timeline resolution
+    # The pod lifecycle: a pod bound to a node is Pending this long (pulling — from the AMI's own cache
+    # — and starting) before it runs; a deleted or evicted pod keeps its node, terminating, for up to its
+    # grace period (spec.terminationGracePeriodSeconds; the API server's default is 30 s).
+    pod_start_seconds: Annotated[StrictFloat, Field(ge=0, le=3600)] = 10.0
+    termination_grace_seconds: Annotated[StrictFloat, Field(ge=0, le=24 * 3600)] = 30.0
     name: StrictStr = ""
 
     @model_validator(mode="after")

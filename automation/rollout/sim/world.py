@@ -6,13 +6,27 @@ then runs its event queue (a heap) up to that moment. Pods are indexed by node
 and the read-only views handed to the rollout are cached frozen objects, so a
 reconcile costs O(fleet) and a 1000-node rollout runs in seconds.
 
-Pod lifecycle, in one place each so a later change can make it richer
-(a Pending→Running delay, terminating pods with a grace period, PDB status
-recomputed from pod readiness): :meth:`World._create_pod` (Pending),
-:meth:`World._bind` (scheduled and Running at once), :meth:`World._on_finish`
-(Succeeded), :meth:`World._pod_dies` (deleted at once: evicted, or gone with its
-node; a Job's pod comes back Pending as its Job retries, up to backoffLimit),
-and :meth:`World.pdb_views` (a budget read from the service pods' readiness).
+The pod lifecycle is Kubernetes': :meth:`World._new_job_pod` and
+:meth:`World._new_service_pod` create a pod Pending; :meth:`World._bind` binds
+it to a node, still Pending (pulling, starting) for ``pod_start_seconds``;
+:meth:`World._on_start` runs it (a service pod turns Ready ``start_seconds``
+later); :meth:`World._on_finish` ends a Job pod Succeeded. A deletion or an
+eviction (:meth:`World._delete_pod`) sets the deletion timestamp
+(``Pod.deleting``) and the pod keeps its node until it exits or its grace period
+(``termination_grace_seconds``) ends (:meth:`World._on_pod_exit`): a Job pod may
+finish in it (Succeeded) or fail; a service's ReplicaSet replaces the pod at
+once. A pod still on a node that goes dies with it (:meth:`World._pod_dies`).
+The Job controller recreates a failed Job pod once it has failed (what
+``podReplacementPolicy: Failed`` does, so two pods of a Job never hold GPUs at
+once), up to the Job's ``backoffLimit``.
+
+PodDisruptionBudgets are kept as the API server keeps them: a status
+(``currentHealthy``, ``desiredHealthy``, ``disruptionsAllowed``) that the
+disruption controller recomputes from the pods as they go and come
+(:meth:`World._on_pdb_sync`, just after a change, not inside the call that made
+it), and an Eviction API (:meth:`World.evict`) that decides from that status
+alone and spends one disruption on every grant — so a second eviction in the
+same instant is refused until the controller has looked again.
 """
 
 from __future__ import annotations
@@ -54,7 +68,6 @@ CA_SCALE_DOWN_UNNEEDED_SECONDS = 600.0
 FINISHED_POD_TTL_SECONDS = 300.0
 ASG_RETRY_SECONDS = 60.0          # a group whose launch failed tries again this much later (as Auto Scaling does)
 ACTIVITIES_KEPT = 100             # DescribeScalingActivities returns at most the last 100 per group
-BACKOFF_LIMIT = 6                 # a Job's pods are retried this often (batch/v1 default)
 MAX_CYCLES = 400_000
 HANDLER_CYCLE_SECONDS = 5.0       # the termination handler's cadence (its SQS long poll)
 HANDLER_RESTART_SECONDS = 10.0    # a restarted handler is back this much later, its memory empty
@@ -117,22 +130,39 @@ class _PodInfo:
     run_seconds: float = 0.0  # job: how long it runs once started
     arrival: bool = False     # a Job pod created during the simulation (submitted, or a retry)
     service: str = ""
-    ready: bool = False       # service pods: counted by their PDB
+    ready: bool = False       # service pods: Ready and not terminating (healthy, as their PDB counts)
     job: str = ""             # job: the Job it belongs to
     attempt: int = 0          # job: pods of this Job before this one that failed
     started_at: Optional[float] = None
+    slot: bool = False        # job: bound, holding one of its node's slots (GPUs) until it exits
+    deleted_at: Optional[float] = None     # when the deletion timestamp was set (evicted or deleted)
+    deleted_cause: str = ""   # who deleted it: rollout, handler, ...
+    held_by_pdb: bool = False  # job: evicted by the rollout from a node a PDB-held service pod kept
 
 
 class World:
+    @property
+    def s(self) -> Scenario:
+        return self._scenario
+
+    @s.setter
+    def s(self, scenario: Scenario) -> None:
+        """The scenario; a test may change it mid-run (a budget fixed, say): the disruption controller
+        sees the new PodDisruptionBudget specs at its next sync, as a spec update triggers one."""
+        self._scenario = scenario
+        self.services = {svc.name: svc for svc in scenario.services}
+        if getattr(self, "pdb_status", None):
+            self._on_pdb_sync(None)
+
     def __init__(self, scenario: Scenario, *, start_at: float = 0.0, roll: bool = True):
+        self._heap: list = []
+        self._seq = 0
+        self.now = start_at
         self.s = scenario
         self.rng = random.Random(scenario.seed)
         self.fault_rng = random.Random(scenario.seed + 1)
-        self.now = start_at
         self.start_at = start_at
         self.roll = roll                  # False: the launch template never changes (the --no-rollout baseline)
-        self._heap: list = []
-        self._seq = 0
         self._ids = 0
         self.groups: dict[str, _Group] = {}
         self.insts: dict[str, _Inst] = {}
@@ -145,7 +175,11 @@ class World:
         self.pinfo: dict[str, _PodInfo] = {}
         self.pods_by_node: dict[str, dict[str, None]] = {}
         self.pending: dict[str, None] = {}
-        self.service_ready: dict[str, int] = {}
+        self.service_ready: dict[str, int] = {}          # healthy pods per service (the truth)
+        # Each PodDisruptionBudget's status as the API server stores it: [currentHealthy, desiredHealthy,
+        # disruptionsAllowed]; behind the truth until the disruption controller syncs it.
+        self.pdb_status: dict[str, list[int]] = {}
+        self._pdb_sync_due = False
         self.service_pods_on: dict[str, int] = {}
         self.intent: Optional[RolloutIntent] = None
         self.lease: Optional[tuple[str, float]] = None
@@ -197,6 +231,11 @@ class World:
         self.jobs_failed = 0              # Jobs out of retries (backoffLimit)
         self.job_seconds_lost = 0.0       # work lost by Job pods that died running
         self.pdb_violations = 0
+        self.evictions_refused = 0        # 429s: a budget allowed no disruption (or was short, for an unhealthy pod)
+        self.pods_terminated = 0          # pods that had a deletion timestamp and left after (part of) their grace
+        self.jobs_finished_in_grace = 0   # Job pods that succeeded while terminating
+        self.terminating_pods_cut_short = 0   # terminating pods whose node went before they exited
+        self.terminated_with_terminating_pods = 0   # the rollout terminated a node a pod was still leaving
         self.forced_on_held_nodes = 0     # Jobs forced off a node whose service pod no budget let go
         self.waits: list[float] = []
         self.live_count = 0
@@ -246,16 +285,17 @@ class World:
         for node, rem, extension in zip(chosen, remaining, extensions):
             annotations = {ANNOTATION_DEADLINE_EXTENSION: str(extension)} if extension else {}
             key = self._new_job_pod(rem, arrival=False, annotations=annotations)
-            self._bind(key, node)
+            self._bind(key, node, started=True)
         for svc in s.services:
             self.service_ready[svc.name] = 0
             names = list(self.nodes)
             for i in range(svc.replicas):
                 key = self._new_service_pod(svc.name)
                 if names:
-                    self._bind(key, names[(i * 7919) % len(names)])
+                    self._bind(key, names[(i * 7919) % len(names)], started=True)
                     self.pinfo[key].ready = True
                     self.service_ready[svc.name] += 1
+            self.pdb_status[svc.name] = self._pdb_truth(svc)
         # The new launch template version became current (the stack update) — unless this is the baseline.
         if self.roll:
             for g in self.groups.values():
@@ -346,16 +386,68 @@ class World:
         if is_ready_new(self.nodes[node]) and inst.version != OLD_VERSION:
             self.proven_at.setdefault(inst.group, self.now)
 
+    def _on_start(self, key: str) -> None:
+        """The containers of a bound pod run (images pulled, started): Pending -> Running."""
+        pod = self.pods.get(key)
+        if pod is None or pod.phase != "Pending" or pod.node_name is None or pod.deleting:
+            return
+        info = self.pinfo[key]
+        self.pods[key] = replace(pod, phase="Running")
+        self.changed = True
+        if info.kind == "job":
+            info.started_at = self.now
+            self._push(self.now + info.run_seconds, "finish", key)
+            if info.arrival:
+                self.waits.append(self.now - pod.created_at)
+        elif info.kind == "service":
+            self._push(self.now + self.services[info.service].start_seconds, "service_ready", key)
+
     def _on_finish(self, key: str) -> None:
         pod = self.pods.get(key)
         if pod is None or pod.phase != "Running":
             return
+        info = self.pinfo[key]
         self.pods[key] = replace(pod, phase="Succeeded")
         self.jobs_completed += 1
-        self.node_used[pod.node_name] -= 1
-        self._refresh_node(pod.node_name)
+        self._free_slot(key)
         self.changed = True
+        if pod.deleting:
+            # It finished inside its grace period: the kubelet is done with it and the deletion completes.
+            self.jobs_finished_in_grace += 1
+            self.pods_terminated += 1
+            self._remove_pod(key)
+            return
         self._push(self.now + FINISHED_POD_TTL_SECONDS, "gc", key)
+
+    def _on_pod_exit(self, key: str) -> None:
+        """A terminating pod exits: its process stopped on SIGTERM, or its grace period ended (SIGKILL).
+        A Job pod still running fails now, and its Job recreates it (or has failed)."""
+        pod = self.pods.get(key)
+        if pod is None or not pod.deleting:
+            return
+        info = self.pinfo[key]
+        self.pods_terminated += 1
+        if info.kind == "job" and pod.phase in ("Running", "Pending"):
+            self._job_pod_failed(pod, info, info.deleted_cause, info.deleted_at)
+        self._remove_pod(key)
+        self.changed = True
+
+    def _on_pdb_sync(self, _) -> None:
+        """The disruption controller: each budget's status recomputed from the pods now."""
+        self._pdb_sync_due = False
+        for svc in self.s.services:
+            self.pdb_status[svc.name] = self._pdb_truth(svc)
+
+    def _pdb_truth(self, svc) -> list[int]:
+        healthy, desired = self.service_ready[svc.name], svc.desired_healthy
+        return [healthy, desired, max(0, healthy - desired)]
+
+    def _pods_changed(self, service: str) -> None:
+        """A service's pods went, came or changed health: the disruption controller will look (soon, not
+        inside the call that changed them — an eviction's own decrement is all the status has until then)."""
+        if not self._pdb_sync_due:
+            self._pdb_sync_due = True
+            self._push(self.now, "pdb_sync", None)
 
     def _on_gc(self, key: str) -> None:
         pod = self.pods.get(key)
@@ -364,9 +456,11 @@ class World:
 
     def _on_service_ready(self, key: str) -> None:
         info = self.pinfo.get(key)
-        if info is not None and key in self.pods and not info.ready and self.pods[key].phase == "Running":
+        pod = self.pods.get(key)
+        if info is not None and pod is not None and not info.ready and pod.phase == "Running" and not pod.deleting:
             info.ready = True
             self.service_ready[info.service] += 1
+            self._pods_changed(info.service)
             self.changed = True
 
     def _on_arrival(self, _) -> None:
@@ -829,96 +923,166 @@ class World:
                   owner_kind="ReplicaSet", owner_name=f"{service}-rs", labels={"app": service}, created_at=self.now,
                   uid=f"uid-{self._ids}")
         key = self._add_pod(pod, _PodInfo(kind="service", service=service))
+        self._pods_changed(service)          # a pod came: the disruption controller looks (expectedPods)
         self.pending[key] = None
         self._sched_dirty = True
         return key
 
-    def _bind(self, key: str, node: str) -> None:
+    def _bind(self, key: str, node: str, started: bool = False) -> None:
+        """The scheduler binds a pending pod: on its node, still Pending until it starts
+        (``pod_start_seconds``; ``started``: already running when the simulation begins)."""
         pod = self.pods[key]
         info = self.pinfo[key]
-        self.pods[key] = replace(pod, node_name=node, phase="Running")
+        self.pods[key] = replace(pod, node_name=node)
         self.pending.pop(key, None)
         self.pods_by_node[node][key] = None
         self.changed = True
         if info.kind == "job":
-            info.started_at = self.now
+            info.slot = True
             self.node_used[node] += 1
             self._refresh_node(node)
-            self._push(self.now + info.run_seconds, "finish", key)
-            if info.arrival:
-                self.waits.append(self.now - pod.created_at)
         elif info.kind == "service":
             self.service_pods_on[node] = self.service_pods_on.get(node, 0) + 1
-            start = next(s.start_seconds for s in self.s.services if s.name == info.service)
-            self._push(self.now + start, "service_ready", key)
+        if started:
+            self.pods[key] = replace(self.pods[key], phase="Running")
+            if info.kind == "job":
+                info.started_at = self.now
+                self._push(self.now + info.run_seconds, "finish", key)
+        elif self.s.pod_start_seconds > 0:
+            self._push(self.now + self.s.pod_start_seconds, "start", key)
+        else:
+            self._on_start(key)
+
+    def _free_slot(self, key: str) -> None:
+        info = self.pinfo[key]
+        node = self.pods[key].node_name
+        if info.slot:
+            info.slot = False
+            if node in self.node_used:
+                self.node_used[node] -= 1
+                self._refresh_node(node)
+
+    def _unhealthy(self, key: str) -> None:
+        """A service pod stops counting as healthy (terminating, or gone)."""
+        info = self.pinfo[key]
+        if info.kind == "service" and info.ready:
+            info.ready = False
+            self.service_ready[info.service] -= 1
+            self._pods_changed(info.service)
 
     def _remove_pod(self, key: str) -> None:
+        self._free_slot(key)
+        self._unhealthy(key)
         pod = self.pods.pop(key)
         info = self.pinfo.pop(key)
         self.pending.pop(key, None)
         if pod.node_name and pod.node_name in self.pods_by_node:
             self.pods_by_node[pod.node_name].pop(key, None)
-            if info.kind == "job" and pod.phase == "Running":
-                self.node_used[pod.node_name] -= 1
-                self._refresh_node(pod.node_name)
             if info.kind == "service":
                 self.service_pods_on[pod.node_name] -= 1
-        if info.kind == "service" and info.ready:
-            self.service_ready[info.service] -= 1
-
-    def _pod_dies(self, key: str, cause: str) -> None:
-        """A pod removed by eviction or with its node. ``cause``: rollout,
-        scale_in, autoscaler (all blamed on the rollout's side) or fault. A Job's
-        pod that dies running comes back Pending (its Job retries, from scratch)
-        until the Job has used up its backoffLimit."""
-        pod, info = self.pods[key], self.pinfo[key]
-        retry = None
-        if info.kind == "job" and pod.phase in ("Running", "Pending") and pod.node_name:
-            if cause in ("hook", "handler"):
-                # Killed at the end of a hold, or evicted by the handler: lost to the termination that
-                # started it (an ASG scale-in, a rebalance, ...) once the hook could hold it no longer;
-                # before that (or on a node not held at all), kiln let it down.
-                limit = self._hold_limit(pod)
-                if limit is not None and self.now >= limit:
-                    self.jobs_lost += 1
-                else:
-                    self.jobs_interrupted += 1
-            elif cause == "fault":
-                self.jobs_lost += 1
-            elif cause == "unheld":
-                self.jobs_interrupted += 1
-            elif self.now < self._pod_deadline(pod):
-                self.jobs_interrupted += 1
-            else:
-                self.jobs_force_evicted += 1
-                if cause == "rollout" and self._pdb_holds(pod.node_name):
-                    self.forced_on_held_nodes += 1
-            if info.started_at is not None:
-                self.job_seconds_lost += self.now - info.started_at
-            retry = info
-        was_ready = info.kind == "service" and info.ready
-        self._remove_pod(key)
-        self.changed = True
-        if retry is not None:
-            if retry.attempt < BACKOFF_LIMIT:
-                self.jobs_retried += 1
-                self._new_job_pod(retry.run_seconds, arrival=True, annotations=dict(pod.annotations),
-                                  selector=dict(pod.node_selector), job=retry.job, attempt=retry.attempt + 1)
-            else:
-                self.jobs_failed += 1
         if info.kind == "service":
-            svc = next(s for s in self.s.services if s.name == info.service)
-            if was_ready and cause not in ("fault", "hook", "unheld") and self.service_ready[svc.name] < svc.min_available:
+            self._pods_changed(info.service)
+
+    def _delete_pod(self, key: str, cause: str) -> None:
+        """A DELETE (what an eviction does once granted): a pod bound to a node and not finished gets its
+        deletion timestamp and keeps the node until it exits (a Job pod on SIGTERM after
+        ``jobs.sigterm_exit_seconds``, or when its work ends; a service pod after its ``stop_seconds``) or
+        its grace period ends; an unbound or finished pod goes at once, and so does one not yet started
+        (the kubelet has no container to stop). A service's ReplicaSet creates the replacement now."""
+        pod, info = self.pods[key], self.pinfo[key]
+        if pod.deleting:
+            return
+        self.changed = True
+        if pod.node_name is None or pod.phase in ("Succeeded", "Failed"):
+            self._remove_pod(key)
+            if info.kind == "service":
+                self._new_service_pod(info.service)
+            return
+        self.pods[key] = replace(pod, deleting=True)
+        info.deleted_at, info.deleted_cause = self.now, cause
+        grace = self.s.termination_grace_seconds
+        if info.kind == "service":
+            was_ready = info.ready
+            self._unhealthy(key)
+            svc = self.services[info.service]
+            if was_ready and cause not in ("fault", "hook", "unheld") and \
+                    self.service_ready[svc.name] < svc.desired_healthy:
                 self.pdb_violations += 1
             self._new_service_pod(svc.name)
+            stay = min(grace, svc.stop_seconds)
+        elif info.kind == "job" and self.s.jobs.sigterm_exit_seconds is not None:
+            stay = min(grace, self.s.jobs.sigterm_exit_seconds)
+        else:
+            stay = grace
+        if pod.phase == "Pending" or stay <= 0:
+            self._on_pod_exit(key)
+        else:
+            self._push(self.now + stay, "pod_exit", key)
+
+    def _job_pod_failed(self, pod: Pod, info: _PodInfo, cause: str, when: float) -> None:
+        """A Job's pod failed (killed at the end of its grace period, or gone with its node): counted
+        against whoever deleted it, at the moment they did (``when``), and recreated by the Job
+        controller until the Job's backoffLimit is used up."""
+        if cause in ("hook", "handler"):
+            # Killed at the end of a hold, or evicted by the handler: lost to the termination that
+            # started it (an ASG scale-in, a rebalance, ...) once the hook could hold it no longer;
+            # before that (or on a node not held at all), kiln let it down.
+            limit = self._hold_limit(pod)
+            if limit is not None and when >= limit:
+                self.jobs_lost += 1
+            else:
+                self.jobs_interrupted += 1
+        elif cause == "fault":
+            self.jobs_lost += 1
+        elif cause == "unheld":
+            self.jobs_interrupted += 1
+        elif when < self._pod_deadline(pod):
+            self.jobs_interrupted += 1
+        else:
+            self.jobs_force_evicted += 1
+            held = info.held_by_pdb if info.deleted_at is not None else self._pdb_holds(pod.node_name)
+            if cause == "rollout" and held:
+                self.forced_on_held_nodes += 1
+        if info.started_at is not None:
+            self.job_seconds_lost += self.now - info.started_at
+        if info.attempt < self.s.jobs.backoff_limit:
+            self.jobs_retried += 1
+            self._new_job_pod(info.run_seconds, arrival=True, annotations=dict(pod.annotations),
+                              selector=dict(pod.node_selector), job=info.job, attempt=info.attempt + 1)
+        else:
+            self.jobs_failed += 1
+
+    def _pod_dies(self, key: str, cause: str) -> None:
+        """A pod gone with its node. ``cause``: rollout, scale_in, autoscaler (all blamed on the rollout's
+        side), hook, unheld or fault. A pod that was terminating is cut short (and blamed on whoever
+        deleted it); a Job's pod that dies running or starting fails."""
+        pod, info = self.pods[key], self.pinfo[key]
+        if pod.deleting:
+            self.terminating_pods_cut_short += 1
+            cause, when = info.deleted_cause, info.deleted_at
+        else:
+            when = self.now
+        if info.kind == "job" and pod.phase in ("Running", "Pending") and pod.node_name:
+            self._job_pod_failed(pod, info, cause, when)
+        if info.kind == "service" and not pod.deleting:
+            svc = self.services[info.service]
+            was_ready = info.ready
+            self._unhealthy(key)
+            if was_ready and cause not in ("fault", "hook", "unheld") and \
+                    self.service_ready[svc.name] < svc.desired_healthy:
+                self.pdb_violations += 1
+            self._remove_pod(key)
+            self._new_service_pod(svc.name)
+        else:
+            self._remove_pod(key)
+        self.changed = True
 
     def _pdb_holds(self, node: str) -> bool:
-        """A service pod on ``node`` whose PodDisruptionBudget allows no disruption now."""
+        """A service pod on ``node`` whose PodDisruptionBudget allows no disruption now (its status)."""
         for key in self.pods_by_node.get(node, ()):
             info = self.pinfo.get(key)
-            if info is not None and info.kind == "service":
-                svc = next(s for s in self.s.services if s.name == info.service)
-                if self.service_ready[svc.name] - svc.min_available < 1:
+            if info is not None and info.kind == "service" and not self.pods[key].deleting:
+                if self.pdb_status[info.service][2] < 1:
                     return True
         return False
 
@@ -945,7 +1109,7 @@ class World:
     # ------------------------------------------------------------------ the ports' world operations
     def pdb_views(self) -> list[PodDisruptionBudget]:
         return [PodDisruptionBudget(namespace="default", name=f"{svc.name}-pdb", match_labels={"app": svc.name},
-                                    disruptions_allowed=max(0, self.service_ready[svc.name] - svc.min_available))
+                                    disruptions_allowed=self.pdb_status[svc.name][2])
                 for svc in self.s.services]
 
     def group_view(self, g: _Group) -> AutoScalingGroup:
@@ -973,22 +1137,29 @@ class World:
         return [a for a in self.groups[name].activities if a.started_at >= since]
 
     def evict(self, key: str, cause: str = "rollout") -> str:
+        """The Eviction API, as the API server's eviction handler decides: a pod already terminating,
+        finished or not yet running is deleted without a budget; a healthy pod needs its budget's
+        ``disruptionsAllowed`` (from the status, never recounted here) and the grant spends one; an
+        unhealthy running pod goes only while the budget has its desired healthy pods
+        (``unhealthyPodEvictionPolicy: IfHealthyBudget``, the default)."""
         pod = self.pods.get(key)
         if pod is None:
             return "gone"
         info = self.pinfo[key]
-        if info.kind == "service":
-            svc = next(s for s in self.s.services if s.name == info.service)
-            ready = self.service_ready[svc.name]
-            if (info.ready and ready - svc.min_available < 1) or (not info.ready and ready < svc.min_available):
+        exempt = pod.deleting or pod.phase != "Running"
+        if info.kind == "service" and not exempt:
+            status = self.pdb_status[info.service]
+            if info.ready:
+                if status[2] < 1:
+                    self.evictions_refused += 1
+                    return "blocked"
+                status[2] -= 1             # the grant spends a disruption before the pod goes
+            elif status[0] < status[1]:
+                self.evictions_refused += 1
                 return "blocked"
-        if pod.node_name is None:
-            self._remove_pod(key)
-            self.changed = True
-            if info.kind == "service":
-                self._new_service_pod(info.service)
-        else:
-            self._pod_dies(key, cause)
+        if info.kind == "job" and not pod.deleting and cause == "rollout":
+            info.held_by_pdb = bool(pod.node_name) and self._pdb_holds(pod.node_name)
+        self._delete_pod(key, cause)
         if self._sched_dirty:
             self._schedule()
         return "evicted"
@@ -997,6 +1168,10 @@ class World:
         if iid not in self.insts or self.insts[iid].leaving is not None:
             return      # as the AWS adapter: an instance Auto Scaling no longer has is already done
         g = self.groups[self.insts[iid].group]
+        node = self.insts[iid].node
+        if node is not None and any(self.pods[k].deleting for k in self.pods_by_node.get(node, ())):
+            # What the rollout must never do: a pod there is still stopping (within its grace period).
+            self.terminated_with_terminating_pods += 1
         if decrement and g.desired <= g.min_size:
             # As Auto Scaling answers (ValidationError): the decrement would break the min size.
             raise ValueError(f"Currently, desiredSize equals minSize ({g.min_size}). Terminating instance "
@@ -1102,9 +1277,10 @@ class World:
 
     def pending_waits(self) -> list[float]:
         """How long each Job pod created during the simulation (submitted or retried) waited
-        to start; one still pending at the end counts with what it has waited so far."""
-        still = [self.now - self.pods[k].created_at for k in self.pending
-                 if self.pinfo[k].kind == "job" and self.pinfo[k].arrival]
+        to run; one still pending at the end (unscheduled, or bound and starting) counts with
+        what it has waited so far."""
+        still = [self.now - pod.created_at for k, pod in self.pods.items()
+                 if pod.phase == "Pending" and self.pinfo[k].kind == "job" and self.pinfo[k].arrival]
         return self.waits + still
 
 
