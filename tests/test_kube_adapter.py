@@ -765,3 +765,18 @@ def test_a_failed_init_container_and_a_crash_loop_are_read_as_the_pods_failure(k
     assert failures["kiln-model-warmup-x"] == ("Init:CrashLoopBackOff", "uid-w")
     assert failures["other"][0] == "Init:Error"
     assert failures["train-2"][0] == "ImagePullBackOff" and failures["train-3"][0] is None
+
+
+def test_a_pods_ready_condition_is_read_and_unknown_stays_unknown():
+    """The engine tells a budget recovering from the rollout's own eviction (its replacement pod started
+    and not Ready yet) from one that is stuck; it reads readiness from the pod's Ready condition."""
+    from automation.rollout.kube import pod_from_json
+
+    def pod(conditions):
+        status = {"phase": "Running"} if conditions is None else {"phase": "Running", "conditions": conditions}
+        return pod_from_json({"metadata": {"name": "api-1", "namespace": "default"}, "spec": {}, "status": status})
+
+    assert pod([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}]).ready is True
+    assert pod([{"type": "Ready", "status": "False"}]).ready is False
+    assert pod([{"type": "Ready", "status": "Unknown"}]).ready is False
+    assert pod([{"type": "PodScheduled", "status": "True"}]).ready is None and pod(None).ready is None

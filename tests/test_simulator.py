@@ -664,12 +664,10 @@ def test_a_pdb_that_never_yields_ends_blocked_naming_it_and_the_nodes_and_forces
 
 
 def test_blocked_keeps_the_intent_and_a_rerun_continues_once_the_pdb_is_fixed():
-    # pod_start_seconds 0: with replacements taking 15 s to be Ready, the rerun (past its deadline) sees the
-    # budget spent by its own first eviction and stops as blocked again (a known engine limitation,
-    # docs/rollout.md#limits); this test is about the intent surviving, so it keeps the fast lifecycle.
+    # With replacements taking 15 s to be Ready, the rerun (past its deadline) sees the budget spent by its
+    # own first eviction: a budget recovering from that waits, it does not stop the rerun as blocked again.
     world = World(load_scenario(scenario(deadline_seconds=900, jobs={"remaining_list": [100, 200]},
-                                         services=[{"name": "api", "replicas": 2, "min_available": 2}],
-                                         pod_start_seconds=0)))
+                                         services=[{"name": "api", "replicas": 2, "min_available": 2}])))
     cloud, cluster, clock = connect(world)
     first = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, deadline_seconds=900))
     assert first.outcome == "blocked" and first.held and world.intent is not None
@@ -895,11 +893,9 @@ def test_a_slow_rollout_that_keeps_progressing_is_never_given_up():
         "node_groups": [{"name": "g0", "nodes": 0, "max_size": 0}, {"name": "g1", "zone": "us-east-2b", "nodes": 5,
                                                                     "max_size": 5}],
         "services": [{"name": "api", "replicas": 4, "min_available": 3}],
-        "faults": [{"kind": "throttle", "rate": 0.9}],
-        # Pinned to the lifecycle this was found under (replacements Ready 5 s after an eviction): with
-        # pods taking 15 s, a snapshot past blocked_at lands while the budget is spent by the rollout's own
-        # eviction and the engine stops as blocked (a known engine limitation, see docs/rollout.md#limits).
-        "pod_start_seconds": 0})).report
+        "faults": [{"kind": "throttle", "rate": 0.9}]})).report
+    # (With pods taking 15 s to start, a snapshot past blocked_at lands while the budget is spent by the
+    # rollout's own eviction: a budget recovering from it must not stop the rollout as blocked.)
     assert_safe(report)
     assert report["makespan_seconds"] > 300 + 1800          # overdue by the clock, but never stuck
 

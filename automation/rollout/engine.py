@@ -240,6 +240,7 @@ class Fleet:
     autoscaler_present: bool                 # a cluster-autoscaler exists (it takes sizing back at the end)
     job_kinds: frozenset
     run_started_at: float = 0.0              # when this run (process) started: a rerun's launch-failure clock
+    pods: tuple[Pod, ...] = ()               # every pod listed (a budget's recovering replacements included)
 
 
 def read_fleet(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping[str, GroupIntent],
@@ -285,7 +286,7 @@ def read_fleet(snapshot: Snapshot, intent: RolloutIntent, group_intents: Mapping
                  pending=tuple(sorted(pending, key=lambda p: (p.created_at, p.key))), pdbs=snapshot.pdbs,
                  activities={k: tuple(sorted(v, key=lambda a: -a.started_at)) for k, v in activities.items()},
                  autoscaler_active=not intent.pause_autoscaler and bool(snapshot.autoscaler_replicas),
-                 autoscaler_present=present, job_kinds=job_kinds,
+                 autoscaler_present=present, job_kinds=job_kinds, pods=tuple(snapshot.pods),
                  run_started_at=intent.started_at if run_started_at is None else max(run_started_at, intent.started_at))
 
 
@@ -488,6 +489,10 @@ class Held:
     node: str
     holders: tuple[str, ...]     # e.g. ("PodDisruptionBudget default/api", ) or ("Job ml/train", )
     blocked_at: float            # when the rollout stops as blocked if it still holds
+    # Every budget holding it is still recovering from a disruption (a pod it covers was created in the
+    # last BLOCKED_GRACE_SECONDS and is not Ready yet): the rollout's own eviction may have spent it. Such
+    # a hold waits; it does not stop the rollout as blocked.
+    recovering: bool = False
 
 
 @dataclass(frozen=True)
@@ -515,6 +520,24 @@ class _Budgets:
     def matching(self, pod: Pod) -> list[PodDisruptionBudget]:
         return [p for p in self._pdbs if p.namespace == pod.namespace and p.match_labels
                 and all(pod.labels.get(k) == v for k, v in p.match_labels.items())]
+
+    def recovering(self, holders: Sequence[str], pods: Sequence[Pod], now: float) -> bool:
+        """Every one of ``holders`` (``ns/name``) covers a pod that started in the last
+        ``BLOCKED_GRACE_SECONDS`` and is not Ready yet: the budget comes back once it is. A budget whose
+        replacement stays unready longer is held, not recovering (fail closed: then the rollout stops
+        as blocked, naming it)."""
+        if not holders:
+            return False
+        by_name = {f"{p.namespace}/{p.name}": p for p in self._pdbs}
+        for holder in holders:
+            pdb = by_name.get(holder)
+            if pdb is None or not any(
+                    p.namespace == pdb.namespace and all(p.labels.get(k) == v for k, v in pdb.match_labels.items())
+                    and not p.deleting and p.phase in ("Pending", "Running") and p.ready is not True
+                    and not (p.phase == "Running" and p.ready is None)
+                    and now - p.created_at < BLOCKED_GRACE_SECONDS for p in pods):
+                return False
+        return True
 
     def holding(self, pod: Pod) -> list[str]:
         """The budgets that allow no disruption of ``pod`` now (as the API server reports them)."""
@@ -622,7 +645,8 @@ def plan_drain(fleet: Fleet, health: Health, intent: RolloutIntent, strategy: St
                 if (due or unread) and (not rolling or holders or unread):
                     what = ([f"PodDisruptionBudget {h}" for h in holders] + unread if holders or unread
                             else sorted({f"Job {_job_name(p)}" for p in due}))
-                    held.append(Held(g.name, node.name, tuple(what), deadline + BLOCKED_GRACE_SECONDS))
+                    held.append(Held(g.name, node.name, tuple(what), deadline + BLOCKED_GRACE_SECONDS,
+                                     recovering=not unread and budgets.recovering(holders, fleet.pods, now)))
                     timers.append(deadline + BLOCKED_GRACE_SECONDS + 1)
                     notes.append(_held_note(node, what, deadline + BLOCKED_GRACE_SECONDS, bool(holders) or bool(unread)))
                     waiting += len(jobs)
@@ -656,7 +680,8 @@ def plan_drain(fleet: Fleet, health: Health, intent: RolloutIntent, strategy: St
                 if holders:
                     what = tuple(f"PodDisruptionBudget {h}" for h in holders)
                     if now >= deadline:
-                        held.append(Held(g.name, node.name, what, deadline + BLOCKED_GRACE_SECONDS))
+                        held.append(Held(g.name, node.name, what, deadline + BLOCKED_GRACE_SECONDS,
+                                         recovering=budgets.recovering(holders, fleet.pods, now)))
                         timers.append(deadline + BLOCKED_GRACE_SECONDS + 1)
                         notes.append(_held_note(node, list(what), deadline + BLOCKED_GRACE_SECONDS, True))
                     else:
@@ -880,6 +905,12 @@ def plan_capacity(fleet: Fleet, health: Health, drain: DrainPlan, intent: Rollou
                                                     g.intent.target_version)]
             on_previous = sum(1 for i in g.old if i.launch_template_version == g.intent.previous_version)
             cap = max(cap, min(on_previous, max(g.intent.original_max, orig)) + len(between) + base[g.name])
+            if not g.new:
+                # No instance of the target at all (its canary lost, and replaced on the pinned proven
+                # version by the group): room for a canary above what runs — bounded by double the
+                # original plus the canaries, so instances that never look new stop there.
+                cap = max(cap, min(len(g.old) + base[g.name],
+                                   2 * max(g.intent.original_max, orig) + base[g.name] * (1 + len(superseded))))
             want_desired = min(want_desired, cap)
         # Max is kept as tight as the rollout allows: raised only to what it asks
         # for, lowered again as old nodes leave, so cluster-autoscaler never grows
@@ -1167,7 +1198,7 @@ def judge(fleet: Fleet, health: Health, drain: DrainPlan, trim: TrimPlan, intent
                                    _give_back_all(fleet, health)), waiting
     # Blocked: every old node still to go is held past its deadline (+ grace).
     if old_left and drain.held:
-        held_nodes = {h.node for h in drain.held if now >= h.blocked_at}
+        held_nodes = {h.node for h in drain.held if now >= h.blocked_at and not h.recovering}
         remaining = {fleet.nodes_by_instance[i.id].name for g in fleet.groups for i in g.old
                      if i.id in fleet.nodes_by_instance} - {c.node for c in drain.commands if isinstance(c, Terminate)}
         if held_nodes and remaining <= held_nodes:

@@ -213,7 +213,16 @@ def pod_from_json(raw: Mapping[str, Any]) -> Pod:
         node_selector=dict(spec.get("nodeSelector") or {}),
         uid=meta.get("uid"),
         failure=container_failure(raw.get("status") or {}),
+        ready=pod_ready(raw.get("status") or {}),
     )
+
+
+def pod_ready(status: Mapping[str, Any]) -> Optional[bool]:
+    """The pod's Ready condition (True/False), None when the status reports no such condition."""
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "Ready":
+            return condition.get("status") == "True"
+    return None
 
 
 def with_job_deadline_extensions(pods: Sequence[Pod], jobs: Sequence[Mapping[str, Any]]) -> list[Pod]:

@@ -79,6 +79,8 @@ class Pod:
     # Why a container of the pod cannot run, as kubectl shows it (Init:CrashLoopBackOff, Init:Error,
     # ImagePullBackOff, ...); None while nothing failed. A failed warm-up pod marks its new node bad.
     failure: Optional[str] = None
+    # The pod's Ready condition; None when the reader does not know it (counted as ready).
+    ready: Optional[bool] = None
 
     @property
     def key(self) -> str:

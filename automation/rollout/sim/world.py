@@ -294,6 +294,7 @@ class World:
                 if names:
                     self._bind(key, names[(i * 7919) % len(names)], started=True)
                     self.pinfo[key].ready = True
+                    self.pods[key] = replace(self.pods[key], ready=True)
                     self.service_ready[svc.name] += 1
             self.pdb_status[svc.name] = self._pdb_truth(svc)
         # The new launch template version became current (the stack update) — unless this is the baseline.
@@ -459,6 +460,7 @@ class World:
         pod = self.pods.get(key)
         if info is not None and pod is not None and not info.ready and pod.phase == "Running" and not pod.deleting:
             info.ready = True
+            self.pods[key] = replace(pod, ready=True)
             self.service_ready[info.service] += 1
             self._pods_changed(info.service)
             self.changed = True
@@ -921,7 +923,7 @@ class World:
         self._ids += 1
         pod = Pod(namespace="default", name=f"{service}-{self._ids}", node_name=None, phase="Pending",
                   owner_kind="ReplicaSet", owner_name=f"{service}-rs", labels={"app": service}, created_at=self.now,
-                  uid=f"uid-{self._ids}")
+                  uid=f"uid-{self._ids}", ready=False)
         key = self._add_pod(pod, _PodInfo(kind="service", service=service))
         self._pods_changed(service)          # a pod came: the disruption controller looks (expectedPods)
         self.pending[key] = None
