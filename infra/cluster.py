@@ -73,20 +73,40 @@ class Cluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ClusterArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kiln:infra:Cluster", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         partition = aws.get_partition_output().partition
         self.vpc_id = pulumi.Output.from_input(args.vpc_id)
         self.private_subnet_ids = pulumi.Output.from_input(args.private_subnet_ids)
+        self.kms_key = self._secrets_key(name, args)
+        self._node_role(name, args, partition)
+        self.eks = self._control_plane(name, args)
+        self._cluster_outputs(args)
+        self.k8s_provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.eks.kubeconfig_json, opts=self._child())
+        self.vpc_cni = self._vpc_cni(name, args, partition)
+        self.bootstrap = self._node_bootstrap(args)
+        self.register_outputs({
+            "clusterName": self.cluster_name,
+            "oidcProviderArn": self.oidc_provider_arn,
+            "nodeRoleArn": self.node_role.arn,
+            "kmsKeyArn": self.kms_key.arn,
+        })
 
-        self.kms_key = aws.kms.Key(
+    def _child(self, **extra) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, **extra)
+
+    def _secrets_key(self, name: str, args: ClusterArgs) -> aws.kms.Key:
+        """The KMS key that envelope-encrypts Secrets in etcd; rotated yearly, 30 days to undo a deletion."""
+        return aws.kms.Key(
             f"{name}-secrets",
             description=f"EKS secrets envelope encryption for {args.name}",
             enable_key_rotation=True,
             deletion_window_in_days=30,
             tags=args.tags,
-            opts=child,
+            opts=self._child(),
         )
 
+    def _node_role(self, name: str, args: ClusterArgs, partition: pulumi.Output[str]) -> None:
+        """The role kiln's nodes assume (only NODE_MANAGED_POLICIES) and its instance profile. It is made here,
+        not with the node groups: the cluster's EC2_LINUX access entry names it."""
         self.node_role = aws.iam.Role(
             f"{name}-node",
             description=f"Nodes of EKS cluster {args.name}",
@@ -98,14 +118,14 @@ class Cluster(pulumi.ComponentResource):
                 ),
             ]).json,
             tags=args.tags,
-            opts=child,
+            opts=self._child(),
         )
         self.node_policy_attachments = [
             aws.iam.RolePolicyAttachment(
                 f"{name}-node-{policy}",
                 role=self.node_role.name,
                 policy_arn=partition.apply(lambda p, policy=policy: managed_policy_arn(p, policy)),
-                opts=child,
+                opts=self._child(),
             )
             for policy in NODE_MANAGED_POLICIES
         ]
@@ -113,11 +133,15 @@ class Cluster(pulumi.ComponentResource):
         # (and, on destroy, none is still running) without its ECR/SSM/worker permissions.
         self.node_instance_profile = aws.iam.InstanceProfile(
             f"{name}-node", role=self.node_role.name, tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=self.node_policy_attachments),
+            opts=self._child(depends_on=self.node_policy_attachments),
         )
 
+    def _control_plane(self, name: str, args: ClusterArgs) -> eks.Cluster:
+        """The pulumi-eks cluster: no default node group, API authentication with the node role's access entry,
+        OIDC for IRSA, every log type, Secrets encrypted with our key, a public endpoint only for the given
+        ranges."""
         public = bool(args.endpoint_public_access_cidrs)
-        self.eks = eks.Cluster(
+        return eks.Cluster(
             f"{name}-eks",
             name=args.name,
             version=args.kubernetes_version,
@@ -137,12 +161,14 @@ class Cluster(pulumi.ComponentResource):
             endpoint_private_access=True,
             endpoint_public_access=public,
             public_access_cidrs=list(args.endpoint_public_access_cidrs) if public else None,
-            # kiln installs the VPC CNI add-on itself (below) so that it runs with its own IRSA role.
+            # kiln installs the VPC CNI add-on itself (_vpc_cni) so that it runs with its own IRSA role.
             use_default_vpc_cni=True,
             tags=args.tags,
-            opts=child,
+            opts=self._child(),
         )
 
+    def _cluster_outputs(self, args: ClusterArgs) -> None:
+        """The attributes other components build on."""
         # An Output that carries the cluster as a dependency: anything that uses the
         # name (tags, Helm values, invokes) waits for the cluster.
         self.cluster_name: pulumi.Output[str] = self.eks.urn.apply(lambda _: args.name)
@@ -151,25 +177,24 @@ class Cluster(pulumi.ComponentResource):
         self.node_security_group_id: pulumi.Output[str] = self.eks.node_security_group_id
         self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(self.eks.kubeconfig_json)
 
-        self.k8s_provider = k8s.Provider(
-            f"{name}-k8s", kubeconfig=self.eks.kubeconfig_json, opts=child,
-        )
-
+    def _vpc_cni(self, name: str, args: ClusterArgs, partition: pulumi.Output[str]) -> aws.eks.Addon:
+        """The VPC CNI add-on with its own IRSA role, so ENI permissions are not on the node role (where every
+        pod on the node could use them)."""
         cni_role = aws.iam.Role(
             f"{name}-vpc-cni",
             description=f"VPC CNI (kube-system/aws-node) of EKS cluster {args.name}",
             assume_role_policy=irsa.trust_policy(self.oidc_provider_arn, self.oidc_provider_url,
                                                  "kube-system", "aws-node"),
             tags=args.tags,
-            opts=child,
+            opts=self._child(),
         )
         cni_policy = aws.iam.RolePolicyAttachment(
             f"{name}-vpc-cni",
             role=cni_role.name,
             policy_arn=partition.apply(lambda p: managed_policy_arn(p, CNI_POLICY)),
-            opts=child,
+            opts=self._child(),
         )
-        self.vpc_cni = aws.eks.Addon(
+        return aws.eks.Addon(
             f"{name}-vpc-cni",
             cluster_name=self.cluster_name,
             addon_name="vpc-cni",
@@ -177,24 +202,18 @@ class Cluster(pulumi.ComponentResource):
             resolve_conflicts_on_create="OVERWRITE",
             resolve_conflicts_on_update="OVERWRITE",
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cni_policy]),
+            opts=self._child(depends_on=[cni_policy]),
         )
 
-        # nodeadm needs endpoint, CA and service CIDR. Read them from EKS once the
-        # cluster exists; in a preview of a new cluster they are simply unknown.
+    def _node_bootstrap(self, args: ClusterArgs) -> NodeBootstrap:
+        """What nodeadm needs: endpoint, CA and service CIDR, read from EKS once the cluster exists (in a preview
+        of a new cluster they are simply unknown)."""
         described = aws.eks.get_cluster_output(
             name=self.cluster_name, opts=pulumi.InvokeOutputOptions(depends_on=[self.eks]),
         )
-        self.bootstrap = NodeBootstrap(
+        return NodeBootstrap(
             name=self.cluster_name,
             endpoint=described.endpoint,
             certificate_authority=described.certificate_authorities.apply(lambda cas: cas[0].data),
             service_cidr=args.service_cidr,
         )
-
-        self.register_outputs({
-            "clusterName": self.cluster_name,
-            "oidcProviderArn": self.oidc_provider_arn,
-            "nodeRoleArn": self.node_role.arn,
-            "kmsKeyArn": self.kms_key.arn,
-        })

@@ -91,21 +91,45 @@ class NodeGroup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NodeGroupArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kiln:infra:NodeGroup", name, None, opts)
-        g = args.group
-        labels = userdata.node_labels(args.model_version, g.name, g.labels_dict, args.accelerator)
+        labels = userdata.node_labels(args.model_version, args.group.name, args.group.labels_dict, args.accelerator)
+        self.launch_template = self._launch_template(name, args, self._user_data(args))
+        # Pin the exact version: "$Latest" would let a template edit roll onto
+        # nodes without the rollout noticing. The rollout sees the ASG's version change.
+        lt_version = self.launch_template.latest_version.apply(str)
+        tags = self._asg_tags(args, labels)
+        placement = self._placement(args.group, lt_version)
+        subnet_ids = pulumi.Output.from_input(args.subnet_ids)
+        self.asgs: dict[str, aws.autoscaling.Group] = {
+            zone: self._asg(f"{name}-{zone}", args, subnet_ids.apply(lambda ids, i=i: ids[i]), tags, placement)
+            for i, zone in enumerate(args.zones)
+        }
+        self.entries: pulumi.Output[list[dict[str, str]]] = pulumi.Output.all(*[
+            pulumi.Output.all(asg.name, self.launch_template.id).apply(
+                lambda v, zone=zone: {"zone": zone, "asgName": v[0], "launchTemplateId": v[1]})
+            for zone, asg in self.asgs.items()
+        ])
+        self.register_outputs({"launchTemplateId": self.launch_template.id, "asgs": self.entries})
+
+    @staticmethod
+    def _user_data(args: NodeGroupArgs) -> pulumi.Output[str]:
+        """The node's user data (nodeadm NodeConfig + the model mount), base64: rendered once the cluster's
+        endpoint and CA are known."""
+        g, b = args.group, args.bootstrap
         taints = list(g.taints)
-        b = args.bootstrap
-        user_data = pulumi.Output.all(b.name, b.endpoint, b.certificate_authority).apply(
+        return pulumi.Output.all(b.name, b.endpoint, b.certificate_authority).apply(
             lambda v: base64.b64encode(userdata.render(
                 cluster_name=v[0], endpoint=v[1], certificate_authority=v[2], service_cidr=b.service_cidr,
                 model_version=args.model_version, group=g.name, extra_labels=g.labels_dict, taints=taints,
                 model_device=args.model_volume.device, model_path=args.model_path, accelerator=args.accelerator,
             ).encode()).decode())
 
+    def _launch_template(self, name: str, args: NodeGroupArgs, user_data: pulumi.Output[str]) -> aws.ec2.LaunchTemplate:
+        """The one launch template of the group: the AMI, IMDSv2 with one hop, no public IP, encrypted root and
+        model volumes (the model volume initialised eagerly), ownership tags on everything it launches."""
+        g, mv = args.group, args.model_volume
         resource_tags = pulumi.Output.from_input(args.cluster_name).apply(
             lambda c: {**args.tags, **ownership_tags(c, g.name), "Name": f"{c}-{g.name}"})
-        mv = args.model_volume
-        self.launch_template = aws.ec2.LaunchTemplate(
+        return aws.ec2.LaunchTemplate(
             name,
             description=f"kiln node group {g.name}: model {args.model_version}",
             image_id=args.ami_id,
@@ -153,58 +177,55 @@ class NodeGroup(pulumi.ComponentResource):
             tags=resource_tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # Pin the exact version: "$Latest" would let a template edit roll onto
-        # nodes without the rollout noticing. The rollout sees the ASG's version change.
-        lt_version = self.launch_template.latest_version.apply(str)
 
-        # Ownership tags go onto the instances too; the autoscaler's tags stay on the ASG.
-        asg_tags = pulumi.Output.from_input(args.cluster_name).apply(lambda c: [
+    @staticmethod
+    def _asg_tags(args: NodeGroupArgs, labels: dict[str, str]) -> pulumi.Output[list]:
+        """Ownership tags go onto the instances too; the autoscaler's tags stay on the ASG."""
+        g = args.group
+        return pulumi.Output.from_input(args.cluster_name).apply(lambda c: [
             *[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
               for k, v in {**args.tags, **ownership_tags(c, g.name), "Name": f"{c}-{g.name}"}.items()],
             *[aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=False)
               for k, v in autoscaler_tags(c, g, labels).items()],
         ])
+
+    def _placement(self, g: NodeGroupConfig, lt_version: pulumi.Output[str]) -> dict:
+        """How the ASGs use the template: directly for one on-demand type; else a mixed instances policy
+        listing the types (spot: price-capacity-optimized, all spot; on-demand: the types in priority order)."""
         if len(g.instance_types) == 1 and not g.spot:
-            placement = dict(launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
+            return dict(launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
                 id=self.launch_template.id, version=lt_version))
-        else:
-            placement = dict(mixed_instances_policy=aws.autoscaling.GroupMixedInstancesPolicyArgs(
-                instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
-                    on_demand_base_capacity=0,
-                    on_demand_percentage_above_base_capacity=0 if g.spot else 100,
-                    on_demand_allocation_strategy="prioritized",
-                    spot_allocation_strategy=SPOT_ALLOCATION_STRATEGY if g.spot else None,
-                ),
-                launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
-                    launch_template_specification=(
-                        aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
-                            launch_template_id=self.launch_template.id, version=lt_version)),
-                    overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t)
-                               for t in g.instance_types],
-                ),
-            ))
+        return dict(mixed_instances_policy=aws.autoscaling.GroupMixedInstancesPolicyArgs(
+            instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
+                on_demand_base_capacity=0,
+                on_demand_percentage_above_base_capacity=0 if g.spot else 100,
+                on_demand_allocation_strategy="prioritized",
+                spot_allocation_strategy=SPOT_ALLOCATION_STRATEGY if g.spot else None,
+            ),
+            launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+                launch_template_specification=(
+                    aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                        launch_template_id=self.launch_template.id, version=lt_version)),
+                overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t)
+                           for t in g.instance_types],
+            ),
+        ))
 
-        self.asgs: dict[str, aws.autoscaling.Group] = {}
-        subnet_ids = pulumi.Output.from_input(args.subnet_ids)
-        for i, zone in enumerate(args.zones):
-            self.asgs[zone] = aws.autoscaling.Group(
-                f"{name}-{zone}",
-                min_size=g.min_size,
-                max_size=g.max_size,
-                desired_capacity=g.desired_size,
-                vpc_zone_identifiers=[subnet_ids.apply(lambda ids, i=i: ids[i])],
-                capacity_rebalance=g.spot,
-                health_check_type="EC2",
-                tags=asg_tags,
-                **placement,
-                # Desired capacity belongs to the autoscaler and the rollout after creation.
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"],
-                                            depends_on=list(args.depends_on)),
-            )
-
-        self.entries: pulumi.Output[list[dict[str, str]]] = pulumi.Output.all(*[
-            pulumi.Output.all(asg.name, self.launch_template.id).apply(
-                lambda v, zone=zone: {"zone": zone, "asgName": v[0], "launchTemplateId": v[1]})
-            for zone, asg in self.asgs.items()
-        ])
-        self.register_outputs({"launchTemplateId": self.launch_template.id, "asgs": self.entries})
+    def _asg(self, name: str, args: NodeGroupArgs, subnet_id: pulumi.Output[str], tags: pulumi.Output[list],
+             placement: dict) -> aws.autoscaling.Group:
+        """One zone's ASG, in that zone's private subnet: the autoscaler picks a zone by picking an ASG."""
+        g = args.group
+        return aws.autoscaling.Group(
+            name,
+            min_size=g.min_size,
+            max_size=g.max_size,
+            desired_capacity=g.desired_size,
+            vpc_zone_identifiers=[subnet_id],
+            capacity_rebalance=g.spot,
+            health_check_type="EC2",
+            tags=tags,
+            **placement,
+            # Desired capacity belongs to the autoscaler and the rollout after creation.
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desiredCapacity"],
+                                        depends_on=list(args.depends_on)),
+        )

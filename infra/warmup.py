@@ -82,6 +82,53 @@ def supports_admission_policy(kubernetes_version: str) -> bool:
     return (major, minor) >= (1, 30)
 
 
+SELECTOR = {"app.kubernetes.io/name": NAME}
+# Every container of the warm-up pod: no privilege, read-only root, nobody's uid, no capabilities.
+_RESTRICTED = k8s.core.v1.SecurityContextArgs(
+    allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
+    run_as_user=65534, run_as_group=65534,
+    capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+    seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
+)
+
+
+def _tolerations(group_taints: tuple[tuple[str, str], ...]) -> list[k8s.core.v1.TolerationArgs]:
+    """The warming taint, and every other taint of the node groups: the pod must run on every model node."""
+    tolerations = [k8s.core.v1.TolerationArgs(key=L.TAINT_WARMING, operator="Exists", effect=L.TAINT_WARMING_EFFECT)]
+    for key, effect in sorted(set(group_taints)):
+        if key != L.TAINT_WARMING:
+            tolerations.append(k8s.core.v1.TolerationArgs(key=key, operator="Exists", effect=effect))
+    return tolerations
+
+
+def _warm_container() -> k8s.core.v1.ContainerArgs:
+    """The agent (init container): reads the model once from the read-only hostPath, then untaints its node."""
+    return k8s.core.v1.ContainerArgs(
+        name="warm-model",
+        image=AGENT_IMAGE,
+        command=["python", "-u", "/agent/warmup_agent.py"],
+        env=[
+            # Downward API: the node this pod was scheduled to.
+            k8s.core.v1.EnvVarArgs(name="NODE_NAME", value_from=k8s.core.v1.EnvVarSourceArgs(
+                field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="spec.nodeName"))),
+            k8s.core.v1.EnvVarArgs(name="MODEL_PATH", value=MOUNT),
+            k8s.core.v1.EnvVarArgs(name="TAINT_KEY", value=L.TAINT_WARMING),
+            # The model on disk must be the version this label names (checked before untaint).
+            k8s.core.v1.EnvVarArgs(name="VERSION_LABEL", value=L.LABEL_MODEL_VERSION),
+            # Why the agent refused to untaint, shown as the container's exit message.
+            k8s.core.v1.EnvVarArgs(name="TERMINATION_LOG", value="/dev/termination-log"),
+        ],
+        volume_mounts=[
+            k8s.core.v1.VolumeMountArgs(name="model", mount_path=MOUNT, read_only=True,
+                                        mount_propagation="HostToContainer"),
+            k8s.core.v1.VolumeMountArgs(name="agent", mount_path="/agent", read_only=True),
+        ],
+        security_context=_RESTRICTED,
+        resources=k8s.core.v1.ResourceRequirementsArgs(
+            requests={"cpu": "100m", "memory": "64Mi"}, limits={"memory": "256Mi"}),
+    )
+
+
 @dataclass(frozen=True)
 class ModelWarmupArgs:
     model_path: str
@@ -96,9 +143,34 @@ class ModelWarmup(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelWarmupArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kiln:infra:ModelWarmup", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=NAMESPACE, labels={"app.kubernetes.io/name": NAME})
+        guards: list[pulumi.Resource] = [self._rbac(name, meta)]
+        if supports_admission_policy(args.kubernetes_version):
+            guards += self._admission_policy(name)
+        agent_source = AGENT_SOURCE.read_text()
+        script = k8s.core.v1.ConfigMap(
+            f"{name}-agent", metadata=meta, data={"warmup_agent.py": agent_source}, opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.daemon_set = k8s.apps.v1.DaemonSet(
+            f"{name}-ds",
+            metadata=meta,
+            spec=k8s.apps.v1.DaemonSetSpecArgs(
+                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=SELECTOR),
+                update_strategy=k8s.apps.v1.DaemonSetUpdateStrategyArgs(
+                    type="RollingUpdate",
+                    rolling_update=k8s.apps.v1.RollingUpdateDaemonSetArgs(max_unavailable="25%"),
+                ),
+                template=self._pod_template(args, agent_source),
+            ),
+            # The agent starts only once its permissions (and their guard) and its script exist.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*guards, script]),
+        )
+        self.register_outputs({"daemonSet": self.daemon_set.metadata.name})
 
+    def _rbac(self, name: str, meta: k8s.meta.v1.ObjectMetaArgs) -> pulumi.Resource:
+        """The agent's identity and the narrowest RBAC it can have (get/patch nodes; see the module docstring).
+        Returns the binding: the DaemonSet waits for it."""
+        child = pulumi.ResourceOptions(parent=self)
         sa = k8s.core.v1.ServiceAccount(f"{name}-sa", metadata=meta, automount_service_account_token=True, opts=child)
         self.cluster_role = k8s.rbac.v1.ClusterRole(
             f"{name}-role",
@@ -106,99 +178,47 @@ class ModelWarmup(pulumi.ComponentResource):
             rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["nodes"], verbs=["get", "patch"])],
             opts=child,
         )
-        binding = k8s.rbac.v1.ClusterRoleBinding(
+        return k8s.rbac.v1.ClusterRoleBinding(
             f"{name}-binding",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=NAME),
             role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=NAME),
             subjects=[k8s.rbac.v1.SubjectArgs(kind="ServiceAccount", name=NAME, namespace=NAMESPACE)],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster_role, sa]),
         )
-        guards: list[pulumi.Resource] = [binding]
-        if supports_admission_policy(args.kubernetes_version):
-            guards += self._admission_policy(name)
 
-        agent_source = AGENT_SOURCE.read_text()
-        script = k8s.core.v1.ConfigMap(
-            f"{name}-agent", metadata=meta, data={"warmup_agent.py": agent_source}, opts=child,
-        )
-
-        tolerations = [k8s.core.v1.TolerationArgs(key=L.TAINT_WARMING, operator="Exists", effect=L.TAINT_WARMING_EFFECT)]
-        for key, effect in sorted(set(args.group_taints)):
-            if key != L.TAINT_WARMING:
-                tolerations.append(k8s.core.v1.TolerationArgs(key=key, operator="Exists", effect=effect))
-
-        restricted = k8s.core.v1.SecurityContextArgs(
-            allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
-            run_as_user=65534, run_as_group=65534,
-            capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"),
-        )
-        selector = {"app.kubernetes.io/name": NAME}
-        self.daemon_set = k8s.apps.v1.DaemonSet(
-            f"{name}-ds",
-            metadata=meta,
-            spec=k8s.apps.v1.DaemonSetSpecArgs(
-                selector=k8s.meta.v1.LabelSelectorArgs(match_labels=selector),
-                update_strategy=k8s.apps.v1.DaemonSetUpdateStrategyArgs(
-                    type="RollingUpdate",
-                    rolling_update=k8s.apps.v1.RollingUpdateDaemonSetArgs(max_unavailable="25%"),
-                ),
-                template=k8s.core.v1.PodTemplateSpecArgs(
-                    # A new agent rolls the DaemonSet (a ConfigMap edit alone would not).
-                    metadata=k8s.meta.v1.ObjectMetaArgs(labels=selector, annotations={
-                        "kiln.dev/agent-sha256": hashlib.sha256(agent_source.encode()).hexdigest()}),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        service_account_name=NAME,
-                        priority_class_name="system-node-critical",
-                        # Only kiln's model nodes.
-                        affinity=k8s.core.v1.AffinityArgs(node_affinity=k8s.core.v1.NodeAffinityArgs(
-                            required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(
-                                node_selector_terms=[k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
-                                    k8s.core.v1.NodeSelectorRequirementArgs(key=L.LABEL_MODEL_VERSION, operator="Exists"),
-                                ])]))),
-                        tolerations=tolerations,
-                        init_containers=[k8s.core.v1.ContainerArgs(
-                            name="warm-model",
-                            image=AGENT_IMAGE,
-                            command=["python", "-u", "/agent/warmup_agent.py"],
-                            env=[
-                                # Downward API: the node this pod was scheduled to.
-                                k8s.core.v1.EnvVarArgs(name="NODE_NAME", value_from=k8s.core.v1.EnvVarSourceArgs(
-                                    field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="spec.nodeName"))),
-                                k8s.core.v1.EnvVarArgs(name="MODEL_PATH", value=MOUNT),
-                                k8s.core.v1.EnvVarArgs(name="TAINT_KEY", value=L.TAINT_WARMING),
-                                # The model on disk must be the version this label names (checked before untaint).
-                                k8s.core.v1.EnvVarArgs(name="VERSION_LABEL", value=L.LABEL_MODEL_VERSION),
-                                # Why the agent refused to untaint, shown as the container's exit message.
-                                k8s.core.v1.EnvVarArgs(name="TERMINATION_LOG", value="/dev/termination-log"),
-                            ],
-                            volume_mounts=[
-                                k8s.core.v1.VolumeMountArgs(name="model", mount_path=MOUNT, read_only=True,
-                                                            mount_propagation="HostToContainer"),
-                                k8s.core.v1.VolumeMountArgs(name="agent", mount_path="/agent", read_only=True),
-                            ],
-                            security_context=restricted,
-                            resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "100m", "memory": "64Mi"}, limits={"memory": "256Mi"}),
-                        )],
-                        containers=[k8s.core.v1.ContainerArgs(
-                            # Stays, so the DaemonSet does not re-run the warm-up on a warm node.
-                            name="done", image=PAUSE_IMAGE, security_context=restricted,
-                            resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "1m", "memory": "8Mi"}, limits={"memory": "16Mi"}),
-                        )],
-                        volumes=[
-                            k8s.core.v1.VolumeArgs(name="model", host_path=k8s.core.v1.HostPathVolumeSourceArgs(
-                                path=args.model_path, type="Directory")),
-                            k8s.core.v1.VolumeArgs(name="agent", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
-                                name=NAME)),
-                        ],
-                    ),
-                ),
+    @staticmethod
+    def _pod_template(args: ModelWarmupArgs, agent_source: str) -> k8s.core.v1.PodTemplateSpecArgs:
+        """The warm-up pod: on kiln's model nodes only, tolerating their taints, the warm-up as an init container
+        and a pause container that stays so a warm node is not warmed again."""
+        return k8s.core.v1.PodTemplateSpecArgs(
+            # A new agent rolls the DaemonSet (a ConfigMap edit alone would not).
+            metadata=k8s.meta.v1.ObjectMetaArgs(labels=SELECTOR, annotations={
+                "kiln.dev/agent-sha256": hashlib.sha256(agent_source.encode()).hexdigest()}),
+            spec=k8s.core.v1.PodSpecArgs(
+                service_account_name=NAME,
+                priority_class_name="system-node-critical",
+                # Only kiln's model nodes.
+                affinity=k8s.core.v1.AffinityArgs(node_affinity=k8s.core.v1.NodeAffinityArgs(
+                    required_during_scheduling_ignored_during_execution=k8s.core.v1.NodeSelectorArgs(
+                        node_selector_terms=[k8s.core.v1.NodeSelectorTermArgs(match_expressions=[
+                            k8s.core.v1.NodeSelectorRequirementArgs(key=L.LABEL_MODEL_VERSION, operator="Exists"),
+                        ])]))),
+                tolerations=_tolerations(args.group_taints),
+                init_containers=[_warm_container()],
+                containers=[k8s.core.v1.ContainerArgs(
+                    # Stays, so the DaemonSet does not re-run the warm-up on a warm node.
+                    name="done", image=PAUSE_IMAGE, security_context=_RESTRICTED,
+                    resources=k8s.core.v1.ResourceRequirementsArgs(
+                        requests={"cpu": "1m", "memory": "8Mi"}, limits={"memory": "16Mi"}),
+                )],
+                volumes=[
+                    k8s.core.v1.VolumeArgs(name="model", host_path=k8s.core.v1.HostPathVolumeSourceArgs(
+                        path=args.model_path, type="Directory")),
+                    k8s.core.v1.VolumeArgs(name="agent", config_map=k8s.core.v1.ConfigMapVolumeSourceArgs(
+                        name=NAME)),
+                ],
             ),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[*guards, script]),
         )
-        self.register_outputs({"daemonSet": self.daemon_set.metadata.name})
 
     def _admission_policy(self, name: str) -> list[pulumi.Resource]:
         child = pulumi.ResourceOptions(parent=self)

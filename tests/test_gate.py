@@ -310,10 +310,9 @@ BLOCKED_CASES = {
 }
 
 
-def test_the_docs_count_the_crafted_cases_there_are():
+def test_the_rotation_docs_count_the_crafted_cases_there_are():
     from pathlib import Path
 
-    # The count lives on the rotation page since the README was split into docs/.
     text = " ".join((Path(__file__).resolve().parent.parent / "docs" / "rotation.md").read_text().split())
     assert f"the program-derived rotation and {len(BLOCKED_CASES)} crafted blocking cases" in text
 

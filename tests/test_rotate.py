@@ -94,6 +94,19 @@ def test_a_stack_whose_refreshed_preview_still_shows_changes_is_not_reported_con
     assert store(tmp_path).load("prod") is not None and store(tmp_path).last("prod") is None   # rerun to finish
 
 
+def test_the_step_table_names_one_method_per_step_and_drives_the_run(tmp_path, monkeypatch):
+    from automation.rotate import pipeline
+
+    methods = {name for name in vars(Rotation) if name.startswith("_step_")}
+    assert methods == {pipeline.step_method(step) for step in STEPS}      # no step without a method, nor the reverse
+    # The table, not a hard-coded sequence, decides what runs: a table that ends after set-config previews nothing.
+    monkeypatch.setattr(pipeline, "STEPS", STEPS[:STEPS.index("preview")])
+    rotation, stack, fleet, baker = make(tmp_path)
+    report = rotation.rotate("prod", "v6", URI)
+    assert report.steps == ["validate", "bake", "set-config"] and not stack.previews and not stack.ups
+    assert stack.config["kiln:nodeAmi"] == NEW_AMI
+
+
 @pytest.mark.parametrize("after", STEPS)
 def test_interrupted_after_any_step_then_rerun_continues(tmp_path, after):
     rotation, stack, fleet, baker = make(tmp_path, checkpoint=interrupt_at(after))

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -47,12 +47,13 @@ from infra.config import default as config_default
 
 from .state import IntentStore, RotationIntent
 
+# The step table: the pipeline runs these in order, each as the Rotation method named by step_method().
 STEPS = ("validate", "bake", "set-config", "preview", "up", "replace", "converge", "persist", "report")
 KEY_AMI, KEY_MODEL = "kiln:nodeAmi", "kiln:modelVersion"
 RERUN = "rerun the same command to continue"
 
 __all__ = ["BadInput", "Interrupted", "IntentStore", "RotationIntent", "Rotation", "RotationReport", "RotationSeams",
-           "rollout_disposition", "STEPS"]
+           "rollout_disposition", "step_method", "STEPS"]
 
 
 def rollout_disposition(report: Mapping[str, Any]) -> str:
@@ -112,6 +113,25 @@ class RotationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def step_method(step: str) -> str:
+    """The :class:`Rotation` method that runs ``step`` of the step table (``set-config`` -> ``_step_set_config``)."""
+    return "_step_" + step.replace("-", "_")
+
+
+@dataclass
+class _Run:
+    """One pass through the step table: the intent as the steps update it, the report, and what a step hands
+    the next (the preview's plan and gate to the up, the up's outputs to the replacement)."""
+
+    intent: RotationIntent
+    report: RotationReport
+    dry_run: bool
+    scope: ExitStack                  # holds the gated preview's plan file until the up has applied it
+    plan: Optional[Any] = None        # Rotation._Plan
+    gate: Optional[GateResult] = None
+    outputs: Optional[dict[str, Any]] = None
 
 
 def _config_for(previous: Optional[str], amis: dict[str, str]) -> str:
@@ -240,91 +260,121 @@ class Rotation:
             raise
 
     def _steps(self, intent: RotationIntent, report: RotationReport, *, dry_run: bool) -> RotationReport:
-        w, log = self.w, self.w.log
+        """Run the step table (``STEPS``) in order: each step is the method ``_step_<name>``; one that ends the
+        run early (blocked, failed, dry run, interrupted) returns its report, else the step is recorded and the
+        checkpoint called (where progress shows and where tests interrupt)."""
+        with ExitStack() as scope:   # closes the gated preview's plan file however the run ends
+            run = _Run(intent=intent, report=report, dry_run=dry_run, scope=scope)
+            for step in STEPS:
+                ended = getattr(self, step_method(step))(run)
+                if ended is not None:
+                    return ended
+                self._done(report, step)
+        return report
 
-        # 1. validate: bad input is found before anything changes
-        w.validate(intent)
-        self._done(report, "validate")
+    def _step_validate(self, run: "_Run") -> Optional[RotationReport]:
+        """Bad input is found before anything changes."""
+        self.w.validate(run.intent)
+        return None
 
-        # 2. bake, or reuse (the bake reuses an AMI with the same recipe; the base AMI is resolved once)
+    def _step_bake(self, run: "_Run") -> Optional[RotationReport]:
+        """Bake, or reuse: the bake reuses an AMI with the same recipe; the base AMI is resolved once and kept in
+        the intent, so a rerun bakes on the same base. A rollback's target is already in its intent."""
+        intent = run.intent
         if intent.kind == "rotate" and intent.previous_model_version == intent.model_version:
             # The stack already runs this model: its AMIs are the target (no bake on a newer base AMI; a new
             # model needs a new --model-version). The rest still runs: nodes not on them are replaced.
             if intent.target_ami is None:
-                log(f"model {intent.model_version} is already deployed ({intent.previous_ami}): no bake")
-                intent = self._save(replace(intent, target_ami=intent.previous_ami))
+                self.w.log(f"model {intent.model_version} is already deployed ({intent.previous_ami}): no bake")
+                run.intent = self._save(replace(intent, target_ami=intent.previous_ami))
         elif intent.kind == "rotate":
-            config = w.stack.all_config()
-            amis = {}
-            for family in families_for(intent.previous_ami, config):
-                base = intent.base_amis.get(family)
-                if base is None:
-                    base = w.resolve_base(intent, family)
-                    if base is not None:
-                        intent = self._save(replace(intent, base_amis={**intent.base_amis, family: base}))
-                amis[family] = w.bake(intent, family, base)
-            target = _config_for(intent.previous_ami, amis)
-            if intent.target_ami != target:
-                intent = self._save(replace(intent, target_ami=target))
-        report.target_ami = intent.target_ami
-        w.check_amis(desired_amis(intent.target_ami))
-        self._done(report, "bake")
+            self._bake_families(run)
+        run.report.target_ami = run.intent.target_ami
+        self.w.check_amis(desired_amis(run.intent.target_ami))
+        return None
 
-        # 3. set config (idempotent)
-        self._set_config(intent.target_ami, intent.model_version)
-        self._done(report, "set-config")
+    def _bake_families(self, run: "_Run") -> None:
+        """One AMI per family the stack needs; each base AMI is recorded before its bake starts."""
+        w, intent = self.w, run.intent
+        amis = {}
+        for family in families_for(intent.previous_ami, w.stack.all_config()):
+            base = intent.base_amis.get(family)
+            if base is None:
+                base = w.resolve_base(intent, family)
+                if base is not None:
+                    intent = self._save(replace(intent, base_amis={**intent.base_amis, family: base}))
+            amis[family] = w.bake(intent, family, base)
+        target = _config_for(intent.previous_ami, amis)
+        if intent.target_ami != target:
+            intent = self._save(replace(intent, target_ami=target))
+        run.intent = intent
 
-        # 4. preview behind the gate
+    def _step_set_config(self, run: "_Run") -> Optional[RotationReport]:
+        """Point the stack's config at the target AMIs and model (idempotent)."""
+        self._set_config(run.intent.target_ami, run.intent.model_version)
+        return None
+
+    def _step_preview(self, run: "_Run") -> Optional[RotationReport]:
+        """Preview behind the gate. Its plan file stays open for the up step, which applies exactly that plan."""
+        w, intent, report = self.w, run.intent, run.report
         deployed_model = self._deployed_model(intent)
-        with self._plan() as plan:
-            gate = self._gated_preview(Expected(
-                to_model=intent.model_version, to_amis=frozenset(desired_amis(intent.target_ami).values()),
-                from_model=deployed_model, jobs_namespace=w.jobs_namespace,
-                required_policy_packs=tuple(w.stack.policy_packs)), plan=plan, dry_run=dry_run)
-            report.gate = gate.to_dict()
-            log(gate.render())
-            if not gate.allowed:
-                return self._fail(intent, report, "blocked", "the preview gate blocked the change:\n" + gate.render())
-            if dry_run:
-                if w.predict is not None:
-                    report.prediction = w.predict(w.stack.outputs())
-                return self._fail(intent, report, "dry_run", "dry run: nothing applied", exit_code=EXIT_OK)
-            if not w.confirm(gate):
-                if intent.applied:   # undoing an earlier run's up needs an up too: leave it to the operator
-                    report.outcome, report.exit_code = "not_confirmed", EXIT_FAILED
-                    report.message = f"not confirmed; nothing applied (an earlier run already applied it: {RERUN}, " \
-                                     "or run rollback)"
-                    return report
-                return self._fail(intent, report, "not_confirmed", "not confirmed; nothing applied")
-            self._done(report, "preview")
+        run.plan = plan = run.scope.enter_context(self._plan())
+        run.gate = gate = self._gated_preview(Expected(
+            to_model=intent.model_version, to_amis=frozenset(desired_amis(intent.target_ami).values()),
+            from_model=deployed_model, jobs_namespace=w.jobs_namespace,
+            required_policy_packs=tuple(w.stack.policy_packs)), plan=plan, dry_run=run.dry_run)
+        report.gate = gate.to_dict()
+        w.log(gate.render())
+        if not gate.allowed:
+            return self._fail(intent, report, "blocked", "the preview gate blocked the change:\n" + gate.render())
+        if run.dry_run:
+            if w.predict is not None:
+                report.prediction = w.predict(w.stack.outputs())
+            return self._fail(intent, report, "dry_run", "dry run: nothing applied", exit_code=EXIT_OK)
+        if not w.confirm(gate):
+            if intent.applied:   # undoing an earlier run's up needs an up too: leave it to the operator
+                report.outcome, report.exit_code = "not_confirmed", EXIT_FAILED
+                report.message = f"not confirmed; nothing applied (an earlier run already applied it: {RERUN}, " \
+                                 "or run rollback)"
+                return report
+            return self._fail(intent, report, "not_confirmed", "not confirmed; nothing applied")
+        return None
 
-            # 5. up, bound to the gated preview by its plan
-            if not intent.applied:
-                intent = self._save(replace(intent, applied=True))
-            try:
-                # Nothing to apply (a rerun after the up): the stack's outputs are what up would return.
-                outputs = w.stack.up(plan=plan.path, adopt_model_volume=plan.adopt) if gate.has_changes \
-                    else w.stack.outputs()
-            except (Interrupted, KeyboardInterrupt):
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure of up restores the previous AMI
-                return self._fail(intent, report, "failed", f"stack update failed: {_one_line(exc)}")
-        self._done(report, "up")
+    def _step_up(self, run: "_Run") -> Optional[RotationReport]:
+        """Up, bound to the gated preview by its plan. ``applied`` is recorded first: from then on a failure
+        needs a gated restore, not just the config put back."""
+        assert run.plan is not None and run.gate is not None, "the up step runs after the preview step"
+        if not run.intent.applied:
+            run.intent = self._save(replace(run.intent, applied=True))
+        try:
+            # Nothing to apply (a rerun after the up): the stack's outputs are what up would return.
+            run.outputs = self.w.stack.up(plan=run.plan.path, adopt_model_volume=run.plan.adopt) \
+                if run.gate.has_changes else self.w.stack.outputs()
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of up restores the previous AMI
+            return self._fail(run.intent, run.report, "failed", f"stack update failed: {_one_line(exc)}")
+        run.scope.close()   # the plan is applied: its file goes
+        return None
 
-        # 6. the drain-aware replacement on the groups in the stack outputs
-        rollout = w.replace(outputs)
-        report.rollout = rollout
+    def _step_replace(self, run: "_Run") -> Optional[RotationReport]:
+        """The drain-aware replacement on the groups in the stack outputs. Only a rollback by the rollout undoes
+        the rotation; anything short of completion keeps both intents (see :func:`rollout_disposition`)."""
+        rollout = self.w.replace(run.outputs)
+        run.report.rollout = rollout
         disposition = rollout_disposition(rollout)
         if disposition == "interrupted":
-            return self._interrupted(report, f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')} "
-                                             "(`rollback` goes back instead)")
+            return self._interrupted(run.report, f"node replacement {rollout.get('outcome')}: "
+                                                 f"{rollout.get('reason', '')} (`rollback` goes back instead)")
         if disposition != "completed":
-            return self._fail(intent, report, disposition,
+            return self._fail(run.intent, run.report, disposition,
                               f"node replacement {rollout.get('outcome')}: {rollout.get('reason', '')}")
-        self._done(report, "replace")
+        return None
 
-        # 7. converge: a gated refreshed preview (only what the replacement changed may come back), its up,
-        # then a refreshed preview that must show no changes.
+    def _step_converge(self, run: "_Run") -> Optional[RotationReport]:
+        """A gated refreshed preview (only what the replacement changed may come back), its up, then a refreshed
+        preview that must show no changes."""
+        w, intent, report = self.w, run.intent, run.report
         converge = Expected(to_model=intent.model_version, to_amis=frozenset(desired_amis(intent.target_ami).values()),
                             from_model=intent.model_version, converge=True, jobs_namespace=w.jobs_namespace,
                             required_policy_packs=tuple(w.stack.policy_packs))
@@ -341,22 +391,23 @@ class Rotation:
         report.converge = after.to_dict()
         if after.has_changes or not after.allowed:
             return self._stopped(report, "failed", f"the stack did not converge; {RERUN}:\n" + after.render())
-        self._done(report, "converge")
+        return None
 
-        # 8. persist: the stack file reaches git before the intent goes
-        self._persist(intent, report, f"kiln: {intent.kind} {intent.stack} to model {intent.model_version}")
-        if report.outcome == "interrupted":
-            return report
-        self._done(report, "persist")
+    def _step_persist(self, run: "_Run") -> Optional[RotationReport]:
+        """The stack file reaches git before the intent goes."""
+        intent = run.intent
+        self._persist(intent, run.report, f"kiln: {intent.kind} {intent.stack} to model {intent.model_version}")
+        return run.report if run.report.outcome == "interrupted" else None
 
-        # 9. report
+    def _step_report(self, run: "_Run") -> Optional[RotationReport]:
+        """Done: remember what to roll back to (a real change only), drop the intent, say so."""
+        intent, report = run.intent, run.report
         if intent.previous_ami != intent.target_ami or intent.previous_model_version != intent.model_version:
             self.store.record_last(intent)
         self.store.clear(intent.stack)
         report.outcome, report.exit_code = "done", EXIT_OK
         report.message = f"{intent.kind} of {intent.stack} to model {intent.model_version} ({intent.target_ami}) done"
-        self._done(report, "report")
-        return report
+        return None
 
     # ------------------------------------------------------------------ helpers
     def _save(self, intent: RotationIntent) -> RotationIntent:
