@@ -127,77 +127,136 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
     from rich.console import Console
     from rich.panel import Panel
 
-    from automation.localaws import LocalAws, add_group, create_fleet, put_model
+    from automation.localaws import LocalAws
     from automation.rollout.progress import LiveProgress
-    from automation.rotate.pipeline import Rotation, RotationSeams
-    from automation.rotate.state import FileIntentStore
-    from automation.rotate.wiring import AwsChecks, make_bake, make_resolve_base
-    from automation.stack import StandInStack, desired_amis, kiln_config, pulumi_cli_available
-    from automation.timeline import render_timeline
 
     console = console or Console(stderr=True, log_path=False)
     started = time.monotonic()
     console.print(Panel(WHAT_IS_SIMULATED, title="kiln demo: what is real, what is simulated", border_style="cyan"))
     project = out / "demo-stack"
-    # Each demo starts a new, empty moto: intent left by an earlier (interrupted) demo means nothing here.
-    import shutil
-
-    shutil.rmtree(project / ".kiln", ignore_errors=True)
+    _forget_earlier_intent(project)
     with LocalAws() as aws:
         session = aws.session()
-        fleet = create_fleet(session, CLUSTER, group=GPU_GROUP, nodes_per_zone=nodes_per_zone, ami_family="nvidia")
-        add_group(session, fleet, SYSTEM_GROUP, nodes_per_zone=1, min_size=1, instance_type=SYSTEM_TYPE,
-                  ami_family="standard")
-        console.log(f"moto: VPC {fleet.vpc_id}, launch templates {', '.join(fleet.launch_templates.values())}, "
-                    f"ASGs {', '.join(fleet.asgs)} ({nodes_per_zone} GPU nodes and 1 system node per zone, on base AMI "
-                    f"{fleet.base_ami})")
-        for family in ("standard", "nvidia"):   # each group bakes its family's variant
-            aws.seed_public_parameter(
-                f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/{family}/recommended/image_id",
-                fleet.base_ami)
-        model_uri = put_model(session, "kiln-demo-models", "llm/v6",
-                              {"config.json": b'{"layers": 32}', "weights-00001.safetensors": b"\x00" * 4096})
-        console.log(f"model v6 uploaded to {model_uri} with MANIFEST.sha256")
-        write_stack_config(project, fleet, nodes_per_zone)
-        # The demo never touches a real Pulumi stack: with the CLI present it would need one,
-        # so the demo always uses the stand-in against moto.
-        stack = StandInStack(STACK, project, session=session)
-        console.print(Panel(stack.notice + ("" if not pulumi_cli_available() else
-                                            "\n(the pulumi CLI is present, but the demo stack exists only on moto)"),
-                            title="STAND-IN STACK", border_style="yellow"))
+        fleet, model_uri = _seed_moto(aws, session, nodes_per_zone, console)
+        stack = _stand_in_stack(project, fleet, nodes_per_zone, session, console)
         progress = LiveProgress(console, label="replacing nodes (simulated cluster)") if live else (lambda e: None)
         replacement = SimulatedReplacement(session, deadline, progress, console.log)
-        step_started = [time.monotonic()]
-
-        def checkpoint(step: str) -> None:
-            console.log(f"[green]done[/green] {step} ({time.monotonic() - step_started[0]:.1f}s)")
-            step_started[0] = time.monotonic()
-
-        cfg = kiln_config(stack.all_config())
-        checks = AwsChecks(session, cfg)
-        log = lambda message: console.log(message, markup=False, highlight=False)  # noqa: E731 - engine text verbatim
-        world = RotationSeams(stack=stack, bake=make_bake(stack, cfg, session, log, wait_for_agent=False),
-                      resolve_base=make_resolve_base(session, cfg), replace=replacement, log=log,
-                      validate=lambda intent: checks.model_uri(intent.model_uri) if intent.model_uri else None,
-                      check_amis=lambda amis: checks.amis(amis, "target AMI"), checkpoint=checkpoint,
-                      jobs_namespace=cfg.jobs_namespace)
-        rotation = Rotation(world, FileIntentStore(project / ".kiln"))
+        rotation = _rotation(project, stack, session, replacement, console)
         if live:
             with progress:
                 report = rotation.rotate(STACK, "v6", model_uri)
         else:
             report = rotation.rotate(STACK, "v6", model_uri)
-        versions = fleet_images(session)
-        ec2 = session.client("ec2")
-        # The demo's GPU fleet boots the nvidia entry of the family map.
-        booted = desired_amis(report.target_ami).get("nvidia") if report.target_ami else None
-        ami = ec2.describe_images(ImageIds=[booted])["Images"][0] if booted else {}
-    chart = None
-    if replacement.result is not None and replacement.result.timeline:
-        chart = render_timeline(replacement.result.timeline, out / "rotation-timeline.png",
-                                title=f"kiln demo: {sum(sum(v.values()) for v in versions.values())} nodes, model v5 -> v6 "
-                                      "(simulated cluster)")
-    summary = {
+        versions, booted, ami = _fleet_after(session, report)
+    chart = _timeline(out, replacement, versions)
+    summary = _summary(report, versions, booted, ami, chart, started)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rotation-report.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return summary
+
+
+def _forget_earlier_intent(project: Path) -> None:
+    """Each demo starts a new, empty moto: intent left by an earlier (interrupted) demo means nothing here, and
+    resuming it would point the rotation at AMIs that no longer exist."""
+    import shutil
+
+    shutil.rmtree(project / ".kiln", ignore_errors=True)
+
+
+def _seed_moto(aws: Any, session: Any, nodes_per_zone: int, console: Any) -> tuple[Any, str]:
+    """The world a real rotation starts from: a GPU and a system group on the base AMI, the public EKS AMI
+    parameters the bake resolves (one per family: each group bakes its family's variant), and model v6 in S3
+    with its checksum manifest. Returns the fleet and the model's URI."""
+    from automation.localaws import add_group, create_fleet, put_model
+
+    fleet = create_fleet(session, CLUSTER, group=GPU_GROUP, nodes_per_zone=nodes_per_zone, ami_family="nvidia")
+    add_group(session, fleet, SYSTEM_GROUP, nodes_per_zone=1, min_size=1, instance_type=SYSTEM_TYPE,
+              ami_family="standard")
+    console.log(f"moto: VPC {fleet.vpc_id}, launch templates {', '.join(fleet.launch_templates.values())}, "
+                f"ASGs {', '.join(fleet.asgs)} ({nodes_per_zone} GPU nodes and 1 system node per zone, on base AMI "
+                f"{fleet.base_ami})")
+    for family in ("standard", "nvidia"):
+        aws.seed_public_parameter(
+            f"/aws/service/eks/optimized-ami/{K8S}/amazon-linux-2023/x86_64/{family}/recommended/image_id",
+            fleet.base_ami)
+    model_uri = put_model(session, "kiln-demo-models", "llm/v6",
+                          {"config.json": b'{"layers": 32}', "weights-00001.safetensors": b"\x00" * 4096})
+    console.log(f"model v6 uploaded to {model_uri} with MANIFEST.sha256")
+    return fleet, model_uri
+
+
+def _stand_in_stack(project: Path, fleet: Any, nodes_per_zone: int, session: Any, console: Any) -> Any:
+    """The stack config for the seeded fleet, behind the boto3 stand-in. The demo never touches a real Pulumi
+    stack: with the CLI present it would need one, so the demo always uses the stand-in against moto (and says
+    so)."""
+    from rich.panel import Panel
+
+    from automation.stack import StandInStack, pulumi_cli_available
+
+    write_stack_config(project, fleet, nodes_per_zone)
+    stack = StandInStack(STACK, project, session=session)
+    console.print(Panel(stack.notice + ("" if not pulumi_cli_available() else
+                                        "\n(the pulumi CLI is present, but the demo stack exists only on moto)"),
+                        title="STAND-IN STACK", border_style="yellow"))
+    return stack
+
+
+def _rotation(project: Path, stack: Any, session: Any, replacement: "SimulatedReplacement", console: Any) -> Any:
+    """The rotation ``python -m automation rotate`` runs, wired to moto and the simulated replacement: the same
+    bake, checks and pipeline, so what the demo shows is what users get. Each finished step is logged with its
+    time."""
+    from automation.rotate.pipeline import Rotation, RotationSeams
+    from automation.rotate.state import FileIntentStore
+    from automation.rotate.wiring import AwsChecks, make_bake, make_resolve_base
+    from automation.stack import kiln_config
+
+    step_started = [time.monotonic()]
+
+    def checkpoint(step: str) -> None:
+        console.log(f"[green]done[/green] {step} ({time.monotonic() - step_started[0]:.1f}s)")
+        step_started[0] = time.monotonic()
+
+    cfg = kiln_config(stack.all_config())
+    checks = AwsChecks(session, cfg)
+    log = lambda message: console.log(message, markup=False, highlight=False)  # noqa: E731 - engine text verbatim
+    world = RotationSeams(stack=stack, bake=make_bake(stack, cfg, session, log, wait_for_agent=False),
+                          resolve_base=make_resolve_base(session, cfg), replace=replacement, log=log,
+                          validate=lambda intent: checks.model_uri(intent.model_uri) if intent.model_uri else None,
+                          check_amis=lambda amis: checks.amis(amis, "target AMI"), checkpoint=checkpoint,
+                          jobs_namespace=cfg.jobs_namespace)
+    return Rotation(world, FileIntentStore(project / ".kiln"))
+
+
+def _fleet_after(session: Any, report: Any) -> tuple[dict[str, dict[str, int]], Optional[str], dict[str, Any]]:
+    """What the fleet boots after the rotation, read back from moto (not from the report): instances per image,
+    and the AMI the GPU fleet boots (the nvidia entry of the family map) with its description."""
+    from automation.stack import desired_amis
+
+    versions = fleet_images(session)
+    ec2 = session.client("ec2")
+    booted = desired_amis(report.target_ami).get("nvidia") if report.target_ami else None
+    ami = ec2.describe_images(ImageIds=[booted])["Images"][0] if booted else {}
+    return versions, booted, ami
+
+
+def _timeline(out: Path, replacement: "SimulatedReplacement", versions: dict[str, dict[str, int]]) -> Optional[Path]:
+    """The replacement's timeline as a PNG, when there was a replacement to draw."""
+    from automation.timeline import render_timeline
+
+    if replacement.result is None or not replacement.result.timeline:
+        return None
+    return render_timeline(replacement.result.timeline, out / "rotation-timeline.png",
+                           title=f"kiln demo: {sum(sum(v.values()) for v in versions.values())} nodes, model v5 -> v6 "
+                                 "(simulated cluster)")
+
+
+def _summary(report: Any, versions: dict[str, dict[str, int]], booted: Optional[str], ami: dict[str, Any],
+             chart: Optional[Path], started: float) -> dict[str, Any]:
+    """The demo's report: the rotation's outcome beside what moto shows afterwards, so a reader can check one
+    against the other."""
+    from automation.stack import desired_amis
+
+    return {
         "outcome": report.outcome, "exitCode": report.exit_code, "message": report.message,
         "previousAmi": desired_amis(report.previous_ami).get("nvidia"), "newAmi": booted,
         "previousAmis": desired_amis(report.previous_ami), "newAmis": desired_amis(report.target_ami),
@@ -207,9 +266,6 @@ def run_demo(out: Path, *, nodes_per_zone: int = 3, deadline: float = 7200, cons
         "timeline": str(chart) if chart else None, "wall_seconds": round(time.monotonic() - started, 1),
         "simulated": WHAT_IS_SIMULATED,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rotation-report.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    return summary
 
 
 def gate_row(gate: Optional[dict[str, Any]]) -> str:

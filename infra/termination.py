@@ -150,10 +150,28 @@ class TerminationHandler(pulumi.ComponentResource):
         region = aws.get_region_output().region
         account = aws.get_caller_identity_output().account_id
         cluster = pulumi.Output.from_input(args.cluster_name)
-        t = args.termination
+        self._queues(name, cluster, args, child)
+        self._rules(name, cluster, args, child)
+        grant = self._identity(name, args, child, pulumi.Output.all(partition, region, account, cluster, self.queue.arn))
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
+        labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "kiln"}
+        meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=NAMESPACE, labels=labels)
+        rbac = self._rbac(name, labels, meta, on_cluster)
+        self._deployment(name, args, labels, meta, _handler_env(cluster, self.queue.id, region, args.termination),
+                         depends_on=[grant, *rbac])
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb", metadata=meta,
+            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
+                min_available=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels)),
+            opts=on_cluster)
+        self._hooks(name, args)
+        self.register_outputs({"queueUrl": self.queue.id, "deadLetterQueueUrl": self.dead_letters.id,
+                               "roleArn": self.role.arn})
 
-        # --- the queue and the rules that feed it
-        # Named for the cluster, within SQS's 80 and EventBridge's 64 characters.
+    def _queues(self, name: str, cluster: pulumi.Output, args: TerminationArgs, child: pulumi.ResourceOptions) -> None:
+        """The notices' queue and its dead-letter queue, both encrypted. A message the handler cannot process moves
+        to the DLQ after ``MAX_RECEIVES`` receives instead of coming back forever; only this queue may redrive
+        into the DLQ. Named for the cluster, within SQS's 80 characters."""
         self.dead_letters = aws.sqs.Queue(
             f"{name}-dlq", name=cluster.apply(lambda c: f"{c[:60]}-termination-dlq"), message_retention_seconds=DLQ_RETENTION_SECONDS, sqs_managed_sse_enabled=True,
             tags=args.tags, opts=child)
@@ -166,6 +184,10 @@ class TerminationHandler(pulumi.ComponentResource):
             redrive_allow_policy=self.queue.arn.apply(
                 lambda arn: json.dumps({"redrivePermission": "byQueue", "sourceQueueArns": [arn]})),
             opts=child)
+
+    def _rules(self, name: str, cluster: pulumi.Output, args: TerminationArgs, child: pulumi.ResourceOptions) -> None:
+        """One EventBridge rule per way a node leaves (:func:`event_patterns`), each targeting the queue, and the
+        queue policy that lets only these rules send (over TLS). Rule names fit EventBridge's 64 characters."""
         patterns = pulumi.Output.all(*args.asg_names.values()).apply(lambda names: event_patterns(names))
         self.rules: dict[str, aws.cloudwatch.EventRule] = {}
         for suffix in event_patterns([]):
@@ -183,22 +205,24 @@ class TerminationHandler(pulumi.ComponentResource):
                 lambda a: queue_policy(a[0], a[1:])),
             opts=child)
 
-        # --- the handler's AWS identity
+    def _identity(self, name: str, args: TerminationArgs, child: pulumi.ResourceOptions,
+                  where: pulumi.Output) -> aws.iam.RolePolicy:
+        """The handler's AWS identity: an IRSA role only its service account can assume, allowed exactly the calls
+        it makes (:func:`handler_policy`; ``where`` is partition, region, account, cluster and queue ARN). Returns
+        the policy, which the Deployment waits for: a handler without it would fail its first cycles."""
         self.role = aws.iam.Role(
             f"{name}-irsa", description=f"kiln termination handler ({NAMESPACE}/{NAME})",
             assume_role_policy=irsa.trust_policy(args.oidc_provider_arn, args.oidc_provider_url, NAMESPACE, NAME),
             tags=args.tags, opts=child)
-        grant = aws.iam.RolePolicy(
-            f"{name}-irsa", role=self.role.id,
-            policy=pulumi.Output.all(partition, region, account, cluster, self.queue.arn).apply(
-                lambda a: handler_policy(*a)),
-            opts=child)
+        return aws.iam.RolePolicy(
+            f"{name}-irsa", role=self.role.id, policy=where.apply(lambda a: handler_policy(*a)), opts=child)
 
-        # --- in the cluster
-        on_cluster = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider)
-        labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/part-of": "kiln"}
-        meta = k8s.meta.v1.ObjectMetaArgs(name=NAME, namespace=NAMESPACE, labels=labels)
-        account_ = k8s.core.v1.ServiceAccount(
+    def _rbac(self, name: str, labels: dict[str, str], meta: k8s.meta.v1.ObjectMetaArgs,
+              on_cluster: pulumi.ResourceOptions) -> list[pulumi.Resource]:
+        """The service account (annotated with the IRSA role) and RBAC for exactly the Kubernetes calls the handler
+        makes: :data:`CLUSTER_RULES` cluster-wide, :data:`LEASE_RULES` in its namespace. Returns what the
+        Deployment must wait for: the account and the bindings."""
+        account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=NAME, namespace=NAMESPACE, labels=labels, annotations={IRSA_ANNOTATION: self.role.arn}),
             opts=on_cluster)
@@ -222,16 +246,12 @@ class TerminationHandler(pulumi.ComponentResource):
             role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="Role",
                                              name=lease_role.metadata.name),
             opts=on_cluster)
-        env = {
-            "KILN_CLUSTER_NAME": cluster, "KILN_QUEUE_URL": self.queue.id, "KILN_HOOK_NAME": lifecycle.HOOK_NAME,
-            "KILN_JOB_GRACE_SECONDS": str(t.job_grace_seconds), "KILN_HEARTBEAT_TIMEOUT_SECONDS": str(t.heartbeat_seconds),
-            "KILN_LEASE_NAMESPACE": NAMESPACE, "KILN_LEASE_NAME": LEASE_NAME, "KILN_LIVENESS_FILE": LIVENESS_FILE,
-            "AWS_REGION": region, "AWS_STS_REGIONAL_ENDPOINTS": "regional",
-        }
-        restricted = k8s.core.v1.SecurityContextArgs(
-            allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
-            run_as_user=65534, run_as_group=65534, capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
-            seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"))
+        return [account, cluster_binding, lease_binding]
+
+    def _deployment(self, name: str, args: TerminationArgs, labels: dict[str, str], meta: k8s.meta.v1.ObjectMetaArgs,
+                    env: dict[str, Any], depends_on: list[pulumi.Resource]) -> None:
+        """Two replicas (one leads, :data:`LEASE_NAME`) rolled one at a time with no replica down, spread over
+        hosts and zones; created only once its identity and RBAC exist."""
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deploy", metadata=meta,
             spec=k8s.apps.v1.DeploymentSpecArgs(
@@ -242,56 +262,15 @@ class TerminationHandler(pulumi.ComponentResource):
                     rolling_update=k8s.apps.v1.RollingUpdateDeploymentArgs(max_unavailable=0, max_surge=1)),
                 template=k8s.core.v1.PodTemplateSpecArgs(
                     metadata=k8s.meta.v1.ObjectMetaArgs(labels=labels),
-                    spec=k8s.core.v1.PodSpecArgs(
-                        service_account_name=NAME,
-                        # Critical: last to be stopped by the kubelet's graceful shutdown, never preempted.
-                        priority_class_name="system-cluster-critical",
-                        # AWS endpoints through the VPC resolver: on a new cluster every node is still
-                        # warming and CoreDNS does not tolerate that taint (as for cluster-autoscaler).
-                        dns_policy="Default",
-                        termination_grace_period_seconds=30,
-                        tolerations=[k8s.core.v1.TolerationArgs(key=TAINT_WARMING, operator="Exists",
-                                                                effect=TAINT_WARMING_EFFECT)],
-                        affinity=k8s.core.v1.AffinityArgs(pod_anti_affinity=k8s.core.v1.PodAntiAffinityArgs(
-                            preferred_during_scheduling_ignored_during_execution=[
-                                k8s.core.v1.WeightedPodAffinityTermArgs(weight=100, pod_affinity_term=(
-                                    k8s.core.v1.PodAffinityTermArgs(
-                                        topology_key="kubernetes.io/hostname",
-                                        label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels))))])),
-                        topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
-                            max_skew=1, topology_key="topology.kubernetes.io/zone", when_unsatisfiable="ScheduleAnyway",
-                            label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels))],
-                        security_context=k8s.core.v1.PodSecurityContextArgs(
-                            run_as_non_root=True, seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
-                        containers=[k8s.core.v1.ContainerArgs(
-                            name="handler",
-                            image=t.handler_image,
-                            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in env.items()] + [
-                                k8s.core.v1.EnvVarArgs(name="POD_NAME", value_from=k8s.core.v1.EnvVarSourceArgs(
-                                    field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.name")))],
-                            security_context=restricted,
-                            resources=k8s.core.v1.ResourceRequirementsArgs(
-                                requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "256Mi"}),
-                            liveness_probe=k8s.core.v1.ProbeArgs(
-                                exec_=k8s.core.v1.ExecActionArgs(command=liveness_command()),
-                                initial_delay_seconds=30, period_seconds=30, timeout_seconds=10),
-                            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
-                        )],
-                        volumes=[k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
-                            size_limit="16Mi"))],
-                    ),
+                    spec=_pod_spec(labels, env, args.termination.handler_image),
                 ),
             ),
-            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
-                                        depends_on=[grant, account_, cluster_binding, lease_binding]),
+            opts=pulumi.ResourceOptions(parent=self, provider=args.k8s_provider, depends_on=depends_on),
         )
-        k8s.policy.v1.PodDisruptionBudget(
-            f"{name}-pdb", metadata=meta,
-            spec=k8s.policy.v1.PodDisruptionBudgetSpecArgs(
-                min_available=1, selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels)),
-            opts=on_cluster)
 
-        # --- the hooks, once the handler runs
+    def _hooks(self, name: str, args: TerminationArgs) -> None:
+        """A terminate lifecycle hook on every ASG, declared after the Deployment and the rules: a hook without a
+        running handler fed by its rule would only delay every termination by the heartbeat timeout."""
         self.hooks: dict[str, aws.autoscaling.LifecycleHook] = {}
         for key, asg_name in sorted(args.asg_names.items()):
             self.hooks[key] = aws.autoscaling.LifecycleHook(
@@ -299,9 +278,66 @@ class TerminationHandler(pulumi.ComponentResource):
                 name=lifecycle.HOOK_NAME,
                 autoscaling_group_name=asg_name,
                 lifecycle_transition=lifecycle.TRANSITION,
-                heartbeat_timeout=t.heartbeat_seconds,
+                heartbeat_timeout=args.termination.heartbeat_seconds,
                 default_result=lifecycle.DEFAULT_RESULT,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment, *self.rules.values()]),
             )
-        self.register_outputs({"queueUrl": self.queue.id, "deadLetterQueueUrl": self.dead_letters.id,
-                               "roleArn": self.role.arn})
+
+
+def _handler_env(cluster: pulumi.Output, queue_url: pulumi.Output, region: pulumi.Output,
+                 t: TerminationConfig) -> dict[str, Any]:
+    """The handler's settings, as the environment ``automation/termination/cli.py`` reads: one source (the stack
+    config) for the hook's name and timeouts on both sides."""
+    return {
+        "KILN_CLUSTER_NAME": cluster, "KILN_QUEUE_URL": queue_url, "KILN_HOOK_NAME": lifecycle.HOOK_NAME,
+        "KILN_JOB_GRACE_SECONDS": str(t.job_grace_seconds), "KILN_HEARTBEAT_TIMEOUT_SECONDS": str(t.heartbeat_seconds),
+        "KILN_LEASE_NAMESPACE": NAMESPACE, "KILN_LEASE_NAME": LEASE_NAME, "KILN_LIVENESS_FILE": LIVENESS_FILE,
+        "AWS_REGION": region, "AWS_STS_REGIONAL_ENDPOINTS": "regional",
+    }
+
+
+def _pod_spec(labels: dict[str, str], env: dict[str, Any], image: str) -> k8s.core.v1.PodSpecArgs:
+    """The handler's pod: critical priority, up while nodes are still warming, restricted (non-root, read-only
+    root, no capabilities) with a small writable /tmp for its liveness file."""
+    restricted = k8s.core.v1.SecurityContextArgs(
+        allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
+        run_as_user=65534, run_as_group=65534, capabilities=k8s.core.v1.CapabilitiesArgs(drop=["ALL"]),
+        seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault"))
+    return k8s.core.v1.PodSpecArgs(
+        service_account_name=NAME,
+        # Critical: last to be stopped by the kubelet's graceful shutdown, never preempted.
+        priority_class_name="system-cluster-critical",
+        # AWS endpoints through the VPC resolver: on a new cluster every node is still
+        # warming and CoreDNS does not tolerate that taint (as for cluster-autoscaler).
+        dns_policy="Default",
+        termination_grace_period_seconds=30,
+        tolerations=[k8s.core.v1.TolerationArgs(key=TAINT_WARMING, operator="Exists",
+                                                effect=TAINT_WARMING_EFFECT)],
+        affinity=k8s.core.v1.AffinityArgs(pod_anti_affinity=k8s.core.v1.PodAntiAffinityArgs(
+            preferred_during_scheduling_ignored_during_execution=[
+                k8s.core.v1.WeightedPodAffinityTermArgs(weight=100, pod_affinity_term=(
+                    k8s.core.v1.PodAffinityTermArgs(
+                        topology_key="kubernetes.io/hostname",
+                        label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels))))])),
+        topology_spread_constraints=[k8s.core.v1.TopologySpreadConstraintArgs(
+            max_skew=1, topology_key="topology.kubernetes.io/zone", when_unsatisfiable="ScheduleAnyway",
+            label_selector=k8s.meta.v1.LabelSelectorArgs(match_labels=labels))],
+        security_context=k8s.core.v1.PodSecurityContextArgs(
+            run_as_non_root=True, seccomp_profile=k8s.core.v1.SeccompProfileArgs(type="RuntimeDefault")),
+        containers=[k8s.core.v1.ContainerArgs(
+            name="handler",
+            image=image,
+            env=[k8s.core.v1.EnvVarArgs(name=k, value=v) for k, v in env.items()] + [
+                k8s.core.v1.EnvVarArgs(name="POD_NAME", value_from=k8s.core.v1.EnvVarSourceArgs(
+                    field_ref=k8s.core.v1.ObjectFieldSelectorArgs(field_path="metadata.name")))],
+            security_context=restricted,
+            resources=k8s.core.v1.ResourceRequirementsArgs(
+                requests={"cpu": "50m", "memory": "128Mi"}, limits={"memory": "256Mi"}),
+            liveness_probe=k8s.core.v1.ProbeArgs(
+                exec_=k8s.core.v1.ExecActionArgs(command=liveness_command()),
+                initial_delay_seconds=30, period_seconds=30, timeout_seconds=10),
+            volume_mounts=[k8s.core.v1.VolumeMountArgs(name="tmp", mount_path="/tmp")],
+        )],
+        volumes=[k8s.core.v1.VolumeArgs(name="tmp", empty_dir=k8s.core.v1.EmptyDirVolumeSourceArgs(
+            size_limit="16Mi"))],
+    )

@@ -282,102 +282,34 @@ def sweep_builders(ec2: Any, *, older_than_seconds: float = DEFAULT_BUILDER_MAX_
 def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunner] = None,
          progress: Progress = lambda msg: None, waiter_delay: float = 15,
          sweep_after_seconds: Optional[float] = DEFAULT_BUILDER_MAX_AGE) -> BakeResult:
+    """Bake (or reuse) the AMI ``request`` describes; the flow is in the module docstring. The builder is
+    terminated on every path here, where its id is known, so no step can forget it."""
     started = time.monotonic()
     region = clients.ec2.meta.region_name
     swept = sweep_builders(clients.ec2, older_than_seconds=sweep_after_seconds, progress=progress) \
         if sweep_after_seconds is not None else []
     key_arn = customer_key_arn(clients.kms, request.kms_key_id) if request.kms_key_id else None
-    base_ami = resolve_base_ami(clients, request)
-    root_device, base_root_gib = base_root(clients.ec2, base_ami)
-    root_gib = request.root_volume_gib or root_size(base_root_gib, image_sizes(clients, request.images_to_pull))
-    if root_gib < base_root_gib:
-        raise BakeInputError(f"--root-volume-gib ({root_gib}) is smaller than the base AMI's root ({base_root_gib} GiB)")
-    recipe = recipe_for(request, base_ami, read_manifest(clients, request), root_volume_gib=root_gib)
-    recipe_hash = recipe.digest()
-    progress(f"recipe {recipe_hash} (base {base_ami}, model {request.model_version}, {request.ami_family}, "
-             f"root {root_gib} GiB)")
-
-    existing = find_by_recipe(clients.ec2, recipe_hash)
-    if existing:
-        progress(f"reusing {existing}: an AMI with this recipe already exists")
-        clients.ec2.get_waiter("image_available").wait(ImageIds=[existing], WaiterConfig={"Delay": waiter_delay})
-        result = BakeResult(existing, recipe_hash, True, request.model_version, base_ami, root_volume_gib=root_gib,
-                            swept=swept, ami_family=request.ami_family)
+    recipe = _recipe(request, clients, progress)
+    result = BakeResult("", recipe.digest, False, request.model_version, recipe.base_ami,
+                        root_volume_gib=recipe.root_gib, swept=swept, ami_family=request.ami_family)
+    if _reuse_existing(clients.ec2, recipe, result, progress, waiter_delay):
         _distribute(request, clients, result, progress, waiter_delay, key_arn)
         result.seconds = time.monotonic() - started
         return result
 
     runner = runner or SsmRunner(clients.ssm, log_group=request.log_group)
     ec2 = clients.ec2
-    try:
-        subnet = ec2.describe_subnets(SubnetIds=[request.subnet_id])["Subnets"][0]
-    except ClientError as e:
-        if e.response["Error"].get("Code", "").startswith("InvalidSubnetID"):
-            raise BakeInputError(f"--subnet-id {request.subnet_id} does not exist in {region}") from None
-        raise
-    if subnet.get("MapPublicIpOnLaunch"):
-        progress(f"subnet {request.subnet_id} maps public IPs on launch; the builder asks for no public IP, so it "
-                 "reaches SSM and S3 only through a NAT gateway or VPC endpoints")
-    name = f"kiln-{request.model_version}-{request.ami_family}-{recipe_hash[:12]}"
     # Tagged on the builder at launch (atomically): how this run finds a builder whose RunInstances answer it lost.
     bake_id = uuid.uuid4().hex
-    common_tags = {"Name": f"kiln-bake-{request.model_version}", TAG_RECIPE: recipe_hash,
-                   TAG_MODEL_VERSION: request.model_version, TAG_FAMILY: request.ami_family, TAG_BAKE_ID: bake_id}
-    # No inbound rules at all: SSM is outbound-only from the builder.
-    sg_id = ec2.create_security_group(
-        GroupName=f"{name}-{int(time.time())}", Description="kiln bake builder: no inbound",
-        VpcId=subnet["VpcId"],
-        TagSpecifications=[{"ResourceType": "security-group", "Tags": _tags(
-            {**common_tags, TAG_ROLE: BUILDER_ROLE, TAG_CREATED_AT: str(int(time.time()))})}])["GroupId"]
+    sg_id = _builder_security_group(ec2, request, recipe, bake_id, region, progress)
     instance_id: Optional[str] = None
     interrupted = False
-    encryption = {"Encrypted": True, **({"KmsKeyId": key_arn} if key_arn else {})}
-    result = BakeResult("", recipe_hash, False, request.model_version, base_ami, root_volume_gib=root_gib,
-                        swept=swept, ami_family=request.ami_family)
     try:
-        instance_id = _run_builder(
-            ec2, request.instance_profile,
-            ImageId=base_ami, InstanceType=request.instance_type, MinCount=1, MaxCount=1,
-            # One interface, never a public IP, whatever the subnet's MapPublicIpOnLaunch says. (The subnet and
-            # group move into the interface: EC2 refuses them beside NetworkInterfaces.)
-            NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": request.subnet_id, "Groups": [sg_id],
-                                "AssociatePublicIpAddress": False, "DeleteOnTermination": True}],
-            IamInstanceProfile={"Name": request.instance_profile},
-            MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
-            BlockDeviceMappings=[
-                {"DeviceName": root_device, "Ebs": {"VolumeSize": root_gib, "VolumeType": "gp3",
-                                                    "DeleteOnTermination": True, **encryption}},
-                {"DeviceName": request.model_device, "Ebs": {"VolumeSize": request.model_volume_size_gib,
-                                                             "VolumeType": "gp3", "DeleteOnTermination": True,
-                                                             **encryption}}],
-            # The rollout role acts only on instances carrying the builder tag (infra/roles.py).
-            TagSpecifications=[{"ResourceType": kind, "Tags": _tags({**common_tags, TAG_ROLE: BUILDER_ROLE})}
-                               for kind in ("instance", "volume")],
-        )["Instances"][0]["InstanceId"]
+        instance_id = _launch_builder(ec2, request, recipe, bake_id, sg_id, key_arn)
         result.builder_instance_id = instance_id
-        progress(f"builder {instance_id} launched in {request.subnet_id} (root {root_gib} GiB)")
-        ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": waiter_delay})
-        runner.wait_until_managed(instance_id)
-        for step in STEPS:
-            progress(f"builder step {step}")
-            t0 = time.monotonic()
-            out = runner.run(instance_id, step, step_commands(step, request, region), request.step_timeout_seconds)
-            result.steps.append({"step": step, "seconds": round(time.monotonic() - t0, 1), "commandId": out.command_id})
-        progress("stopping the builder")
-        ec2.stop_instances(InstanceIds=[instance_id])
-        ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": waiter_delay})
-        image_tags = {TAG_MODEL_VERSION: request.model_version, TAG_BASE_AMI: base_ami, TAG_RECIPE: recipe_hash,
-                      TAG_FAMILY: request.ami_family, "Name": name}
-        ami_id = ec2.create_image(
-            InstanceId=instance_id, Name=name,
-            Description=f"kiln node image, model {request.model_version} ({request.ami_family})",
-            TagSpecifications=[{"ResourceType": "image", "Tags": _tags(image_tags)}])["ImageId"]
-        result.ami_id = ami_id
-        progress(f"creating image {ami_id}")
-        ec2.get_waiter("image_available").wait(ImageIds=[ami_id], WaiterConfig={"Delay": waiter_delay, "MaxAttempts": 240})
-        snapshots = _snapshots_of(ec2, ami_id)
-        if snapshots:
-            ec2.create_tags(Resources=snapshots, Tags=_tags(image_tags))
+        progress(f"builder {instance_id} launched in {request.subnet_id} (root {recipe.root_gib} GiB)")
+        _run_builder_steps(ec2, runner, instance_id, request, region, result, progress, waiter_delay)
+        _image(ec2, instance_id, request, recipe, result, progress, waiter_delay)
     except BaseException as exc:
         interrupted = not isinstance(exc, Exception)   # SIGTERM / Ctrl-C: clean up fast, the sweep does the rest
         raise
@@ -395,6 +327,134 @@ def bake(request: BakeRequest, clients: AwsClients, *, runner: Optional[SsmRunne
     result.seconds = time.monotonic() - started
     progress(f"baked {result.ami_id} in {result.seconds:.0f}s")
     return result
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    """What a bake produces, decided before anything is launched: its hash is how an earlier bake is reused."""
+
+    base_ami: str
+    root_device: str
+    root_gib: int
+    digest: str
+    image_name: str
+
+
+def _recipe(request: BakeRequest, clients: AwsClients, progress: Progress) -> _Recipe:
+    """Resolve the base AMI, size the root volume and hash the recipe. All of it is read-only, so bad input
+    (an unknown AMI, a root smaller than the base's, a model without a manifest) stops the bake before it has
+    created anything."""
+    base_ami = resolve_base_ami(clients, request)
+    root_device, base_root_gib = base_root(clients.ec2, base_ami)
+    root_gib = request.root_volume_gib or root_size(base_root_gib, image_sizes(clients, request.images_to_pull))
+    if root_gib < base_root_gib:
+        raise BakeInputError(f"--root-volume-gib ({root_gib}) is smaller than the base AMI's root ({base_root_gib} GiB)")
+    digest = recipe_for(request, base_ami, read_manifest(clients, request), root_volume_gib=root_gib).digest()
+    progress(f"recipe {digest} (base {base_ami}, model {request.model_version}, {request.ami_family}, "
+             f"root {root_gib} GiB)")
+    return _Recipe(base_ami, root_device, root_gib, digest,
+                   image_name=f"kiln-{request.model_version}-{request.ami_family}-{digest[:12]}")
+
+
+def _reuse_existing(ec2: Any, recipe: _Recipe, result: BakeResult, progress: Progress, waiter_delay: float) -> bool:
+    """An AMI with the same recipe hash is the same image: reuse it (once it is available) instead of paying for
+    another builder. Fills ``result`` and answers True then."""
+    existing = find_by_recipe(ec2, recipe.digest)
+    if not existing:
+        return False
+    progress(f"reusing {existing}: an AMI with this recipe already exists")
+    ec2.get_waiter("image_available").wait(ImageIds=[existing], WaiterConfig={"Delay": waiter_delay})
+    result.ami_id, result.reused = existing, True
+    return True
+
+
+def _builder_tags(request: BakeRequest, recipe: _Recipe, bake_id: str) -> dict[str, str]:
+    """Tags on everything a bake creates for its builder: the recipe it serves and the run it belongs to."""
+    return {"Name": f"kiln-bake-{request.model_version}", TAG_RECIPE: recipe.digest,
+            TAG_MODEL_VERSION: request.model_version, TAG_FAMILY: request.ami_family, TAG_BAKE_ID: bake_id}
+
+
+def _builder_security_group(ec2: Any, request: BakeRequest, recipe: _Recipe, bake_id: str, region: str,
+                            progress: Progress) -> str:
+    """Check the subnet and create the builder's security group. The group has no inbound rules at all (SSM is
+    outbound-only from the builder); it is tagged with its creation time so the next run's sweep can remove it if
+    this run dies before its own cleanup."""
+    try:
+        subnet = ec2.describe_subnets(SubnetIds=[request.subnet_id])["Subnets"][0]
+    except ClientError as e:
+        if e.response["Error"].get("Code", "").startswith("InvalidSubnetID"):
+            raise BakeInputError(f"--subnet-id {request.subnet_id} does not exist in {region}") from None
+        raise
+    if subnet.get("MapPublicIpOnLaunch"):
+        progress(f"subnet {request.subnet_id} maps public IPs on launch; the builder asks for no public IP, so it "
+                 "reaches SSM and S3 only through a NAT gateway or VPC endpoints")
+    return ec2.create_security_group(
+        GroupName=f"{recipe.image_name}-{int(time.time())}", Description="kiln bake builder: no inbound",
+        VpcId=subnet["VpcId"],
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": _tags(
+            {**_builder_tags(request, recipe, bake_id), TAG_ROLE: BUILDER_ROLE,
+             TAG_CREATED_AT: str(int(time.time()))})}])["GroupId"]
+
+
+def _launch_builder(ec2: Any, request: BakeRequest, recipe: _Recipe, bake_id: str, sg_id: str,
+                    key_arn: Optional[str]) -> str:
+    """Launch the builder and return its id, as soon as EC2 answers, so the caller's cleanup knows what to
+    terminate. Its volumes are encrypted (with the customer-managed key when given) and tagged at launch."""
+    encryption = {"Encrypted": True, **({"KmsKeyId": key_arn} if key_arn else {})}
+    return _run_builder(
+        ec2, request.instance_profile,
+        ImageId=recipe.base_ami, InstanceType=request.instance_type, MinCount=1, MaxCount=1,
+        # One interface, never a public IP, whatever the subnet's MapPublicIpOnLaunch says. (The subnet and
+        # group move into the interface: EC2 refuses them beside NetworkInterfaces.)
+        NetworkInterfaces=[{"DeviceIndex": 0, "SubnetId": request.subnet_id, "Groups": [sg_id],
+                            "AssociatePublicIpAddress": False, "DeleteOnTermination": True}],
+        IamInstanceProfile={"Name": request.instance_profile},
+        MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        BlockDeviceMappings=[
+            {"DeviceName": recipe.root_device, "Ebs": {"VolumeSize": recipe.root_gib, "VolumeType": "gp3",
+                                                       "DeleteOnTermination": True, **encryption}},
+            {"DeviceName": request.model_device, "Ebs": {"VolumeSize": request.model_volume_size_gib,
+                                                         "VolumeType": "gp3", "DeleteOnTermination": True,
+                                                         **encryption}}],
+        # The rollout role acts only on instances carrying the builder tag (infra/roles.py).
+        TagSpecifications=[{"ResourceType": kind,
+                            "Tags": _tags({**_builder_tags(request, recipe, bake_id), TAG_ROLE: BUILDER_ROLE})}
+                           for kind in ("instance", "volume")],
+    )["Instances"][0]["InstanceId"]
+
+
+def _run_builder_steps(ec2: Any, runner: SsmRunner, instance_id: str, request: BakeRequest, region: str,
+                       result: BakeResult, progress: Progress, waiter_delay: float) -> None:
+    """Wait until the builder runs and SSM manages it, then run :data:`STEPS` in order, recording each step's
+    time and command id in ``result`` (the report shows where a slow or failed bake spent its time)."""
+    ec2.get_waiter("instance_running").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": waiter_delay})
+    runner.wait_until_managed(instance_id)
+    for step in STEPS:
+        progress(f"builder step {step}")
+        t0 = time.monotonic()
+        out = runner.run(instance_id, step, step_commands(step, request, region), request.step_timeout_seconds)
+        result.steps.append({"step": step, "seconds": round(time.monotonic() - t0, 1), "commandId": out.command_id})
+
+
+def _image(ec2: Any, instance_id: str, request: BakeRequest, recipe: _Recipe, result: BakeResult,
+           progress: Progress, waiter_delay: float) -> None:
+    """Stop the builder (a consistent filesystem), image it with all its volumes and wait until the AMI is
+    available. The image and its snapshots carry the recipe hash: how the next bake finds it to reuse."""
+    progress("stopping the builder")
+    ec2.stop_instances(InstanceIds=[instance_id])
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[instance_id], WaiterConfig={"Delay": waiter_delay})
+    image_tags = {TAG_MODEL_VERSION: request.model_version, TAG_BASE_AMI: recipe.base_ami, TAG_RECIPE: recipe.digest,
+                  TAG_FAMILY: request.ami_family, "Name": recipe.image_name}
+    ami_id = ec2.create_image(
+        InstanceId=instance_id, Name=recipe.image_name,
+        Description=f"kiln node image, model {request.model_version} ({request.ami_family})",
+        TagSpecifications=[{"ResourceType": "image", "Tags": _tags(image_tags)}])["ImageId"]
+    result.ami_id = ami_id
+    progress(f"creating image {ami_id}")
+    ec2.get_waiter("image_available").wait(ImageIds=[ami_id], WaiterConfig={"Delay": waiter_delay, "MaxAttempts": 240})
+    snapshots = _snapshots_of(ec2, ami_id)
+    if snapshots:
+        ec2.create_tags(Resources=snapshots, Tags=_tags(image_tags))
 
 
 def _run_builder(ec2: Any, profile: str, **params: Any) -> dict:
