@@ -76,7 +76,7 @@ CI_READ_RULES = (
 )
 # Helm keeps each release's record in Secrets of the release's namespace; a refresh of the cluster-autoscaler and
 # NVIDIA device plugin releases reads them (list by label, then get). Kubernetes cannot narrow `list` by label, so
-# this reads every Secret of that one namespace (README: what the preview role can read).
+# this reads every Secret of that one namespace (docs/rotation.md: what the preview role can read).
 HELM_RELEASE_NAMESPACES = tuple(sorted({AUTOSCALER_NAMESPACE, GPU_PLUGIN_NAMESPACE}))
 HELM_RELEASE_RULES = (("", ("secrets",), ("get", "list")),)
 # The rotation's gated `up` replaces the model volume (a new PersistentVolume kiln-model-<v> and claim model-<v>,

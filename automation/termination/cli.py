@@ -53,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for flag, (env, text) in FLAGS.items():
         parser.add_argument(flag, default=None, help=f"{text} [${env}]")
     parser.add_argument("--context", default=None, help="outside the cluster: the kubeconfig context")
-    parser.add_argument("--once", action="store_true", help="run one cycle and exit (for a look at what it would do)")
+    parser.add_argument("--once", action="store_true", help="run one real cycle (it marks, evicts, heartbeats and completes as a long run would) and exit")
 
 
 def _value(args: argparse.Namespace, flag: str, default: Optional[str] = None) -> Optional[str]:
