@@ -166,7 +166,8 @@ def test_an_action_that_is_no_longer_pending_is_not_an_error():
             actions.complete(*WHO.values())
 
 
-def test_clients_retry_with_botocores_own_modes():
+def test_clients_retry_with_botocores_own_modes(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")     # on its own, no earlier test has set one
     assert taws.client_config("adaptive").retries == {"mode": "adaptive", "max_attempts": taws.MAX_ATTEMPTS}
     lifecycle = taws.LifecycleActions("kiln-test")
     assert lifecycle.autoscaling.meta.config.retries["mode"] == "adaptive"
