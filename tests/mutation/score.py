@@ -137,11 +137,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--mutants", type=Path, default=ROOT / "mutants", help="mutmut's working copy (default ./mutants)")
     parser.add_argument("--survivors", action="store_true", help="list every survivor, not only behaviour ones")
     parser.add_argument("--json", type=Path, help="also write the rows and survivors as JSON")
+    parser.add_argument("--equivalent", type=Path, default=EQUIVALENT,
+                        help="the equivalent-mutant list (default tests/mutation/equivalent.txt)")
     args = parser.parse_args(argv)
     if not args.mutants.is_dir():
         print(f"--mutants: {args.mutants} does not exist: run `make mutate` (mutmut run) first", file=sys.stderr)
         return 2
-    rows, survivors = score(args.mutants, equivalents())
+    rows, survivors = score(args.mutants, equivalents(args.equivalent))
     below = []
     print(f"{'module':44} {'mutants':>7} {'killed':>7} {'lived':>6} {'no test':>7} {'equiv':>5} "
           f"{'msg':>5} {'behav':>5} {'score':>6}  target")
