@@ -516,28 +516,25 @@ class _Budgets:
     def __init__(self, pdbs: Sequence[PodDisruptionBudget], left: Optional[Mapping[tuple[str, str], int]] = None):
         self._pdbs = list(pdbs)
         self.left = dict(left) if left is not None else {(p.namespace, p.name): p.disruptions_allowed for p in pdbs}
+        self._recovery: dict[str, bool] = {}
 
     def matching(self, pod: Pod) -> list[PodDisruptionBudget]:
-        return [p for p in self._pdbs if p.namespace == pod.namespace and p.match_labels
-                and all(pod.labels.get(k) == v for k, v in p.match_labels.items())]
+        return [p for p in self._pdbs if _selects(p, pod)]
 
     def recovering(self, holders: Sequence[str], pods: Sequence[Pod], now: float) -> bool:
         """Every one of ``holders`` (``ns/name``) covers a pod that started in the last
         ``BLOCKED_GRACE_SECONDS`` and is not Ready yet: the budget comes back once it is. A budget whose
         replacement stays unready longer is held, not recovering (fail closed: then the rollout stops
-        as blocked, naming it)."""
-        if not holders:
-            return False
-        by_name = {f"{p.namespace}/{p.name}": p for p in self._pdbs}
-        for holder in holders:
-            pdb = by_name.get(holder)
-            if pdb is None or not any(
-                    p.namespace == pdb.namespace and all(p.labels.get(k) == v for k, v in pdb.match_labels.items())
-                    and not p.deleting and p.phase in ("Pending", "Running") and p.ready is not True
-                    and not (p.phase == "Running" and p.ready is None)
-                    and now - p.created_at < BLOCKED_GRACE_SECONDS for p in pods):
-                return False
-        return True
+        as blocked, naming it). Judged once per budget per cycle (many held nodes share one budget)."""
+        return bool(holders) and all(self._recovering(holder, pods, now) for holder in holders)
+
+    def _recovering(self, holder: str, pods: Sequence[Pod], now: float) -> bool:
+        known = self._recovery.get(holder)
+        if known is None:
+            pdb = next((p for p in self._pdbs if f"{p.namespace}/{p.name}" == holder), None)
+            known = pdb is not None and any(_starting(p, now) and _selects(pdb, p) for p in pods)
+            self._recovery[holder] = known
+        return known
 
     def holding(self, pod: Pod) -> list[str]:
         """The budgets that allow no disruption of ``pod`` now (as the API server reports them)."""
@@ -550,6 +547,19 @@ class _Budgets:
         for p in pdbs:
             self.left[(p.namespace, p.name)] -= 1
         return True
+
+
+def _selects(pdb: PodDisruptionBudget, pod: Pod) -> bool:
+    """The budget's selector picks the pod (a budget selecting nothing by labels counts for none)."""
+    return (pdb.namespace == pod.namespace and bool(pdb.match_labels)
+            and all(pod.labels.get(k) == v for k, v in pdb.match_labels.items()))
+
+
+def _starting(pod: Pod, now: float) -> bool:
+    """A pod started in the last ``BLOCKED_GRACE_SECONDS`` and not Ready yet (Pending, or Running with its
+    Ready condition False; a Running pod whose readiness is unknown counts as ready)."""
+    return (not pod.deleting and now - pod.created_at < BLOCKED_GRACE_SECONDS
+            and ((pod.phase == "Pending" and pod.ready is not True) or (pod.phase == "Running" and pod.ready is False)))
 
 
 def node_deadline(pods: Iterable[Pod], deadline_at: float) -> float:
