@@ -86,9 +86,11 @@ def test_bad_ami_always_rolls_back_safely(scenario, mode):
     # rollout's first look, leaves it nothing to do.
     finished_before_crash = report["reason"] == "no old nodes"
     assert report["outcome"] == ("rolled_back" if has_old and not finished_before_crash else "completed"), report
-    if not scenario["autoscaler"]:
+    if not scenario["autoscaler"] and not finished_before_crash:
         # Every node is back on the previous version. (With cluster-autoscaler on, a group
-        # that had no node to roll may scale up on its own, bad, launch template.)
+        # that had no node to roll may scale up on its own, bad, launch template. When the only old
+        # node was lost before the first look, the group replaced it on the new template before kiln
+        # ran: a known limit, docs/rollout.md#limits — "no old nodes" does not judge unproven new ones.)
         assert result.timeline[-1]["new_nodes"] == 0
     assert report["jobs_interrupted"] == 0 and report["pdb_violations"] == 0
     assert report["autoscaler_restored"] and report["max_size_restored"] and report["intent_cleared"]
