@@ -6,6 +6,7 @@ import base64
 import copy
 import email
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,11 @@ def example_config() -> dict[str, Any]:
 @lru_cache(maxsize=None)
 def _run_cached(frozen: str, account: str) -> ProgramRun:
     return run_program(json.loads(frozen), mocks=AccountMocks(json.loads(account)))
+
+
+# A child forked by mutmut (make mutate) runs a mutant of the code: it must run the program again, not
+# answer from the runs its parent cached before the fork (a mutant of infra/ would then always live).
+os.register_at_fork(after_in_child=_run_cached.cache_clear)
 
 
 def run(config: dict[str, Any], account: dict[str, Any] | None = None) -> ProgramRun:

@@ -6,10 +6,19 @@ these fixtures were collected here.
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import pytest
 
 from automation.localaws import moto_server
 from tests._kube_emulator import KubeEmulator
+
+# mutmut (make mutate) forks a child per mutant from a process that already ran the suite once. The child
+# inherits the event loop the Pulumi mocks ran on, whose default executor believes its worker threads
+# exist — they do not after a fork — so the program's first run_in_executor waits forever. A fresh loop
+# in the child runs the program as the parent did. (Plain pytest and xdist never fork: no effect there.)
+os.register_at_fork(after_in_child=lambda: asyncio.set_event_loop(asyncio.new_event_loop()))
 
 
 @pytest.fixture(scope="module")
