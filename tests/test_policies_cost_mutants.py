@@ -648,6 +648,10 @@ def test_replicated_repositories_need_a_matching_template():
     assert urn_names(stack_violations(HAS_LIFECYCLE, [repl, template("trainer", ("REPLICATION",))],
                                       with_urns=True)) == [uncovered_replication(1, "any name")]
     assert stack_violations(HAS_LIFECYCLE, [repl, template("ROOT", ("REPLICATION",))]) == []
+    # only ROOT covers every name: an empty or missing prefix is no template's
+    nameless = resource(TEMPLATE, "t-none", {"appliedFors": ["REPLICATION"], "lifecyclePolicy": policy(rule(1, 5))})
+    assert urn_names(stack_violations(HAS_LIFECYCLE, [replication([]), template("", ("REPLICATION",)), nameless],
+                                      with_urns=True)) == [uncovered_replication(0, "any name")]
     # a filter of another type selects nothing by prefix: the rule replicates every name
     other = replication([{"filter": "x", "filterType": "OTHER"}])
     assert urn_names(stack_violations(HAS_LIFECYCLE, [other, template("x", ("REPLICATION",))], with_urns=True)) == [
@@ -1121,3 +1125,105 @@ def test_known_items_of_a_list_a_scalar_or_a_value_unknown_during_preview():
     assert _props.known_items(value, "u") == ([], 1)
     assert _props.known_items(value, "n") == ([], 0)
     assert _props.known_items(value, "missing") == ([], 0)
+
+
+def test_nodes_per_stack_a_missing_count_is_zero_nodes():
+    nothing = [resource(ASG, "a", {}), resource(ASG, "w", {"maxSize": 0, "warmPool": {}}),
+               resource(NODE_GROUP, "ng", {}), resource(SPOT_FLEET, "sf", {}), resource(FLEET, "f", {}),
+               resource(BATCH, "b", {"computeResources": {"type": "EC2"}}), resource(SELF_MANAGED[0], "s", {"maxSize": 0})]
+    one = resource(INSTANCE, "i", {})
+    assert stack_violations(PER_STACK, [*nothing, one], config={"maxNodesPerStack": 1}) == []
+    assert urn_names(stack_violations(PER_STACK, [*nothing, one, resource(ASG, "x", {"maxSize": 1})],
+                                      config={"maxNodesPerStack": 1}, with_urns=True)) == [
+        stack_message(2, 1, INSTANCE, "i", 1)]  # the first of the largest
+
+
+def test_cost_rules_fall_back_to_their_defaults_when_the_sdk_passes_no_config():
+    """The CLI fills in the schema's defaults; the SDK passes {} when a pack is run without them."""
+    from pulumi_policy import ResourceValidationArgs
+
+    def bare(policy, type_, props):
+        r = resource(type_, "r", props)
+        found: list = []
+        POLICIES[policy].validate(ResourceValidationArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None, {}),
+                                  lambda message, urn=None: found.append(message))
+        return found
+
+    def bare_stack(policy, resources):
+        found: list = []
+        POLICIES[policy].validate(StackValidationArgs(resources, {}), lambda message, urn=None: found.append(message))
+        return found
+
+    assert bare(FAMILIES, INSTANCE, {"instanceType": "m7i.large"}) == []
+    assert bare(FAMILIES, INSTANCE, {"instanceType": "p5.48xlarge"}) == violations(
+        FAMILIES, INSTANCE, {"instanceType": "p5.48xlarge"})
+    assert bare(SIZES, VOLUME, {"size": 20}) == [] and bare(SIZES, VOLUME, {"size": 1024}) == []
+    assert bare(SIZES, VOLUME, {"size": 19}) == [size_message("size", 19)]
+    assert bare(SIZES, VOLUME, {"size": 1025}) == [size_message("size", 1025)]
+    assert bare(PERFORMANCE, VOLUME, {"iops": 16000, "throughput": 1000}) == []
+    assert bare(PERFORMANCE, VOLUME, {"iops": 16001, "throughput": 1001}) == [
+        iops("iops", 16001), throughput("throughput", 1001)]
+    assert bare_stack(PER_GROUP, [tagged_asg("g", 100)]) == []
+    assert bare_stack(PER_GROUP, [tagged_asg("g", 101)]) == [group_message("ASG 'g'", 101, ASG, "g", 101, 100)[0]]
+    assert bare_stack(PER_STACK, [tagged_asg("g", 300)]) == []
+    assert bare_stack(PER_STACK, [tagged_asg("g", 301)]) == [stack_message(301, 301, ASG, "g")[0]]
+
+
+def test_ecr_and_security_group_rules_fall_back_to_their_defaults_when_the_sdk_passes_no_config():
+    from pulumi_policy import ResourceValidationArgs
+    r = resource(LIFECYCLE, "lp", {"policy": policy(rule(1, 21))})
+    found: list = []
+    POLICIES[ECR_LIFECYCLE].validate(ResourceValidationArgs(r.resource_type, r.props, r.urn, r.name, r.opts, None, {}),
+                                     lambda message, urn=None: found.append(message))
+    assert found == ["keeps up to 21 tagged images; at most 20 allowed"]
+    sources = [resource(INGRESS_RULE, "a", {"securityGroupId": "sg-1", "cidrIpv4": "4.0.0.0/8"}),
+               resource(INGRESS_RULE, "b", {"securityGroupId": "sg-2", "cidrIpv6": "2001:db8::/32"}),
+               resource(INGRESS_RULE, "c", {"securityGroupId": "sg-3", "cidrIpv4": "5.0.0.0/7"}),
+               resource(INGRESS_RULE, "d", {"securityGroupId": "sg-4", "cidrIpv6": "2001:db8::/31"}),
+               resource(INGRESS_RULE, "e", {"securityGroupId": "sg-5", "prefixListId": "pl-9"})]
+    found = []
+    POLICIES[WORLD].validate(StackValidationArgs(sources, {}), lambda message, urn=None: found.append(message))
+    assert found == [foreign(INGRESS_RULE, "e", "ingress rule", "pl-9")[0],
+                     broad(INGRESS_RULE, "c", "ingress rule", "5.0.0.0/7", "admitting 33554432 public addresses (IPv4)")[0],
+                     broad(INGRESS_RULE, "d", "ingress rule", "2001:db8::/31",
+                           "admitting about 2^97 public addresses (IPv6)")[0]]
+
+
+def test_a_template_prefix_ending_in_other_characters_is_not_trimmed():
+    assert urn_names(stack_violations(HAS_LIFECYCLE, [ptc("hub/team"), template("hubX")], with_urns=True)) == [
+        uncovered_ptc("hub/team")]
+
+
+def test_every_prefix_list_of_an_inline_rule_counts():
+    one = resource(PREFIX_LIST, "one", {"id": "pl-1", "entries": [{"cidr": "4.0.0.0/8"}]})
+    two = resource(PREFIX_LIST, "two", {"id": "pl-2", "entries": [{"cidr": "5.0.0.0/8"}]})
+    inline = resource(SG, "g", {"id": "sg-1", "ingress": [{"prefixListIds": ["pl-1", "pl-2"]}]})
+    assert sg(one, two, inline) == [broad(SG, "g", "ingress[0]", "4.0.0.0/8, 5.0.0.0/8",
+                                          "admitting 33554432 public addresses (IPv4)")]
+
+
+def test_during_preview_an_inline_rules_new_prefix_list_is_traced_through_the_ingress_dependency():
+    known_list = resource(PREFIX_LIST, "one", {"id": "pl-1", "entries": [{"cidr": "4.0.0.0/8"}]})
+    new_list = resource(PREFIX_LIST, "new", {"id": UNKNOWN, "entries": [{"cidr": "5.0.0.0/8"}]})
+    inline = resource(SG, "g", {"id": "sg-1", "ingress": [{"prefixListIds": ["pl-1", UNKNOWN]}]},
+                      property_dependencies={"ingress": [new_list]})
+    assert sg(known_list, new_list, inline) == [broad(SG, "g", "ingress[0]", "4.0.0.0/8, 5.0.0.0/8",
+                                                      "admitting 33554432 public addresses (IPv4)")]
+    # traced through another property, the list is not the inline rule's: "can't run during preview"
+    elsewhere = resource(SG, "g", {"id": "sg-1", "ingress": [{"prefixListIds": [UNKNOWN]}]},
+                         property_dependencies={"tags": [new_list]})
+    assert judged_with_unknowns(WORLD, [new_list, elsewhere]) == []
+
+
+def test_an_ipv6_source_is_judged_alone_against_the_configured_ipv6_limit():
+    v4 = resource(INGRESS_RULE, "a", {"securityGroupId": "sg-1", "cidrIpv4": "4.0.0.0/7"})
+    v6 = resource(INGRESS_RULE, "b", {"securityGroupId": "sg-1", "cidrIpv6": "2001:db8::/31"})
+    both = "33554432 public addresses (IPv4) and about 2^97 public addresses (IPv6)"
+    limit = "at most a /8 of IPv4 (16777216 addresses) or a /31 of IPv6 allowed"
+    assert sg(v4, v6, config={"ipv6MinPrefix": 31}) == [
+        broad(INGRESS_RULE, "a", "ingress rule", "4.0.0.0/7", "admitting 33554432 public addresses (IPv4)", limit),
+        broad(INGRESS_RULE, "b", "ingress rule", "2001:db8::/31", f"with the security group's other ingress admitting "
+                                                                  f"{both}", limit)]
+    assert sg(v4, v6) == [
+        broad(INGRESS_RULE, "a", "ingress rule", "4.0.0.0/7", "admitting 33554432 public addresses (IPv4)"),
+        broad(INGRESS_RULE, "b", "ingress rule", "2001:db8::/31", "admitting about 2^97 public addresses (IPv6)")]
