@@ -24,6 +24,8 @@ CREATION_TEMPLATE = "aws:ecr/repositoryCreationTemplate:RepositoryCreationTempla
 PULL_THROUGH_CACHE_RULE = "aws:ecr/pullThroughCacheRule:PullThroughCacheRule"
 REPLICATION = "aws:ecr/replicationConfiguration:ReplicationConfiguration"
 DEFAULT_MAX_IMAGES = 20
+UNREADABLE = ("is not one readable JSON document (a key given twice, or NaN/Infinity): which of its values ECR "
+              "acts on cannot be checked")
 
 
 def lifecycle_problems(document: Any, max_images: int) -> list[str]:
@@ -36,6 +38,10 @@ def lifecycle_problems(document: Any, max_images: int) -> list[str]:
     at most ``max_images`` of them.
     """
     doc = json_document(document)
+    if doc is None and isinstance(document, str):
+        # Text that is not one readable JSON document: invalid (the validator says where), or valid to a parser
+        # that keeps the last of a key given twice, or with NaN/Infinity. Which one ECR acts on is not ours to guess.
+        return lifecycle_rule_problems(document) or [UNREADABLE]
     doc = plain(doc) if doc is not None else document
     problems = lifecycle_rule_problems(doc)
     if not (isinstance(doc, Mapping) and isinstance(doc.get("rules"), list) and doc["rules"]):
@@ -113,12 +119,12 @@ def _auto_created(resources, deferred) -> list[tuple[Any, str, str, str]]:
 
 
 def _template_matches(template_prefix: Any, prefix: str) -> bool:
-    """ECR applies a template whose prefix starts the new repository's name; ``ROOT`` is every repository."""
+    """ECR applies a template to the repositories whose names start with its prefix as a namespace (prefix ``prod``:
+    ``prod/…``, not ``production/…``); ``ROOT`` is every repository."""
     if template_prefix == "ROOT":
         return True
     return isinstance(template_prefix, str) and bool(prefix) and (
-        prefix == template_prefix or prefix.startswith(template_prefix.rstrip("/") + "/") or
-        prefix.startswith(template_prefix))
+        prefix == template_prefix or prefix.startswith(template_prefix.rstrip("/") + "/"))
 
 
 def validate_repositories_have_lifecycle(args, report_violation) -> None:
