@@ -241,6 +241,9 @@ def test_public_principal_messages_spell_each_kind_of_principal():
                                                   "Service": "sqs.amazonaws.com"},
                  "Action": "s3:GetObject", "Resource": "*"}
     assert violations(PUBLIC, BUCKET_POLICY, {"policy": doc(statement)}) == [f"policy Statement[0] allows AWS: * {ANYONE}"]
+    two = {**statement, "Principal": {"AWS": ["*", "arn:aws:iam::*:root"]}}
+    assert violations(PUBLIC, BUCKET_POLICY, {"policy": doc(two)}) == [
+        f"policy Statement[0] allows AWS: *, AWS: arn:aws:iam::*:root {ANYONE}"]
     assert violations(PUBLIC, BUCKET_POLICY, {"policy": doc(public("*", Sid="Open"))}) == [
         f"policy Statement[0] (Open) allows * {ANYONE}"]
     not_principal = {"Effect": "Allow", "NotPrincipal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "s3:*",
@@ -717,3 +720,29 @@ def test_ci_role_a_configured_provider_arn_is_the_only_provider_the_preview_trus
     assert violations(WEB, ROLE, {"assumeRolePolicy": preview_trust()}) == []
     found = violations(WEB, ROLE, {"assumeRolePolicy": preview_trust(account=OTHER)})
     assert len(found) == 1 and found[0].startswith(f"assumeRolePolicy Statement[0]: {GITHUB}:sub ")
+
+
+def test_web_identity_a_github_subject_is_judged_in_githubs_format(no_ci_config):
+    gitlab_style = "project_path:g/p:ref_type:branch:ref:main"
+    statement = _web(GITHUB_PROVIDER, StringEquals={f"{GITHUB}:aud": "sts.amazonaws.com", f"{GITHUB}:sub": gitlab_style})
+    assert violations(WEB, ROLE, _trust(statement)) == [
+        f"assumeRolePolicy Statement[0]: {GITHUB}:sub ({gitlab_style!r}) must name one repository and a ref or an "
+        "environment, as GitHub sends it: repo:OWNER/REPO:ref:refs/heads/BRANCH, repo:OWNER/REPO:ref:refs/tags/TAG or "
+        "repo:OWNER/REPO:environment:NAME"]
+
+
+def test_web_identity_another_issuer_next_to_an_eks_one_is_still_judged(no_ci_config):
+    statement = {"Effect": "Allow", "Principal": {"Federated": [EKS_PROVIDER, GITHUB_PROVIDER]},
+                 "Action": "sts:AssumeRoleWithWebIdentity",
+                 "Condition": {"StringEquals": {f"{GITHUB}:aud": "sts.amazonaws.com"}}}
+    assert violations(WEB, ROLE, _trust(statement)) == [
+        f"assumeRolePolicy Statement[0]: trusts {GITHUB} without a condition on {GITHUB}:sub: any GitHub "
+        "subject (any repository or project) may assume the role"]
+
+
+def test_web_identity_a_provider_whose_issuer_cannot_be_read_is_named_as_such(no_ci_config):
+    saml = _web(f"arn:aws:iam::{ACCOUNT}:saml-provider/corp")
+    assert violations(WEB, ROLE, _trust(saml)) == [
+        "assumeRolePolicy Statement[0]: trusts <issuer> without a StringEquals condition on <issuer>:aud",
+        "assumeRolePolicy Statement[0]: trusts <issuer> without a condition on <issuer>:sub: any token subject "
+        "(any repository or project) may assume the role"]
