@@ -32,6 +32,7 @@ CLUSTER_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRole"
 K8S_ROLE = "kubernetes:rbac.authorization.k8s.io/v1:Role"
 BINDINGS = ("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding", "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding")
 READ_ACCESS_POLICIES = ("AmazonEKSViewPolicy",)
+_ACCESS_POLICY_ARN = re.compile(r"arn:aws[a-z-]*:eks::aws:cluster-access-policy/(?P<name>[A-Za-z0-9]+)")
 READ_VERBS = frozenset({"get", "list", "watch"})
 # An action is a read when every operation it can match is named Describe…, Get… or List… (``ec2:Describe*`` is;
 # ``ec2:*``, ``ec2:D*`` and ``*`` are not); kms:Decrypt is the one other (the stack's secrets key).
@@ -60,8 +61,8 @@ def write_actions(document: Any) -> Iterator[str]:
     else, so it is never read-only)."""
     doc = json_document(document)
     for statement in iter_mappings(doc.get("Statement") if isinstance(doc, Mapping) else None):
-        if statement.get("Effect", "Allow") != "Allow":
-            continue
+        if statement.get("Effect") == "Deny":
+            continue  # anything but an exact Deny is judged as an Allow (iam._allows): never guess a write away
         if "NotAction" in statement:
             yield f"NotAction {statement['NotAction']!r}"
         for action in as_list(statement.get("Action")):
@@ -91,7 +92,8 @@ def problems_of(role, resources) -> Iterator[str]:
             attached += [(f"{EXCLUSIVE_ATTACHMENTS} {r.name!r}", a) for a in as_list(get(r.props, "policyArns"))]
         elif r.resource_type == ACCESS_POLICY_ASSOCIATION and get(r.props, "principalArn") == arn:
             policy = get(r.props, "policyArn")
-            if not (isinstance(policy, str) and policy.rsplit("/", 1)[-1] in READ_ACCESS_POLICIES):
+            read = _ACCESS_POLICY_ARN.fullmatch(policy) if isinstance(policy, str) else None
+            if not (read and read["name"] in READ_ACCESS_POLICIES):  # EKS's own ARN, not any string ending in the name
                 yield f"{ACCESS_POLICY_ASSOCIATION} {r.name!r} associates {policy} (only {', '.join(READ_ACCESS_POLICIES)})"
         elif r.resource_type == ACCESS_ENTRY and get(r.props, "principalArn") == arn:
             for group in as_list(get(r.props, "kubernetesGroups")):
