@@ -144,3 +144,30 @@ def test_only_kilns_exact_preview_trust_may_name_pull_requests(stack):
     assert len(violations("iam-web-identity-trust-scoped", role, {"assumeRolePolicy": other_repo})) == 1
     stack({k: v for k, v in CI_OIDC.items() if k != "preview"})
     assert len(violations("iam-web-identity-trust-scoped", role, {"assumeRolePolicy": trust()})) == 1
+
+
+def test_a_binding_to_the_roles_kubernetes_user_is_judged_like_one_to_its_group(stack):
+    # EKS maps the role to a Kubernetes user too: the entry's userName or, without one, the role's
+    # assumed-role ARN. A binding to that user gives the role its verbs; a binding to anyone else does not.
+    edit = lambda user: resource(f"{RBAC}ClusterRoleBinding", "edit", {    # noqa: E731
+        "metadata": {"name": "ci-edit"}, "roleRef": {"kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": user}]})
+    named = resource("aws:eks/accessEntry:AccessEntry", "ci-preview",
+                     {"principalArn": ROLE_ARN, "userName": "ci-bot", "kubernetesGroups": [ci_roles.CI_READ_GROUP]})
+    assert stack_violations(RULE, preview_stack(entry=named, extra=edit("ci-bot"))) == [
+        "the CI preview role 'ci-preview' (trusted by pull requests: 'repo:example-org/ml-platform:pull_request') must "
+        "stay read-only: the role's user is bound to ClusterRole 'edit', which is not declared in this stack (its "
+        "verbs cannot be judged)"]
+    default_user = f"arn:aws:sts::{ACCOUNT}:assumed-role/ci-preview/{{{{SessionName}}}}"
+    [found] = stack_violations(RULE, preview_stack(extra=edit(default_user)))
+    assert "the role's user is bound to ClusterRole 'edit'" in found
+    [found] = stack_violations(RULE, preview_stack(extra=edit(ROLE_ARN)))
+    assert "the role's user is bound to ClusterRole 'edit'" in found
+    # Another user, another role's session, or the group name as a user: not this role.
+    for user in ("someone-else", f"arn:aws:sts::{ACCOUNT}:assumed-role/ci-deploy/x", ci_roles.CI_READ_GROUP):
+        assert stack_violations(RULE, preview_stack(entry=named, extra=edit(user))) == []
+    # Bound to the stack's read-only ClusterRole: allowed.
+    reader = resource(f"{RBAC}ClusterRoleBinding", "read-user", {
+        "metadata": {"name": "ci-read-user"}, "roleRef": {"kind": "ClusterRole", "name": ci_roles.CI_READ_GROUP},
+        "subjects": [{"kind": "User", "name": "ci-bot"}]})
+    assert stack_violations(RULE, preview_stack(entry=named, extra=reader)) == []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from pulumi_policy import StackValidationPolicy
 
@@ -97,7 +97,10 @@ def problems_of(role, resources) -> Iterator[str]:
                 yield f"{ACCESS_POLICY_ASSOCIATION} {r.name!r} associates {policy} (only {', '.join(READ_ACCESS_POLICIES)})"
         elif r.resource_type == ACCESS_ENTRY and get(r.props, "principalArn") == arn:
             for group in as_list(get(r.props, "kubernetesGroups")):
-                yield from _group_problems(group, resources)
+                yield from _bound_problems(f"group {group!r}", _is_group(group), resources)
+            # The role is also the Kubernetes user the entry names (or, without userName, EKS's
+            # assumed-role ARN for it): a binding to that user gives the role its verbs as surely as a group.
+            yield from _bound_problems("the role's user", _is_user_of(get(r.props, "userName"), names), resources)
     for where, policy_arn in attached:
         if policy_arn not in managed:
             yield f"{where} attaches {policy_arn}, which is not a policy of this stack (AWS-managed policies are not judged read-only)"
@@ -106,23 +109,41 @@ def problems_of(role, resources) -> Iterator[str]:
                 yield f"{where} attaches {MANAGED_POLICY} {managed[policy_arn].name!r}, which allows {action}"
 
 
-def _group_problems(group: Any, resources) -> Iterator[str]:
-    """A Kubernetes group the role is mapped to may be bound only to roles of this stack with read verbs."""
+def _is_group(group: Any) -> Callable[[Any], bool]:
+    return lambda subject: get(subject, "kind") == "Group" and get(subject, "name") == group
+
+
+def _is_user_of(user_name: Any, role_names: set[Any]) -> Callable[[Any], bool]:
+    """A ``User`` subject that is the entry's ``userName`` or, failing closed, names the role at all (its ARN, or
+    EKS's default user for a role, ``arn:aws:sts::ACCOUNT:assumed-role/NAME/{{SessionName}}``)."""
+    def matches(subject: Any) -> bool:
+        name = get(subject, "name")
+        if get(subject, "kind") != "User" or not isinstance(name, str):
+            return False
+        if user_name is not None and name == user_name:
+            return True
+        return any(isinstance(n, str) and (name == n or f"assumed-role/{n.rsplit('/', 1)[-1]}/" in name)
+                   for n in role_names)
+    return matches
+
+
+def _bound_problems(who: str, is_subject: Callable[[Any], bool], resources) -> Iterator[str]:
+    """A Kubernetes group or user the role is mapped to may be bound only to roles of this stack with read verbs."""
     rules_of = {(r.resource_type, get(r.props, "metadata", "name"), get(r.props, "metadata", "namespace")): r
                 for r in resources if r.resource_type in (CLUSTER_ROLE, K8S_ROLE)}
     for binding in (r for r in resources if r.resource_type in BINDINGS):
-        if not any(get(s, "kind") == "Group" and get(s, "name") == group for s in iter_mappings(get(binding.props, "subjects"))):
+        if not any(is_subject(s) for s in iter_mappings(get(binding.props, "subjects"))):
             continue
         kind, name = get(binding.props, "roleRef", "kind"), get(binding.props, "roleRef", "name")
         namespace = get(binding.props, "metadata", "namespace") if kind == "Role" else None
         role = rules_of.get((CLUSTER_ROLE if kind == "ClusterRole" else K8S_ROLE, name, namespace))
         if role is None:
-            yield f"group {group!r} is bound to {kind} {name!r}, which is not declared in this stack (its verbs cannot be judged)"
+            yield f"{who} is bound to {kind} {name!r}, which is not declared in this stack (its verbs cannot be judged)"
             continue
         for rule in iter_mappings(get(role.props, "rules")):
             verbs = set(as_list(get(rule, "verbs")))
             if not verbs <= READ_VERBS:
-                yield f"group {group!r} is bound to {kind} {name!r}, which allows {sorted(verbs - READ_VERBS)}"
+                yield f"{who} is bound to {kind} {name!r}, which allows {sorted(verbs - READ_VERBS)}"
 
 
 def validate_preview_role_read_only(args, report_violation) -> None:
