@@ -140,6 +140,14 @@ def test_a_floating_or_empty_version_is_refused(version):
         [PIN.format(LT_VERSION, version)]
 
 
+@pytest.mark.parametrize("version", ["$LATEST", "$latest", "latest", "v2", "3.5", 3.5, "0", 0, "-1", "+3", "1e3",
+                                     "\u0663", True])
+def test_anything_but_a_version_number_is_refused(version):
+    # (a bug: only the exact spellings $Latest/$Default were refused, though the rule promises a number)
+    assert violations(PINNED, ASG, {"launchTemplate": {"id": "lt-1", "version": version}}) == \
+        [PIN.format(LT_VERSION, version)]
+
+
 def test_a_template_without_a_version_is_refused():
     assert violations(PINNED, ASG, {"launchTemplate": {"id": "lt-1"}}) == [PIN.format(LT_VERSION, None)]
 
@@ -536,8 +544,9 @@ def test_a_cluster_without_a_default_node_group_has_no_node_settings():
 
 NICS_UNSET = ("networkInterfaces is not set: the subnet's mapPublicIpOnLaunch decides whether instances get a "
               "public IP; set networkInterfaces[0].associatePublicIpAddress: 'false'")
-NIC0_UNSET = ("networkInterfaces[0].associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch decides; "
-              "set it to 'false'")
+NIC_UNSET = ("networkInterfaces[{}].associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch decides; "
+             "set it to 'false'")
+NIC0_UNSET = NIC_UNSET.format(0)
 PUBLIC_UNSET = "associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch decides; set it to false"
 MAP_PUBLIC = ("mapPublicIpOnLaunch gives every instance launched here without an explicit setting a public IP; "
               "set it to false")
@@ -558,6 +567,19 @@ EIP_MESSAGE = "associates an Elastic IP (a public address) with an instance or n
 def test_launch_template_interfaces_must_refuse_a_public_ip(nics, expected):
     props = {} if nics is None else {"networkInterfaces": nics}
     assert violations(PUBLIC_IP, LT, props) == expected
+
+
+@pytest.mark.parametrize("nics, expected", [
+    ([{"deviceIndex": 1, "associatePublicIpAddress": "false"}, {"deviceIndex": 0}], [NIC_UNSET.format(1)]),
+    ([{"deviceIndex": 1, "associatePublicIpAddress": "false"}, {"deviceIndex": "0"}], [NIC_UNSET.format(1)]),
+    ([{"deviceIndex": 1}, {"deviceIndex": 0, "associatePublicIpAddress": False}], [NIC_UNSET.format(0)]),
+    ([{"deviceIndex": 1, "associatePublicIpAddress": "false"}, {"deviceIndex": 0, "associatePublicIpAddress": "false"}],
+     []),
+    ([{"deviceIndex": 0, "associatePublicIpAddress": "false"}, {"deviceIndex": 2}], []),
+])
+def test_the_primary_interface_is_found_by_device_index_wherever_it_is_listed(nics, expected):
+    # (a bug: only the first listed interface was held to an explicit 'false', but a public IP goes to device 0)
+    assert violations(PUBLIC_IP, LT, {"networkInterfaces": nics}) == expected
 
 
 @pytest.mark.parametrize("type_", [LC, INSTANCE, SPOT])
@@ -680,6 +702,13 @@ def test_user_data_is_read_plain_base64_and_gzipped():
         ssh_message("userData", "PasswordAuthentication yes")]
     assert violations(SSH, LT, {"userData": b64(gzip.compress(b"\xff\xfe" + b"authorized_keys"))}) == [
         ssh_message("userData", "authorized_keys")]
+
+
+def test_base64_wrapped_over_lines_is_read():
+    script = b"#!/bin/bash\n" + b"echo padding the first line of base64 past its wrap\n" * 2 + b"PermitRootLogin yes\n"
+    wrapped = base64.encodebytes(script).decode()
+    assert "\n" in wrapped.strip()
+    assert violations(SSH, LT, {"userData": wrapped}) == [ssh_message("userData", "PermitRootLogin yes")]
 
 
 def test_text_that_only_looks_like_base64_or_gzip_is_read_as_it_is():
