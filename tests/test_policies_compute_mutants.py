@@ -129,7 +129,7 @@ MIXED_VERSION = "mixedInstancesPolicy.launchTemplate.launchTemplateSpecification
 OVERRIDE_VERSION = "mixedInstancesPolicy.launchTemplate.overrides[{}].launchTemplateSpecification.version"
 
 
-@pytest.mark.parametrize("version", ["3", 3, "12 "])
+@pytest.mark.parametrize("version", ["3", 3, 3.0, "1", 1, " 12 ", "2024"])
 def test_a_version_number_is_pinned(version):
     assert violations(PINNED, ASG, {"launchTemplate": {"id": "lt-1", "version": version}}) == []
 
@@ -141,7 +141,7 @@ def test_a_floating_or_empty_version_is_refused(version):
 
 
 @pytest.mark.parametrize("version", ["$LATEST", "$latest", "latest", "v2", "3.5", 3.5, "0", 0, "-1", "+3", "1e3",
-                                     "\u0663", True])
+                                     "\u0663", True, False, None, "inf", float("inf")])
 def test_anything_but_a_version_number_is_refused(version):
     # (a bug: only the exact spellings $Latest/$Default were refused, though the rule promises a number)
     assert violations(PINNED, ASG, {"launchTemplate": {"id": "lt-1", "version": version}}) == \
@@ -717,6 +717,12 @@ def test_text_that_only_looks_like_base64_or_gzip_is_read_as_it_is():
     assert violations(SSH, LT, {"userData": b64(b"\x1f\x8b not gzip at all")}) == []
     assert violations(SSH, LT, {"userData": b64(b"\x1f\x8b") + "\nssh_pwauth: yes"}) == [
         ssh_message("userData", "ssh_pwauth: yes")]
+
+
+def test_user_data_with_an_unpaired_surrogate_is_read_not_crashed_on():
+    # a str UTF-8 cannot encode (a JSON "\\ud800" escape decodes to one): read with a replacement, not crashed on
+    assert violations(SSH, LT, {"userData": "\ud800#!/bin/bash\necho ok"}) == []
+    assert violations(SSH, LT, {"userData": "\ud800\nssh_pwauth: true"}) == [ssh_message("userData", "ssh_pwauth: true")]
 
 
 @pytest.mark.parametrize("value", [5, True, ["ssh_pwauth: true"], {"text": "ssh_pwauth: true"}, ""])

@@ -69,9 +69,7 @@ def _version_number(version: object) -> bool:
     ``$Default`` in any spelling, a name, a fraction, a boolean — is not a pinned version."""
     if isinstance(version, float) and version.is_integer():
         version = int(version)
-    if isinstance(version, bool) or not isinstance(version, (str, int)):
-        return False
-    text = str(version).strip()
+    text = str(version).strip()  # True, None, a list: never digits
     return bool(_VERSION_NUMBER.fullmatch(text)) and int(text) >= 1
 
 
