@@ -705,8 +705,8 @@ def test_user_data_is_read_plain_base64_and_gzipped():
 
 
 def test_base64_wrapped_over_lines_is_read():
-    script = b"#!/bin/bash\n" + b"echo padding the first line of base64 past its wrap\n" * 2 + b"PermitRootLogin yes\n"
-    wrapped = base64.encodebytes(script).decode()
+    script = b"#" * 50 + b" PermitRootLogin yes\n" + b"# more\n" * 10   # the setting straddles the first wrap
+    wrapped = base64.encodebytes(script).decode()                          # (76 characters = 57 bytes a line)
     assert "\n" in wrapped.strip()
     assert violations(SSH, LT, {"userData": wrapped}) == [ssh_message("userData", "PermitRootLogin yes")]
 
