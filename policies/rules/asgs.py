@@ -8,6 +8,8 @@ autoscaler and the node rollout.
 
 from __future__ import annotations
 
+import re
+
 from pulumi_policy import ResourceValidationPolicy
 
 from policies.rules._props import MANDATORY, as_list, get, tags_of
@@ -15,7 +17,7 @@ from policies.rules._props import MANDATORY, as_list, get, tags_of
 ASG = "aws:autoscaling/group:Group"
 CA_ENABLED = "k8s.io/cluster-autoscaler/enabled"
 CA_PREFIX = "k8s.io/cluster-autoscaler/"
-FLOATING_VERSIONS = ("$Latest", "$Default")
+_VERSION_NUMBER = re.compile(r"[0-9]+")
 
 
 def _is_asg(args) -> bool:
@@ -62,6 +64,15 @@ def _template_specs(props) -> list[tuple[str, object]]:
     return specs
 
 
+def _version_number(version: object) -> bool:
+    """A launch-template version number (``"3"``, or 3.0 as protobuf numbers arrive); anything else — ``$Latest``,
+    ``$Default`` in any spelling, a name, a fraction, a boolean — is not a pinned version."""
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)
+    text = str(version).strip()  # True, None, a list: never digits
+    return bool(_VERSION_NUMBER.fullmatch(text)) and int(text) >= 1
+
+
 def validate_version_pinned(args, report_violation) -> None:
     if not _is_asg(args):
         return
@@ -69,7 +80,7 @@ def validate_version_pinned(args, report_violation) -> None:
     if not specs:
         report_violation("uses no launch template", None)
     for where, version in specs:
-        if version is None or str(version).strip() in FLOATING_VERSIONS or not str(version).strip():
+        if not _version_number(version):
             report_violation(f"{where} is {version!r}; pin a launch-template version number, not $Latest/$Default", None)
 
 

@@ -177,6 +177,12 @@ def _explicit_private(value: Any) -> bool:
     return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
+def _primary(position: int, nic: Any) -> bool:
+    """The interface a public IP is mapped to on launch: device index 0, which is not always listed first
+    (the first listed is held to it too, so a template whose order and indexes disagree is not guessed)."""
+    return position == 0 or as_number(get(nic, "deviceIndex")) == 0
+
+
 def public_ip_problems(args) -> Iterator[str]:
     """A public address on an instance, however it gets one: an interface or instance that asks for it, one that
     leaves it to the subnet (whose ``mapPublicIpOnLaunch`` then decides), a subnet that maps public IPs on launch,
@@ -190,8 +196,8 @@ def public_ip_problems(args) -> Iterator[str]:
         for i, nic in enumerate(nics):
             if truthy(get(nic, "associatePublicIpAddress")):
                 yield f"networkInterfaces[{i}].associatePublicIpAddress must not be true"
-            elif i == 0 and not _explicit_private(get(nic, "associatePublicIpAddress")):
-                yield ("networkInterfaces[0].associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch "
+            elif _primary(i, nic) and not _explicit_private(get(nic, "associatePublicIpAddress")):
+                yield (f"networkInterfaces[{i}].associatePublicIpAddress is not set: the subnet's mapPublicIpOnLaunch "
                        "decides; set it to 'false'")
     elif t in (LAUNCH_CONFIGURATION, *INSTANCES):
         value = get(props, "associatePublicIpAddress")
