@@ -229,7 +229,8 @@ def is_web_identity_trust(document: Any, role_arn: Any, provider_url: str, audie
     the IAM OIDC provider for ``provider_url`` in the role's own account (``provider_arn`` when configured).
 
     ``role_arn`` None: the role's ARN is not known (a resource policy sees only inputs), so the provider's account
-    is not compared with the role's (``iam-no-cross-account-principal`` judges foreign providers).
+    is not compared with the role's. (``iam-no-cross-account-principal`` judges ``AWS`` principals only, not a
+    ``Federated`` provider of another account: a known gap, docs/policies.md.)
     """
     if isinstance(document, str):
         try:
