@@ -184,6 +184,8 @@ def test_admin_access_policies_and_their_scope():
     assert association("AmazonEKSClusterAdminPolicy") == [f"associates AmazonEKSClusterAdminPolicy with {ROLE_X}{ONLY_CI}"]
     assert association("arn:aws:eks::aws:cluster-access-policy/AmazonEKSEditPolicy", scope="cluster") == []
     assert association(7) == []
+    assert association("arn:aws:eks::aws:cluster-access-policy/x/AmazonEKSClusterAdminPolicy") == [
+        f"associates arn:aws:eks::aws:cluster-access-policy/x/AmazonEKSClusterAdminPolicy with {ROLE_X}{ONLY_CI}"]
 
 
 def test_admin_association_to_an_allowed_or_unknown_principal():
@@ -258,7 +260,8 @@ def test_an_argo_workflow_in_yaml_is_judged_by_its_api_version():
 
 
 def test_a_yaml_kind_that_is_not_a_string_is_no_job():
-    assert violations(SAFE_TO_EVICT, CONFIG_GROUP, {"yaml": "apiVersion: v1\nkind: {a: 1}\n---\nkind: [Job]\n"}) == []
+    assert violations(SAFE_TO_EVICT, CONFIG_GROUP, {"yaml": "apiVersion: argoproj.io/v1alpha1\nkind: {a: 1}\n---\n"
+                                                           "apiVersion: argoproj.io/v1alpha1\nkind: [Workflow]\n"}) == []
 
 
 def test_a_workflow_kind_of_another_group_is_a_job_whose_pod_templates_are_looked_for():
@@ -307,7 +310,7 @@ def test_a_host_volume_and_its_mount_at_the_top_level_of_a_custom_resource():
 def test_a_host_path_without_a_path_and_paths_that_are_not_normalised():
     assert violations(HOSTPATH, POD, {"spec": {"volumes": [
         {"name": "a", "hostPath": {}}, {"name": "b", "local": {}}, {"name": "c", "hostPath": {"path": "/./opt/models"}},
-        {"name": "d", "hostPath": {"path": "/opt/models/"}}]}}) == [
+        {"name": "d", "hostPath": {"path": "/opt/models/"}}, {"name": "e", "hostPath": {"path": "/opt/models/.X"}}]}}) == [
         f"spec.volumes[0]: volume 'a' mounts host path None, {OUTSIDE}",
         "spec.volumes[2]: volume 'c' mounts host path '/./opt/models', which is not a normalised path ('.', '..' and "
         "'//' are resolved by the node, through symlinks, not by this rule); write it as '/opt/models'"]
@@ -650,3 +653,39 @@ def test_allowed_charts_match_without_trailing_slashes():
     assert violations(HELM, "kubernetes:helm.sh/v3:Chart", {"chart": "foo", "fetchOpts": {"repo": "https://x.io"},
                                                             "version": "1.0.0"},
                       config={"allowedCharts": ["https://x.io/foo/"]}) == []
+
+
+# --------------------------------------------------------------------------- corner cases found by the second run
+
+def test_an_unknown_harmless_value_does_not_hide_the_containers_after_it():
+    assert violations(PRIVILEGED, POD, {"spec": {"serviceAccountName": UNKNOWN, "containers": [
+        {"name": "a", "securityContext": {"privileged": True}}]}}) == [
+        "spec.containers[0].securityContext.privileged: true gives the container the node"]
+
+
+def test_a_persistent_volume_message_rewrites_only_its_own_path():
+    assert violations(HOSTPATH, PV, {"spec": {"accessModes": ["ReadOnlyMany"], "hostPath": {"path": "/etc"}}},
+                      config={"modelPath": "/srv/'/etc', outside"}) == [
+        "hostPath '/etc' is outside the model path /srv/'/etc', outside"]
+
+
+def test_requests_other_than_cpu_or_memory_are_no_requests():
+    job = {"spec": {"ttlSecondsAfterFinished": 60, "template": {"spec": {"containers": [
+        {"name": "gpu", "resources": {"requests": {"nvidia.com/gpu": 1}}},
+        {"name": "empty", "resources": {"requests": {"cpu": "", "memory": "1Gi"}}}]}}}}
+    assert violations(JOB_HYGIENE, "kubernetes:batch/v1:Job", job) == [
+        "containers[0] (gpu) sets no resources.requests (cpu/memory)"]
+
+
+def test_chart_sources_lose_only_trailing_slashes():
+    chart = {"chart": "fooX", "repositoryOpts": {"repo": "https://e.example/reX/"}, "version": "1.0.0"}
+    assert violations(HELM, RELEASE, chart, config={"allowedCharts": ["https://e.example/reX/fooX/"]}) == []
+    assert violations(HELM, RELEASE, chart, config={"allowedCharts": ["https://e.example/re/fooX"]}) == [
+        not_allowed("https://e.example/reX/fooX", "https://e.example/re/fooX")]
+
+
+def test_every_unreadable_source_range_and_admin_group_is_listed():
+    assert violations(LB, SERVICE, lb_service("bogus", "nope", "10.0.0.0/8")) == [
+        f"{NLB} with source ranges that are not CIDR blocks: bogus, nope"]
+    assert violations(ADMIN, ACCESS_ENTRY, {"principalArn": ROLE_X, "kubernetesGroups": ["system:masters"] * 2}) == [
+        f"maps {ROLE_X} to system:masters, system:masters"]
