@@ -213,7 +213,7 @@ def persistent_volume_problems(spec: Any, model_path: str) -> Iterator[str]:
         path = get(spec, kind, "path")
         problem = _path_problem(path, model_path)
         if problem:
-            yield f"{kind} {problem.replace(', outside', ' is outside', 1)}"
+            yield f"{kind} {problem.replace(f'{path!r}, outside', f'{path!r} is outside', 1)}"
         modes = as_list(get(spec, "accessModes"))
         if modes != ["ReadOnlyMany"]:
             yield f"a {kind} volume must be ReadOnlyMany only, has accessModes {modes}"
