@@ -532,19 +532,13 @@ def test_traced_roles_are_all_candidates_and_only_entries_are_followed(stack_wit
 
 
 def test_helpers_on_malformed_urns_and_trusts():
-    from policies.rules.kubernetes import _stand_in_role_arn, parent_type, pod_spec
+    from policies.rules.kubernetes import _stand_in_role_arn, parent_type
     assert parent_type("not-a-urn") is None
     assert parent_type(f"urn:pulumi:t::kiln::{CI_ACCESS}${ASSOCIATION}::x") == CI_ACCESS
     federated = {"Statement": [{"Principal": {"Federated": f"arn:aws-cn:iam::{ACCOUNT}:oidc-provider/h"}}]}
     assert _stand_in_role_arn(federated) == f"arn:aws-cn:iam::{ACCOUNT}:role/not-known-yet"
     for bad in (["x"], "arn:aws:iam", f"arn:aws:iam::{ACCOUNT}"):
         assert _stand_in_role_arn({"Statement": [{"Principal": {"Federated": bad}}]}) is None
-
-    class Args:
-        def __init__(self, type_, props):
-            self.resource_type, self.props = type_, props
-    assert pod_spec(Args("kubernetes:batch/v1:CronJob", cron({"template": {"spec": {"a": 1}}}))) == {"a": 1}
-    assert pod_spec(Args(THING, {"spec": {"a": 1}})) is None
 
 
 # --------------------------------------------------------------------------- k8s-model-claim-mounted-readonly

@@ -36,23 +36,6 @@ PERSISTENT_VOLUME = "kubernetes:core/v1:PersistentVolume"
 PERSISTENT_VOLUME_CLAIM = "kubernetes:core/v1:PersistentVolumeClaim"
 JOB = "kubernetes:batch/v1:Job"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
-# Where each workload kind keeps its pod spec (the model-claim rule binds claims to pod specs).
-POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
-    "kubernetes:core/v1:Pod": ("spec",),
-    "kubernetes:core/v1:PodTemplate": ("template", "spec"),
-    "kubernetes:core/v1:ReplicationController": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
-    JOB: ("spec", "template", "spec"),
-    CRON_JOB: ("spec", "jobTemplate", "spec", "template", "spec"),
-}
-# Server-side-apply patches (``<Kind>Patch``) and the older batch/v1beta1 CronJob carry the same
-# pod spec, and a patch can add a writable hostPath to a workload declared elsewhere.
-POD_SPEC_PATHS.update({f"{kind}Patch": path for kind, path in list(POD_SPEC_PATHS.items())})
-POD_SPEC_PATHS["kubernetes:batch/v1beta1:CronJob"] = POD_SPEC_PATHS[CRON_JOB]
-POD_SPEC_PATHS["kubernetes:batch/v1beta1:CronJobPatch"] = POD_SPEC_PATHS[CRON_JOB]
 PERSISTENT_VOLUMES = (PERSISTENT_VOLUME, f"{PERSISTENT_VOLUME}Patch")
 PERSISTENT_VOLUME_CLAIMS = (PERSISTENT_VOLUME_CLAIM, f"{PERSISTENT_VOLUME_CLAIM}Patch")
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
@@ -136,11 +119,6 @@ def where(trail: tuple) -> str:
     for key in trail:
         out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
     return out or "(top level)"
-
-
-def pod_spec(args) -> Any:
-    path = POD_SPEC_PATHS.get(args.resource_type)
-    return None if path is None else get(args.props, *path)
 
 
 def containers(spec: Any) -> Iterator[tuple[str, Any]]:
