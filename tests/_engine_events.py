@@ -154,7 +154,7 @@ def leaf_diff(old: Any, new: Any, path: tuple = ()) -> dict[tuple, DiffKind]:
 def preview_of_program(old_config: dict, new_config: dict, *, policy_packs: Optional[dict] = None,
                        with_summary: bool = True) -> list[EngineEvent]:
     """The engine events of ``pulumi preview`` from ``old_config`` (deployed) to ``new_config``."""
-    from tests._program_helpers import run
+    from _program_helpers import run
 
     old_run, new_run = run(old_config), run(new_config)
     old_by_urn = {r.urn: r for r in old_run.resources}

@@ -162,6 +162,19 @@ def _run_cached(frozen: str, account: str) -> ProgramRun:
 os.register_at_fork(after_in_child=_run_cached.cache_clear)
 
 
+def mapping_for_mutmut() -> bool:
+    """Whether mutmut is mapping each test to the functions it runs (its "stats" pass)."""
+    return os.environ.get("MUTANT_UNDER_TEST") == "stats"
+
+
+def program_scope(fixture_name: str, config: Any) -> str:
+    """The scope of a fixture holding a program run: one run per module, except while mutmut maps tests to
+    code — then every test runs the program itself, so every test that reads a run is mapped to the code it
+    exercises (with one run per module only the module's first test would be, and only it would run
+    against that code's mutants)."""
+    return "function" if mapping_for_mutmut() else "module"
+
+
 def run(config: dict[str, Any], account: dict[str, Any] | None = None) -> ProgramRun:
     """Run ``__main__.py`` under mocks (:class:`AccountMocks`) once per distinct config and account."""
     return _run_cached(json.dumps(config, sort_keys=True), json.dumps(account or {}, sort_keys=True))

@@ -13,6 +13,7 @@ import pytest
 
 from automation.localaws import moto_server
 from tests._kube_emulator import KubeEmulator
+from _program_helpers import _run_cached, mapping_for_mutmut  # (as the tests import it: one module, one cache)
 
 # mutmut (make mutate) forks a child per mutant from a process that already ran the suite once. The child
 # inherits the event loop the Pulumi mocks ran on, whose default executor believes its worker threads
@@ -34,3 +35,11 @@ def kube_server():
     emulator = KubeEmulator()
     yield emulator
     emulator.close()
+
+
+@pytest.fixture(autouse=True)
+def _program_runs_mapped_per_test():
+    """While mutmut maps tests to code, no test answers from another test's program run (see program_scope)."""
+    if mapping_for_mutmut():
+        _run_cached.cache_clear()
+    yield

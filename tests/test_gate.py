@@ -24,7 +24,7 @@ from automation.gate import (UNKNOWN, EventRecorder, Expected, PathError, classi
                              format_path, parse_path)
 from tests._engine_events import (leaf_diff, op_failed, outputs_of, path_string, policy_violation,
                                   preview_of_program, step, summary, urn_of)
-from tests._program_helpers import BASE, EXISTING_GPU_SPOT, with_changes
+from _program_helpers import BASE, EXISTING_GPU_SPOT, with_changes
 
 OLD_AMI, NEW_AMI = "ami-0123456789abcdef0", "ami-0aaaaaaaaaaaaaaa1"
 GPU_NEW = "ami-0aaaaaaaaaaaaaaa2"

@@ -13,7 +13,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from _program_helpers import BASE, run, with_changes
+from _program_helpers import BASE, program_scope, run, with_changes
 from automation.bake.recipe import MANIFEST_NAME, TAG_RECIPE
 from infra.labels import BAKE_KEY_GRANT_OPERATIONS
 from infra import roles
@@ -34,12 +34,12 @@ PERMISSION_ONLY = {"iam:PassRole", "sts:TagSession", "s3:ListBucket",
 BUCKET = "example-ml-models"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=program_scope)
 def program():
     return run(BASE)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=program_scope)
 def with_ci():
     return run(with_changes(BASE, ciOidc=CI, modelBucket=BUCKET))
 
@@ -553,7 +553,7 @@ def test_rollout_policy_fits_the_inline_policy_size_limit(program):
 # ---- the bake builder: its own role, reading only kiln:modelBucket (issue 12, point 2) ----------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=program_scope)
 def with_bucket():
     return run(with_changes(BASE, modelBucket=BUCKET))
 
@@ -687,7 +687,7 @@ _HANDLER_CALL = re.compile(r"\b(sqs|autoscaling|lifecycle_client)\.(?:get_pagina
 _HANDLER_SERVICE = {"lifecycle_client": "autoscaling"}   # the Auto Scaling client for heartbeats and completes
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope=program_scope)
 def with_handler():
     return run(with_changes(BASE, terminationHandlerImage=HANDLER_IMAGE))
 

@@ -840,7 +840,7 @@ def test_rollback_cli_without_history_exits_2(tmp_path, monkeypatch, capsys):
 
 def test_the_program_exports_what_rotate_and_bake_consume():
     """The stack-output contract, checked on the real __main__.py under Pulumi mocks."""
-    from tests._program_helpers import BASE, run
+    from _program_helpers import BASE, run
 
     outputs = run(BASE).outputs  # cached: other program tests in this process share the run
     assert outputs["clusterName"] == "kiln-test" and outputs["nodeAmi"] and outputs["modelVersion"] == "v5"

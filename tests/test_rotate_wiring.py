@@ -29,7 +29,7 @@ from automation.rotate import cli as rotate_cli
 from tests._aws_env import use_dummy_aws_credentials
 from tests._fake_stack import NAMESPACE, FakeStack
 from tests._kube_objects import KubeObjects
-from tests._program_helpers import BASE
+from _program_helpers import BASE
 from tests.test_replace_end_to_end import REGION, Fleet, Kubelet, launched_versions  # noqa: F401 (a fixture)
 
 
