@@ -768,3 +768,36 @@ def test_the_handlers_rbac_allows_exactly_the_calls_its_adapter_makes(with_handl
     assert lease == {c for c in HANDLER_KUBE_CALLS.values() if c[0] == "coordination.k8s.io"}
     assert not _allowed(role.inputs["rules"], "coordination.k8s.io", "leases", "patch", "kiln-rollout")
 
+
+
+# ---- the rollout role as the CI rotation role (kiln:ciOidc.rotation) ---------------------------------------
+
+ROTATION_CI = {**CI, "rotation": {"subject": "repo:acme/kiln:environment:rotation"},
+               "stateBackend": "s3://acme-state/kiln"}
+
+
+def test_the_rotation_role_trusts_only_the_rotation_job_and_may_write_the_stack_state():
+    from infra import ci_oidc, ci_roles
+    prog = run(with_changes(BASE, ciOidc=ROTATION_CI))
+    role, provider = prog.one(ROLE, "rollout"), prog.one(OIDC)
+    # Trusted by the rotation job's token only: this provider, its audience, the rotation subject.
+    assert json.loads(role.inputs["assumeRolePolicy"]) == json.loads(ci_oidc.web_identity_trust(
+        provider.outputs["arn"], CI["providerUrl"], CI["audience"], "repo:acme/kiln:environment:rotation"))
+    assert role.inputs["maxSessionDuration"] == roles.MAX_SESSION_SECONDS
+    assert role.inputs["tags"] == {"kiln.dev/cluster": "kiln-test"}
+    # The gated `up` writes the stack's state and takes its lock: a write policy on this role, not a read one.
+    state = prog.one(POLICY, "rollout-state")
+    assert state.inputs["role"] == role.id
+    written = json.loads(state.inputs["policy"])
+    assert written == json.loads(ci_roles.state_policy("aws", "acme-state", "kiln/", None, write=True))
+    assert written != json.loads(ci_roles.state_policy("aws", "acme-state", "kiln/", None, write=False))
+    # Everything the role is made of is a child of its component (one place in `pulumi stack`, one delete).
+    component = next(r for r in prog.resources if r.type == "kiln:infra:RolloutRole")
+    for r in prog.resources:
+        if r.name.startswith("rollout") and r.type.startswith("aws:iam/"):
+            assert r.parent == component.urn, r.name
+    # The CI deploy role: the same session length and tags.
+    deploy = prog.one(ROLE, "ci-deploy")
+    assert deploy.inputs["maxSessionDuration"] == roles.MAX_SESSION_SECONDS
+    assert deploy.inputs["tags"] == {"kiln.dev/cluster": "kiln-test"}
+
