@@ -9,6 +9,7 @@ and the outcome — everything an operator or the runner acts on. Everything goe
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from automation.rollout import engine
@@ -414,6 +415,10 @@ def test_with_nothing_proven_old_nodes_go_back_without_counting_a_replacement_th
     back = of(Uncordon, d.commands)
     assert back == [Uncordon("gpu-a", "n2"), Uncordon("gpu-a", "n1")]
     assert [u.why for u in back] == ["given back to pending Jobs: nothing in gpu-a is proven (any more)"] * 2
+    # One pending Job asking for two GPUs wants both free slots too.
+    d = decide(snap([g], nodes, [pods[0], gpu_pod("big", None, 2.0, phase="Pending")], now=400), intent(), gi(desired=2),
+               DEFAULT)
+    assert of(Uncordon, d.commands) == [Uncordon("gpu-a", "n2"), Uncordon("gpu-a", "n1")]
     # The pending pods' selector names another group: nothing here is theirs.
     other = [p.__class__(**{**p.__dict__, "node_selector": {LABEL_NODE_GROUP: "gpu-b"}}) for p in pods[1:]]
     d = decide(snap([g], nodes, pods[:1] + other, now=400), intent(), gi(desired=2), DEFAULT)
@@ -532,6 +537,10 @@ def test_a_cordon_names_the_rollout_the_proof_the_deadline_and_at_most_three_job
               f"Jobs still running at t=7800s (their deadline) are evicted",
         "n3": head}
     assert [w.deadline for w in of(Cordon, d.commands)[0].waits_for] == [7200.0] * 4 + [7800.0]
+    # Four Jobs: three named, the fourth counted.
+    d = decide(snap([g], nodes, pods[:4]), intent(), gi(desired=3), DEFAULT)
+    assert cordon_whys(d)["n1"] == (f"{head}; waiting for Jobs ml/j1, ml/j2, ml/j3 and 1 more to finish before "
+                                    f"replacing this node; Jobs still running at t=7200s (their deadline) are evicted")
 
 
 def test_a_cordon_over_a_job_whose_extension_cannot_be_read_says_it_is_never_evicted():
@@ -683,16 +692,23 @@ def test_a_node_two_budgets_hold_is_recovering_only_if_both_are():
 
 def test_durations_read_as_a_person_would_say_them():
     cases = {float("nan"): "an unknown time", -5.0: "0s", 0.4: "0s", 119.0: "119s", 120.0: "2m", 7199.0: "120m",
-             7200.0: "2.0h", 2 * 86400 - 1: "48.0h", 2 * 86400: "2d", 1000 * 86400 - 1: "1000d",
+             7200.0: "2.0h", 172656.0: "48.0h", 2 * 86400 - 1: "48.0h", 2 * 86400: "2d", 86357232.0: "1000d",
+             1000 * 86400 - 1: "1000d",
              1000 * 86400: "more than 1000 days", float("inf"): "ever"}
     assert {s: engine._duration(s) for s in cases} == cases
 
 
-def test_instants_read_as_utc_on_a_real_clock_and_seconds_on_an_injected_one():
+def test_instants_read_as_utc_on_a_real_clock_and_seconds_on_an_injected_one(monkeypatch):
+    monkeypatch.setenv("TZ", "America/New_York")        # UTC whatever the machine's zone
+    time.tzset()
     cases = {float("nan"): "never", float("inf"): "never", 1_800_000_000.0: "2027-01-15T08:00:00Z",
              1e9 + 1: "2001-09-09T01:46:41Z", 1e9: "t=1e+09s", 1e7 + 1: "t=1e+07s", 1e7: "t=10000000s",
              7200.4: "t=7200s", 1e300: "after the year 9999"}
-    assert {s: engine._clock(s) for s in cases} == cases
+    try:
+        assert {s: engine._clock(s) for s in cases} == cases
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_long_message_is_cut_to_its_limit_and_whitespace_folded():
