@@ -881,3 +881,25 @@ def test_only_a_numbered_version_strictly_between_the_previous_and_the_target_is
     assert not engine._between("5", "1", "4") and not engine._between("0", "1", "4")
     assert not engine._between(None, "1", "4") and not engine._between("$Latest", "1", "4")
     assert not engine._between("2", "$Default", "4") and not engine._between("2", "1", "$Latest")
+
+
+def test_old_nodes_given_back_are_judged_each_by_its_own_free_slots():
+    g = group([inst("i-0"), inst("i-1"), inst("i-2"), inst("i-3"), inst("i-4"), inst("i-c1", "2")], desired=6)
+    bare = Node(**{**node("n4", "i-4").__dict__, "allocatable": {}})            # no GPU reported: the group's 1 slot
+    nodes = [node("c1", "i-c1", old=False, warming=True), node("n1", "i-1", slots=3.0), node("n2", "i-2", slots=2.0),
+             node("n3", "i-3"), bare]
+    pods = [gpu_pod("two", "n1", 2.0), no_request_job("one", "n2")] + pending(2)
+    d = decide(snap([g], nodes, pods, now=400), intent(), gi(desired=5), DEFAULT)
+    # i-0 has no node; n1 and n2 hold a Job and have one slot free each: they go back first.
+    assert of(Uncordon, d.commands) == [Uncordon("gpu-a", "n1"), Uncordon("gpu-a", "n2")]
+
+
+def test_a_node_whose_only_pod_is_a_job_of_a_configured_kind_has_no_slot_to_give_back():
+    g = group([inst("i-1"), inst("i-c1", "2")], desired=2)
+    nodes = [node("c1", "i-c1", old=False, warming=True), node("n1", "i-1")]
+    pods = [Pod("ml", "ray", "n1", "Running", owner_kind="RayCluster", owner_name="r")] + pending(1)
+    d = decide(snap([g], nodes, pods, now=400), intent(), gi(desired=1), DEFAULT)
+    assert of(Uncordon, d.commands) == [Uncordon("gpu-a", "n1")]
+    d = decide(snap([g], nodes, pods, now=400), intent(), gi(desired=1), DEFAULT,
+               job_kinds=frozenset({"Job", "RayCluster"}))
+    assert not of(Uncordon, d.commands)
