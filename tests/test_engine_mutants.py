@@ -451,6 +451,9 @@ def test_stopping_because_launches_fail_asks_again_for_nodes_removed_before_they
     d = decide(snap([g], [node("n1", "i-1")], now=1200, activities=[failed(200)]), intent(), gi(desired=3), DEFAULT)
     assert d.stop.commands == (Uncordon("gpu-a", "n1"), SetCapacity("gpu-a", desired=3))
     assert d.stop.commands[1].raise_only is True
+    assert d.summary() == {"old_nodes": 1, "new_nodes": 0, "new_ready": 0, "blocking_jobs": 0, "pending_jobs": 0,
+                           "commands": 2, "waiting_for": f"gpu-a: no replacement can launch yet (17m): {ICE}",
+                           "unproven_groups": 1, "launch_failures": 1, "held_nodes": 0}
     # At its original size already: nothing to change but the cordon.
     g = group([inst("i-1"), inst("i-2")], desired=3, max_size=10, version="1")
     d = decide(snap([g], [node("n1", "i-1"), node("n2", "i-2", cordoned=False)], now=1200, activities=[failed(200)]),
@@ -892,6 +895,11 @@ def test_old_nodes_given_back_are_judged_each_by_its_own_free_slots():
     d = decide(snap([g], nodes, pods, now=400), intent(), gi(desired=5), DEFAULT)
     # i-0 has no node; n1 and n2 hold a Job and have one slot free each: they go back first.
     assert of(Uncordon, d.commands) == [Uncordon("gpu-a", "n1"), Uncordon("gpu-a", "n2")]
+    # One pending Job: the node with the most free slots goes back first.
+    roomy = [node("c1", "i-c1", old=False, warming=True), node("n1", "i-1", slots=2.0), node("n2", "i-2", slots=4.0)]
+    d = decide(snap([g], roomy, [gpu_pod("a", "n1", 1.0), gpu_pod("b", "n2", 2.0)] + pending(1), now=400), intent(),
+               gi(desired=5), DEFAULT)
+    assert of(Uncordon, d.commands) == [Uncordon("gpu-a", "n2")]
 
 
 def test_a_node_whose_only_pod_is_a_job_of_a_configured_kind_has_no_slot_to_give_back():
