@@ -911,3 +911,34 @@ def test_a_node_whose_only_pod_is_a_job_of_a_configured_kind_has_no_slot_to_give
     d = decide(snap([g], nodes, pods, now=400), intent(), gi(desired=1), DEFAULT,
                job_kinds=frozenset({"Job", "RayCluster"}))
     assert not of(Uncordon, d.commands)
+
+
+def pending_beside(b_state: str):
+    """gpu-a (1 slot a node, proven) and gpu-b (4 slots, ``unproven`` or proven with ``failing`` launches), three
+    pending Jobs that fit either; the rollout paused the autoscaler."""
+    a = group([inst("i-a1"), inst("i-ca", "2")], desired=2, name="gpu-a")
+    b = group([inst("i-b1"), inst("i-cb", "2")], desired=3 if b_state == "failing" else 2, name="gpu-b")
+    nodes = [node("a1", "i-a1"), canary("ca", "i-ca"),
+             node("b1", "i-b1", slots=4.0, group_name="gpu-b", cordoned=b_state != "unproven"),
+             canary("cb", "i-cb", slots=4.0, group_name="gpu-b", warming=b_state == "unproven")]
+    pods = [gpu_pod("ja", "a1", 1.0), gpu_pod("jca", "ca", 1.0), gpu_pod("jb", "b1", 4.0), gpu_pod("jcb", "cb", 4.0)]
+    acts = ([engine.ScalingActivity("gpu-b", "a-1", "Failed", "Launching a new EC2 instance.  Status Reason: " + ICE,
+                                    ICE, started_at=300)] if b_state == "failing" else [])
+    return decide(snap([a, b], nodes, pods + pending(3), replicas=0, now=400, activities=acts),
+                  intent(pause=True, replicas=1), {**gi(desired=1), **gi(desired=1, name="gpu-b")}, DEFAULT)
+
+
+def test_pending_jobs_get_nodes_only_in_a_proven_group_whose_launches_work():
+    for b_state in ("unproven", "failing"):
+        d = pending_beside(b_state)
+        assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=5, max_size=10)], b_state
+
+
+def test_a_node_about_to_be_asked_for_takes_pending_jobs_before_one_more_is_added():
+    # n1 is idle and goes: its replacement is asked for now, and its 4 slots take the 3 pending Jobs.
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1", slots=4.0), node("n2", "i-2", slots=4.0), canary(slots=4.0)]
+    pods = [gpu_pod("j2", "n2", 4.0), gpu_pod("jc", "c1", 4.0)] + pending(3)
+    d = decide(snap([g], nodes, pods, replicas=0), intent(pause=True, replicas=1), gi(desired=2), DEFAULT)
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-1", "n1")]
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=10)]
