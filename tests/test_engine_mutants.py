@@ -505,8 +505,14 @@ def test_pending_jobs_get_nodes_of_the_group_with_the_most_slots_packed_first_fi
 def test_pending_jobs_go_where_there_is_room_under_the_original_max_and_where_their_selector_points():
     d = two_proven_groups(max_b=1, pending=pending(3))
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=5, max_size=10)]
-    d = two_proven_groups(pending=pending(2, node_selector={LABEL_NODE_GROUP: "gpu-a"}))
+    # A pod no group can take (queued first) does not stop the ones after it.
+    nowhere = gpu_pod("a-nowhere", None, 1.0, phase="Pending", node_selector={LABEL_NODE_GROUP: "gpu-z"})
+    d = two_proven_groups(pending=[nowhere] + pending(2, node_selector={LABEL_NODE_GROUP: "gpu-a"}))
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=4, max_size=10)]
+    # gpu-b has room for one node under its max of 2: four pods there, the fifth on gpu-a.
+    d = two_proven_groups(max_b=2, pending=pending(5))
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=10),
+                                           SetCapacity("gpu-b", desired=3, max_size=3)]
     # A pod bigger than any node of its groups gets nothing.
     d = two_proven_groups(pending=pending(1, 8.0))
     assert not of(SetCapacity, d.commands)
