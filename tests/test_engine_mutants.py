@@ -513,9 +513,12 @@ def test_pending_jobs_go_where_there_is_room_under_the_original_max_and_where_th
     d = two_proven_groups(max_b=2, pending=pending(5))
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=10),
                                            SetCapacity("gpu-b", desired=3, max_size=3)]
-    # A pod bigger than any node of its groups gets nothing.
+    # A pod bigger than any node of its groups gets nothing, and does not stop the ones after it.
     d = two_proven_groups(pending=pending(1, 8.0))
     assert not of(SetCapacity, d.commands)
+    big = gpu_pod("big", None, 8.0, phase="Pending")
+    d = two_proven_groups(pending=[big] + pending(3))
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-b", desired=3, max_size=10)]
 
 
 def test_between_groups_of_equal_slots_pending_jobs_go_where_most_room_is_left():
@@ -948,3 +951,19 @@ def test_a_node_about_to_be_asked_for_takes_pending_jobs_before_one_more_is_adde
     d = decide(snap([g], nodes, pods, replicas=0), intent(pause=True, replicas=1), gi(desired=2), DEFAULT)
     assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-1", "n1")]
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=10)]
+
+
+def test_a_node_about_to_be_asked_for_counts_against_its_groups_room():
+    # gpu-b (4 slots, original max 2): b0 is idle and goes, its replacement is asked for now. That node takes
+    # four pending Jobs and fills gpu-b's room; the fifth gets a node of gpu-a.
+    a = group([inst("i-a1"), inst("i-ca", "2")], desired=2, name="gpu-a")
+    b = group([inst("i-b0"), inst("i-b1"), inst("i-cb", "2")], desired=3, max_size=2, name="gpu-b")
+    nodes = [node("a1", "i-a1"), canary("ca", "i-ca"), node("b0", "i-b0", slots=4.0, group_name="gpu-b"),
+             node("b1", "i-b1", slots=4.0, group_name="gpu-b"), canary("cb", "i-cb", slots=4.0, group_name="gpu-b")]
+    pods = [gpu_pod("ja", "a1", 1.0), gpu_pod("jca", "ca", 1.0), gpu_pod("jb", "b1", 4.0),
+            gpu_pod("jcb", "cb", 4.0)] + pending(5)
+    d = decide(snap([a, b], nodes, pods, replicas=0), intent(pause=True, replicas=1),
+               {**gi(desired=1), **gi(desired=2, max_size=2, name="gpu-b")}, DEFAULT)
+    assert of(Terminate, d.commands) == [Terminate("gpu-b", "i-b0", "b0")]
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=10),
+                                           SetCapacity("gpu-b", desired=3, max_size=3)]
