@@ -967,3 +967,25 @@ def test_a_node_about_to_be_asked_for_counts_against_its_groups_room():
     assert of(Terminate, d.commands) == [Terminate("gpu-b", "i-b0", "b0")]
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=10),
                                            SetCapacity("gpu-b", desired=3, max_size=3)]
+
+
+def test_between_groups_of_equal_slots_the_room_left_counts_new_nodes_and_those_about_to_be_asked_for():
+    def world(a_old, a_new, a_desired, n_pending):
+        """gpu-a and gpu-b (1 slot a node, original max 5, proven): gpu-b has one busy old node and one busy new one."""
+        a = group([inst(i) for i in a_old] + [inst(i, "2") for i in a_new], desired=len(a_old) + len(a_new),
+                  max_size=5, name="gpu-a")
+        b = group([inst("i-b1"), inst("i-cb", "2")], desired=2, max_size=5, name="gpu-b")
+        nodes = ([node(i.replace("i-", ""), i) for i in a_old] + [canary(i.replace("i-", ""), i) for i in a_new]
+                 + [node("b1", "i-b1", group_name="gpu-b"), canary("cb", "i-cb", group_name="gpu-b")])
+        busy = [gpu_pod(f"j-{n.name}", n.name, 1.0) for n in nodes if n.name != "a0"]
+        return decide(snap([a, b], nodes, busy + pending(n_pending), replicas=0), intent(pause=True, replicas=1),
+                      {**gi(desired=a_desired, max_size=5), **gi(desired=1, max_size=5, name="gpu-b")}, DEFAULT)
+    # gpu-a has two new nodes (room for 3 more), gpu-b one (room for 4): the pending Job goes to gpu-b.
+    d = world(["i-a1"], ["i-ca", "i-ca2"], 1, 1)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-b", desired=3, max_size=5)]
+    # a0 is idle and goes: its replacement (asked for now) takes the first pending Job and leaves gpu-a room
+    # for 3 more; the second goes to gpu-b (room for 4).
+    d = world(["i-a0", "i-a1"], ["i-ca"], 2, 2)
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-a0", "a0")]
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=5),
+                                           SetCapacity("gpu-b", desired=3, max_size=5)]
