@@ -364,7 +364,8 @@ def test_a_new_node_still_cordoned_as_old_is_uncordoned_saying_why():
 
 
 def test_a_running_autoscaler_is_kept_off_each_new_node_not_yet_marked_while_old_nodes_remain():
-    g = group([inst("i-1"), inst("i-c1", "2"), inst("i-c2", "2")], desired=3)
+    # i-c0 has no node yet: nothing to mark, and the others still are.
+    g = group([inst("i-1"), inst("i-c0", "2"), inst("i-c1", "2"), inst("i-c2", "2")], desired=4)
     pods = [job_pod("j", "n1")]
     for ann, marked in (({}, ["c1", "c2"]), ({CA_SCALE_DOWN_DISABLED: "true"}, ["c1"]),
                         ({CA_SCALE_DOWN_DISABLED: "false"}, ["c1", "c2"])):
@@ -989,3 +990,20 @@ def test_between_groups_of_equal_slots_the_room_left_counts_new_nodes_and_those_
     assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-a0", "a0")]
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3, max_size=5),
                                            SetCapacity("gpu-b", desired=3, max_size=5)]
+
+
+def test_a_rollback_sets_the_previous_version_on_every_group_that_is_not_there_yet():
+    a = group([inst("i-a1")], version="1", name="gpu-a")
+    b = group([inst("i-b1"), inst("i-b2", "2")], version="2", name="gpu-b")
+    nodes = [node("a1", "i-a1", old=False), node("b1", "i-b1", old=False, group_name="gpu-b"),
+             node("b2", "i-b2", old=False, group_name="gpu-b")]
+    d = decide(snap([a, b], nodes), intent(phase="rolling_back"), {**gi(desired=1), **gi(desired=1, name="gpu-b")},
+               DEFAULT)
+    assert of(SetVersion, d.commands) == [SetVersion("gpu-b", "lt-1", "1")]
+
+
+def test_a_strategy_that_does_not_prove_first_never_pins():
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1", cordoned=False), node("n2", "i-2", cordoned=False)]
+    d = decide(snap([g], nodes), intent(), gi(), replace(DEFAULT, prove_first=False))
+    assert not of(SetVersion, d.commands)
