@@ -1007,3 +1007,9 @@ def test_a_strategy_that_does_not_prove_first_never_pins():
     nodes = [node("n1", "i-1", cordoned=False), node("n2", "i-2", cordoned=False)]
     d = decide(snap([g], nodes), intent(), gi(), replace(DEFAULT, prove_first=False))
     assert not of(SetVersion, d.commands)
+
+
+def test_a_group_that_had_no_node_when_the_rollout_began_is_asked_for_no_canary_and_never_pinned():
+    g = group([inst("i-1")], desired=1)
+    d = decide(snap([g], [node("n1", "i-1", cordoned=False)], [job_pod("j", "n1")]), intent(), gi(desired=0), DEFAULT)
+    assert not of(SetVersion, d.commands) and not of(SetCapacity, d.commands)
