@@ -1013,3 +1013,27 @@ def test_a_group_that_had_no_node_when_the_rollout_began_is_asked_for_no_canary_
     g = group([inst("i-1")], desired=1)
     d = decide(snap([g], [node("n1", "i-1", cordoned=False)], [job_pod("j", "n1")]), intent(), gi(desired=0), DEFAULT)
     assert not of(SetVersion, d.commands) and not of(SetCapacity, d.commands)
+
+
+# ---------------------------------------------------------------- how many new nodes a group should have now
+
+def test_a_group_with_no_old_node_left_gets_back_to_its_original_size_even_unproven():
+    g = group([inst("i-c1", "2")], desired=1)
+    d = decide(snap([g], [node("c1", "i-c1", old=False, warming=True)], now=100), intent(), gi(desired=2), DEFAULT)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=2, max_size=10)]
+
+
+def test_an_unproven_group_with_one_old_node_gets_its_canary_and_nothing_more():
+    g = group([inst("i-1")], desired=1)
+    d = decide(snap([g], [node("n1", "i-1", cordoned=False)], [job_pod("j", "n1")]), intent(), gi(desired=2), DEFAULT)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=2, max_size=10)]
+
+
+def test_without_a_canary_a_proven_group_replaces_only_the_nodes_that_left():
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1"), node("n2", "i-2"), canary()]
+    # n1 goes: with a canary ahead, its replacement comes on top of c1; without, c1 is its replacement.
+    with_canary = decide(snap([g], nodes, [job_pod("j", "n2")]), intent(), gi(desired=2), DEFAULT)
+    assert of(SetCapacity, with_canary.commands) == [SetCapacity("gpu-a", desired=3, max_size=10)]
+    without = decide(snap([g], nodes, [job_pod("j", "n2")]), intent(), gi(desired=2), replace(DEFAULT, canary=False))
+    assert of(Terminate, without.commands) == [Terminate("gpu-a", "i-1", "n1")] and not of(SetCapacity, without.commands)
