@@ -1037,3 +1037,45 @@ def test_without_a_canary_a_proven_group_replaces_only_the_nodes_that_left():
     assert of(SetCapacity, with_canary.commands) == [SetCapacity("gpu-a", desired=3, max_size=10)]
     without = decide(snap([g], nodes, [job_pod("j", "n2")]), intent(), gi(desired=2), replace(DEFAULT, canary=False))
     assert of(Terminate, without.commands) == [Terminate("gpu-a", "i-1", "n1")] and not of(SetCapacity, without.commands)
+
+
+def rollback_while_launches_fail(on_previous: list[str], *, c1="busy", desired=5, min_size=0):
+    """Rolling back to version 1 while launches fail (original size 2): ``on_previous`` instances run version 1,
+    i-c1 (version 2) is cordoned with a Job on it (``busy``) or never registered (``unregistered``)."""
+    g = group([inst(i, "1") for i in on_previous] + [inst("i-c1", "2")], desired=desired, version="1",
+              min_size=min_size)
+    nodes = [node(i.replace("i-", "n"), i, old=False) for i in on_previous]
+    if c1 == "busy":
+        nodes.append(node("c1", "i-c1", old=False, cordoned=True))
+    pods = [job_pod("j", "c1")] if c1 == "busy" else []
+    return decide(snap([g], nodes, pods, now=400, activities=[failed(300)]), intent(phase="rolling_back"),
+                  gi(desired=2), DEFAULT)
+
+
+def test_a_rollback_whose_launches_fail_withdraws_what_it_no_longer_wants_but_never_a_live_instance():
+    # One on version 1 and c1 still to go: the original 2 on version 1 plus c1 = 3.
+    d = rollback_while_launches_fail(["i-1"])
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3)]
+    assert of(SetCapacity, d.commands)[0].raise_only is False
+    # Never below the min size.
+    assert of(SetCapacity, rollback_while_launches_fail(["i-1"], min_size=4).commands) == [SetCapacity("gpu-a", desired=4)]
+    # Never below the instances there are (4 live).
+    assert of(SetCapacity, rollback_while_launches_fail(["i-1", "i-2", "i-3"], desired=6).commands) == [
+        SetCapacity("gpu-a", desired=4)]
+    # c1 never registered: it goes (with a decrement) and no longer counts as live.
+    d = rollback_while_launches_fail(["i-1", "i-2", "i-3"], c1="unregistered", desired=6)
+    assert of(Terminate, d.commands) == [Terminate("gpu-a", "i-c1", None)]
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3)]
+
+
+def test_a_fixed_surge_or_a_strategy_without_nodes_for_pending_jobs_adds_none_for_them():
+    g = group([inst("i-1"), inst("i-2"), inst("i-c1", "2")], desired=3)
+    nodes = [node("n1", "i-1"), node("n2", "i-2"), canary()]
+    pods = [job_pod("j1", "n1"), job_pod("j2", "n2"), job_pod("jc", "c1")] + pending(3)
+    world = snap([g], nodes, pods, replicas=0)
+    assert of(SetCapacity, decide(world, intent(pause=True, replicas=1), gi(desired=2), DEFAULT).commands) == [
+        SetCapacity("gpu-a", desired=6, max_size=10)]
+    assert not of(SetCapacity, decide(world, intent(pause=True, replicas=1, surge="1"), gi(desired=2), DEFAULT).commands)
+    # double-and-drain asks for its second fleet (2 new beside 2 old) and nothing for the queue.
+    assert of(SetCapacity, decide(world, intent(pause=True, replicas=1, strategy="double-and-drain"), gi(desired=2),
+                                  DOUBLE_AND_DRAIN).commands) == [SetCapacity("gpu-a", desired=4, max_size=10)]
