@@ -1079,3 +1079,18 @@ def test_a_fixed_surge_or_a_strategy_without_nodes_for_pending_jobs_adds_none_fo
     # double-and-drain asks for its second fleet (2 new beside 2 old) and nothing for the queue.
     assert of(SetCapacity, decide(world, intent(pause=True, replicas=1, strategy="double-and-drain"), gi(desired=2),
                                   DOUBLE_AND_DRAIN).commands) == [SetCapacity("gpu-a", desired=4, max_size=10)]
+
+
+def test_a_rollback_whose_launches_fail_leaves_a_group_at_what_it_keeps_alone_and_sees_every_group():
+    assert not of(SetCapacity, rollback_while_launches_fail(["i-1"], desired=3).commands)
+    a = group([inst("i-a1", "1"), inst("i-ca", "2")], desired=5, version="1", name="gpu-a")
+    b = group([inst("i-b1", "1"), inst("i-cb", "2")], desired=5, version="1", name="gpu-b")
+    nodes = [node("a1", "i-a1", old=False), node("ca", "i-ca", old=False, cordoned=True),
+             node("b1", "i-b1", old=False, group_name="gpu-b"),
+             node("cb", "i-cb", old=False, cordoned=True, group_name="gpu-b")]
+    b_failed = engine.ScalingActivity("gpu-b", "b-300", "Failed", "Launching a new EC2 instance.  Status Reason: " + ICE,
+                                      ICE, started_at=300)
+    d = decide(snap([a, b], nodes, [job_pod("ja", "ca"), job_pod("jb", "cb")], now=400,
+                    activities=[failed(300), b_failed]), intent(phase="rolling_back"),
+               {**gi(desired=2), **gi(desired=2, name="gpu-b")}, DEFAULT)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3), SetCapacity("gpu-b", desired=3)]
