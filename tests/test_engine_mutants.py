@@ -1094,3 +1094,12 @@ def test_a_rollback_whose_launches_fail_leaves_a_group_at_what_it_keeps_alone_an
                     activities=[failed(300), b_failed]), intent(phase="rolling_back"),
                {**gi(desired=2), **gi(desired=2, name="gpu-b")}, DEFAULT)
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-a", desired=3), SetCapacity("gpu-b", desired=3)]
+
+
+def test_a_group_whose_launches_fail_asks_for_nothing_more_and_does_not_stop_the_next_one_asking():
+    a = group([inst("i-1")], desired=2, name="gpu-a")
+    b = group([inst("i-b1")], desired=1, name="gpu-b")
+    nodes = [node("n1", "i-1", cordoned=False), node("b1", "i-b1", cordoned=False, group_name="gpu-b")]
+    d = decide(snap([a, b], nodes, now=400, activities=[failed(300)]), intent(),
+               {**gi(desired=1), **gi(desired=1, name="gpu-b")}, DEFAULT)
+    assert of(SetCapacity, d.commands) == [SetCapacity("gpu-b", desired=2, max_size=10)]
