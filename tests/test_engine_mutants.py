@@ -1103,3 +1103,16 @@ def test_a_group_whose_launches_fail_asks_for_nothing_more_and_does_not_stop_the
     d = decide(snap([a, b], nodes, now=400, activities=[failed(300)]), intent(),
                {**gi(desired=1), **gi(desired=1, name="gpu-b")}, DEFAULT)
     assert of(SetCapacity, d.commands) == [SetCapacity("gpu-b", desired=2, max_size=10)]
+
+
+def test_instances_that_never_look_new_grow_an_unproven_group_to_double_its_size_and_a_canary_and_no_further():
+    """Every instance launched for a canary reports the previous version (it never looks new): each cycle asks for
+    one more canary, up to twice the original size (2) plus the canary, then stops."""
+    def ask(n: int) -> list[SetCapacity]:
+        g = group([inst(f"i-{i}") for i in range(n)], desired=n)
+        d = decide(snap([g], [node(f"n{i}", f"i-{i}", cordoned=False) for i in range(n)]), intent(),
+                   gi(desired=2, max_size=2), DEFAULT)
+        return of(SetCapacity, d.commands)
+    assert ask(3) == [SetCapacity("gpu-a", desired=4, max_size=4)]
+    assert ask(4) == [SetCapacity("gpu-a", desired=5, max_size=5)]
+    assert ask(5) == [SetCapacity("gpu-a", max_size=5)]            # no more desired; max back to what there is
