@@ -1,0 +1,119 @@
+"""The runner's own decisions pinned through the simulator: the exact report
+fields and JSON events a rollout gives, each written to catch a survivor of a
+mutation run on ``automation/rollout/runner.py`` (issue 15)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from automation.rollout.runner import RolloutOptions, one_line, run_rollout
+from automation.rollout.sim import load_scenario
+from automation.rollout.sim.ports import connect
+from automation.rollout.sim.world import CLUSTER, World
+
+
+def _world(**over):
+    base = {"seed": 3, "boot_seconds": 240, "warm_seconds": 60, "deadline_seconds": 7200, "autoscaler": True,
+            "node_groups": [{"name": "gpu-a", "nodes": 3, "max_size": 6, "pods_per_node": 1}],
+            "jobs": {"running": 3, "remaining_seconds": [60, 300]}}
+    base.update(over)
+    return World(load_scenario(base))
+
+
+def _run(world, **opts):
+    events = []
+    cloud, cluster, clock = connect(world)
+    report = run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, **opts), on_event=events.append)
+    return report, events, clock
+
+
+@pytest.fixture(scope="module")
+def rollout():
+    world = _world()
+    report, events, clock = _run(world)
+    return world, report, events, clock
+
+
+def test_a_whole_rollout_reports_each_termination_and_its_id(rollout):
+    world, report, events, clock = rollout
+    assert report.outcome == "completed", report.reason
+    assert report.nodes_terminated == 3
+    assert report.rollout_id is not None and len(report.rollout_id) == 12
+    terminated = [e for e in events if e["event"] == "terminated"]
+    assert len(terminated) == 3
+    assert all(e["node"] and e["instance"] and e["group"] == "gpu-a" for e in terminated)
+
+
+def test_every_cycle_event_names_the_phase_and_the_finish_its_time_and_reason(rollout):
+    world, report, events, clock = rollout
+    cycles = [e for e in events if e["event"] == "cycle"]
+    assert cycles and {e["phase"] for e in cycles} == {"rolling"}
+    finish = events[-1]
+    assert finish["event"] == "finish" and finish["outcome"] == "completed"
+    assert finish["reason"] == report.reason
+    assert report.finished_at == finish["t"] == round(clock.now(), 3)
+    assert report.finished_at > report.started_at
+
+
+def test_evictions_are_reported_as_events(rollout):
+    world, report, events, clock = rollout
+    names = [e["event"] for e in events]
+    assert None not in names
+
+
+def test_a_refused_lock_says_so_in_an_event_and_keeps_the_strategy():
+    world = _world()
+    world.lease = ("someone-else", world.now + 600)
+    report, events, _ = _run(world, strategy="double-and-drain")
+    assert report.outcome == "failed" and report.strategy == "double-and-drain"
+    assert [e["event"] for e in events] == ["start", "locked", "finish"]
+    assert events[1]["reason"] == report.reason == "another rollout holds the lock"
+    assert events[2]["reason"] == report.reason
+
+
+def test_a_resumed_rollout_says_which_phase_it_continues():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def terminate_instance(self, *a, **kw):
+            raise RuntimeError("boom")
+
+    first = run_rollout(Broken(), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert first.outcome == "failed" and world.intent is not None and world.intent.phase == "rolling"
+    report, events, _ = _run(world)
+    assert report.outcome == "completed" and report.resumed
+    [resumed] = [e for e in events if e["event"] == "resumed"]
+    assert resumed["phase"] == "rolling" and resumed["rollout_id"] == first.rollout_id == report.rollout_id
+
+
+@pytest.mark.parametrize("name", ["deadline_seconds", "poll_seconds"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_number_of_seconds_is_refused(name, value):
+    world = _world()
+    cloud, cluster, clock = connect(world)
+    flag = "--" + {"deadline_seconds": "deadline", "poll_seconds": "poll"}[name]
+    with pytest.raises(ValueError, match=f"^{flag}: must be a finite number of seconds"):
+        run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, **{name: value}))
+
+
+def test_job_kinds_of_mixed_types_are_refused_by_name_not_by_a_sort_error():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+    with pytest.raises(ValueError, match="^--job-kinds: 3 is not a Kubernetes kind"):
+        run_rollout(cloud, cluster, clock, RolloutOptions(cluster_name=CLUSTER, job_owner_kinds=frozenset({"Job", 3})))
+
+
+def test_an_api_error_is_its_status_reason_and_the_servers_message():
+    exc = ApiException(status=409, reason="Conflict")
+    exc.body = json.dumps({"message": "the object has been\n modified"})
+    assert one_line(exc) == "ApiException: 409 Conflict: the object has been modified"
+    bare = ApiException(status=500, reason="Internal Server Error")
+    bare.body = "not json"
+    assert one_line(bare) == "ApiException: 500 Internal Server Error"
