@@ -85,8 +85,13 @@ def test_a_resumed_rollout_says_which_phase_it_continues():
         def terminate_instance(self, *a, **kw):
             raise RuntimeError("boom")
 
-    first = run_rollout(Broken(), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    failed_events = []
+    first = run_rollout(Broken(), cluster, clock, RolloutOptions(cluster_name=CLUSTER),
+                        on_event=failed_events.append)
     assert first.outcome == "failed" and world.intent is not None and world.intent.phase == "rolling"
+    failures = [e for e in failed_events if e["event"] == "command_failed"]
+    assert failures and {e["reason"] for e in failures} == {"RuntimeError: boom"}
+    assert all(e["command"].startswith("Terminate(") for e in failures)
     report, events, _ = _run(world)
     assert report.outcome == "completed" and report.resumed
     [resumed] = [e for e in events if e["event"] == "resumed"]
@@ -117,3 +122,63 @@ def test_an_api_error_is_its_status_reason_and_the_servers_message():
     bare = ApiException(status=500, reason="Internal Server Error")
     bare.body = "not json"
     assert one_line(bare) == "ApiException: 500 Internal Server Error"
+
+
+def test_evictions_name_the_pod_and_its_node_in_an_event():
+    world = _world(jobs={}, services=[{"name": "api", "replicas": 3, "min_available": 2}])
+    report, events, _ = _run(world)
+    assert report.outcome == "completed", report.reason
+    evicted = [e for e in events if e.get("event") == "evicted"]
+    assert len(evicted) == report.pods_evicted >= 3
+    assert all("/api" in e["pod"] for e in evicted), evicted
+    assert all(e["node"] and e["forced"] is False for e in evicted)
+
+
+class _HookedCloud:
+    """The simulator's cloud, with a hook run at each reconcile's first read."""
+
+    def __init__(self, cloud, hook):
+        self._cloud, self._hook, self.cycles = cloud, hook, 0
+
+    def __getattr__(self, name):
+        return getattr(self._cloud, name)
+
+    def list_groups(self, cluster):
+        self.cycles += 1
+        self._hook(self.cycles)
+        return self._cloud.list_groups(cluster)
+
+
+def test_losing_the_lock_mid_rollout_is_the_reason_it_failed():
+    world = _world(jobs={"remaining_list": [3000.0]})
+    cloud, cluster, clock = connect(world)
+    events = []
+
+    def taken_over(n):
+        if n == 5:
+            world.lease = ("another-rollout", world.now + 10_000)
+
+    report = run_rollout(_HookedCloud(cloud, taken_over), cluster, clock, RolloutOptions(cluster_name=CLUSTER),
+                         on_event=events.append)
+    assert (report.outcome, report.reason) == ("failed", "lost the lock to another rollout")
+    assert events[-1] == {"event": "finish", "t": events[-1]["t"], "outcome": "failed",
+                          "reason": "lost the lock to another rollout"}
+
+
+def test_a_failed_launch_is_told_once_with_its_group_and_since():
+    world = _world(faults=[{"kind": "launch_failure", "group": "gpu-a", "at_seconds": 0}])
+    report, events, _ = _run(world, launch_failure_timeout_seconds=600)
+    failures = [e for e in events if e["event"] == "launch_failure"]
+    assert failures, [e["event"] for e in events]
+    assert all(e["group"] == "gpu-a" and isinstance(e["since"], float) and e["since"] <= e["t"] for e in failures)
+    assert len({e["activity"] for e in failures}) == len(failures)
+    assert report.launch_failures == [{"group": e["group"], "message": e["message"], "activity": e["activity"]}
+                                      for e in failures]
+
+
+def test_a_rollout_that_pauses_the_autoscaler_completes_and_restores_it():
+    world = _world()
+    before = world.autoscaler_replicas
+    report, events, _ = _run(world, pause_autoscaler=True)
+    assert report.outcome == "completed", report.reason
+    assert world.autoscaler_replicas == before == 1 and report.autoscaler_restored
