@@ -9,6 +9,7 @@ import json
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from automation.rollout.ports import Throttled
 from automation.rollout.runner import RolloutOptions, one_line, run_rollout
 from automation.rollout.sim import load_scenario
 from automation.rollout.sim.ports import connect
@@ -126,12 +127,17 @@ def test_an_api_error_is_its_status_reason_and_the_servers_message():
 
 def test_evictions_name_the_pod_and_its_node_in_an_event():
     world = _world(jobs={}, services=[{"name": "api", "replicas": 3, "min_available": 2}])
+    uids = {(p.namespace, p.name): p.uid for p in connect(world)[1].list_pods() if p.name.startswith("api")}
     report, events, _ = _run(world)
     assert report.outcome == "completed", report.reason
     evicted = [e for e in events if e.get("event") == "evicted"]
     assert len(evicted) == report.pods_evicted >= 3
     assert all("/api" in e["pod"] for e in evicted), evicted
     assert all(e["node"] and e["forced"] is False for e in evicted)
+    # The Kubernetes Event on each evicted pod carries its uid (kubectl describe finds it by it).
+    told = {(ev.object_namespace, ev.object_name): (ev.reason, ev.type, ev.action, ev.object_uid)
+            for ev in world.events.values() if ev.kind == "Pod"}
+    assert told == {key: ("RolloutEvicted", "Normal", "Evict", uid) for key, uid in uids.items()}
 
 
 class _HookedCloud:
@@ -182,3 +188,75 @@ def test_a_rollout_that_pauses_the_autoscaler_completes_and_restores_it():
     report, events, _ = _run(world, pause_autoscaler=True)
     assert report.outcome == "completed", report.reason
     assert world.autoscaler_replicas == before == 1 and report.autoscaler_restored
+
+
+def test_losing_the_lock_between_two_commands_of_a_cycle_is_the_reason_it_failed():
+    world = _world(jobs={})            # three idle old nodes: cordons in one cycle
+    cloud, cluster, clock = connect(world)
+    cordoned = []
+
+    class TakenOverCluster:
+        def __getattr__(self, name):
+            return getattr(cluster, name)
+
+        def cordon(self, node, *a, **kw):    # a slow write, during which another rollout takes the Lease
+            cluster.cordon(node, *a, **kw)
+            cordoned.append(node)
+            world.advance_to(world.now + 200)
+            world.lease = ("another-rollout", world.now + 10_000)
+
+    report = run_rollout(cloud, TakenOverCluster(), clock, RolloutOptions(cluster_name=CLUSTER))
+    assert (report.outcome, report.reason) == ("failed", "lost the lock to another rollout")
+    assert len(cordoned) == 1 and world.lease[0] == "another-rollout"
+
+
+class _EventsForbidden:
+    def __init__(self, cluster):
+        self._cluster, self.tries = cluster, 0
+
+    def __getattr__(self, name):
+        return getattr(self._cluster, name)
+
+    def record_event(self, event):
+        self.tries += 1
+        raise PermissionError("events is forbidden")
+
+
+def test_events_the_api_refuses_are_counted_told_once_and_given_up_after_twenty():
+    world = _world(jobs={"remaining_list": [3000.0, 3000.0, 3000.0]})
+    cloud, cluster, clock = connect(world)
+    forbidden = _EventsForbidden(cluster)
+    events = []
+    report = run_rollout(cloud, forbidden, clock, RolloutOptions(cluster_name=CLUSTER), on_event=events.append)
+    assert report.outcome == "completed", report.reason
+    assert report.events_failed == forbidden.tries == 20 and report.events_written == 0
+    [told] = [e for e in events if e["event"] == "events_unavailable"]
+    assert told["reason"] == "cannot record Kubernetes Events: PermissionError: events is forbidden"
+
+
+def test_kubernetes_events_say_what_the_rollout_did_to_each_node_and_waits_for_on_each_pod():
+    world = _world(jobs={"remaining_list": [3000.0, 3000.0, 3000.0]})
+    report, _, _ = _run(world)
+    assert report.outcome == "completed", report.reason
+    told = sorted((ev.kind, ev.reason, ev.type, ev.action) for ev in world.events.values())
+    assert told == sorted([("Node", "RolloutCordoned", "Normal", "Cordon")] * 3
+                          + [("Node", "RolloutTerminating", "Normal", "Terminate")] * 3
+                          + [("Pod", "RolloutWaiting", "Normal", "Wait")] * 3)
+
+
+def test_events_the_api_throttles_are_counted_and_written_later():
+    world = _world(jobs={"remaining_list": [3000.0, 3000.0, 3000.0]})
+    cloud, cluster, clock = connect(world)
+
+    class Busy(_EventsForbidden):
+        def record_event(self, event):
+            self.tries += 1
+            if self.tries <= 3:
+                raise Throttled("events: 429 Too Many Requests")
+            self._cluster.record_event(event)
+
+    events = []
+    report = run_rollout(cloud, Busy(cluster), clock, RolloutOptions(cluster_name=CLUSTER), on_event=events.append)
+    assert report.outcome == "completed", report.reason
+    assert report.events_failed == 3 and report.events_written == len(world.events) == 9
+    assert not [e for e in events if e["event"] == "events_unavailable"]
