@@ -260,3 +260,61 @@ def test_events_the_api_throttles_are_counted_and_written_later():
     assert report.outcome == "completed", report.reason
     assert report.events_failed == 3 and report.events_written == len(world.events) == 9
     assert not [e for e in events if e["event"] == "events_unavailable"]
+
+
+def test_a_version_published_mid_rollout_is_followed_and_said_so():
+    world = _world(jobs={"remaining_list": [3000.0, 3000.0, 3000.0]}, faults=[{"kind": "publish", "at_seconds": 900}])
+    report, events, _ = _run(world)
+    assert report.outcome == "completed", report.reason
+    moved = [e for e in events if e["event"] == "target_moved"]
+    assert moved and moved[0]["group"] == "gpu-a" and moved[0]["version"] == "3"
+    assert moved[0]["reason"].startswith("gpu-a moved on to launch template version 3 (was 2)")
+
+
+def test_a_write_rejected_four_cycles_in_a_row_from_the_first_is_retried_and_the_fifth_succeeds():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+
+    class Flaky:
+        tries = 0
+
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def set_instance_protection(self, *a, **kw):      # the rollout's very first write
+            Flaky.tries += 1
+            if Flaky.tries <= 4:
+                raise RuntimeError("conflict")
+            return cloud.set_instance_protection(*a, **kw)
+
+    report = run_rollout(Flaky(), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    assert report.outcome == "completed", report.reason
+    assert Flaky.tries >= 5
+
+
+def test_a_paused_autoscaler_that_cannot_be_scaled_back_is_not_reported_restored():
+    world = _world()
+    cloud, cluster, clock = connect(world)
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(cloud, name)
+
+        def terminate_instance(self, *a, **kw):
+            raise RuntimeError("boom")
+
+    class StuckAutoscaler:
+        def __getattr__(self, name):
+            return getattr(cluster, name)
+
+        def scale_autoscaler(self, replicas):
+            if replicas > 0:
+                raise RuntimeError("deployments is forbidden")
+            return cluster.scale_autoscaler(replicas)
+
+    events = []
+    report = run_rollout(Broken(), StuckAutoscaler(), clock,
+                         RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True), on_event=events.append)
+    assert report.outcome == "failed" and "boom" in report.reason
+    assert world.autoscaler_replicas == 0 and report.autoscaler_restored is False
+    assert any(e["event"] == "error" and "could not restore cluster-autoscaler" in e["reason"] for e in events)
