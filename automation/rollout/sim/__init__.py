@@ -126,6 +126,8 @@ def simulate(scenario: Scenario, strategy: str = "default",
         "settled_at_seconds": round(world.now - world.start_at, 3),
         "lower_bound_seconds": round(world.lower_bound, 3),
         "old_nodes_remaining": old if not no_rollout else 0,
+        # The rollout's last reading of its groups: a version published after it is the next rollout's to roll.
+        "last_look_seconds": round(world.last_groups_read_at - world.start_at, 3),
         "original_nodes_removed": sum(world.original_removed.values()),
         "original_nodes_removed_by_group": dict(sorted(world.original_removed.items())),
         "proof_violations": sum(1 for g, t in world.first_removed_at.items()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
-from ..model import TAG_CLUSTER, AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, ScalingActivity, Taint
+from ..model import AutoScalingGroup, Node, Pod, PodDisruptionBudget, RolloutIntent, ScalingActivity, Taint
 from ..aws import PROTECTION_BATCH
 from ..ports import ClusterEvent, EvictionResult, Throttled
 from .world import SimulatedCrash, World
@@ -81,8 +81,7 @@ class SimCloud:
     def list_groups(self, cluster: str) -> list[AutoScalingGroup]:
         if self._w.generation == self._p.generation:
             self._w.begin_cycle()         # every reconcile starts by listing the groups
-        return self._p.call(False, lambda: [self._w.group_view(g) for g in self._w.groups.values()
-                                            if g.tags.get(TAG_CLUSTER) == cluster])
+        return self._p.call(False, lambda: self._w.read_groups(cluster))
 
     def list_scaling_activities(self, asg: str, since: float) -> list[ScalingActivity]:
         return self._p.call(False, lambda: self._w.activities(asg, since))

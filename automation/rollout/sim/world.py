@@ -223,6 +223,7 @@ class World:
         self.max_reads_per_cycle = 0
         self.cycles = 0
         self.generation = 0
+        self.last_groups_read_at = self.now
         self.jobs_interrupted = 0
         self.jobs_force_evicted = 0
         self.jobs_lost = 0
@@ -354,6 +355,12 @@ class World:
             if stop_on_change and self.changed:
                 return
         self._set_time(t)
+
+    def read_groups(self, cluster: str) -> list:
+        """The cluster's groups as DescribeAutoScalingGroups answers now; when the rollout last read them is
+        the last moment it could see a version published (a later one is the next rollout's)."""
+        self.last_groups_read_at = self.now
+        return [self.group_view(g) for g in self.groups.values() if g.tags.get(TAG_CLUSTER) == cluster]
 
     def begin_cycle(self) -> None:
         """A reconcile starts (the rollout lists its groups): the reads of the last one are counted."""
