@@ -15,6 +15,7 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from policies.pack import config_defaults, policies
+from policies.program import config_to_pulumi
 
 POLICIES = {p.name: p for p in policies()}
 
@@ -57,3 +58,15 @@ def stack_violations(policy: str, resources: list, *, config=None, with_urns=Fal
     p.validate(StackValidationArgs(resources, cfg),
                lambda message, urn=None: found.append((message, urn) if with_urns else message))
     return found
+
+
+def use_stack_config(ci=None) -> None:
+    """The stack config a stack rule reads (``pulumi.runtime``): one small valid stack, with ``kiln:ciOidc`` if given."""
+    import pulumi
+    pulumi.runtime.set_all_config(config_to_pulumi({
+        "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33",
+        "kiln:availabilityZones": ["us-east-2a", "us-east-2b"], "kiln:nodeAmi": "ami-0123456789abcdef0",
+        "kiln:modelVersion": "v5",
+        "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 2,
+                             "desiredSize": 1}],
+        **({"kiln:ciOidc": ci} if ci else {})}), [])

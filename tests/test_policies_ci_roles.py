@@ -7,9 +7,8 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from _policy_helpers import resource, stack_violations, violations
+from _policy_helpers import resource, stack_violations, use_stack_config, violations
 from infra import ci_oidc, ci_roles
-from policies.program import config_to_pulumi
 
 RULE = "ci-preview-role-read-only"
 ACCOUNT, OTHER = "123456789012", "999999999999"
@@ -26,13 +25,7 @@ RBAC = "kubernetes:rbac.authorization.k8s.io/v1:"
 @pytest.fixture
 def stack():
     def use(ci=CI_OIDC):
-        pulumi.runtime.set_all_config(config_to_pulumi({
-            "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33",
-            "kiln:availabilityZones": ["us-east-2a", "us-east-2b"], "kiln:nodeAmi": "ami-0123456789abcdef0",
-            "kiln:modelVersion": "v5",
-            "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 2,
-                                 "desiredSize": 1}],
-            **({"kiln:ciOidc": ci} if ci else {})}), [])
+        use_stack_config(ci)
     use()
     yield use
     pulumi.runtime.set_all_config({}, [])

@@ -16,9 +16,8 @@ import pytest
 from pulumi.runtime.rpc import UNKNOWN
 from pulumi_policy.proxy import UnknownValueError
 
-from _policy_helpers import resource, stack_violations, violations
+from _policy_helpers import resource, stack_violations, use_stack_config, violations
 from infra import ci_oidc, ci_roles
-from policies.program import config_to_pulumi
 from policies.rules import ci_roles as ci_rules
 from policies.rules.iam import _account_of
 
@@ -550,13 +549,7 @@ WRITE = doc(allow("ec2:RunInstances"))
 @pytest.fixture
 def ci_stack():
     def use(ci=CI_OIDC):
-        pulumi.runtime.set_all_config(config_to_pulumi({
-            "kiln:clusterName": "kiln", "kiln:kubernetesVersion": "1.33",
-            "kiln:availabilityZones": ["us-east-2a", "us-east-2b"], "kiln:nodeAmi": "ami-0123456789abcdef0",
-            "kiln:modelVersion": "v5",
-            "kiln:nodeGroups": [{"name": "cpu", "instanceTypes": ["m7i.large"], "minSize": 1, "maxSize": 2,
-                                 "desiredSize": 1}],
-            **({"kiln:ciOidc": ci} if ci else {})}), [])
+        use_stack_config(ci)
     use()
     yield use
     pulumi.runtime.set_all_config({}, [])

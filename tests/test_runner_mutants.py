@@ -15,6 +15,8 @@ from automation.rollout.sim import load_scenario
 from automation.rollout.sim.ports import connect
 from automation.rollout.sim.world import CLUSTER, World
 
+from _sim_ports import HookedCloud, TerminateFails
+
 
 def _world(**over):
     base = {"seed": 3, "boot_seconds": 240, "warm_seconds": 60, "deadline_seconds": 7200, "autoscaler": True,
@@ -59,7 +61,7 @@ def test_every_cycle_event_names_the_phase_and_the_finish_its_time_and_reason(ro
     assert report.finished_at > report.started_at
 
 
-def test_evictions_are_reported_as_events(rollout):
+def test_every_event_has_a_name(rollout):
     world, report, events, clock = rollout
     names = [e["event"] for e in events]
     assert None not in names
@@ -79,15 +81,8 @@ def test_a_resumed_rollout_says_which_phase_it_continues():
     world = _world()
     cloud, cluster, clock = connect(world)
 
-    class Broken:
-        def __getattr__(self, name):
-            return getattr(cloud, name)
-
-        def terminate_instance(self, *a, **kw):
-            raise RuntimeError("boom")
-
     failed_events = []
-    first = run_rollout(Broken(), cluster, clock, RolloutOptions(cluster_name=CLUSTER),
+    first = run_rollout(TerminateFails(cloud), cluster, clock, RolloutOptions(cluster_name=CLUSTER),
                         on_event=failed_events.append)
     assert first.outcome == "failed" and world.intent is not None and world.intent.phase == "rolling"
     failures = [e for e in failed_events if e["event"] == "command_failed"]
@@ -140,21 +135,6 @@ def test_evictions_name_the_pod_and_its_node_in_an_event():
     assert told == {key: ("RolloutEvicted", "Normal", "Evict", uid) for key, uid in uids.items()}
 
 
-class _HookedCloud:
-    """The simulator's cloud, with a hook run at each reconcile's first read."""
-
-    def __init__(self, cloud, hook):
-        self._cloud, self._hook, self.cycles = cloud, hook, 0
-
-    def __getattr__(self, name):
-        return getattr(self._cloud, name)
-
-    def list_groups(self, cluster):
-        self.cycles += 1
-        self._hook(self.cycles)
-        return self._cloud.list_groups(cluster)
-
-
 def test_losing_the_lock_mid_rollout_is_the_reason_it_failed():
     world = _world(jobs={"remaining_list": [3000.0]})
     cloud, cluster, clock = connect(world)
@@ -164,7 +144,7 @@ def test_losing_the_lock_mid_rollout_is_the_reason_it_failed():
         if n == 5:
             world.lease = ("another-rollout", world.now + 10_000)
 
-    report = run_rollout(_HookedCloud(cloud, taken_over), cluster, clock, RolloutOptions(cluster_name=CLUSTER),
+    report = run_rollout(HookedCloud(cloud, taken_over), cluster, clock, RolloutOptions(cluster_name=CLUSTER),
                          on_event=events.append)
     assert (report.outcome, report.reason) == ("failed", "lost the lock to another rollout")
     assert events[-1] == {"event": "finish", "t": events[-1]["t"], "outcome": "failed",
@@ -296,13 +276,6 @@ def test_a_paused_autoscaler_that_cannot_be_scaled_back_is_not_reported_restored
     world = _world()
     cloud, cluster, clock = connect(world)
 
-    class Broken:
-        def __getattr__(self, name):
-            return getattr(cloud, name)
-
-        def terminate_instance(self, *a, **kw):
-            raise RuntimeError("boom")
-
     class StuckAutoscaler:
         def __getattr__(self, name):
             return getattr(cluster, name)
@@ -313,7 +286,7 @@ def test_a_paused_autoscaler_that_cannot_be_scaled_back_is_not_reported_restored
             return cluster.scale_autoscaler(replicas)
 
     events = []
-    report = run_rollout(Broken(), StuckAutoscaler(), clock,
+    report = run_rollout(TerminateFails(cloud), StuckAutoscaler(), clock,
                          RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True), on_event=events.append)
     assert report.outcome == "failed" and "boom" in report.reason
     assert world.autoscaler_replicas == 0 and report.autoscaler_restored is False

@@ -17,6 +17,8 @@ from automation.rollout.sim import (GroupSpec, JobsSpec, Scenario, ScenarioError
 from automation.rollout.sim.ports import connect
 from automation.rollout.sim.world import CLUSTER, OLD_VERSION, SimulatedCrash, World
 
+from _sim_ports import HookedCloud, TerminateFails
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -249,14 +251,8 @@ def test_an_unexpected_error_fails_but_restores_the_paused_autoscaler_and_keeps_
     world = _world()
     cloud, cluster, clock = connect(world)
 
-    class Broken:
-        def __getattr__(self, name):
-            return getattr(cloud, name)
-
-        def terminate_instance(self, *a, **kw):
-            raise RuntimeError("boom")
-
-    report = run_rollout(Broken(), cluster, clock, RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True))
+    report = run_rollout(TerminateFails(cloud), cluster, clock,
+                         RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True))
     assert report.outcome == "failed" and "boom" in report.reason
     assert world.autoscaler_replicas == 1 and report.autoscaler_restored
     assert world.intent is not None and world.intent.pause_autoscaler     # a rerun resumes
@@ -379,21 +375,6 @@ def test_the_issue_example_scenarios_through_the_command(name, outcome, code, ca
 
 # ---------------------------------------------------------------- review: lock, signals, back-off
 
-class _HookedCloud:
-    """The simulator's cloud, with a hook run at each reconcile's first read."""
-
-    def __init__(self, cloud, hook):
-        self._cloud, self._hook, self.cycles = cloud, hook, 0
-
-    def __getattr__(self, name):
-        return getattr(self._cloud, name)
-
-    def list_groups(self, cluster):
-        self.cycles += 1
-        self._hook(self.cycles)
-        return self._cloud.list_groups(cluster)
-
-
 def test_two_rollouts_with_default_options_do_not_both_hold_the_lock():
     world = _world(jobs={"remaining_list": [2000.0]})
     cloud, cluster, clock = connect(world)
@@ -404,7 +385,7 @@ def test_two_rollouts_with_default_options_do_not_both_hold_the_lock():
             c2, k2, t2 = connect(world)
             second.append(run_rollout(c2, k2, t2, RolloutOptions(cluster_name=CLUSTER)))
 
-    first = run_rollout(_HookedCloud(cloud, start_another), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
+    first = run_rollout(HookedCloud(cloud, start_another), cluster, clock, RolloutOptions(cluster_name=CLUSTER))
     assert second[0].outcome == "failed" and "lock" in second[0].reason and second[0].cycles == 0
     assert first.outcome == "completed" and world.jobs_interrupted == 0
 
@@ -440,7 +421,7 @@ def test_after_losing_the_lock_the_runner_writes_nothing_not_even_the_autoscaler
             assert world.autoscaler_replicas == 0
             world.lease = ("another-rollout", world.now + 10_000)
 
-    report = run_rollout(_HookedCloud(cloud, taken_over), cluster, clock,
+    report = run_rollout(HookedCloud(cloud, taken_over), cluster, clock,
                          RolloutOptions(cluster_name=CLUSTER, pause_autoscaler=True))
     assert report.outcome == "failed" and "lost the lock" in report.reason
     assert world.autoscaler_replicas == 0      # the rollout now holding the lock paused it; hands off
